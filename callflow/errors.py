@@ -1,0 +1,50 @@
+"""The one exception tree of callflow.
+
+Every error a user can cause (a bad flow file, a bad setting) is a ``UserError`` and is
+printed as a message, never as a traceback.  Telephony errors end one step of one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CallflowError(Exception):
+    """Base of every error raised on purpose by callflow."""
+
+
+class UserError(CallflowError):
+    """A mistake in input the user controls (files, settings, command line)."""
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem found in a flow file, located at ``file:line:col`` (1-based)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class FlowError(UserError):
+    """One or more flow files are invalid; ``diagnostics`` says where and why."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class SettingsError(UserError):
+    """The daemon settings (file or environment) are invalid."""
+
+
+class TelephonyError(CallflowError):
+    """The telephony layer failed to carry out an action on a call."""
+
+
+class CallerHangup(TelephonyError):
+    """The caller hung up; the flow stops where it is and the call is logged as abandoned."""

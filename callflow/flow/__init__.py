@@ -1,0 +1,1 @@
+"""Flow files: loading with positions, schema, graph validation and the engine."""

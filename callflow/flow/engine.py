@@ -1,0 +1,452 @@
+"""The flow engine: runs one call through the steps of a flow.
+
+It speaks only the ``Call`` protocol and the ``Services`` protocols, so the simulator, ARI
+and tests drive the very same code.  Each call runs in its own ``_Run``; every error is
+caught at the step that raised it, so one call's trouble never touches another call, and a
+call the flow cannot carry on goes to the flow's ``fallback`` destination, never to silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ..errors import CallerHangup, TelephonyError
+from ..schedule import Source
+from ..telephony import Call, DialResult, DialStatus
+from . import schema
+from .events import CallInfo, Outcome, OutcomeKind, StepRecord
+from .registry import LoadedFlow
+from .services import CallbackRequest, Services, callable_number
+
+log = logging.getLogger("callflow.call")
+
+
+@dataclass
+class _Result:
+    result: str
+    detail: str = ""
+    next: str | None = None
+    outcome: Outcome | None = None
+
+
+@dataclass
+class _Rung:
+    """What ringing one destination gave: the status, and over which trunk if any."""
+
+    status: DialStatus
+    trunk: str | None = None
+
+
+class Engine:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def run(self, flow: LoadedFlow, call: Call) -> Outcome:
+        """Run ``call`` through ``flow`` to its end; never raises for a call's trouble."""
+        return await _Run(self.services, flow, call).run()
+
+
+def mask(number: str) -> str:
+    """A caller number for logs: enough to tell calls apart, not to identify a patient."""
+    return number if len(number) <= 4 else "*" * (len(number) - 2) + number[-2:]
+
+
+class _Run:
+    def __init__(self, services: Services, flow: LoadedFlow, call: Call) -> None:
+        self.s = services
+        self.flow = flow
+        self.spec = flow.spec
+        self.call = call
+        self.seq = 0
+        self.answered = False
+        self.tier: int | None = None
+        self.step_name: str | None = None
+        self.reached: Outcome | None = None  # who took the call, when the flow goes on after
+        self.info = CallInfo(
+            call_id=call.id,
+            flow=flow.name,
+            version=flow.version,
+            caller=call.caller,
+            dialed=call.dialed,
+            started=services.clock(),
+        )
+
+    # -- the main loop -------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        self.s.observer.call_started(self.info)
+        log.info(
+            "call=%s flow=%s version=%s event=start caller=%s dialed=%s",
+            self.call.id,
+            self.flow.name,
+            self.flow.version,
+            mask(self.call.caller),
+            self.call.dialed,
+        )
+        try:
+            outcome = await self._walk()
+        except CallerHangup:
+            outcome = Outcome(
+                OutcomeKind.ABANDONED, self.step_name, tier=self.tier, detail="caller hung up"
+            )
+        except asyncio.CancelledError:
+            # The daemon is stopping: record the call as it stands, then let the task end.
+            self._end(
+                Outcome(
+                    OutcomeKind.FAILED,
+                    self.step_name,
+                    tier=self.tier,
+                    detail="daemon stopped during the call",
+                )
+            )
+            raise
+        self._end(outcome)
+        if outcome.kind is not OutcomeKind.ABANDONED:
+            await self._hangup()
+        return outcome
+
+    async def _walk(self) -> Outcome:
+        name: str | None = self.spec.start
+        steps_taken = 0
+        while name is not None:
+            steps_taken += 1
+            if steps_taken > self.s.max_steps:
+                return await self._fallback(f"more than {self.s.max_steps} steps")
+            self.step_name = name
+            step = self.spec.steps[name]
+            kind = schema.step_kind(step) or "?"
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            try:
+                res = await self._step(name, step)
+            except CallerHangup:
+                self._record(name, kind, "abandoned", "caller hung up", None, loop.time() - t0)
+                raise
+            except TelephonyError as exc:
+                res = _Result("error", f"{type(exc).__name__}: {exc}", _failed_branch(step))
+            except Exception as exc:  # a bug must not strand the caller
+                log.exception("call=%s step=%s crashed", self.call.id, name)
+                res = _Result("error", f"internal error: {type(exc).__name__}", None)
+            self._record(name, kind, res.result, res.detail, res.next, loop.time() - t0)
+            if res.outcome is not None:
+                if res.next is None:
+                    # A deliberate hangup after someone was reached keeps what was reached.
+                    if res.outcome.kind is OutcomeKind.HANGUP and self.reached is not None:
+                        return self.reached
+                    return res.outcome
+                self.reached = res.outcome
+            elif res.next is None:
+                return await self._fallback(f"step '{name}' ended with {res.result}")
+            name = res.next
+        raise AssertionError("unreachable")
+
+    async def _step(self, name: str, step: schema.Strict) -> _Result:
+        match step:
+            case schema.PlayStep():
+                await self._answer()
+                key = await self.call.play(step.play, barge_in=step.barge_in)
+                return _Result(
+                    "interrupted" if key else "played", f"key {key}" if key else "", step.next
+                )
+            case schema.MenuStep():
+                return await self._menu(step)
+            case schema.ScheduleStep():
+                return self._schedule(step)
+            case schema.DialStep():
+                return await self._dial(name, step, step.dial, OutcomeKind.ANSWERED)
+            case schema.ForwardStep():
+                return await self._dial(name, step, step.forward, OutcomeKind.FORWARDED)
+            case schema.EscalateStep():
+                return await self._escalate(name, step)
+            case schema.CallbackStep():
+                return await self._callback(step)
+            case schema.VoicemailStep():
+                await self._answer()
+                if await self.call.voicemail(step.voicemail.box):
+                    return _Result(
+                        "left",
+                        f"box {step.voicemail.box}",
+                        outcome=Outcome(OutcomeKind.VOICEMAIL, name, tier=self.tier),
+                    )
+                return _Result("failed", f"box {step.voicemail.box}", step.failed)
+            case schema.SetStep():
+                for key_, value in step.set.items():
+                    await self.call.set_variable(key_, value)
+                return _Result("set", ", ".join(step.set), step.next)
+            case schema.GotoStep():
+                return _Result("goto", "", step.goto)
+            case schema.HangupStep():
+                if step.hangup is not None and step.hangup.announce:
+                    await self._answer()
+                    await self.call.play(step.hangup.announce)
+                return _Result("done", "", None, Outcome(OutcomeKind.HANGUP, name, tier=self.tier))
+            case _:
+                raise AssertionError(f"unknown step type {type(step).__name__}")
+
+    # -- step kinds ----------------------------------------------------------------------
+
+    async def _menu(self, step: schema.MenuStep) -> _Result:
+        spec = step.menu
+        await self._answer()
+        history: list[str] = []
+        for attempt in range(1, spec.attempts + 1):
+            digits = await self.call.collect(
+                spec.prompt,
+                max_digits=1,
+                first_timeout=spec.timeout,
+                inter_timeout=spec.timeout,
+                barge_in=spec.barge_in,
+            )
+            key = digits[:1]
+            if key and key in spec.options:
+                history.append(f"pressed {key}")
+                return _Result(f"pressed {key}", _attempts(attempt, history), spec.options[key])
+            if not key:
+                history.append("no input")
+                if spec.no_input:
+                    await self.call.play([spec.no_input])
+            else:
+                history.append(f"invalid key {_printable(digits)}")
+                if spec.invalid:
+                    await self.call.play([spec.invalid])
+        return _Result("failed", _attempts(spec.attempts, history), step.failed)
+
+    def _schedule(self, step: schema.ScheduleStep) -> _Result:
+        now = self.s.clock()
+        cal = self.flow.calendars[step.schedule]
+        override = self.s.overrides.get(f"{self.flow.name}/{step.schedule}", now)
+        state = cal.state_at(now, override)
+        if state.open:
+            return _Result("open", state.reason, step.open)
+        if state.source is Source.HOLIDAY and step.holiday:
+            return _Result("holiday", state.reason, step.holiday)
+        return _Result("closed", state.reason, step.closed)
+
+    async def _dial(
+        self,
+        name: str,
+        step: schema.DialStep | schema.ForwardStep,
+        dest_name: str,
+        on_answer: OutcomeKind,
+    ) -> _Result:
+        rung = await self._ring(name, dest_name, emergency=False)
+        detail = _via(dest_name, rung.trunk)
+        if rung.status is DialStatus.ANSWER:
+            outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
+            return _Result("answered", detail, step.next, outcome)
+        return _Result(rung.status.lower(), detail, _not_reached(step, rung.status))
+
+    async def _escalate(self, name: str, step: schema.EscalateStep) -> _Result:
+        spec = step.escalate
+        self.tier = spec.tier
+        if spec.announce:
+            await self._answer()
+            await self.call.play(spec.announce)
+        if spec.to is not None:
+            rung = await self._ring(name, spec.to, emergency=spec.tier == 1)
+            detail = f"tier {spec.tier}: " + _via(spec.to, rung.trunk)
+            if rung.status is DialStatus.ANSWER:
+                kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
+                outcome = Outcome(kind, name, spec.to, rung.trunk, spec.tier)
+                return _Result("answered", detail, None, outcome)
+            return _Result(rung.status.lower(), detail, step.failed)
+        loop = asyncio.get_running_loop()
+        deadline = None if spec.total_timeout is None else loop.time() + spec.total_timeout
+        tried: list[str] = []
+        for person in spec.ring_in_turn or []:
+            if deadline is not None and loop.time() >= deadline:
+                tried.append("total timeout")
+                break
+            rung = await self._ring(name, person, emergency=False, confirm=spec)
+            tried.append(f"{person}: {rung.status.lower()}")
+            if rung.status is DialStatus.ANSWER:
+                outcome = Outcome(OutcomeKind.ANSWERED, name, person, rung.trunk, spec.tier)
+                return _Result("accepted", f"tier {spec.tier}: " + "; ".join(tried), None, outcome)
+        return _Result("nobody accepted", f"tier {spec.tier}: " + "; ".join(tried), step.failed)
+
+    async def _callback(self, step: schema.CallbackStep) -> _Result:
+        spec = step.callback
+        number = callable_number(self.call.caller)
+        if number is None and step.failed is not None:
+            return _Result("no caller number", f"caller id {self.call.caller!r}", step.failed)
+        request = CallbackRequest(
+            call_id=self.call.id,
+            flow=self.flow.name,
+            caller=number or self.call.caller,
+            queue=spec.queue,
+            priority=spec.priority,
+            tier=self.tier,
+            at=self.s.clock(),
+        )
+        self.s.callbacks.submit(request)
+        if spec.announce:
+            await self._answer()
+            await self.call.play(spec.announce)
+        detail = f"queue {spec.queue}, priority {spec.priority}"
+        if number is None:
+            detail += f"; caller id {self.call.caller!r} cannot be called back"
+        outcome = Outcome(OutcomeKind.CALLBACK, self.step_name, tier=self.tier, detail=spec.queue)
+        return _Result("queued", detail, None, outcome)
+
+    # -- ringing destinations, with trunk failover ---------------------------------------
+
+    async def _ring(
+        self,
+        step: str,
+        dest_name: str,
+        *,
+        emergency: bool,
+        confirm: schema.EscalateSpec | None = None,
+    ) -> _Rung:
+        dest = self.spec.destinations[dest_name]
+        if dest.endpoint is not None:
+            result = await self._ring_target(dest.endpoint, dest.ring, confirm)
+            self._attempt(step, dest_name, None, result.status)
+            return _Rung(result.status)
+        assert dest.number is not None and dest.route is not None
+        trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
+        status = DialStatus.CHANUNAVAIL
+        for trunk in trunks:
+            result = await self._ring_target(f"PJSIP/{dest.number}@{trunk}", dest.ring, confirm)
+            status = result.status
+            self.s.trunks.report(trunk, status)
+            self._attempt(step, dest_name, trunk, status)
+            if not status.trunk_fault:
+                # Answered, or busy / no answer at the far end: the trunk did its job.
+                return _Rung(status, trunk)
+        return _Rung(status if trunks else DialStatus.CHANUNAVAIL, None)
+
+    async def _ring_target(
+        self, target: str, ring: float, confirm: schema.EscalateSpec | None
+    ) -> DialResult:
+        if confirm is None:
+            return await self.call.dial(target, timeout=ring)
+        return await self.call.dial_confirm(
+            target,
+            timeout=ring,
+            confirm=confirm.confirm or "1",
+            announce=confirm.callee_message,
+            confirm_timeout=confirm.confirm_timeout,
+        )
+
+    def _attempt(self, step: str, dest: str, trunk: str | None, status: DialStatus) -> None:
+        self._record(step, "attempt", status.lower(), _via(dest, trunk), None, 0.0)
+
+    async def _fallback(self, why: str) -> Outcome:
+        """The flow cannot carry on: ring the fallback destination so a human is reached."""
+        step = self.step_name or self.spec.start
+        name = self.spec.fallback
+        if name is None:
+            self._record(step, "fallback", "none", f"{why}; no fallback destination", None, 0.0)
+            return Outcome(OutcomeKind.FAILED, step, tier=self.tier, detail=why)
+        try:
+            rung = await self._ring(step, name, emergency=False)
+        except CallerHangup:
+            raise
+        except TelephonyError as exc:
+            rung = _Rung(DialStatus.FAILED)
+            why = f"{why}; fallback failed: {exc}"
+        self._record(
+            step, "fallback", rung.status.lower(), f"{why}; {_via(name, rung.trunk)}", None, 0.0
+        )
+        if rung.status is DialStatus.ANSWER:
+            kind = OutcomeKind.FORWARDED if rung.trunk else OutcomeKind.ANSWERED
+            return Outcome(kind, step, name, rung.trunk, self.tier, detail=f"fallback: {why}")
+        return Outcome(OutcomeKind.FAILED, step, name, None, self.tier, detail=why)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    async def _answer(self) -> None:
+        if not self.answered:
+            await self.call.answer()
+            self.answered = True
+
+    async def _hangup(self) -> None:
+        try:
+            await self.call.hangup()
+        except CallerHangup:
+            pass
+        except TelephonyError as exc:
+            log.info("call=%s hangup: %s", self.call.id, exc)
+
+    def _record(
+        self, step: str, kind: str, result: str, detail: str, nxt: str | None, duration: float
+    ) -> None:
+        self.seq += 1
+        rec = StepRecord(
+            self.call.id,
+            self.flow.name,
+            self.seq,
+            step,
+            kind,
+            result,
+            detail,
+            nxt,
+            self.s.clock(),
+            duration,
+        )
+        log.info(
+            "call=%s flow=%s step=%s kind=%s result=%r detail=%r next=%s",
+            rec.call_id,
+            rec.flow,
+            step,
+            kind,
+            result,
+            detail,
+            nxt or "-",
+        )
+        self.s.observer.step(rec)
+
+    def _end(self, outcome: Outcome) -> None:
+        log.info(
+            "call=%s flow=%s event=end outcome=%s step=%s destination=%s trunk=%s tier=%s",
+            self.call.id,
+            self.flow.name,
+            outcome.kind,
+            outcome.step,
+            outcome.destination or "-",
+            outcome.trunk or "-",
+            outcome.tier or "-",
+        )
+        self.s.observer.call_ended(self.info, outcome, self.s.clock())
+
+
+def _failed_branch(step: schema.Strict) -> str | None:
+    match step:
+        case (
+            schema.MenuStep(failed=failed)
+            | schema.DialStep(failed=failed)
+            | schema.ForwardStep(failed=failed)
+            | schema.EscalateStep(failed=failed)
+            | schema.CallbackStep(failed=failed)
+            | schema.VoicemailStep(failed=failed)
+        ):
+            return failed
+        case _:
+            return None
+
+
+def _not_reached(step: schema.DialStep | schema.ForwardStep, status: DialStatus) -> str | None:
+    """The branch for a destination not reached: the most specific one the flow gives."""
+    if status is DialStatus.BUSY:
+        return step.busy or step.no_answer or step.failed
+    if status is DialStatus.NOANSWER:
+        return step.no_answer or step.failed
+    return step.failed or step.no_answer
+
+
+def _via(dest: str, trunk: str | None) -> str:
+    return f"{dest} via {trunk}" if trunk else dest
+
+
+def _attempts(n: int, history: list[str]) -> str:
+    return f"attempt {n}: " + ", ".join(history)
+
+
+def _printable(digits: str) -> str:
+    return repr("".join(c for c in digits if c.isprintable())[:8])
+
+
+__all__ = ["Engine", "mask"]

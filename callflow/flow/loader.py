@@ -1,0 +1,155 @@
+"""YAML loading that remembers where every node came from.
+
+Each value and each mapping key keeps its ``line:col`` so that a schema or graph error
+points at the offending node (the idea of Home Assistant's loader).  We resolve scalars
+ourselves rather than with YAML 1.1's rules: only ``null``/``~``/empty, ``true`` and
+``false`` are special and every other scalar stays a string.  That way a phone number
+``0180000000`` keeps its leading zero, ``no`` is not ``False``, ``010`` is not 8 and
+``12:30`` is not 750; the schema converts strings to numbers where a number is meant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Diagnostic, FlowError
+
+PathKey = tuple[str | int, ...]
+
+_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+@dataclass(frozen=True)
+class Mark:
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: plain Python data plus the position of every node."""
+
+    file: str
+    data: Any
+    values: dict[PathKey, Mark] = field(default_factory=dict)
+    keys: dict[PathKey, Mark] = field(default_factory=dict)
+    digest: str = ""  # short content hash: the version of the flow a call ran on
+
+    def locate(self, path: PathKey, *, key: bool = False) -> Mark:
+        """Position of the node at ``path`` (its key when ``key``), else the nearest parent."""
+        p = tuple(path)
+        if key and p in self.keys:
+            return self.keys[p]
+        while p:
+            if p in self.values:
+                return self.values[p]
+            p = p[:-1]
+        return self.values.get((), Mark(1, 1))
+
+    def diagnostic(self, path: PathKey, message: str, *, key: bool = False) -> Diagnostic:
+        m = self.locate(path, key=key)
+        return Diagnostic(self.file, m.line, m.col, message)
+
+
+def _mark(node: yaml.Node) -> Mark:
+    return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.errors: list[Diagnostic] = []
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.doc.values[path] = _mark(node)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[Hashable, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    m = _mark(key_node)
+                    self.errors.append(
+                        Diagnostic(self.doc.file, m.line, m.col, "a key must be a plain value")
+                    )
+                    continue
+                key = self._scalar(key_node)
+                if key is None or isinstance(key, bool):
+                    key = str(key_node.value)
+                if key == "<<":
+                    m = _mark(key_node)
+                    self.errors.append(
+                        Diagnostic(
+                            self.doc.file, m.line, m.col, "merge keys '<<' are not supported"
+                        )
+                    )
+                    continue
+                if key in out:
+                    m = _mark(key_node)
+                    first = self.doc.keys[(*path, key)]
+                    self.errors.append(
+                        Diagnostic(
+                            self.doc.file,
+                            m.line,
+                            m.col,
+                            f"duplicate key '{key}' (first defined at line {first.line})",
+                        )
+                    )
+                    continue
+                self.doc.keys[(*path, key)] = _mark(key_node)
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node)
+
+    @staticmethod
+    def _scalar(node: yaml.ScalarNode) -> str | bool | None:
+        text = str(node.value)
+        if node.style is not None and node.style in "'\"|>":
+            return text  # quoted or block scalars are always strings
+        if _NULL.match(text):
+            return None
+        if text in _BOOL:
+            return _BOOL[text]
+        return text
+
+
+def load_text(text: str, file: str) -> Document:
+    """Parse one YAML document; raise ``FlowError`` with ``file:line:col`` on any problem."""
+    doc = Document(file=file, data=None, digest=hashlib.sha256(text.encode()).hexdigest()[:12])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{exc.context}: {problem}"
+        raise FlowError([Diagnostic(file, line, col, f"YAML syntax error: {problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise FlowError([Diagnostic(file, 1, 1, f"YAML error: {exc}")]) from None
+    if node is None:
+        raise FlowError([Diagnostic(file, 1, 1, "the file is empty")])
+    builder = _Builder(doc)
+    doc.data = builder.build(node, ())
+    if builder.errors:
+        raise FlowError(builder.errors)
+    return doc
+
+
+def load_file(path: Path) -> Document:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FlowError([Diagnostic(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]) from None
+    except OSError as exc:
+        raise FlowError([Diagnostic(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
+    return load_text(text, str(path))

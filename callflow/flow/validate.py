@@ -1,0 +1,141 @@
+"""Graph checks of one flow: references, reachability, ways out and endless loops."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from ..errors import Diagnostic
+from . import schema
+from .graph import destinations_used, ends_call, step_edges
+from .loader import Document
+
+
+def _hint(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
+    """Every graph problem of ``flow``, located in ``doc``."""
+    diags: list[Diagnostic] = []
+    steps = flow.steps
+
+    def unknown(path: tuple[str | int, ...], what: str, name: str, known: Iterable[str]) -> None:
+        known = list(known)
+        defined = f"; defined: {', '.join(sorted(known))}" if known and len(known) <= 12 else ""
+        diags.append(doc.diagnostic(path, f"unknown {what} '{name}'{_hint(name, known)}{defined}"))
+
+    if flow.start not in steps:
+        unknown(("start",), "step", flow.start, steps)
+    if flow.fallback is not None and flow.fallback not in flow.destinations:
+        unknown(("fallback",), "destination", flow.fallback, flow.destinations)
+
+    for dest_name, dest in flow.destinations.items():
+        if dest.route is not None and dest.route not in flow.routes:
+            unknown(("destinations", dest_name, "route"), "route", dest.route, flow.routes)
+
+    edges: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        base = ("steps", name)
+        edges[name] = []
+        for path, target in step_edges(step):
+            if target in steps:
+                edges[name].append(target)
+            else:
+                unknown((*base, *path), "step", target, steps)
+        for path, used in destinations_used(step):
+            if used not in flow.destinations:
+                unknown((*base, *path), "destination", used, flow.destinations)
+        match step:
+            case schema.ScheduleStep(schedule=cal) if cal not in flow.calendars:
+                unknown((*base, "schedule"), "calendar", cal, flow.calendars)
+            case schema.MenuStep(failed=None):
+                diags.append(
+                    doc.diagnostic(
+                        base,
+                        f"menu '{name}' has no way out when the caller presses nothing or "
+                        "only wrong keys: add 'failed: <step>'",
+                        key=True,
+                    )
+                )
+            case schema.GotoStep(goto=target) if target == name:
+                diags.append(doc.diagnostic((*base, "goto"), f"step '{name}' goes to itself"))
+            case _:
+                pass
+
+    reachable = _reachable(flow.start, edges) if flow.start in steps else set(steps)
+    for name in steps:
+        if name not in reachable:
+            diags.append(
+                doc.diagnostic(
+                    ("steps", name),
+                    f"step '{name}' is unreachable from start '{flow.start}'",
+                    key=True,
+                )
+            )
+
+    # A loop with no exit: steps that are reachable but from which no step that can end
+    # the call is reachable; the caller would go round for ever.
+    finishers = {n for n, s in steps.items() if ends_call(s)}
+    can_finish = _reverse_reachable(finishers, edges)
+    for name in sorted(reachable - can_finish, key=list(steps).index):
+        cycle = _cycle_through(name, edges, reachable - can_finish)
+        where = f": {' → '.join(cycle)}" if cycle else ""
+        diags.append(
+            doc.diagnostic(
+                ("steps", name),
+                f"step '{name}' is in a loop with no exit{where} (no path reaches a step "
+                "that ends the call)",
+                key=True,
+            )
+        )
+    return diags
+
+
+def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _reverse_reachable(targets: set[str], edges: dict[str, list[str]]) -> set[str]:
+    back: dict[str, list[str]] = {}
+    for src, dsts in edges.items():
+        for dst in dsts:
+            back.setdefault(dst, []).append(src)
+    seen = set(targets)
+    todo = list(targets)
+    while todo:
+        for prev in back.get(todo.pop(), []):
+            if prev not in seen:
+                seen.add(prev)
+                todo.append(prev)
+    return seen
+
+
+def _cycle_through(start: str, edges: dict[str, list[str]], within: set[str]) -> list[str]:
+    """A shortest cycle from ``start`` back to itself inside ``within`` (empty if none)."""
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt_frontier = []
+        for node in frontier:
+            for nxt in edges.get(node, []):
+                if nxt not in within:
+                    continue
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parents[path[-1]])
+                    return [*reversed(path), start]
+                if nxt not in parents:
+                    parents[nxt] = node
+                    nxt_frontier.append(nxt)
+        frontier = nxt_frontier
+    return []

@@ -1,0 +1,103 @@
+"""The Call protocol: everything the flow engine may ask of a live call.
+
+The engine speaks only this protocol; the simulator, ARI and (later) FastAGI each implement
+it.  Every method raises ``CallerHangup`` when the caller hangs up in the middle of it and
+``TelephonyError`` when the PBX fails to carry it out, so each step can end cleanly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class DialStatus(StrEnum):
+    """Result of ringing one target, with Asterisk's DIALSTATUS vocabulary."""
+
+    ANSWER = "ANSWER"  # answered (and, for a confirmed leg, accepted) and bridged
+    BUSY = "BUSY"  # the far end is busy: not the trunk's fault
+    NOANSWER = "NOANSWER"  # rang out: not the trunk's fault
+    DECLINED = "DECLINED"  # a confirmed leg answered but did not press the confirm digit
+    CHANUNAVAIL = "CHANUNAVAIL"  # the endpoint or trunk is unreachable
+    CONGESTION = "CONGESTION"  # the trunk refused the call (e.g. SIP 503)
+    FAILED = "FAILED"  # anything else the PBX reported
+
+    @property
+    def trunk_fault(self) -> bool:
+        """True when the failure says the trunk (not the callee) is at fault."""
+        return self in (DialStatus.CHANUNAVAIL, DialStatus.CONGESTION, DialStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class DialResult:
+    status: DialStatus
+    # Seconds from the start of ringing to answer (None when not answered).
+    answer_delay: float | None = None
+
+
+class Call(Protocol):
+    """One inbound call, as the engine sees it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def caller(self) -> str:
+        """Caller ID number as received (may be empty, 'anonymous', or junk)."""
+        ...
+
+    @property
+    def dialed(self) -> str: ...
+
+    async def answer(self) -> None: ...
+
+    async def play(self, prompts: Sequence[str], *, barge_in: bool = False) -> str:
+        """Play sound files in turn; with ``barge_in`` a key stops playback and is returned.
+
+        Returns the key pressed ('' when none).
+        """
+        ...
+
+    async def collect(
+        self,
+        prompt: str | None,
+        *,
+        max_digits: int,
+        first_timeout: float,
+        inter_timeout: float,
+        barge_in: bool = True,
+    ) -> str:
+        """Play ``prompt`` (keys interrupt it when ``barge_in``) then collect up to
+        ``max_digits`` DTMF digits.  Returns '' when nothing was pressed in time."""
+        ...
+
+    async def dial(
+        self, target: str, *, timeout: float, caller_id: str | None = None
+    ) -> DialResult:
+        """Ring ``target`` (an Asterisk dial string such as ``PJSIP/accueil`` or
+        ``PJSIP/0180000000@trunk-a``) for at most ``timeout`` s and bridge it on answer.
+        Returns when the bridged call ends or ringing failed."""
+        ...
+
+    async def dial_confirm(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        confirm: str,
+        announce: Sequence[str],
+        confirm_timeout: float,
+    ) -> DialResult:
+        """Ring ``target``; when it answers play it ``announce`` and bridge only if the
+        callee presses ``confirm`` within ``confirm_timeout`` s (else ``DECLINED``)."""
+        ...
+
+    async def voicemail(self, box: str) -> bool:
+        """Send the caller to voicemail box ``box``; True when a message was left/taken."""
+        ...
+
+    async def set_variable(self, name: str, value: str) -> None: ...
+
+    async def hangup(self) -> None: ...
