@@ -1,0 +1,575 @@
+"""A small client for the Asterisk REST Interface (ARI), on aiohttp.
+
+Two halves share one ``aiohttp.ClientSession`` with a bounded keep-alive pool (Asterisk's
+HTTP server accepts only ``sessionlimit`` = 100 connections by default):
+
+* ``AriClient.request`` and its thin helpers call the REST API under ``{url}/ari`` and map
+  every failure onto the ``AriError`` tree of ``callflow.ari.errors``;
+* ``AriClient.events`` reads the events websocket of the Stasis application, reconnecting
+  with jittered exponential backoff until ``close()``, and reports each (re)connection and
+  each drop as a synthetic event so the runtime can run recovery.
+
+Credentials travel only in the ``Authorization`` header; they are never logged and never
+shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+
+from callflow.ari.errors import (
+    AriConnectionError,
+    AriError,
+    AriTimeout,
+    error_for_status,
+)
+
+__all__ = [
+    "EVENT_CONNECTED",
+    "EVENT_DISCONNECTED",
+    "AriClient",
+    "AriConfig",
+    "ParamValue",
+]
+
+log = logging.getLogger("callflow.ari")
+
+#: ``type`` of the synthetic event yielded by ``AriClient.events`` after each (re)connection.
+EVENT_CONNECTED: Final = "CallflowConnected"
+#: ``type`` of the synthetic event yielded after each drop; its ``reason`` says why.
+EVENT_DISCONNECTED: Final = "CallflowDisconnected"
+
+#: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
+ParamValue = str | int | float | bool
+
+# No reconnection delay is ever shorter than this, whatever the jitter draws.
+_MIN_RECONNECT_DELAY: Final = 0.1
+# Longest error body quoted in an exception message when it is not ARI's JSON.
+_MAX_ERROR_TEXT: Final = 200
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class AriConfig:
+    """Where and how to reach ARI.
+
+    ``url`` is the Asterisk HTTP server (``http://127.0.0.1:8088``); REST calls go to
+    ``{url}/ari/...`` and events to ``ws://…/ari/events?app={app}``.  ``repr`` never shows
+    the password.
+
+    ``pool_size`` bounds the keep-alive pool of the client's own session (Asterisk's
+    ``sessionlimit`` is 100 by default); the events websocket holds one of its connections.
+    ``heartbeat`` (seconds, ``None`` to disable) pings the events websocket so a dead peer
+    is noticed; a connection that stayed up ``stable_after`` seconds resets the backoff.
+    """
+
+    url: str
+    app: str
+    username: str
+    password: str = field(repr=False)
+    request_timeout: float = 10.0
+    pool_size: int = 20
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    heartbeat: float | None = 20.0
+    stable_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        url = yarl.URL(self.url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"ARI url must be http(s)://host[:port], got {url.with_user(None)}")
+        if url.user is not None or url.password is not None:
+            raise ValueError("ARI url must not embed credentials; set username and password")
+        if not self.app:
+            raise ValueError("ARI app name must not be empty")
+        if ":" in self.username:
+            raise ValueError("ARI username must not contain ':'")
+        if self.request_timeout <= 0:
+            raise ValueError("ARI request_timeout must be > 0")
+        if self.pool_size < 1:
+            raise ValueError("ARI pool_size must be >= 1")
+        if not 0 < self.backoff_initial <= self.backoff_max:
+            raise ValueError("ARI backoff must satisfy 0 < backoff_initial <= backoff_max")
+        if self.heartbeat is not None and self.heartbeat <= 0:
+            raise ValueError("ARI heartbeat must be > 0 (or None)")
+        if self.stable_after < 0:
+            raise ValueError("ARI stable_after must be >= 0")
+
+    @property
+    def rest_url(self) -> str:
+        """Base of the REST API, without a trailing slash (``http://host:8088/ari``)."""
+        return self.url.rstrip("/") + "/ari"
+
+    @property
+    def events_url(self) -> str:
+        """The events websocket, without its query (``ws://host:8088/ari/events``)."""
+        base = self.rest_url
+        if base.startswith("https:"):
+            return "wss:" + base[len("https:") :] + "/events"
+        return "ws:" + base[len("http:") :] + "/events"
+
+
+class _Closed(Exception):
+    """Internal: ``close()`` was called while waiting."""
+
+
+class AriClient:
+    """ARI REST calls and the events websocket of one Stasis application.
+
+    Use as ``async with AriClient(config) as ari: ...`` or call ``close()``.  Pass
+    ``session`` to use your own ``aiohttp.ClientSession`` (it is then neither configured
+    nor closed by the client); ``rng``, ``sleep`` and ``clock`` drive the reconnection
+    backoff and exist so it can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        config: AriConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        #: Number of times the events websocket was connected again after the first time.
+        self.reconnects = 0
+        self._session = session
+        self._owns_session = session is None
+        self._rng = rng if rng is not None else random.Random()
+        self._sleep = sleep
+        self._clock = clock
+        self._headers: Final = {
+            "Authorization": aiohttp.encode_basic_auth(config.username, config.password)
+        }
+        self._closed = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self._events_active = False
+
+    def __repr__(self) -> str:
+        return (
+            f"AriClient(url={self.config.url!r}, app={self.config.app!r}, "
+            f"connected={self.connected})"
+        )
+
+    async def __aenter__(self) -> Self:
+        self._require_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop ``events()`` (it returns), close the websocket and the owned session.
+
+        Safe to call more than once.  REST calls made afterwards raise ``AriConnectionError``.
+        """
+        self._closed.set()
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            await ws.close()
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has been called."""
+        return self._closed.is_set()
+
+    @property
+    def connected(self) -> bool:
+        """True while the events websocket is open."""
+        return self._ws is not None and not self._ws.closed
+
+    # -- REST ------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, ParamValue] | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call ``{url}/ari{path}`` and return the parsed JSON answer (``None`` when empty).
+
+        ``path`` starts with ``/`` and has its variable segments already quoted (the
+        helpers do it).  ``timeout`` (seconds) defaults to ``config.request_timeout``.
+        Raises ``AriTimeout``, ``AriConnectionError``, an ``AriHTTPError`` subclass for an
+        error status, or ``AriError`` when a success answer is not JSON.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"ARI path must start with '/': {path!r}")
+        method = method.upper()
+        session = self._require_session()
+        total = self.config.request_timeout if timeout is None else timeout
+        query = _encode_params(params) if params else None
+        try:
+            async with session.request(
+                method,
+                self.config.rest_url + path,
+                params=query,
+                json=json,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=total),
+            ) as resp:
+                status = resp.status
+                reason = resp.reason or ""
+                body = await resp.read()
+        except TimeoutError as exc:
+            raise AriTimeout(
+                f"{method} {path}: no answer from Asterisk within {total:g} s"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:  # a session made with raise_for_status
+            raise error_for_status(exc.status, exc.message, method, path) from exc
+        except aiohttp.ClientError as exc:
+            raise AriConnectionError(f"{method} {path}: cannot reach Asterisk: {exc}") from exc
+        log.debug("ARI %s %s -> %d", method, path, status)
+        if not 200 <= status < 300:
+            raise error_for_status(status, _error_message(body, reason, status), method, path)
+        if status == 204 or not body.strip():
+            return None
+        try:
+            return jsonlib.loads(body)
+        except ValueError as exc:
+            raise AriError(f"{method} {path}: Asterisk answered with invalid JSON") from exc
+
+    async def get_application(self) -> dict[str, Any]:
+        """The Stasis application (``GET /applications/{app}``)."""
+        return _object(await self.request("GET", f"/applications/{_seg(self.config.app)}"))
+
+    async def channels_in_app(self) -> list[str]:
+        """Ids of the channels currently in the Stasis application."""
+        ids = (await self.get_application()).get("channel_ids", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise AriError("Asterisk answered with an invalid channel_ids list")
+        return ids
+
+    async def list_channels(self) -> list[dict[str, Any]]:
+        """Every active channel of Asterisk (``GET /channels``)."""
+        data = await self.request("GET", "/channels")
+        if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
+            raise AriError("Asterisk answered with an invalid channel list")
+        return data
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        return _object(await self.request("GET", f"/channels/{_seg(channel_id)}"))
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{_seg(channel_id)}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{_seg(channel_id)}", params={"reason": reason})
+
+    async def ring(self, channel_id: str) -> None:
+        """Indicate ringing to the channel (before it is answered)."""
+        await self.request("POST", f"/channels/{_seg(channel_id)}/ring")
+
+    async def play(
+        self,
+        channel_id: str,
+        media: Sequence[str] | str,
+        playback_id: str | None = None,
+        lang: str | None = None,
+    ) -> dict[str, Any]:
+        """Start playing ``media`` (a URI such as ``sound:hello``, or several in turn);
+        returns the Playback object."""
+        uris = media if isinstance(media, str) else ",".join(media)
+        if not uris:
+            raise ValueError("play needs at least one media URI")
+        params: dict[str, ParamValue] = {"media": uris}
+        if playback_id is not None:
+            params["playbackId"] = playback_id
+        if lang is not None:
+            params["lang"] = lang
+        path = f"/channels/{_seg(channel_id)}/play"
+        return _object(await self.request("POST", path, params=params))
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{_seg(playback_id)}")
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        app: str | None = None,
+        app_args: str | None = None,
+        channel_id: str | None = None,
+        timeout: int | None = None,
+        caller_id: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a channel to ``endpoint`` (e.g. ``PJSIP/accueil``) that enters Stasis
+        application ``app`` (default: ours) on answer; ``timeout`` is the ringing time in
+        seconds.  Returns the Channel object."""
+        params: dict[str, ParamValue] = {"endpoint": endpoint, "app": app or self.config.app}
+        if app_args is not None:
+            params["appArgs"] = app_args
+        if channel_id is not None:
+            params["channelId"] = channel_id
+        if timeout is not None:
+            params["timeout"] = timeout
+        if caller_id is not None:
+            params["callerId"] = caller_id
+        body = {"variables": dict(variables)} if variables else None
+        return _object(await self.request("POST", "/channels", params=params, json=body))
+
+    async def create_bridge(
+        self, type: str = "mixing", bridge_id: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, ParamValue] = {"type": type}
+        if bridge_id is not None:
+            params["bridgeId"] = bridge_id
+        return _object(await self.request("POST", "/bridges", params=params))
+
+    async def add_channel(self, bridge_id: str, channel_ids: Sequence[str] | str) -> None:
+        ids = channel_ids if isinstance(channel_ids, str) else ",".join(channel_ids)
+        path = f"/bridges/{_seg(bridge_id)}/addChannel"
+        await self.request("POST", path, params={"channel": ids})
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{_seg(bridge_id)}")
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        path = f"/channels/{_seg(channel_id)}/variable"
+        await self.request("POST", path, params={"variable": name, "value": value})
+
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        path = f"/channels/{_seg(channel_id)}/variable"
+        value = _object(await self.request("GET", path, params={"variable": name})).get("value")
+        if not isinstance(value, str):
+            raise AriError(f"GET {path}: Asterisk answered without a string value")
+        return value
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        """Leave Stasis and go on in the dialplan (at the given place, if any)."""
+        params: dict[str, ParamValue] = {}
+        if context is not None:
+            params["context"] = context
+        if extension is not None:
+            params["extension"] = extension
+        if priority is not None:
+            params["priority"] = priority
+        await self.request("POST", f"/channels/{_seg(channel_id)}/continue", params=params)
+
+    async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
+        params: dict[str, ParamValue] = {} if moh_class is None else {"mohClass": moh_class}
+        await self.request("POST", f"/channels/{_seg(channel_id)}/moh", params=params)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self.request("DELETE", f"/channels/{_seg(channel_id)}/moh")
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield the events of ``config.app`` until ``close()``, reconnecting forever.
+
+        After each successful (re)connection it yields ``{"type": "CallflowConnected"}``;
+        after each drop (including a clean close by Asterisk) it yields
+        ``{"type": "CallflowDisconnected", "reason": str}`` and waits a backoff delay (full
+        jitter under a cap that doubles from ``backoff_initial`` to ``backoff_max``, reset
+        after a connection that stayed up ``stable_after`` seconds) before trying again.
+        Failed connection attempts are logged and retried with the same backoff.  Frames
+        that are not a JSON event object are logged and skipped.  Only one iteration may
+        run at a time.
+        """
+        if self._events_active:
+            raise RuntimeError("AriClient.events() is already being iterated")
+        self._events_active = True
+        attempt = 0
+        connected_once = False
+        try:
+            while not self._closed.is_set():
+                try:
+                    ws = await self._unless_closed(self._connect_events())
+                except _Closed:
+                    return
+                except AriError as exc:
+                    delay = self._backoff_delay(attempt)
+                    attempt += 1
+                    log.warning("ARI events: cannot connect (%s); retrying in %.2f s", exc, delay)
+                    if not await self._pause(delay):
+                        return
+                    continue
+                if self._closed.is_set():
+                    await ws.close()
+                    return
+                if connected_once:
+                    self.reconnects += 1
+                connected_once = True
+                self._ws = ws
+                up_since = self._clock()
+                log.info("ARI events: connected (app %s)", self.config.app)
+                reason = "closed"
+                try:
+                    yield {"type": EVENT_CONNECTED}
+                    while True:
+                        msg = await ws.receive()
+                        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                            event = _parse_frame(msg.data)
+                            if event is not None:
+                                yield event
+                        else:
+                            reason = _drop_reason(ws, msg.type, msg.data)
+                            break
+                finally:
+                    self._ws = None
+                    await ws.close()
+                if self._closed.is_set():
+                    return
+                if self._clock() - up_since >= self.config.stable_after:
+                    attempt = 0
+                delay = self._backoff_delay(attempt)
+                attempt += 1
+                log.warning("ARI events: disconnected (%s); reconnecting in %.2f s", reason, delay)
+                yield {"type": EVENT_DISCONNECTED, "reason": reason}
+                if not await self._pause(delay):
+                    return
+        finally:
+            self._events_active = False
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._closed.is_set():
+            raise AriConnectionError("the ARI client is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.pool_size),
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+            )
+        return self._session
+
+    async def _connect_events(self) -> aiohttp.ClientWebSocketResponse[bool]:
+        session = self._require_session()
+        limit = self.config.request_timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await session.ws_connect(
+                    self.config.events_url,
+                    params={"app": self.config.app, "subscribeAll": "false"},
+                    headers=self._headers,
+                    heartbeat=self.config.heartbeat,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=limit),
+                )
+        except TimeoutError as exc:
+            raise AriTimeout(f"events websocket: no answer within {limit:g} s") from exc
+        except aiohttp.WSServerHandshakeError as exc:
+            raise error_for_status(exc.status, exc.message, "GET", "/events") from exc
+        except aiohttp.ClientError as exc:
+            raise AriConnectionError(f"events websocket: cannot reach Asterisk: {exc}") from exc
+
+    def _backoff_delay(self, attempt: int) -> float:
+        """Full jitter under ``min(backoff_max, backoff_initial * 2**attempt)``, floored so
+        that reconnecting is never a tight loop."""
+        cap = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** min(attempt, 64))
+        return max(min(_MIN_RECONNECT_DELAY, cap), self._rng.uniform(0.0, cap))
+
+    async def _pause(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; False when ``close()`` cut it short."""
+        try:
+            await self._unless_closed(self._sleep(delay))
+        except _Closed:
+            return False
+        return not self._closed.is_set()
+
+    async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable`` unless ``close()`` comes first (then cancel it, raise _Closed)."""
+        work = asyncio.ensure_future(awaitable)
+        if self._closed.is_set():
+            work.cancel()
+            await asyncio.wait((work,))
+            raise _Closed
+        stop = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait((work,))
+        if work.cancelled():
+            raise _Closed
+        return work.result()
+
+
+def _seg(value: str) -> str:
+    """Quote one path segment (an id or a name) so it cannot change the path."""
+    return quote(value, safe="")
+
+
+def _encode_params(params: Mapping[str, ParamValue]) -> dict[str, str]:
+    return {
+        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for key, value in params.items()
+    }
+
+
+def _error_message(body: bytes, reason: str, status: int) -> str:
+    """ARI's ``{"message": ...}``, else the start of the body, else the reason phrase."""
+    try:
+        data = jsonlib.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    text = body.decode("utf-8", errors="replace").strip()
+    if text:
+        return text[:_MAX_ERROR_TEXT]
+    return reason or f"HTTP {status}"
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise AriError(f"Asterisk answered with {type(data).__name__} where an object was due")
+    return data
+
+
+def _parse_frame(data: str | bytes) -> dict[str, Any] | None:
+    try:
+        event = jsonlib.loads(data)
+    except ValueError as exc:
+        log.warning("ARI events: skipping a malformed frame (%d bytes): %s", len(data), exc)
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        log.warning("ARI events: skipping a frame that is not an event object")
+        return None
+    return event
+
+
+def _drop_reason(
+    ws: aiohttp.ClientWebSocketResponse[bool], kind: aiohttp.WSMsgType, data: object
+) -> str:
+    if kind is aiohttp.WSMsgType.ERROR:
+        return f"websocket error: {data!r}"
+    exc = ws.exception()
+    if exc is not None:
+        return f"connection lost: {exc!r}"
+    if kind is aiohttp.WSMsgType.CLOSE:
+        return f"closed by Asterisk (code {ws.close_code})"
+    return f"connection closed (code {ws.close_code})"

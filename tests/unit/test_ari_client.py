@@ -1,0 +1,845 @@
+"""AriClient against an in-process aiohttp server standing in for Asterisk's ARI."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from callflow.ari import (
+    EVENT_CONNECTED,
+    EVENT_DISCONNECTED,
+    AriBadRequest,
+    AriClient,
+    AriConfig,
+    AriConflict,
+    AriConnectionError,
+    AriError,
+    AriHTTPError,
+    AriNotFound,
+    AriTimeout,
+)
+from callflow.errors import TelephonyError
+
+USER = "callflow"
+PASSWORD = "s3cret-Pa55"
+TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+Responder = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A websocket script: str/bytes frames are sent, a float sleeps that long; then the server
+# closes cleanly (close=True) or holds the connection until the client goes away.
+Frames = list[str | bytes | float]
+
+
+@dataclass
+class Recorded:
+    method: str
+    raw_path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Script:
+    frames: Frames = field(default_factory=list)
+    close: bool = True
+
+
+async def _ok(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"ok": True})
+
+
+class FakeAri:
+    """Records REST requests and plays websocket scripts, one per connection."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[Recorded] = []
+        self.responder: Responder = _ok
+        self.scripts: list[Script] = []
+        self.default_script = Script(close=False)
+        self.ws_reject: int | None = None
+        self.ws_attempts = 0
+        self.ws_requests: list[Recorded] = []
+        self.sockets: list[web.WebSocketResponse] = []
+        self.release = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_get("/ari/events", self._events)
+        self.app.router.add_route("*", "/ari/{tail:.*}", self._rest)
+
+    @staticmethod
+    async def _record(request: web.Request) -> Recorded:
+        return Recorded(
+            request.method,
+            request.raw_path.split("?")[0],
+            dict(request.query),
+            dict(request.headers),
+            await request.text(),
+        )
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(await self._record(request))
+        return await self.responder(request)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        self.ws_attempts += 1
+        self.ws_requests.append(await self._record(request))
+        if self.ws_reject is not None:
+            return web.json_response({"message": "nope"}, status=self.ws_reject)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        index = len(self.sockets) - 1
+        script = self.scripts[index] if index < len(self.scripts) else self.default_script
+        for frame in script.frames:
+            if isinstance(frame, float):
+                await asyncio.sleep(frame)
+            elif isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_str(frame)
+        if script.close:
+            await ws.close()
+        else:
+            async for _ in ws:
+                pass
+        return ws
+
+
+@pytest.fixture
+async def ari() -> AsyncIterator[FakeAri]:
+    fake = FakeAri()
+    runner = web.AppRunner(fake.app, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    fake.url = f"http://127.0.0.1:{port}"
+    yield fake
+    fake.release.set()
+    for ws in fake.sockets:
+        await ws.close()
+    await runner.cleanup()
+
+
+def config(url: str, **overrides: Any) -> AriConfig:
+    values: dict[str, Any] = {"app": "callflow", "username": USER, "password": PASSWORD}
+    values.update(overrides)
+    return AriConfig(url=url, **values)
+
+
+class FakeSleep:
+    """Records each backoff delay; returns at once, or never when ``block``."""
+
+    def __init__(self, *, block: bool = False) -> None:
+        self.delays: list[float] = []
+        self.block = block
+        self.called = asyncio.Event()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.called.set()
+        if self.block:
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+
+
+class MaxRng(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class MinRng(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+class Clock:
+    """A monotonic clock that moves ``step`` seconds at each reading."""
+
+    def __init__(self, step: float = 0.0) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def take(events: AsyncIterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):
+        while len(out) < n:
+            out.append(await anext(events))
+    return out
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110 - polls state the code under test owns
+            await asyncio.sleep(0.005)
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def test_repr_hides_the_password() -> None:
+    cfg = config("http://127.0.0.1:8088")
+    assert PASSWORD not in repr(cfg)
+    assert PASSWORD not in str(cfg)
+    assert "callflow" in repr(cfg)
+    assert PASSWORD not in repr(AriClient(cfg))
+    assert TOKEN not in repr(AriClient(cfg))
+
+
+def test_config_urls() -> None:
+    cfg = config("http://pbx:8088/")
+    assert cfg.rest_url == "http://pbx:8088/ari"
+    assert cfg.events_url == "ws://pbx:8088/ari/events"
+    assert config("https://pbx:8089").events_url == "wss://pbx:8089/ari/events"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"url": "pbx:8088"},
+        {"url": f"http://{USER}:{PASSWORD}@pbx:8088"},
+        {"app": ""},
+        {"username": "a:b"},
+        {"pool_size": 0},
+        {"request_timeout": 0},
+        {"backoff_initial": 0},
+        {"backoff_initial": 5.0, "backoff_max": 1.0},
+    ],
+)
+def test_config_rejects_bad_values(overrides: dict[str, Any]) -> None:
+    url = overrides.pop("url", "http://127.0.0.1:8088")
+    with pytest.raises(ValueError) as info:
+        config(url, **overrides)
+    assert PASSWORD not in str(info.value)
+
+
+# -- REST ------------------------------------------------------------------------------------
+
+
+async def test_sends_basic_authorization_header(ari: FakeAri) -> None:
+    async with AriClient(config(ari.url)) as client:
+        assert await client.request("GET", "/asterisk/info") == {"ok": True}
+    (req,) = ari.requests
+    assert req.method == "GET"
+    assert req.raw_path == "/ari/asterisk/info"
+    assert req.headers["Authorization"] == f"Basic {TOKEN}"
+    assert req.headers["Authorization"] == aiohttp.encode_basic_auth(USER, PASSWORD)
+
+
+async def test_params_are_encoded_for_ari(ari: FakeAri) -> None:
+    async with AriClient(config(ari.url)) as client:
+        await client.request(
+            "post",
+            "/channels",
+            params={"yes": True, "no": False, "n": 3, "f": 1.5, "s": "a b,c&d=é"},
+            json={"variables": {"X": "1"}},
+        )
+    (req,) = ari.requests
+    assert req.method == "POST"
+    assert req.query == {"yes": "true", "no": "false", "n": "3", "f": "1.5", "s": "a b,c&d=é"}
+    assert json.loads(req.body) == {"variables": {"X": "1"}}
+    assert req.headers["Content-Type"].startswith("application/json")
+
+
+async def test_204_returns_none(ari: FakeAri) -> None:
+    async def no_content(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
+
+    ari.responder = no_content
+    async with AriClient(config(ari.url)) as client:
+        assert await client.request("POST", "/channels/c1/answer") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exc_type", "message"),
+    [
+        (400, {"message": "Invalid parameters"}, AriBadRequest, "Invalid parameters"),
+        (422, {"message": "Endpoint not found"}, AriBadRequest, "Endpoint not found"),
+        (404, {"message": "Channel not found"}, AriNotFound, "Channel not found"),
+        (409, {"message": "Channel not in Stasis application"}, AriConflict, "Channel not in"),
+        (500, {"message": "Allocation failed"}, AriHTTPError, "Allocation failed"),
+        (503, "backend down", AriHTTPError, "backend down"),
+        (401, None, AriHTTPError, "Unauthorized"),
+    ],
+)
+async def test_error_status_maps_to_exception(
+    ari: FakeAri, status: int, body: Any, exc_type: type[AriHTTPError], message: str
+) -> None:
+    async def fail(request: web.Request) -> web.StreamResponse:
+        if body is None:
+            return web.Response(status=status)
+        if isinstance(body, str):
+            return web.Response(status=status, text=body)
+        return web.json_response(body, status=status)
+
+    ari.responder = fail
+    async with AriClient(config(ari.url)) as client:
+        with pytest.raises(exc_type) as info:
+            await client.request("delete", "/channels/c1")
+    err = info.value
+    assert type(err) is exc_type
+    assert isinstance(err, TelephonyError)
+    assert err.status == status
+    assert err.message.startswith(message)
+    assert (err.method, err.path) == ("DELETE", "/channels/c1")
+    assert str(status) in str(err)
+    assert message in str(err)
+
+
+async def test_invalid_json_success_is_an_ari_error(ari: FakeAri) -> None:
+    async def garbage(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200, text="{nope", content_type="application/json")
+
+    ari.responder = garbage
+    async with AriClient(config(ari.url)) as client:
+        with pytest.raises(AriError):
+            await client.request("GET", "/channels")
+
+
+async def test_timeout_raises_ari_timeout(ari: FakeAri) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await ari.release.wait()
+        return web.json_response({})
+
+    ari.responder = slow
+    async with AriClient(config(ari.url, request_timeout=5.0)) as client:
+        async with asyncio.timeout(2):
+            with pytest.raises(AriTimeout) as info:
+                await client.request("GET", "/channels", timeout=0.1)
+    assert isinstance(info.value, AriConnectionError)
+
+
+async def test_default_timeout_comes_from_config(ari: FakeAri) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await ari.release.wait()
+        return web.json_response({})
+
+    ari.responder = slow
+    async with AriClient(config(ari.url, request_timeout=0.1)) as client:
+        async with asyncio.timeout(2):
+            with pytest.raises(AriTimeout):
+                await client.answer("c1")
+
+
+async def test_connection_refused_raises_connection_error() -> None:
+    async with AriClient(config(f"http://127.0.0.1:{free_port()}")) as client:
+        with pytest.raises(AriConnectionError) as info:
+            await client.list_channels()
+    assert not isinstance(info.value, AriTimeout)
+    assert PASSWORD not in str(info.value)
+
+
+async def test_request_after_close_raises_connection_error(ari: FakeAri) -> None:
+    client = AriClient(config(ari.url))
+    await client.close()
+    await client.close()  # idempotent
+    assert client.closed
+    with pytest.raises(AriConnectionError):
+        await client.request("GET", "/channels")
+
+
+async def test_pool_limit_is_applied(ari: FakeAri) -> None:
+    in_flight = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await gate.wait()
+        finally:
+            in_flight -= 1
+        return web.json_response({})
+
+    ari.responder = held
+    async with AriClient(config(ari.url, pool_size=2)) as client:
+        calls = [asyncio.create_task(client.request("GET", f"/channels/c{i}")) for i in range(6)]
+        await wait_until(lambda: in_flight == 2)
+        await asyncio.sleep(0.1)
+        assert peak == 2
+        gate.set()
+        async with asyncio.timeout(5):
+            assert await asyncio.gather(*calls) == [{}] * 6
+    assert peak == 2
+    assert len(ari.requests) == 6
+
+
+async def test_injected_session_is_used_and_not_closed(ari: FakeAri) -> None:
+    async def missing(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"message": "Channel not found"}, status=404)
+
+    ari.responder = missing
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        client = AriClient(config(ari.url), session=session)
+        with pytest.raises(AriNotFound):
+            await client.get_channel("gone")
+        await client.close()
+        assert not session.closed
+    assert ari.requests[0].headers["Authorization"] == f"Basic {TOKEN}"
+
+
+HelperCall = Callable[[AriClient], Awaitable[Any]]
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "path", "query", "body", "answer", "result"),
+    [
+        (
+            lambda c: c.get_application(),
+            "GET",
+            "/ari/applications/callflow",
+            {},
+            None,
+            {"name": "callflow", "channel_ids": ["c1"]},
+            {"name": "callflow", "channel_ids": ["c1"]},
+        ),
+        (
+            lambda c: c.channels_in_app(),
+            "GET",
+            "/ari/applications/callflow",
+            {},
+            None,
+            {"name": "callflow", "channel_ids": ["c1", "c2"]},
+            ["c1", "c2"],
+        ),
+        (lambda c: c.list_channels(), "GET", "/ari/channels", {}, None, [{"id": "c1"}], None),
+        (
+            lambda c: c.get_channel("a b/c"),
+            "GET",
+            "/ari/channels/a%20b%2Fc",
+            {},
+            None,
+            {"id": "a b/c"},
+            {"id": "a b/c"},
+        ),
+        (lambda c: c.answer("c1"), "POST", "/ari/channels/c1/answer", {}, None, None, None),
+        (
+            lambda c: c.hangup("c1"),
+            "DELETE",
+            "/ari/channels/c1",
+            {"reason": "normal"},
+            None,
+            None,
+            None,
+        ),
+        (
+            lambda c: c.hangup("c1", reason="busy"),
+            "DELETE",
+            "/ari/channels/c1",
+            {"reason": "busy"},
+            None,
+            None,
+            None,
+        ),
+        (lambda c: c.ring("c1"), "POST", "/ari/channels/c1/ring", {}, None, None, None),
+        (
+            lambda c: c.play("c1", ["sound:hello", "digits:12"], playback_id="p1", lang="fr"),
+            "POST",
+            "/ari/channels/c1/play",
+            {"media": "sound:hello,digits:12", "playbackId": "p1", "lang": "fr"},
+            None,
+            {"id": "p1", "state": "queued"},
+            {"id": "p1", "state": "queued"},
+        ),
+        (
+            lambda c: c.play("c1", "sound:hello"),
+            "POST",
+            "/ari/channels/c1/play",
+            {"media": "sound:hello"},
+            None,
+            {"id": "x"},
+            None,
+        ),
+        (lambda c: c.stop_playback("p1"), "DELETE", "/ari/playbacks/p1", {}, None, None, None),
+        (
+            lambda c: c.originate(
+                "PJSIP/accueil",
+                app_args="dial,c1",
+                channel_id="o1",
+                timeout=25,
+                caller_id="Cabinet <0100000000>",
+                variables={"CALLFLOW": "1"},
+            ),
+            "POST",
+            "/ari/channels",
+            {
+                "endpoint": "PJSIP/accueil",
+                "app": "callflow",
+                "appArgs": "dial,c1",
+                "channelId": "o1",
+                "timeout": "25",
+                "callerId": "Cabinet <0100000000>",
+            },
+            {"variables": {"CALLFLOW": "1"}},
+            {"id": "o1"},
+            {"id": "o1"},
+        ),
+        (
+            lambda c: c.originate("PJSIP/x", app="other"),
+            "POST",
+            "/ari/channels",
+            {"endpoint": "PJSIP/x", "app": "other"},
+            None,
+            {"id": "o2"},
+            None,
+        ),
+        (
+            lambda c: c.create_bridge(),
+            "POST",
+            "/ari/bridges",
+            {"type": "mixing"},
+            None,
+            {"id": "b1"},
+            {"id": "b1"},
+        ),
+        (
+            lambda c: c.create_bridge("holding", bridge_id="b2"),
+            "POST",
+            "/ari/bridges",
+            {"type": "holding", "bridgeId": "b2"},
+            None,
+            {"id": "b2"},
+            None,
+        ),
+        (
+            lambda c: c.add_channel("b1", ["c1", "c2"]),
+            "POST",
+            "/ari/bridges/b1/addChannel",
+            {"channel": "c1,c2"},
+            None,
+            None,
+            None,
+        ),
+        (lambda c: c.destroy_bridge("b1"), "DELETE", "/ari/bridges/b1", {}, None, None, None),
+        (
+            lambda c: c.set_variable("c1", "CDR(userfield)", "x"),
+            "POST",
+            "/ari/channels/c1/variable",
+            {"variable": "CDR(userfield)", "value": "x"},
+            None,
+            None,
+            None,
+        ),
+        (
+            lambda c: c.get_variable("c1", "CALLERID(num)"),
+            "GET",
+            "/ari/channels/c1/variable",
+            {"variable": "CALLERID(num)"},
+            None,
+            {"value": "0600000000"},
+            "0600000000",
+        ),
+        (
+            lambda c: c.continue_in_dialplan("c1", "from-callflow", "s", 1),
+            "POST",
+            "/ari/channels/c1/continue",
+            {"context": "from-callflow", "extension": "s", "priority": "1"},
+            None,
+            None,
+            None,
+        ),
+        (
+            lambda c: c.start_moh("c1", "default"),
+            "POST",
+            "/ari/channels/c1/moh",
+            {"mohClass": "default"},
+            None,
+            None,
+            None,
+        ),
+        (lambda c: c.start_moh("c1"), "POST", "/ari/channels/c1/moh", {}, None, None, None),
+        (lambda c: c.stop_moh("c1"), "DELETE", "/ari/channels/c1/moh", {}, None, None, None),
+    ],
+)
+async def test_helpers_call_the_right_endpoint(
+    ari: FakeAri,
+    call: HelperCall,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: Any,
+    answer: Any,
+    result: Any,
+) -> None:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        if answer is None:
+            return web.Response(status=204)
+        return web.json_response(answer)
+
+    ari.responder = respond
+    async with AriClient(config(ari.url)) as client:
+        got = await call(client)
+    (req,) = ari.requests
+    assert (req.method, req.raw_path, req.query) == (method, path, query)
+    assert (json.loads(req.body) if req.body else None) == body
+    assert got == (result if result is not None else answer)
+
+
+async def test_helper_rejects_an_unexpected_answer_shape(ari: FakeAri) -> None:
+    async def respond(request: web.Request) -> web.StreamResponse:
+        return web.json_response([1, 2])
+
+    ari.responder = respond
+    async with AriClient(config(ari.url)) as client:
+        with pytest.raises(AriError):
+            await client.get_channel("c1")
+        with pytest.raises(AriError):
+            await client.get_variable("c1", "X")
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+async def test_events_are_yielded_in_order(ari: FakeAri) -> None:
+    frames: Frames = [
+        json.dumps({"type": "StasisStart", "channel": {"id": "c1"}}),
+        json.dumps({"type": "ChannelDtmfReceived", "digit": "1"}),
+        json.dumps({"type": "StasisEnd", "channel": {"id": "c1"}}).encode(),
+    ]
+    ari.scripts = [Script(frames, close=False)]
+    async with AriClient(config(ari.url)) as client:
+        assert not client.connected
+        events = client.events()
+        got = await take(events, 4)
+        assert client.connected
+        await client.close()
+        assert not client.connected
+        async with asyncio.timeout(2):
+            assert [e async for e in events] == []
+    assert types(got) == [EVENT_CONNECTED, "StasisStart", "ChannelDtmfReceived", "StasisEnd"]
+    assert got[2]["digit"] == "1"
+    (req,) = ari.ws_requests
+    assert req.raw_path == "/ari/events"
+    assert req.query == {"app": "callflow", "subscribeAll": "false"}
+    assert req.headers["Authorization"] == f"Basic {TOKEN}"
+    assert "api_key" not in req.query
+
+
+async def test_clean_server_close_reconnects_with_synthetic_events(ari: FakeAri) -> None:
+    ari.scripts = [
+        Script([json.dumps({"type": "A"})], close=True),
+        Script([json.dumps({"type": "B"})], close=False),
+    ]
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep, rng=random.Random(7))
+    events = client.events()
+    got = await take(events, 5)
+    assert types(got) == [EVENT_CONNECTED, "A", EVENT_DISCONNECTED, EVENT_CONNECTED, "B"]
+    assert "1000" in got[2]["reason"]
+    assert client.reconnects == 1
+    assert len(sleep.delays) == 1
+    assert 0.1 <= sleep.delays[0] <= 0.5
+    assert ari.ws_attempts == 2
+    await client.close()
+    async with asyncio.timeout(2):
+        assert [e async for e in events] == []
+
+
+async def test_backoff_grows_to_the_cap_with_no_tight_loop(ari: FakeAri) -> None:
+    ari.default_script = Script(close=True)  # every connection is closed at once
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep, rng=MaxRng(), clock=Clock())
+    events = client.events()
+    got = await take(events, 21)
+    await client.close()
+    assert types(got) == [EVENT_CONNECTED, EVENT_DISCONNECTED] * 10 + [EVENT_CONNECTED]
+    assert sleep.delays[:10] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
+    # one connection attempt per backoff sleep, no more
+    assert ari.ws_attempts <= len(sleep.delays) + 1
+    assert client.reconnects == ari.ws_attempts - 1
+
+
+async def test_backoff_has_full_jitter_within_bounds(ari: FakeAri) -> None:
+    ari.default_script = Script(close=True)
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep, rng=random.Random(1), clock=Clock())
+    await take(client.events(), 25)
+    await client.close()
+    caps = [min(30.0, 0.5 * 2**i) for i in range(12)]
+    delays = sleep.delays[:12]
+    assert all(0.1 <= d <= cap for d, cap in zip(delays, caps, strict=True))
+    assert len(set(delays)) > 1  # jittered, not a fixed schedule
+
+
+async def test_backoff_never_reaches_zero(ari: FakeAri) -> None:
+    ari.default_script = Script(close=True)
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep, rng=MinRng(), clock=Clock())
+    await take(client.events(), 10)
+    await client.close()
+    assert sleep.delays and all(d >= 0.1 for d in sleep.delays)
+
+
+async def test_backoff_resets_after_a_stable_connection(ari: FakeAri) -> None:
+    ari.default_script = Script(close=True)
+    sleep = FakeSleep()
+    # each reading of the clock is 60 s later: every connection "stayed up" a minute
+    client = AriClient(config(ari.url), sleep=sleep, rng=MaxRng(), clock=Clock(step=60.0))
+    await take(client.events(), 11)
+    await client.close()
+    assert sleep.delays[:5] == [0.5] * 5
+
+
+async def test_failed_connects_back_off_without_synthetic_events(ari: FakeAri) -> None:
+    ari.ws_reject = 401
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep, rng=MaxRng())
+    seen: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in client.events():
+            seen.append(event)
+
+    task = asyncio.create_task(consume())
+    await wait_until(lambda: len(sleep.delays) >= 8)
+    await client.close()
+    async with asyncio.timeout(2):
+        await task
+    assert seen == []
+    assert sleep.delays[:8] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert ari.ws_attempts <= len(sleep.delays) + 1
+    assert client.reconnects == 0
+
+
+async def test_malformed_frames_are_logged_and_skipped(
+    ari: FakeAri, caplog: pytest.LogCaptureFixture
+) -> None:
+    ari.scripts = [
+        Script(
+            ["{not json", "[1, 2]", json.dumps({"no": "type"}), b"\xff\xfe", '{"type": "Ok"}'],
+            close=False,
+        )
+    ]
+    caplog.set_level(logging.WARNING, logger="callflow.ari")
+    async with AriClient(config(ari.url)) as client:
+        got = await take(client.events(), 2)
+    assert types(got) == [EVENT_CONNECTED, "Ok"]
+    skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 4
+
+
+async def test_close_ends_iterator_while_waiting_to_reconnect(ari: FakeAri) -> None:
+    ari.default_script = Script(close=True)
+    sleep = FakeSleep(block=True)  # the backoff sleep would never end by itself
+    client = AriClient(config(ari.url), sleep=sleep)
+    seen: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in client.events():
+            seen.append(event)
+
+    task = asyncio.create_task(consume())
+    async with asyncio.timeout(5):
+        await sleep.called.wait()
+    async with asyncio.timeout(1):
+        await client.close()
+        await task
+    assert types(seen) == [EVENT_CONNECTED, EVENT_DISCONNECTED]
+    assert ari.ws_attempts == 1
+
+
+async def test_close_ends_iterator_while_connecting() -> None:
+    # a listening socket that never answers the websocket handshake
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = AriClient(config(f"http://127.0.0.1:{port}", request_timeout=30.0))
+        task = asyncio.create_task(anext(client.events(), None))
+        await asyncio.sleep(0.1)
+        async with asyncio.timeout(1):
+            await client.close()
+            assert await task is None
+
+
+async def test_close_ends_iterator_while_receiving(ari: FakeAri) -> None:
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url), sleep=sleep)
+    seen: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in client.events():
+            seen.append(event)
+
+    task = asyncio.create_task(consume())
+    await wait_until(lambda: client.connected)
+    async with asyncio.timeout(1):
+        await client.close()
+        await task
+    assert types(seen) == [EVENT_CONNECTED]
+    assert sleep.delays == []
+    assert not client.connected
+
+
+async def test_close_while_consumer_holds_an_event(ari: FakeAri) -> None:
+    ari.scripts = [Script([json.dumps({"type": "A"}), json.dumps({"type": "B"})], close=False)]
+    client = AriClient(config(ari.url))
+    events = client.events()
+    assert types(await take(events, 2)) == [EVENT_CONNECTED, "A"]
+    async with asyncio.timeout(1):
+        await client.close()
+    assert not client.connected
+    await wait_until(lambda: ari.sockets[0].closed)  # Asterisk's side saw the close
+    async with asyncio.timeout(1):
+        rest = [e async for e in events]
+    assert EVENT_DISCONNECTED not in types(rest)
+
+
+async def test_websocket_outlives_the_request_timeout(ari: FakeAri) -> None:
+    ari.scripts = [Script([0.6, json.dumps({"type": "Late"})], close=False)]
+    async with AriClient(config(ari.url, request_timeout=0.2, heartbeat=None)) as client:
+        got = await take(client.events(), 2)
+        assert client.connected
+    assert types(got) == [EVENT_CONNECTED, "Late"]
+
+
+async def test_only_one_events_iteration_at_a_time(ari: FakeAri) -> None:
+    async with AriClient(config(ari.url)) as client:
+        first = client.events()
+        await take(first, 1)
+        with pytest.raises(RuntimeError):
+            await anext(client.events())
+
+
+async def test_secrets_never_logged(ari: FakeAri, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    ari.scripts = [Script(["{bad"], close=True), Script(close=False)]
+    async with AriClient(config(ari.url), sleep=FakeSleep()) as client:
+        await client.request("GET", "/channels")
+        await take(client.events(), 3)
+    async with AriClient(config(f"http://127.0.0.1:{free_port()}")) as client:
+        with pytest.raises(AriConnectionError):
+            await client.answer("c1")
+    assert caplog.records
+    assert PASSWORD not in caplog.text
+    assert TOKEN not in caplog.text
