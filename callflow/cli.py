@@ -87,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_simulate)
 
+    r = sub.add_parser("run", help="run the daemon: attach to Asterisk and run the flows")
+    r.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="settings file (TOML); every key can be overridden by CALLFLOW_* env",
+    )
+    r.set_defaults(func=cmd_run)
+
     k = sub.add_parser("calendar", help="show when each calendar of a flow is open, and why")
     k.add_argument("file", type=Path, metavar="FILE")
     k.add_argument("--from", dest="start", default=None, help="first day, YYYY-MM-DD (today)")
@@ -94,6 +104,19 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--calendar", help="only this calendar")
     k.set_defaults(func=cmd_calendar)
     return p
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from .app import Daemon, setup_logging
+    from .settings import load_settings
+
+    settings = load_settings(args.config)
+    setup_logging(settings)
+    daemon = Daemon(settings)
+    return asyncio.run(daemon.run())
 
 
 # -- check ----------------------------------------------------------------------------------

@@ -47,6 +47,10 @@ class Engine:
         """Run ``call`` through ``flow`` to its end; never raises for a call's trouble."""
         return await _Run(self.services, flow, call).run()
 
+    async def rescue(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
+        """Send a call found stranded (e.g. after a restart) straight to the fallback."""
+        return await _Run(self.services, flow, call).run(rescue=why)
+
 
 def mask(number: str) -> str:
     """A caller number for logs: enough to tell calls apart, not to identify a patient."""
@@ -75,7 +79,7 @@ class _Run:
 
     # -- the main loop -------------------------------------------------------------------
 
-    async def run(self) -> Outcome:
+    async def run(self, rescue: str | None = None) -> Outcome:
         self.s.observer.call_started(self.info)
         log.info(
             "call=%s flow=%s version=%s event=start caller=%s dialed=%s",
@@ -86,9 +90,10 @@ class _Run:
             self.call.dialed,
         )
         try:
-            outcome = await self._walk()
+            outcome = await (self._walk() if rescue is None else self._fallback(rescue))
         except CallerHangup:
-            outcome = Outcome(
+            # Hanging up after talking to someone is the normal end of a call.
+            outcome = self.reached or Outcome(
                 OutcomeKind.ABANDONED, self.step_name, tier=self.tier, detail="caller hung up"
             )
         except asyncio.CancelledError:

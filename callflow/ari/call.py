@@ -1,0 +1,422 @@
+"""The ``Call`` protocol carried out over ARI.
+
+An ``AriCall`` owns the caller's channel and every leg it originates: the event router
+hands it their events (``on_event``, never blocking), and the engine awaits its methods.
+Every wait races the caller's hangup, so a caller who hangs up ends any step at once, and
+every leg is hung up when the step that made it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..errors import CallerHangup, TelephonyError
+from ..telephony import DialResult, DialStatus
+from .channels import ChannelRegistry, Event, event_channel_id
+from .client import AriClient
+from .errors import AriError, AriNotFound
+
+log = logging.getLogger("callflow.ari.call")
+
+T = TypeVar("T")
+
+LEG_ROLE_VAR = "CALLFLOW_ROLE"  # set to "leg" on every channel we originate
+VOICEMAIL_BOX_VAR = "CALLFLOW_VOICEMAIL_BOX"
+
+# Hangup causes (Q.850) of a leg that never answered, as a dial status.
+_CAUSES: dict[int, DialStatus] = {
+    17: DialStatus.BUSY,  # user busy (SIP 486)
+    21: DialStatus.BUSY,  # call rejected by the callee (SIP 603)
+    18: DialStatus.NOANSWER,  # no user responding
+    19: DialStatus.NOANSWER,  # no answer
+    1: DialStatus.CHANUNAVAIL,  # unallocated number (SIP 404)
+    3: DialStatus.CHANUNAVAIL,  # no route
+    20: DialStatus.CHANUNAVAIL,  # subscriber absent
+    27: DialStatus.CHANUNAVAIL,  # destination out of order
+    38: DialStatus.CHANUNAVAIL,  # network out of order
+    34: DialStatus.CONGESTION,  # no circuit (SIP 503)
+    41: DialStatus.CONGESTION,  # temporary failure
+    42: DialStatus.CONGESTION,  # switching equipment congestion
+    44: DialStatus.CONGESTION,
+}
+_FINAL_DIALSTATUS = {s.value: s for s in DialStatus}
+
+
+def leg_status(dialstatus: str | None, cause: int | None) -> DialStatus:
+    """The status of a leg that ended before answering."""
+    if dialstatus and dialstatus in _FINAL_DIALSTATUS and dialstatus != "ANSWER":
+        return _FINAL_DIALSTATUS[dialstatus]
+    if cause is not None and cause in _CAUSES:
+        return _CAUSES[cause]
+    return DialStatus.FAILED
+
+
+@dataclass
+class _Channel:
+    """What we track of one channel: its hangup, its keys and its pending playbacks."""
+
+    id: str
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    dtmf: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
+    dialstatus: str | None = None
+    cause: int | None = None
+
+    def flush_dtmf(self) -> None:
+        while not self.dtmf.empty():
+            self.dtmf.get_nowait()
+
+
+class _Gone(Exception):
+    """The channel being waited on has hung up."""
+
+
+class AriCall:
+    def __init__(
+        self,
+        client: AriClient,
+        registry: ChannelRegistry,
+        channel: dict[str, Any],
+        *,
+        dialed: str,
+        sounds_prefix: str = "sound:",
+        voicemail_context: str = "callflow-voicemail",
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self._chan = _Channel(str(channel["id"]))
+        caller = channel.get("caller") or {}
+        self._caller = str(caller.get("number") or "")
+        self._dialed = dialed
+        self._prefix = sounds_prefix
+        self._voicemail_context = voicemail_context
+        self._playbacks: dict[str, asyncio.Future[str]] = {}
+        self._legs: dict[str, _Channel] = {}
+        self.answered = channel.get("state") == "Up"
+        self.bridged = False  # currently talking to someone through a bridge
+        self.left = False  # handed back to the dialplan: not ours to hang up any more
+        registry.register(self._chan.id, self)
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._chan.id
+
+    @property
+    def caller(self) -> str:
+        return self._caller
+
+    @property
+    def dialed(self) -> str:
+        return self._dialed
+
+    @property
+    def gone(self) -> bool:
+        return self._chan.gone.is_set()
+
+    # -- events (from the router; never block) --------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        kind = event.get("type")
+        chan_id = event_channel_id(event)
+        chan = self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
+        if kind in ("PlaybackFinished", "PlaybackFailed"):
+            pb = event.get("playback") or {}
+            fut = self._playbacks.pop(str(pb.get("id")), None)
+            if fut is not None and not fut.done():
+                fut.set_result(str(pb.get("state", "done")))
+            return
+        if chan is None:
+            return
+        if kind == "ChannelDtmfReceived":
+            chan.dtmf.put_nowait(str(event.get("digit", "")))
+        elif kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
+            cause = event.get("cause")
+            if isinstance(cause, int) and chan.cause is None:
+                chan.cause = cause
+            if kind == "StasisEnd" and chan is self._chan and self.left:
+                return  # we sent it to the dialplan ourselves
+            chan.gone.set()
+        elif kind == "StasisStart" and chan is not self._chan:
+            chan.answered.set()
+        elif kind == "Dial":
+            status = event.get("dialstatus")
+            if isinstance(status, str) and status:
+                chan.dialstatus = status
+        elif kind == "ChannelStateChange" and chan is not self._chan:
+            state = (event.get("channel") or {}).get("state")
+            if state == "Up":
+                chan.answered.set()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    async def _race(
+        self, aw: Awaitable[T], *, timeout: float | None, watch: Sequence[_Channel] = ()
+    ) -> T:
+        """Await ``aw``; raise ``_Gone`` if a watched channel hangs up first (the caller is
+        always watched: ``CallerHangup``), ``TimeoutError`` after ``timeout``."""
+        main = asyncio.ensure_future(aw)
+        chans = [self._chan, *watch]
+        gones = {asyncio.ensure_future(c.gone.wait()): c for c in chans}
+        try:
+            done, _ = await asyncio.wait(
+                {main, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for t in (main, *gones):
+                if not t.done():
+                    t.cancel()
+            for t in gones:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        if main in done:
+            return main.result()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await main
+        if self._chan.gone.is_set():
+            raise CallerHangup(f"caller hung up ({self.id})")
+        if any(t in done for t in gones):
+            raise _Gone()
+        raise TimeoutError
+
+    async def _caller_op(self, aw: Awaitable[T]) -> T:
+        """A REST call on the caller's channel: a missing channel means the caller left."""
+        if self.gone:
+            raise CallerHangup(f"caller hung up ({self.id})")
+        try:
+            return await aw
+        except AriNotFound:
+            self._chan.gone.set()
+            raise CallerHangup(f"caller channel {self.id} is gone") from None
+
+    # -- the Call protocol -----------------------------------------------------------------
+
+    async def answer(self) -> None:
+        if not self.answered:
+            await self._caller_op(self.client.answer(self.id))
+            self.answered = True
+
+    async def _play_on(self, chan: _Channel, prompts: Sequence[str], barge_in: bool) -> str:
+        for prompt in prompts:
+            if barge_in and not chan.dtmf.empty():
+                return chan.dtmf.get_nowait()
+            pb_id = f"pb-{uuid.uuid4()}"
+            fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            self._playbacks[pb_id] = fut
+            try:
+                await self.client.play(chan.id, self._prefix + prompt, playback_id=pb_id)
+                if not barge_in:
+                    state = await self._race(fut, timeout=None, watch=[chan])
+                else:
+                    key_task = asyncio.ensure_future(chan.dtmf.get())
+                    try:
+                        done = await self._race(
+                            asyncio.wait({fut, key_task}, return_when=asyncio.FIRST_COMPLETED),
+                            timeout=None,
+                            watch=[chan],
+                        )
+                    finally:
+                        if not key_task.done():
+                            key_task.cancel()
+                    if key_task in done[0]:
+                        with contextlib.suppress(AriError):
+                            await self.client.stop_playback(pb_id)
+                        return key_task.result()
+                    state = fut.result()
+                if state == "failed":
+                    log.warning("call=%s sound %r could not be played", self.id, prompt)
+            finally:
+                self._playbacks.pop(pb_id, None)
+        return ""
+
+    async def play(self, prompts: Sequence[str], *, barge_in: bool = False) -> str:
+        try:
+            return await self._caller_op(self._play_on(self._chan, prompts, barge_in))
+        except _Gone:  # pragma: no cover - only the caller is watched here
+            raise CallerHangup(self.id) from None
+
+    async def collect(
+        self,
+        prompt: str | None,
+        *,
+        max_digits: int,
+        first_timeout: float,
+        inter_timeout: float,
+        barge_in: bool = True,
+    ) -> str:
+        # Keys pressed before the question are not an answer to it.
+        self._chan.flush_dtmf()
+        digits = ""
+        if prompt:
+            digits = await self.play([prompt], barge_in=barge_in)
+        while len(digits) < max_digits:
+            wait = first_timeout if not digits else inter_timeout
+            try:
+                key = await self._race(self._chan.dtmf.get(), timeout=wait)
+            except TimeoutError:
+                break
+            if key == "#" and digits and max_digits > 1:
+                break  # '#' ends a multi-digit entry
+            digits += key
+        return digits
+
+    async def _originate(self, target: str, timeout: float, caller_id: str | None) -> _Channel:
+        leg = _Channel(f"leg-{uuid.uuid4()}")
+        self._legs[leg.id] = leg
+        self.registry.register(leg.id, self)
+        try:
+            await self.client.originate(
+                target,
+                app_args=f"leg,{self.id}",
+                channel_id=leg.id,
+                # Asterisk's own ring limit is a safety net; our timer ends ringing first.
+                timeout=int(timeout) + 5,
+                caller_id=caller_id,
+                variables={LEG_ROLE_VAR: "leg"},
+            )
+        except AriError:
+            self._drop_leg(leg)
+            raise
+        return leg
+
+    def _drop_leg(self, leg: _Channel) -> None:
+        self._legs.pop(leg.id, None)
+        self.registry.unregister(leg.id)
+
+    async def _end_leg(self, leg: _Channel) -> None:
+        if not leg.gone.is_set():
+            with contextlib.suppress(AriError):
+                await self.client.hangup(leg.id)
+        self._drop_leg(leg)
+
+    async def _hold(self, on: bool) -> None:
+        """Music on hold for an answered caller while a leg rings (ringback if unanswered)."""
+        with contextlib.suppress(AriError):
+            if on and self.answered:
+                await self.client.start_moh(self.id)
+            elif on:
+                await self.client.ring(self.id)
+            elif self.answered:
+                await self.client.stop_moh(self.id)
+
+    async def _ring_leg(self, leg: _Channel, timeout: float) -> DialStatus:
+        try:
+            await self._race(leg.answered.wait(), timeout=timeout, watch=[leg])
+            return DialStatus.ANSWER
+        except TimeoutError:
+            return DialStatus.NOANSWER
+        except _Gone:
+            return leg_status(leg.dialstatus, leg.cause)
+
+    async def _bridge_until_end(self, leg: _Channel) -> None:
+        """Bridge the caller with ``leg`` and wait until either hangs up."""
+        await self.answer()
+        bridge = await self.client.create_bridge("mixing")
+        bridge_id = str(bridge["id"])
+        self.bridged = True
+        try:
+            await self.client.add_channel(bridge_id, [self.id, leg.id])
+            with contextlib.suppress(_Gone, CallerHangup):
+                await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
+        finally:
+            self.bridged = False
+            with contextlib.suppress(AriError):
+                await self.client.destroy_bridge(bridge_id)
+
+    async def dial(
+        self, target: str, *, timeout: float, caller_id: str | None = None
+    ) -> DialResult:
+        return await self._dial(target, timeout, caller_id, confirm=None)
+
+    async def dial_confirm(
+        self,
+        target: str,
+        *,
+        timeout: float,
+        confirm: str,
+        announce: Sequence[str],
+        confirm_timeout: float,
+    ) -> DialResult:
+        return await self._dial(target, timeout, None, confirm=(confirm, announce, confirm_timeout))
+
+    async def _dial(
+        self,
+        target: str,
+        timeout: float,
+        caller_id: str | None,
+        confirm: tuple[str, Sequence[str], float] | None,
+    ) -> DialResult:
+        if self.gone:
+            raise CallerHangup(self.id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        leg = await self._originate(target, timeout, caller_id)
+        await self._hold(True)
+        try:
+            status = await self._ring_leg(leg, timeout)
+            delay = loop.time() - started
+            if status is DialStatus.ANSWER and confirm is not None:
+                status = await self._confirm(leg, *confirm)
+            await self._hold(False)
+            if status is not DialStatus.ANSWER:
+                return DialResult(status)
+            await self._bridge_until_end(leg)
+            return DialResult(DialStatus.ANSWER, delay)
+        finally:
+            await self._end_leg(leg)
+
+    async def _confirm(
+        self, leg: _Channel, key: str, announce: Sequence[str], wait: float
+    ) -> DialStatus:
+        """Ask the callee to accept: only the confirm key bridges the call."""
+        try:
+            pressed = ""
+            if announce:
+                pressed = await self._play_on(leg, announce, barge_in=True)
+            if not pressed:
+                pressed = await self._race(leg.dtmf.get(), timeout=wait, watch=[leg])
+        except (TimeoutError, _Gone, AriNotFound):
+            return DialStatus.DECLINED
+        return DialStatus.ANSWER if pressed == key else DialStatus.DECLINED
+
+    async def voicemail(self, box: str) -> bool:
+        # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail.
+        await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))
+        self.left = True
+        try:
+            await self._caller_op(
+                self.client.continue_in_dialplan(self.id, self._voicemail_context, "s", 1)
+            )
+        except TelephonyError:
+            self.left = False
+            raise
+        return True
+
+    async def continue_to(self, context: str, extension: str = "s") -> None:
+        """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""
+        self.left = True
+        await self._caller_op(self.client.continue_in_dialplan(self.id, context, extension, 1))
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self._caller_op(self.client.set_variable(self.id, name, value))
+
+    async def hangup(self) -> None:
+        for leg in list(self._legs.values()):
+            await self._end_leg(leg)
+        if not self.gone and not self.left:
+            with contextlib.suppress(AriNotFound):
+                await self.client.hangup(self.id)
+        self.close()
+
+    def close(self) -> None:
+        """Forget every channel of this call (the router stops sending its events)."""
+        for leg in list(self._legs.values()):
+            self._drop_leg(leg)
+        self.registry.unregister(self.id)

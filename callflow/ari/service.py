@@ -1,0 +1,265 @@
+"""The call service: what the daemon does with channels that Asterisk hands it.
+
+The event router only translates ARI events into calls on this service (the shape of
+wazo-calld): a new channel starts a call task, a reconnection runs recovery, a stop drains.
+It owns every call task; none is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+from ..flow.engine import Engine
+from ..flow.events import Outcome
+from ..flow.registry import LoadedFlow
+from ..flows import FlowStore
+from .call import LEG_ROLE_VAR, AriCall
+from .channels import ChannelRegistry, Event, event_channel_id
+from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
+from .errors import AriError
+
+log = logging.getLogger("callflow.ari")
+
+
+class CallService:
+    def __init__(
+        self,
+        client: AriClient,
+        engine: Engine,
+        flows: FlowStore,
+        *,
+        registry: ChannelRegistry | None = None,
+        sounds_prefix: str = "sound:",
+        fallback_context: str = "callflow-fallback",
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.flows = flows
+        self.registry = registry or ChannelRegistry()
+        self.sounds_prefix = sounds_prefix
+        self.fallback_context = fallback_context
+        self.calls: dict[str, tuple[AriCall, asyncio.Task[Outcome]]] = {}
+        self.accepting = True
+        self._background: set[asyncio.Task[Any]] = set()
+        self.recoveries = 0
+
+    # -- events ---------------------------------------------------------------------------
+
+    def dispatch(self, event: Event) -> None:
+        """Route one ARI event; never blocks and never raises."""
+        try:
+            self._dispatch(event)
+        except Exception:
+            log.exception("event %s could not be handled", event.get("type"))
+
+    def _dispatch(self, event: Event) -> None:
+        kind = event.get("type")
+        if kind == EVENT_CONNECTED:
+            self._spawn(self.recover(), "recovery")
+            return
+        if kind == EVENT_DISCONNECTED:
+            log.warning(
+                "ARI disconnected (%s): calls in progress keep their state", event.get("reason")
+            )
+            return
+        chan_id = event_channel_id(event)
+        owner = self.registry.owner(chan_id) if chan_id else None
+        if owner is not None:
+            owner.on_event(event)
+            return
+        if kind == "StasisStart":
+            self._new_channel(event)
+
+    def _new_channel(self, event: Event) -> None:
+        channel = event.get("channel") or {}
+        args = event.get("args") or []
+        if args and args[0] == "leg":
+            # A leg whose call no longer exists (e.g. answered after the caller left).
+            self._spawn(self._hangup(str(channel.get("id"))), "orphan leg hangup")
+            return
+        dialed = str(args[0]) if args else str((channel.get("dialplan") or {}).get("exten", ""))
+        call = AriCall(
+            self.client, self.registry, channel, dialed=dialed, sounds_prefix=self.sounds_prefix
+        )
+        if not self.accepting:
+            log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
+            self._spawn(self._to_dialplan(call, "daemon stopping"), "fallback")
+            return
+        flow = self.flows.for_number(dialed)
+        if flow is None:
+            log.error(
+                "call=%s dialed=%s: no flow and no default: dialplan fallback", call.id, dialed
+            )
+            self._spawn(self._to_dialplan(call, "no flow"), "fallback")
+            return
+        self._start(call, flow, rescue=None)
+
+    def _start(self, call: AriCall, flow: LoadedFlow, rescue: str | None) -> None:
+        coro = (
+            self.engine.run(flow, call)
+            if rescue is None
+            else self.engine.rescue(flow, call, rescue)
+        )
+        task = asyncio.create_task(coro, name=f"call-{call.id}")
+        self.calls[call.id] = (call, task)
+        task.add_done_callback(functools.partial(self._call_done, call.id))
+
+    def _call_done(self, call_id: str, task: asyncio.Task[Outcome]) -> None:
+        entry = self.calls.pop(call_id, None)
+        if entry is not None:
+            entry[0].close()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call=%s task failed", call_id, exc_info=task.exception())
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.create_task(coro, name=what)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", what, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def _hangup(self, channel_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.client.hangup(channel_id)
+
+    async def _to_dialplan(self, call: AriCall, why: str) -> None:
+        try:
+            await call.continue_to(self.fallback_context)
+        except Exception as exc:
+            log.error(
+                "call=%s could not be sent to the dialplan fallback (%s): %s", call.id, why, exc
+            )
+        finally:
+            call.close()
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After (re)connecting: channels in our application that no call task owns were
+        stranded by a restart or a drop.  Live conversations are left alone; stray legs are
+        hung up; stranded callers go to their flow's fallback (or the dialplan's)."""
+        try:
+            ids = await self.client.channels_in_app()
+        except AriError as exc:
+            log.error("recovery: cannot list channels: %s", exc)
+            return
+        stranded = [i for i in ids if i not in self.registry]
+        if not stranded:
+            return
+        self.recoveries += 1
+        bridged = await self._bridged_channels()
+        for chan_id in stranded:
+            try:
+                await self._recover_channel(chan_id, bridged)
+            except AriError as exc:
+                log.warning("recovery: channel %s: %s", chan_id, exc)
+
+    async def _bridged_channels(self) -> dict[str, tuple[str, list[str]]]:
+        out: dict[str, tuple[str, list[str]]] = {}
+        try:
+            bridges = await self.client.request("GET", "/bridges")
+        except AriError:
+            return out
+        for b in bridges or []:
+            members = [str(c) for c in b.get("channels", [])]
+            for c in members:
+                out[c] = (str(b.get("id")), members)
+        return out
+
+    async def _recover_channel(
+        self, chan_id: str, bridged: dict[str, tuple[str, list[str]]]
+    ) -> None:
+        if chan_id in self.registry:
+            return
+        if chan_id in bridged:
+            bridge_id, members = bridged[chan_id]
+            if len(members) >= 2:
+                watch = BridgeWatch(self.client, self.registry, bridge_id, members)
+                log.info("recovery: conversation in bridge %s left to go on", bridge_id)
+                del watch  # registered with the registry; it cleans up after itself
+                return
+            log.info(
+                "recovery: channel %s alone in bridge %s: the conversation is over",
+                chan_id,
+                bridge_id,
+            )
+            await self._hangup(chan_id)
+            with contextlib.suppress(AriError):
+                await self.client.destroy_bridge(bridge_id)
+            return
+        channel = await self.client.get_channel(chan_id)
+        role = ""
+        with contextlib.suppress(AriError):
+            role = await self.client.get_variable(chan_id, LEG_ROLE_VAR)
+        if role == "leg":
+            log.info("recovery: stray leg %s hung up", chan_id)
+            await self._hangup(chan_id)
+            return
+        dialed = str((channel.get("dialplan") or {}).get("exten", ""))
+        call = AriCall(
+            self.client, self.registry, channel, dialed=dialed, sounds_prefix=self.sounds_prefix
+        )
+        flow = self.flows.for_number(dialed)
+        log.warning("recovery: call=%s was stranded: sent to the fallback", chan_id)
+        if flow is None or flow.spec.fallback is None:
+            await self._to_dialplan(call, "recovered without a flow fallback")
+            return
+        self._start(call, flow, rescue="recovered after a restart or reconnection")
+
+    # -- stopping -------------------------------------------------------------------------
+
+    async def stop(self, grace: float) -> None:
+        """Take no new call; let calls finish for ``grace`` s; then send the rest to the
+        dialplan fallback (a conversation already bridged is left to go on)."""
+        self.accepting = False
+        tasks = [t for _, t in self.calls.values()]
+        if tasks:
+            log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
+            await asyncio.wait(tasks, timeout=grace)
+        for call, task in list(self.calls.values()):
+            bridged = call.bridged
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if not bridged and not call.gone:
+                await self._to_dialplan(call, "daemon stopping")
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class BridgeWatch:
+    """A conversation found after a restart: when one side leaves, end the other."""
+
+    def __init__(
+        self, client: AriClient, registry: ChannelRegistry, bridge_id: str, members: list[str]
+    ) -> None:
+        self.client = client
+        self.registry = registry
+        self.bridge_id = bridge_id
+        self.members = members
+        self._task: asyncio.Task[None] | None = None
+        for m in members:
+            registry.register(m, self)
+
+    def on_event(self, event: Event) -> None:
+        if event.get("type") not in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
+            return
+        if self._task is None:
+            self._task = asyncio.create_task(self._end(), name=f"bridge-{self.bridge_id}")
+
+    async def _end(self) -> None:
+        for m in self.members:
+            self.registry.unregister(m)
+            with contextlib.suppress(AriError):
+                await self.client.hangup(m)
+        with contextlib.suppress(AriError):
+            await self.client.destroy_bridge(self.bridge_id)

@@ -1,0 +1,170 @@
+"""Daemon settings: a TOML file, every key overridable by an environment variable.
+
+``CALLFLOW_<SECTION>_<KEY>`` overrides ``[section] key`` (``CALLFLOW_ARI_URL``,
+``CALLFLOW_FLOWS_DIR`` ...).  Secrets never sit in the file: the file names an environment
+variable (``password_env``) or a file (``password_file``) that holds them.  Unknown keys are
+refused by name so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import SettingsError
+
+ENV_PREFIX = "CALLFLOW_"
+
+
+@dataclass(frozen=True)
+class AriSettings:
+    url: str = "http://127.0.0.1:8088"
+    app: str = "callflow"
+    username: str = "callflow"
+    password_env: str = "CALLFLOW_ARI_PASSWORD"
+    password_file: str | None = None
+    request_timeout: float = 10.0
+    pool_size: int = 20
+
+
+@dataclass(frozen=True)
+class FlowsSettings:
+    dir: str = "dialplans"
+    default: str | None = None  # flow for a dialed number that no flow claims
+    sounds_prefix: str = "sound:"  # media URI prefix for a sound name in a flow
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    log_level: str = "INFO"
+    log_format: str = "text"  # text | json
+    stop_grace: float = 30.0  # seconds calls may take to finish on SIGTERM
+
+
+@dataclass(frozen=True)
+class Settings:
+    ari: AriSettings = field(default_factory=AriSettings)
+    flows: FlowsSettings = field(default_factory=FlowsSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    base_dir: Path = Path(".")  # relative paths in the file are relative to the file
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.base_dir / p
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "ari": AriSettings,
+    "flows": FlowsSettings,
+    "daemon": DaemonSettings,
+}
+
+
+def _convert(section: str, key: str, value: Any, target: Any, source: str) -> Any:
+    where = f"{source}: [{section}] {key}"
+    types = str(target)
+    if isinstance(value, str) and source.startswith("environment"):
+        # Environment values are strings: convert them to the declared type.
+        if "float" in types:
+            try:
+                return float(value)
+            except ValueError:
+                raise SettingsError(f"{where}: expected a number, got {value!r}") from None
+        if "int" in types:
+            try:
+                return int(value)
+            except ValueError:
+                raise SettingsError(f"{where}: expected an integer, got {value!r}") from None
+        return value
+    if value is None and "None" in types:
+        return None
+    if "float" in types and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if "int" in types and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if "str" in types and isinstance(value, str):
+        return value
+    raise SettingsError(f"{where}: expected {types.replace(' | None', '')}, got {value!r}")
+
+
+def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``path`` (or only defaults when None) and apply ``CALLFLOW_*`` overrides."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    base = Path(".")
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+        base = path.parent
+    for section in raw:
+        if section not in _SECTIONS:
+            known = ", ".join(_SECTIONS)
+            raise SettingsError(f"{source}: unknown section [{section}] (known: {known})")
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = raw.get(section, {})
+        if not isinstance(values, dict):
+            raise SettingsError(f"{source}: [{section}] must be a table")
+        names = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in names:
+                raise SettingsError(
+                    f"{source}: unknown key '{key}' in [{section}] (known: {', '.join(names)})"
+                )
+            kwargs[key] = _convert(section, key, value, names[key].type, source)
+        for key, f in names.items():
+            var = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            if var in env:
+                kwargs[key] = _convert(section, key, env[var], f.type, f"environment {var}")
+        built[section] = cls(**kwargs)
+    # A CALLFLOW_* variable that matches no setting is a typo, unless it holds a secret.
+    secret_vars = {
+        getattr(sec, f.name)
+        for sec in built.values()
+        for f in fields(sec)
+        if f.name.endswith("_env")
+    }
+    for var in env:
+        if not var.startswith(ENV_PREFIX) or var in secret_vars:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section in _SECTIONS and key not in {f.name for f in fields(_SECTIONS[section])}:
+            raise SettingsError(f"environment {var}: no setting '{key}' in [{section}]")
+    return Settings(base_dir=base, **built)
+
+
+def read_secret(
+    env_var: str | None,
+    file: str | None,
+    what: str,
+    base: Path,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """A secret from a file (preferred when given) or an environment variable."""
+    env = os.environ if env is None else env
+    if file:
+        p = Path(file)
+        p = p if p.is_absolute() else base / p
+        try:
+            value = p.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"{what}: cannot read secret file {p}: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{what}: secret file {p} is empty")
+        return value
+    if env_var and env.get(env_var):
+        return env[env_var]
+    raise SettingsError(
+        f"{what}: no secret: set the environment variable {env_var} or a *_file setting"
+    )
