@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from callflow.errors import SettingsError
+from callflow.settings import load_settings, read_secret
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "callflow.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults_without_a_file() -> None:
+    s = load_settings(None, env={})
+    assert s.ari.url == "http://127.0.0.1:8088"
+    assert s.ari.app == "callflow"
+    assert s.flows.dir == "dialplans"
+
+
+def test_file_values_and_relative_paths(tmp_path: Path) -> None:
+    p = write(tmp_path, '[ari]\nurl = "http://pbx:8088"\n[flows]\ndir = "flows"\ndefault = "x"\n')
+    s = load_settings(p, env={})
+    assert s.ari.url == "http://pbx:8088"
+    assert s.flows.default == "x"
+    assert s.resolve(s.flows.dir) == tmp_path / "flows"
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, '[ari]\nurl = "http://pbx:8088"\nrequest_timeout = 3.0\n')
+    env = {"CALLFLOW_ARI_URL": "http://other:8088", "CALLFLOW_ARI_REQUEST_TIMEOUT": "7.5"}
+    s = load_settings(p, env=env)
+    assert s.ari.url == "http://other:8088"
+    assert s.ari.request_timeout == 7.5
+
+
+def test_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    p = write(tmp_path, '[ari]\nusername = "a"\npasword = "x"\n')
+    with pytest.raises(SettingsError, match="unknown key 'pasword' in \\[ari\\]"):
+        load_settings(p, env={})
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, "[asterisk]\nurl = 1\n")
+    with pytest.raises(SettingsError, match=r"unknown section \[asterisk\]"):
+        load_settings(p, env={})
+
+
+def test_unknown_environment_setting_is_refused() -> None:
+    with pytest.raises(SettingsError, match="CALLFLOW_ARI_ULR"):
+        load_settings(None, env={"CALLFLOW_ARI_ULR": "x"})
+
+
+def test_secret_variable_is_not_taken_for_a_setting() -> None:
+    s = load_settings(None, env={"CALLFLOW_ARI_PASSWORD": "s3cret"})
+    assert s.ari.password_env == "CALLFLOW_ARI_PASSWORD"
+
+
+def test_wrong_type_and_bad_number(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="request_timeout"):
+        load_settings(write(tmp_path, '[ari]\nrequest_timeout = "soon"\n'), env={})
+    with pytest.raises(SettingsError, match="expected a number"):
+        load_settings(None, env={"CALLFLOW_ARI_REQUEST_TIMEOUT": "soon"})
+
+
+def test_invalid_toml_says_where(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="invalid TOML"):
+        load_settings(write(tmp_path, "[ari\n"), env={})
+
+
+def test_secret_from_env_or_file(tmp_path: Path) -> None:
+    assert read_secret("PW", None, "ari", tmp_path, env={"PW": "abc"}) == "abc"
+    (tmp_path / "pw").write_text("from-file\n")
+    assert read_secret("PW", "pw", "ari", tmp_path, env={"PW": "abc"}) == "from-file"
+    with pytest.raises(SettingsError, match="set the environment variable PW"):
+        read_secret("PW", None, "ari", tmp_path, env={})
+    with pytest.raises(SettingsError, match="cannot read secret file"):
+        read_secret(None, "missing", "ari", tmp_path, env={})
