@@ -193,7 +193,7 @@ async def test_dial_answered_bridges_and_ends_when_callee_hangs_up() -> None:
     [("busy", DialStatus.BUSY), ("503", DialStatus.CONGESTION), ("ringout", DialStatus.NOANSWER)],
 )
 async def test_dial_not_answered(how: str, status: DialStatus) -> None:
-    call, fake = make({"PJSIP/x": how})
+    call, _ = make({"PJSIP/x": how})
     result = await asyncio.wait_for(call.dial("PJSIP/x", timeout=0.1), 2)
     assert result.status is status
     assert len(call.registry) == 1  # the leg is forgotten, only the caller remains
