@@ -147,11 +147,17 @@ def _pick_flow(flows: FlowSet, number: str | None) -> LoadedFlow:
     return next(iter(flows.flows.values()))
 
 
+_YEARS = (1900, 2999)  # year 1 or 9999 overflows when converted to UTC or given days
+_YEARS_HELP = f"the year must be between {_YEARS[0]} and {_YEARS[1]}"
+
+
 def parse_local(text: str, flow: LoadedFlow) -> datetime:
     try:
         naive = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UserError(f"invalid time {text!r}: expected 'YYYY-MM-DD HH:MM'") from None
+    if not _YEARS[0] <= naive.year <= _YEARS[1]:
+        raise UserError(f"invalid time {text!r}: {_YEARS_HELP}")
     if naive.tzinfo is not None:
         return naive
     return naive.replace(tzinfo=flow.tz)
@@ -266,6 +272,8 @@ def cmd_calendar(args: argparse.Namespace, out: TextIO) -> int:
             first = date.fromisoformat(args.start)
         except ValueError:
             raise UserError(f"invalid date {args.start!r}: expected YYYY-MM-DD") from None
+        if not _YEARS[0] <= first.year <= _YEARS[1]:
+            raise UserError(f"invalid date {args.start!r}: {_YEARS_HELP}")
     else:
         first = datetime.now(flow.tz).date()
     if not 1 <= args.days <= 366:

@@ -67,9 +67,25 @@ class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.errors: list[Diagnostic] = []
+        self.open: set[int] = set()  # collections being built: an alias to one is a cycle
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
         self.doc.values[path] = _mark(node)
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.open:
+                m = _mark(node)
+                msg = "an alias cannot refer to a collection that contains it"
+                self.errors.append(Diagnostic(self.doc.file, m.line, m.col, msg))
+                return None
+            self.open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.open.discard(id(node))
+        assert isinstance(node, yaml.ScalarNode)
+        return self._scalar(node)
+
+    def _collection(self, node: yaml.CollectionNode, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[Hashable, Any] = {}
             for key_node, value_node in node.value:
@@ -105,10 +121,7 @@ class _Builder:
                 self.doc.keys[(*path, key)] = _mark(key_node)
                 out[key] = self.build(value_node, (*path, key))
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        return self._scalar(node)
+        return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
 
     @staticmethod
     def _scalar(node: yaml.ScalarNode) -> str | bool | None:
@@ -124,7 +137,8 @@ class _Builder:
 
 def load_text(text: str, file: str) -> Document:
     """Parse one YAML document; raise ``FlowError`` with ``file:line:col`` on any problem."""
-    doc = Document(file=file, data=None, digest=hashlib.sha256(text.encode()).hexdigest()[:12])
+    digest = hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:12]
+    doc = Document(file=file, data=None, digest=digest)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -134,12 +148,22 @@ def load_text(text: str, file: str) -> Document:
         if exc.context:
             problem = f"{exc.context}: {problem}"
         raise FlowError([Diagnostic(file, line, col, f"YAML syntax error: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: locate it in the text
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - before.rfind("\n")
+        problem = f"character #x{exc.character:04x} is not allowed: {exc.reason}"
+        raise FlowError([Diagnostic(file, line, col, f"YAML error: {problem}")]) from None
+    except RecursionError:
+        raise FlowError([Diagnostic(file, 1, 1, "YAML error: nesting too deep")]) from None
     except yaml.YAMLError as exc:
         raise FlowError([Diagnostic(file, 1, 1, f"YAML error: {exc}")]) from None
     if node is None:
         raise FlowError([Diagnostic(file, 1, 1, "the file is empty")])
     builder = _Builder(doc)
-    doc.data = builder.build(node, ())
+    try:
+        doc.data = builder.build(node, ())
+    except RecursionError:
+        raise FlowError([Diagnostic(file, 1, 1, "YAML error: nesting too deep")]) from None
     if builder.errors:
         raise FlowError(builder.errors)
     return doc

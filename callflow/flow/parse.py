@@ -73,6 +73,8 @@ def _message(err: ErrorDetails, path: PathKey) -> tuple[str, bool]:
     value = err.get("input")
     last = path[-1] if path else ""
     if kind == "extra_forbidden":
+        if str(last) in _KNOWN:  # a real key, of another kind of step or section
+            return f"key '{last}' is not allowed here", True
         hint = difflib.get_close_matches(str(last), _KNOWN, n=1)
         more = f" (did you mean '{hint[0]}'?)" if hint else ""
         return f"unknown key '{last}'{more}", True
@@ -121,5 +123,10 @@ def parse_document(doc: Document) -> schema.FlowFile:
         for err in exc.errors():
             path, is_key = _clean_loc(err["loc"])
             msg, at_key = _message(err, path)
+            # A value error at ('calendars', <name>, 'weekly', <day key>) is about the key
+            # (the ranges below it are reported at their index).
+            day_key = len(path) == 4 and path[0] == "calendars" and path[2] == "weekly"
+            if day_key and err["type"] == "value_error":
+                at_key = True
             diags.append(doc.diagnostic(path, msg, key=is_key or at_key))
         raise FlowError(diags) from None

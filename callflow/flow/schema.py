@@ -272,7 +272,10 @@ class FlowFile(Strict):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, v: str) -> str:
-        parse_timezone(v)
+        try:
+            parse_timezone(v)
+        except OSError:  # e.g. 'Europe' is a folder of the tz database, not a zone
+            raise ValueError(f"unknown timezone {v!r}") from None
         return v
 
     @field_validator("routes")

@@ -36,6 +36,7 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
             unknown(("destinations", dest_name, "route"), "route", dest.route, flow.routes)
 
     edges: dict[str, list[str]] = {}
+    broken: set[str] = set()  # steps naming an unknown step: reported once, not as a loop too
     for name, step in steps.items():
         base = ("steps", name)
         edges[name] = []
@@ -43,6 +44,7 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
             if target in steps:
                 edges[name].append(target)
             else:
+                broken.add(name)
                 unknown((*base, *path), "step", target, steps)
         for path, used in destinations_used(step):
             if used not in flow.destinations:
@@ -77,7 +79,7 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
 
     # A loop with no exit: steps that are reachable but from which no step that can end
     # the call is reachable; the caller would go round for ever.
-    finishers = {n for n, s in steps.items() if ends_call(s)}
+    finishers = {n for n, s in steps.items() if ends_call(s)} | broken
     can_finish = _reverse_reachable(finishers, edges)
     for name in sorted(reachable - can_finish, key=list(steps).index):
         cycle = _cycle_through(name, edges, reachable - can_finish)
