@@ -103,8 +103,9 @@ def parse_days(key: str) -> tuple[int, ...]:
 def parse_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        # ZoneInfo raises ValueError for malformed keys such as "../x" or "".
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # ZoneInfo raises ValueError for malformed keys such as "../x" or "", and OSError
+        # for a folder of the tz database such as "Europe".
         raise ValueError(f"unknown timezone {name!r}") from None
 
 
@@ -184,7 +185,19 @@ _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?")
 _DATE_HELP = "expected 'YYYY-MM-DD' or 'YYYY-MM-DD HH:MM' (local time)"
 
 
+# A calendar concerns the practice's life: far-off years are typos, and computing with them
+# (a day after 9999-12-31) would overflow.
+_YEARS = range(1900, 3000)
+
+
 def _parse_bound(value: object) -> date | datetime:
+    bound = _parse_bound_any(value)
+    if bound.year not in _YEARS:
+        raise ValueError(f"invalid date {value!r}: the year must be between 1900 and 2999")
+    return bound
+
+
+def _parse_bound_any(value: object) -> date | datetime:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             raise ValueError(f"{value} has a UTC offset; give local time, {_DATE_HELP}")
