@@ -26,6 +26,13 @@ class Diagnostic:
     col: int
     message: str
 
+    def __post_init__(self) -> None:
+        # A diagnostic is one line: a user's key or value may hold line breaks or controls.
+        one_line = "".join(
+            c if c.isprintable() else c.encode("unicode_escape").decode() for c in self.message
+        )
+        object.__setattr__(self, "message", one_line)
+
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 

@@ -138,6 +138,10 @@ class SimulatedCall:
     async def set_variable(self, name: str, value: str) -> None:
         self.actions.append(f"set {name}={value}")
 
+    async def last_resort(self) -> None:
+        self.actions.append("last resort")
+        self.hung_up = True
+
     async def hangup(self) -> None:
         self.hung_up = True
         self.actions.append("hangup")

@@ -100,4 +100,9 @@ class Call(Protocol):
 
     async def set_variable(self, name: str, value: str) -> None: ...
 
+    async def last_resort(self) -> None:
+        """The flow reached nobody: hand the call to the PBX's own last-resort path (the
+        dialplan fallback), or hang up where there is none.  Never raises."""
+        ...
+
     async def hangup(self) -> None: ...

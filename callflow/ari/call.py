@@ -27,6 +27,14 @@ log = logging.getLogger("callflow.ari.call")
 T = TypeVar("T")
 
 LEG_ROLE_VAR = "CALLFLOW_ROLE"  # set to "leg" on every channel we originate
+# Playback ids are ``<channel>:pb:<n>`` with n cycling through a few slots, so that a daemon
+# restarted mid-prompt can find and stop a stranded channel's playback (ARI cannot list
+# playbacks, and a channel busy playing queues every other request until the prompt ends).
+PLAYBACK_SLOTS = 8
+
+
+def playback_ids(channel_id: str) -> list[str]:
+    return [f"{channel_id}:pb:{n}" for n in range(PLAYBACK_SLOTS)]
 VOICEMAIL_BOX_VAR = "CALLFLOW_VOICEMAIL_BOX"
 
 # Hangup causes (Q.850) of a leg that never answered, as a dial status.
@@ -67,6 +75,11 @@ class _Channel:
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
     dialstatus: str | None = None
     cause: int | None = None
+    playbacks: int = 0
+
+    def next_playback_id(self) -> str:
+        self.playbacks += 1
+        return f"{self.id}:pb:{self.playbacks % PLAYBACK_SLOTS}"
 
     def flush_dtmf(self) -> None:
         while not self.dtmf.empty():
@@ -87,6 +100,7 @@ class AriCall:
         dialed: str,
         sounds_prefix: str = "sound:",
         voicemail_context: str = "callflow-voicemail",
+        fallback_context: str = "callflow-fallback",
     ) -> None:
         self.client = client
         self.registry = registry
@@ -96,6 +110,7 @@ class AriCall:
         self._dialed = dialed
         self._prefix = sounds_prefix
         self._voicemail_context = voicemail_context
+        self._fallback_context = fallback_context
         self._playbacks: dict[str, asyncio.Future[str]] = {}
         self._legs: dict[str, _Channel] = {}
         self.answered = channel.get("state") == "Up"
@@ -207,7 +222,7 @@ class AriCall:
         for prompt in prompts:
             if barge_in and not chan.dtmf.empty():
                 return chan.dtmf.get_nowait()
-            pb_id = f"pb-{uuid.uuid4()}"
+            pb_id = chan.next_playback_id()
             fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._playbacks[pb_id] = fut
             try:
@@ -398,6 +413,26 @@ class AriCall:
             self.left = False
             raise
         return True
+
+    async def stop_stray_playbacks(self) -> None:
+        """Stop whatever a previous daemon left playing on this channel (recovery)."""
+        for pb_id in playback_ids(self.id):
+            with contextlib.suppress(AriError):
+                await self.client.stop_playback(pb_id)
+
+    async def last_resort(self) -> None:
+        """Nobody could be reached: hand the caller to the dialplan fallback, which rings
+        the secretariat, the outside secretariat and voicemail on its own."""
+        if self.gone or self.left:
+            return
+        for leg in list(self._legs.values()):
+            await self._end_leg(leg)
+        try:
+            await self.continue_to(self._fallback_context)
+        except TelephonyError as exc:
+            log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
+            self.left = False
+            await self.hangup()
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""

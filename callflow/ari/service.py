@@ -207,6 +207,7 @@ class CallService:
         call = AriCall(
             self.client, self.registry, channel, dialed=dialed, sounds_prefix=self.sounds_prefix
         )
+        await call.stop_stray_playbacks()
         flow = self.flows.for_number(dialed)
         log.warning("recovery: call=%s was stranded: sent to the fallback", chan_id)
         if flow is None or flow.spec.fallback is None:

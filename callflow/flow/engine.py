@@ -108,7 +108,9 @@ class _Run:
             )
             raise
         self._end(outcome)
-        if outcome.kind is not OutcomeKind.ABANDONED:
+        if outcome.kind is OutcomeKind.FAILED:
+            await self._last_resort()
+        elif outcome.kind is not OutcomeKind.ABANDONED:
             await self._hangup()
         return outcome
 
@@ -367,6 +369,12 @@ class _Run:
         if not self.answered:
             await self.call.answer()
             self.answered = True
+
+    async def _last_resort(self) -> None:
+        try:
+            await self.call.last_resort()
+        except Exception:  # the call is over for us either way
+            log.exception("call=%s last resort failed", self.call.id)
 
     async def _hangup(self) -> None:
         try:

@@ -37,7 +37,7 @@ class FakeAri:
     async def play(
         self, channel_id: str, media: str, playback_id: str | None = None
     ) -> dict[str, Any]:
-        self.log.append(f"play {channel_id} {media}")
+        self.log.append(f"play {playback_id} {media}")
         pb = {"id": playback_id, "target_uri": f"channel:{channel_id}", "state": "done"}
         self.later(self.play_time, {"type": "PlaybackFinished", "playback": pb}, channel_id)
         return pb
@@ -127,7 +127,7 @@ async def test_identity_and_answer_once() -> None:
 async def test_play_waits_for_each_sound() -> None:
     call, fake = make()
     assert await call.play(["a", "b"]) == ""
-    assert fake.log == ["play caller-1 sound:a", "play caller-1 sound:b"]
+    assert fake.log == ["play caller-1:pb:1 sound:a", "play caller-1:pb:2 sound:b"]
 
 
 async def test_barge_in_stops_the_prompt_and_returns_the_key() -> None:
@@ -135,7 +135,7 @@ async def test_barge_in_stops_the_prompt_and_returns_the_key() -> None:
     fake.play_time = 5
     press(fake, "2", 0.02)
     assert await asyncio.wait_for(call.play(["long"], barge_in=True), 1) == "2"
-    assert any(x.startswith("stop pb-") for x in fake.log)
+    assert "stop caller-1:pb:1" in fake.log
 
 
 async def test_collect_one_key_after_the_prompt() -> None:
@@ -242,3 +242,21 @@ def test_leg_status_mapping() -> None:
     assert leg_status(None, 19) is DialStatus.NOANSWER
     assert leg_status("CHANUNAVAIL", 16) is DialStatus.CHANUNAVAIL
     assert leg_status(None, 999) is DialStatus.FAILED
+
+
+async def test_playback_ids_cycle_so_a_restarted_daemon_can_stop_them() -> None:
+    call, fake = make()
+    await call.play(["a"] * 10)
+    ids = [x.split()[1] for x in fake.log if x.startswith("play")]
+    assert len(ids) == 10
+    await call.stop_stray_playbacks()
+    stopped = {x.split()[1] for x in fake.log if x.startswith("stop")}
+    assert stopped == {f"caller-1:pb:{n}" for n in range(8)}
+
+
+async def test_last_resort_hands_the_caller_to_the_dialplan_fallback() -> None:
+    call, fake = make()
+    await call.last_resort()
+    assert "continue callflow-fallback,s,1" in fake.log
+    await call.hangup()
+    assert "hangup caller-1" not in fake.log

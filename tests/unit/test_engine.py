@@ -149,6 +149,9 @@ class FakeCall:
     async def set_variable(self, name: str, value: str) -> None:
         await self._do("set_variable", name, name, value)
 
+    async def last_resort(self) -> None:
+        await self._do("last_resort", "")
+
     async def hangup(self) -> None:
         await self._do("hangup", "")
 
@@ -455,7 +458,9 @@ async def test_dial_not_reached_without_fallback_fails() -> None:
     assert outcome == Outcome(
         OutcomeKind.FAILED, "first", detail="step 'first' ended with noanswer"
     )
-    assert call.did("hangup") == [("hangup",)]
+    # Nobody reached: the call goes to the PBX's last resort, it is not hung up.
+    assert call.did("last_resort") == [("last_resort",)]
+    assert call.did("hangup") == []
 
 
 async def test_dial_with_next_goes_on_and_keeps_who_answered() -> None:

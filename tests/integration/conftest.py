@@ -1,0 +1,66 @@
+"""Fixtures of the real-call bench: a real Asterisk 22 (the sandbox), SIPp, the daemon."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Bench, Daemon, ari_up, channels, sandbox, wait_until
+
+FLOWS = Path(__file__).resolve().parent / "flows"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def asterisk() -> None:
+    """A running sandbox Asterisk with the bench's configuration (started if needed)."""
+    if not ari_up():
+        sandbox("up")
+    wait_until(ari_up, 60, "Asterisk's ARI")
+
+
+@pytest.fixture
+def flows_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "flows"
+    shutil.copytree(FLOWS, d)
+    return d
+
+
+@pytest.fixture
+def bench(tmp_path: Path, asterisk: None) -> Iterator[Bench]:
+    b = Bench(tmp_path)
+    yield b
+    b.close()
+    # Leave no channel behind for the next test.
+    try:
+        wait_until(lambda: not channels(), 15, "every channel to be gone")
+    except AssertionError:
+        for c in channels():
+            try:
+                from .harness import ari
+
+                ari("DELETE", f"/channels/{c['id']}")
+            except OSError:
+                pass
+        raise
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, flows_dir: Path, asterisk: None) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, flows_dir)
+    d.start()
+    yield d
+    code = d.stop()
+    time.sleep(0.2)
+    log = d.log()
+    assert "Traceback" not in log, log[-4000:]
+    assert code == 0, f"daemon exit code {code}\n{log[-3000:]}"

@@ -1,0 +1,300 @@
+"""The real-call bench: the daemon as a process, SIPp peers as processes, Asterisk's CLI.
+
+Every process started here is stopped by the fixture that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX = REPO / "scripts" / "asterisk-sandbox"
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+ARI_URL = "http://127.0.0.1:8088"
+ARI_USER = "callflow"
+ARI_PASSWORD = "callflow-test"
+
+# Address plan (tests/integration/asterisk/pjsip.conf).
+PEERS = {
+    "trunk-a": ("127.0.0.2", 5081),
+    "trunk-b": ("127.0.0.3", 5082),
+    "accueil": ("127.0.0.11", 5091),
+    "dr-a": ("127.0.0.12", 5092),
+    "dr-b": ("127.0.0.13", 5093),
+    "dr-c": ("127.0.0.14", 5094),
+}
+_media_ports = iter(range(20000, 29000, 10))
+
+
+def ari(method: str, path: str) -> Any:
+    req = urllib.request.Request(f"{ARI_URL}/ari{path}", method=method)
+    token = b64encode(f"{ARI_USER}:{ARI_PASSWORD}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+def ari_up() -> bool:
+    try:
+        ari("GET", "/asterisk/info")
+        return True
+    except OSError:
+        return False
+
+
+def sandbox(*args: str, timeout: float = 600) -> str:
+    out = subprocess.run([str(SANDBOX), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"asterisk-sandbox {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def asterisk_cli(command: str) -> str:
+    return sandbox("cli", command, timeout=30)
+
+
+def channels() -> list[dict[str, Any]]:
+    result = ari("GET", "/channels")
+    return list(result or [])
+
+
+def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+_END = re.compile(
+    r"call=(?P<call>\S+) flow=(?P<flow>\S+) event=end outcome=(?P<outcome>\S+) "
+    r"step=(?P<step>\S+) destination=(?P<destination>\S+) trunk=(?P<trunk>\S+)"
+)
+
+
+@dataclass
+class Daemon:
+    """``callflow run`` in a subprocess, its log in a file the tests read."""
+
+    workdir: Path
+    flows_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "daemon.log"
+        self.config = self.workdir / "callflow.toml"
+        self.config.write_text(
+            "[ari]\n"
+            f'url = "{ARI_URL}"\napp = "callflow"\nusername = "{ARI_USER}"\n'
+            'password_env = "CALLFLOW_ARI_PASSWORD"\n'
+            f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
+            '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\n'
+        )
+
+    def start(self, wait: bool = True) -> None:
+        env = dict(os.environ, CALLFLOW_ARI_PASSWORD=ARI_PASSWORD, PYTHONUNBUFFERED="1")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callflow.cli", "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+        )
+        log.close()
+        if wait:
+            self.wait_connected()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def connections(self) -> int:
+        return self.log().count("ARI events: connected")
+
+    def wait_connected(self, count: int = 1, timeout: float = 20) -> None:
+        wait_until(lambda: self.connections() >= count, timeout, "the daemon to connect to ARI")
+        # The application is registered once the websocket is up.
+        wait_until(lambda: _app_registered(), timeout, "the Stasis application")
+
+    def wait_log(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        rx = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def check() -> bool:
+            m = rx.search(self.log())
+            if m:
+                found.append(m)
+            return m is not None
+
+        wait_until(check, timeout, f"log line /{pattern}/\n--- log ---\n{self.log()[-3000:]}")
+        return found[0]
+
+    def outcomes(self) -> list[dict[str, str]]:
+        return [m.groupdict() for m in _END.finditer(self.log())]
+
+    def wait_outcome(self, n: int = 1, timeout: float = 30) -> dict[str, str]:
+        wait_until(
+            lambda: len(self.outcomes()) >= n,
+            timeout,
+            f"{n} call outcome(s)\n--- log ---\n{self.log()[-3000:]}",
+        )
+        return self.outcomes()[n - 1]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def _app_registered() -> bool:
+    try:
+        return any(a.get("name") == "callflow" for a in ari("GET", "/applications") or [])
+    except OSError:
+        return False
+
+
+@dataclass
+class Sipp:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(
+                f"SIPp {self.name} still running after {timeout} s:\n{self.log()}"
+            ) from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-4000:]
+
+    def messages(self) -> str:
+        p = self.log_path.with_suffix(".msg")
+        return p.read_text(errors="replace") if p.exists() else ""
+
+
+class Bench:
+    """Starts SIPp peers for one test and stops them all at its end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Sipp] = []
+
+    def _run(self, name: str, args: list[str]) -> Sipp:
+        log_path = self.workdir / f"sipp-{name}-{len(self.procs)}.log"
+        msg_path = log_path.with_suffix(".msg")
+        cmd = [
+            "sipp",
+            *args,
+            "-trace_msg",
+            "-message_file",
+            str(msg_path),
+            "-trace_err",
+            "-error_file",
+            str(log_path.with_suffix(".err")),
+            "-nostdin",
+        ]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        s = Sipp(name, proc, log_path)
+        self.procs.append(s)
+        return s
+
+    def peer(self, name: str, scenario: str, **sets: str) -> Sipp:
+        """A phone or trunk (SIPp UAS) at its address from the plan, answering per scenario
+        (the scenarios end after one call unless ``keep_running`` is set)."""
+        ip, port = PEERS[name]
+        args = [
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-i",
+            ip,
+            "-p",
+            str(port),
+            "-mi",
+            ip,
+            "-mp",
+            str(next(_media_ports)),
+            "-timeout",
+            "90s",
+        ]
+        for k, v in sets.items():
+            args += ["-set", k, v]
+        s = self._run(name, args)
+        time.sleep(0.2)  # let it bind before Asterisk sends anything
+        return s
+
+    def patient(self, number: str, **sets: str) -> Sipp:
+        """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'."""
+        port = 5070 + len(self.procs)
+        args = [
+            "127.0.0.1:5060",
+            "-sf",
+            str(SIPP_DIR / "patient.xml"),
+            "-s",
+            number,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(next(_media_ports)),
+            "-m",
+            "1",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+        ]
+        for k, v in sets.items():
+            args += ["-set", k, v]
+        return self._run("patient", args)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.stop()

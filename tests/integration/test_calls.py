@@ -1,0 +1,144 @@
+"""Real calls through a real Asterisk 22: SIPp is the patient, the phones and the trunks."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from .harness import Bench, Daemon, ari, channels, sandbox, wait_until
+
+
+def invites_to(peer_messages: str) -> int:
+    return peer_messages.count("INVITE sip:")
+
+
+def test_menu_choice_reaches_the_secretariat(daemon: Daemon, bench: Bench) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert patient.wait(40) == 0, patient.log()
+    out = daemon.wait_outcome()
+    assert (out["flow"], out["outcome"], out["destination"]) == ("bench", "answered", "secretariat")
+    assert "step=menu kind=menu result='pressed 1'" in daemon.log()
+    assert invites_to(accueil.messages()) >= 1
+
+
+def test_invalid_key_then_valid_key(daemon: Daemon, bench: Bench) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient(
+        "100", digits="9", wait_ms="1500", digits2="1", wait2_ms="2500", hold_ms="8000"
+    )
+    assert accueil.wait(40) == 0, accueil.log()
+    patient.wait(40)
+    out = daemon.wait_outcome()
+    assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
+    assert "invalid key '9', pressed 1" in daemon.log()
+
+
+def test_no_key_takes_the_timeout_path(daemon: Daemon, bench: Bench) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+    patient = bench.patient("100", hold_ms="40000")
+    assert accueil.wait(60) == 0, accueil.log()
+    patient.wait(60)
+    out = daemon.wait_outcome()
+    assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
+    assert "result='failed' detail='attempt 2: no input, no input'" in daemon.log()
+
+
+def test_caller_hangs_up_during_the_prompt(daemon: Daemon, bench: Bench) -> None:
+    patient = bench.patient("100", hold_ms="1500")
+    assert patient.wait(30) == 0, patient.log()
+    out = daemon.wait_outcome()
+    assert (out["outcome"], out["step"]) == ("abandoned", "menu")
+    log = daemon.log()
+    assert "step=menu kind=menu result='abandoned'" in log
+    assert "ERROR" not in log and "Traceback" not in log
+
+
+def test_after_hours_call_leaves_over_the_trunk(daemon: Daemon, bench: Bench) -> None:
+    trunk = bench.peer("trunk-a", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("200", hold_ms="8000")
+    assert trunk.wait(40) == 0, trunk.log()
+    patient.wait(40)
+    out = daemon.wait_outcome()
+    assert (out["flow"], out["outcome"]) == ("closed", "forwarded")
+    assert (out["destination"], out["trunk"]) == ("telesecretariat", "trunk-a")
+    assert "INVITE sip:0180000000@" in trunk.messages()
+
+
+def test_unknown_number_goes_to_the_default_flow(daemon: Daemon, bench: Bench) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+    bench.patient("0999", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    out = daemon.wait_outcome()
+    assert (out["flow"], out["destination"]) == ("bench", "secretariat")
+
+
+def test_daemon_down_the_dialplan_still_reaches_a_human(bench: Bench) -> None:
+    # No daemon: Stasis() fails and the dialplan rings the secretariat itself.
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert patient.wait(40) == 0, patient.log()
+    assert invites_to(accueil.messages()) >= 1
+
+
+def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
+    tmp_path: Path, flows_dir: Path, bench: Bench
+) -> None:
+    first = Daemon(tmp_path / "a", flows_dir)
+    first.start()
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", hold_ms="30000")
+    first.wait_log(r"step=welcome kind=play")
+    first.kill()  # SIGKILL: no goodbye, the caller is stranded in the Stasis application
+    wait_until(lambda: len(channels()) >= 1, 5, "the stranded caller")
+    second = Daemon(tmp_path / "b", flows_dir)
+    second.start()
+    try:
+        second.wait_log(r"recovery: call=\S+ was stranded")
+        assert accueil.wait(40) == 0, accueil.log()
+        out = second.wait_outcome()
+        assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
+        assert "kind=fallback result='answer'" in second.log()
+    finally:
+        assert second.stop() == 0
+        patient.stop()
+
+
+def test_asterisk_restart_the_daemon_reconnects(daemon: Daemon, bench: Bench) -> None:
+    sandbox("restart")
+    daemon.wait_connected(count=2, timeout=60)
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+    bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert daemon.wait_outcome()["destination"] == "secretariat"
+
+
+def test_reload_with_a_broken_file_keeps_the_old_flows(
+    daemon: Daemon, bench: Bench, flows_dir: Path
+) -> None:
+    bench_file = flows_dir / "bench.yaml"
+    good = bench_file.read_text()
+    bench_file.write_text(good.replace("dial: secretariat", "dial: nobody"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"reload refused: .*bench\.yaml:\d+:\d+: unknown destination 'nobody'")
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+    bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert daemon.wait_outcome()["destination"] == "secretariat"
+    # A good file is taken.
+    bench_file.write_text(good.replace('numbers: ["100"]', 'numbers: ["100", "101"]'))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"flows reloaded \(generation 2\)")
+
+
+def test_no_channel_is_left_behind(daemon: Daemon, bench: Bench) -> None:
+    bench.peer("accueil", "uas-ringout.xml")
+    patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="3000")
+    patient.wait(40)
+    daemon.wait_outcome()
+    wait_until(lambda: not channels(), 15, "no channel left")
+    assert not ari("GET", "/bridges")
+    time.sleep(0.1)
