@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ from .flow.events import Outcome
 from .flow.registry import FlowSet, LoadedFlow, flow_files, load_flows
 from .flow.services import InOrder, MemoryCallbacks, Services
 from .schedule import OverrideStore, format_timeline, timeline
+from .settings import Settings
 from .simulate import Scenario, SimulatedCall, Transcript
 
 
@@ -97,6 +99,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
+    t = sub.add_parser("trunks", help="show each trunk's state, last change and round-trip time")
+    t.add_argument("names", nargs="*", metavar="TRUNK", help="only these trunks")
+    t.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="settings file (TOML); every key can be overridden by CALLFLOW_* env",
+    )
+    t.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the daemon writes trunks.json (default: [daemon] state_dir)",
+    )
+    t.add_argument(
+        "--live",
+        action="store_true",
+        help="ask Asterisk over AMI now instead of reading the daemon's snapshot",
+    )
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.set_defaults(func=cmd_trunks)
+
     k = sub.add_parser("calendar", help="show when each calendar of a flow is open, and why")
     k.add_argument("file", type=Path, metavar="FILE")
     k.add_argument("--from", dest="start", default=None, help="first day, YYYY-MM-DD (today)")
@@ -117,6 +143,188 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     setup_logging(settings)
     daemon = Daemon(settings)
     return asyncio.run(daemon.run())
+
+
+# -- trunks ---------------------------------------------------------------------------------
+
+
+def cmd_trunks(args: argparse.Namespace, out: TextIO) -> int:
+    """The daemon's trunk snapshot (``[daemon] state_dir``/trunks.json); without one, or
+    with ``--live``, what Asterisk says over AMI now."""
+    from .settings import load_settings
+    from .trunks import SNAPSHOT_FILE, read_snapshot
+
+    settings = load_settings(args.config)
+    state_dir = args.state_dir or settings.resolve(settings.daemon.state_dir)
+    path = state_dir / SNAPSHOT_FILE
+    missing: str | None = None
+    if not args.live:
+        try:
+            data = read_snapshot(path)
+        except FileNotFoundError:
+            missing = f"no trunk snapshot at {path} (is the daemon running, with this state_dir?)"
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: cannot read the trunk snapshot: {exc}") from None
+        else:
+            rows = _pick_rows(data["trunks"], args.names, f"the snapshot {path}")
+            if args.json:
+                doc = {"source": "snapshot", "path": str(path), **data, "trunks": rows}
+                json.dump(doc, out, ensure_ascii=False, indent=2)
+                out.write("\n")
+                return 0
+            out.write(_trunk_table(rows, live=False))
+            out.write(_snapshot_footer(data))
+            return 0
+    try:
+        address, rows = _live_trunks(settings, args.names)
+    except UserError as exc:
+        if missing is None:
+            raise
+        raise UserError(f"{missing}, and no answer over AMI either: {exc}") from None
+    if missing is not None:
+        print(f"callflow: {missing}; here is what Asterisk says over AMI", file=sys.stderr)
+    if args.json:
+        doc = {"source": "live", "ami": address, "trunks": rows}
+        json.dump(doc, out, ensure_ascii=False, indent=2)
+        out.write("\n")
+        return 0
+    out.write(_trunk_table(rows, live=True))
+    out.write(
+        f"live from Asterisk at {address}: last change, failures and breaker are known "
+        "to the daemon only\n"
+    )
+    return 0
+
+
+def _live_trunks(settings: Settings, names: list[str]) -> tuple[str, list[dict[str, object]]]:
+    from .ami import AmiClient, AmiConfig, AmiError, live_snapshot
+    from .settings import read_secret
+
+    ami = settings.ami
+    if not ami.enabled:
+        raise UserError("AMI is disabled ([ami] enabled = false)")
+    secret = read_secret(ami.secret_env, ami.secret_file, "[ami] secret", settings.base_dir)
+    try:
+        config = AmiConfig.from_settings(ami, secret)
+    except ValueError as exc:
+        raise UserError(f"[ami]: {exc}") from None
+    trunks = names or _flow_trunks(settings)
+
+    async def fetch() -> list[dict[str, object]]:
+        async with AmiClient(config) as client:
+            await client.connect()
+            return [s.to_json() for s in await live_snapshot(client, trunks)]
+
+    try:
+        rows = asyncio.run(fetch())
+    except AmiError as exc:
+        raise UserError(str(exc)) from None
+    for row in rows:
+        row["consecutive_failures"] = None
+        row["breaker_open"] = None
+    return config.address, rows
+
+
+def _flow_trunks(settings: Settings) -> list[str]:
+    directory = settings.resolve(settings.flows.dir)
+    try:
+        flows = load_flows([directory])
+    except UserError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"cannot tell which trunks to show: the flows in {directory} do not load "
+            f"({first}); name them: callflow trunks TRUNK ..."
+        ) from None
+    names = [t for f in flows.flows.values() for route in f.spec.routes.values() for t in route]
+    if not names:
+        raise UserError(f"no flow in {directory} has a route: no trunk to show")
+    return list(dict.fromkeys(names))
+
+
+def _pick_rows(
+    rows: list[dict[str, object]], names: list[str], where: str
+) -> list[dict[str, object]]:
+    if not names:
+        return rows
+    by_name = {str(r["name"]): r for r in rows}
+    for n in names:
+        if n not in by_name:
+            known = ", ".join(by_name) or "none"
+            raise UserError(f"no trunk '{n}' in {where} (trunks: {known})")
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def _trunk_table(rows: list[dict[str, object]], *, live: bool) -> str:
+    now = datetime.now(UTC)
+    header = ("TRUNK", "STATE", "RTT", "LAST CHANGE", "FAILURES", "BREAKER")
+    lines: list[tuple[str, ...]] = [header]
+    for r in rows:
+        rtt = r.get("rtt_ms")
+        changed = r.get("last_change")
+        failures = r.get("consecutive_failures")
+        breaker = r.get("breaker_open")
+        lines.append(
+            (
+                str(r["name"]),
+                str(r.get("state", "unknown")),
+                f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "-",
+                _when(changed, now) if isinstance(changed, str) else ("unknown" if live else "-"),
+                str(failures) if isinstance(failures, int) else "-",
+                ("open" if breaker else "closed") if isinstance(breaker, bool) else "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ""
+    for line in lines:
+        text += "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        text += "\n"
+    if len(lines) == 1:
+        text += "(no trunk)\n"
+    return text
+
+
+def _when(iso: str, now: datetime) -> str:
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    text = f"{at.astimezone():%Y-%m-%d %H:%M:%S}"
+    seconds = (now - at).total_seconds()
+    if seconds < 0:
+        return text
+    if seconds < 60:
+        ago = f"{int(seconds)} s"
+    elif seconds < 3600:
+        ago = f"{int(seconds // 60)} min"
+    elif seconds < 86400:
+        ago = f"{int(seconds // 3600)} h"
+    else:
+        ago = f"{int(seconds // 86400)} d"
+    return f"{text} ({ago} ago)"
+
+
+def _snapshot_footer(data: dict[str, object]) -> str:
+    written = data.get("written_at")
+    when = _when(written, datetime.now(UTC)) if isinstance(written, str) else "at an unknown time"
+    pid = data.get("pid")
+    feed = "AMI feed live" if data.get("live") else "AMI feed lost: states may be stale"
+    text = f"snapshot written {when}"
+    text += f" by the daemon (pid {pid}); {feed}\n" if isinstance(pid, int) else f"; {feed}\n"
+    if isinstance(pid, int) and not _process_exists(pid):
+        text += f"no process {pid} here: the daemon has stopped, this snapshot may be stale\n"
+    return text
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. EPERM: it exists, as another user
+    return True
 
 
 # -- check ----------------------------------------------------------------------------------

@@ -32,6 +32,19 @@ class AriSettings:
 
 
 @dataclass(frozen=True)
+class AmiSettings:
+    """The Asterisk Manager Interface: trunk health (contacts' qualify status)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "callflow"
+    secret_env: str = "CALLFLOW_AMI_SECRET"
+    secret_file: str | None = None
+    action_timeout: float = 5.0  # seconds any one AMI action may take
+
+
+@dataclass(frozen=True)
 class FlowsSettings:
     dir: str = "dialplans"
     default: str | None = None  # flow for a dialed number that no flow claims
@@ -43,11 +56,13 @@ class DaemonSettings:
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     stop_grace: float = 30.0  # seconds calls may take to finish on SIGTERM
+    state_dir: str = "var"  # runtime state shared with the CLI (trunks.json)
 
 
 @dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
+    ami: AmiSettings = field(default_factory=AmiSettings)
     flows: FlowsSettings = field(default_factory=FlowsSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
@@ -59,9 +74,14 @@ class Settings:
 
 _SECTIONS: dict[str, type[Any]] = {
     "ari": AriSettings,
+    "ami": AmiSettings,
     "flows": FlowsSettings,
     "daemon": DaemonSettings,
 }
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _convert(section: str, key: str, value: Any, target: Any, source: str) -> Any:
@@ -69,6 +89,11 @@ def _convert(section: str, key: str, value: Any, target: Any, source: str) -> An
     types = str(target)
     if isinstance(value, str) and source.startswith("environment"):
         # Environment values are strings: convert them to the declared type.
+        if types == "bool":
+            word = value.strip().lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            raise SettingsError(f"{where}: expected true or false, got {value!r}")
         if "float" in types:
             try:
                 return float(value)
@@ -82,6 +107,10 @@ def _convert(section: str, key: str, value: Any, target: Any, source: str) -> An
         return value
     if value is None and "None" in types:
         return None
+    if types == "bool":
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
     if "float" in types and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if "int" in types and isinstance(value, int) and not isinstance(value, bool):

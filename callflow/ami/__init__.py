@@ -1,0 +1,34 @@
+"""The Asterisk Manager Interface: a self-healing session and trunk health on top of it."""
+
+from callflow.ami.client import (
+    AmiClient,
+    AmiConfig,
+    AmiList,
+    AmiListener,
+    AmiMessage,
+    EventCallback,
+)
+from callflow.ami.errors import (
+    AmiActionError,
+    AmiError,
+    AmiLoginError,
+    AmiNotConnected,
+    AmiTimeout,
+)
+from callflow.ami.trunks import AmiTrunkMonitor, live_snapshot
+
+__all__ = [
+    "AmiActionError",
+    "AmiClient",
+    "AmiConfig",
+    "AmiError",
+    "AmiList",
+    "AmiListener",
+    "AmiLoginError",
+    "AmiMessage",
+    "AmiNotConnected",
+    "AmiTimeout",
+    "AmiTrunkMonitor",
+    "EventCallback",
+    "live_snapshot",
+]
