@@ -15,12 +15,16 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .ami.client import AmiClient, AmiConfig
+from .ami.trunks import AmiTrunkMonitor
 from .ari.client import AriClient, AriConfig
 from .ari.service import CallService
 from .flow.engine import Engine
+from .flow.registry import FlowSet
 from .flow.services import Services
 from .flows import FlowStore
 from .settings import Settings, read_secret
+from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
 
 log = logging.getLogger("callflow")
 
@@ -67,9 +71,31 @@ class Daemon:
             request_timeout=ari.request_timeout,
             pool_size=ari.pool_size,
         )
-        self.services = Services()
+        # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
+        self.health = TrunkHealth(route_trunks(self.flows.current))
+        self.selector = HealthAwareSelector(self.health)
+        self.trunk_snapshot = settings.resolve(settings.daemon.state_dir) / SNAPSHOT_FILE
+        self.selector.subscribe(self._write_trunk_snapshot)
+        self.ami: AmiClient | None = None
+        self.monitor: AmiTrunkMonitor | None = None
+        if settings.ami.enabled:
+            ami = settings.ami
+            secret = read_secret(
+                ami.secret_env, ami.secret_file, "[ami] secret", settings.base_dir, env
+            )
+            self.ami = AmiClient(AmiConfig.from_settings(ami, secret))
+            self.monitor = AmiTrunkMonitor(self.ami, self.health)
+        else:
+            log.warning("AMI disabled: trunk health comes from call results only")
+        self.services = Services(trunks=self.selector)
         self.engine = Engine(self.services)
         self._stop = asyncio.Event()
+
+    def _write_trunk_snapshot(self) -> None:
+        try:
+            self.selector.write_snapshot(self.trunk_snapshot)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.trunk_snapshot, exc)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -78,6 +104,11 @@ class Daemon:
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
+            trunks = route_trunks(self.flows.current)
+            if self.monitor is not None:
+                self.monitor.watch(trunks)
+            else:
+                self.health.set_trunks(trunks)
         else:
             log.error("reload refused, still running: %s", ", ".join(result.flows))
 
@@ -96,6 +127,10 @@ class Daemon:
             self.ari_config.url,
             self.ari_config.app,
         )
+        self._write_trunk_snapshot()
+        ami_task = None
+        if self.ami is not None:
+            ami_task = asyncio.create_task(self.ami.run(), name="ami")
         async with AriClient(self.ari_config) as client:
             service = CallService(
                 client, self.engine, self.flows, sounds_prefix=self.settings.flows.sounds_prefix
@@ -110,6 +145,9 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await stop
             await pump  # re-raises a failure of the event pump
+        if self.ami is not None and ami_task is not None:
+            await self.ami.close()
+            await ami_task
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("callflow stopped")
@@ -119,3 +157,12 @@ class Daemon:
     async def _pump(client: AriClient, service: CallService) -> None:
         async for event in client.events():
             service.dispatch(event)
+
+
+def route_trunks(flows: FlowSet) -> list[str]:
+    """Every trunk named by a route of a flow, in first-seen order."""
+    return list(
+        dict.fromkeys(
+            t for f in flows.flows.values() for route in f.spec.routes.values() for t in route
+        )
+    )

@@ -24,6 +24,7 @@ SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 ARI_URL = "http://127.0.0.1:8088"
 ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
+AMI_SECRET = "callflow-test"
 
 # Address plan (tests/integration/asterisk/pjsip.conf).
 PEERS = {
@@ -103,11 +104,16 @@ class Daemon:
             f'url = "{ARI_URL}"\napp = "callflow"\nusername = "{ARI_USER}"\n'
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
-            '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\n'
+            '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
         )
 
     def start(self, wait: bool = True) -> None:
-        env = dict(os.environ, CALLFLOW_ARI_PASSWORD=ARI_PASSWORD, PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            CALLFLOW_ARI_PASSWORD=ARI_PASSWORD,
+            CALLFLOW_AMI_SECRET=AMI_SECRET,
+            PYTHONUNBUFFERED="1",
+        )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "callflow.cli", "run", "--config", str(self.config)],
