@@ -60,11 +60,52 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    """The call log (``callflow.store``): SQLite by default, PostgreSQL in production."""
+
+    # SQLAlchemy URL, without a password (a relative SQLite path is relative to the file).
+    url: str = "sqlite+aiosqlite:///var/callflow.db"
+    password_env: str = "CALLFLOW_DATABASE_PASSWORD"  # the password for a url that needs one
+    password_file: str | None = None
+    spool_dir: str = "var/spool"  # records wait here (JSON lines) while the database is down
+    batch_size: int = 500  # rows per write transaction
+    flush_interval: float = 1.0  # seconds between writes when traffic is low
+    write_timeout: float = 10.0  # a write slower than this counts as an outage (spooled)
+    memory_limit: int = 100_000  # records held in memory when neither database nor spool work
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.memory_limit < 1:
+            raise SettingsError("[database] batch_size and memory_limit must be at least 1")
+        if self.flush_interval <= 0 or self.write_timeout <= 0:
+            raise SettingsError("[database] flush_interval and write_timeout must be positive")
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """What is kept about callers, and for how long (GDPR)."""
+
+    caller_numbers: str = "clear"  # clear | pseudonymised (keyed HMAC-SHA256)
+    key_file: str | None = None  # the HMAC key, required when pseudonymised
+    retention_days: int = 365  # calls and steps older than this are deleted
+
+    def __post_init__(self) -> None:
+        if self.caller_numbers not in ("clear", "pseudonymised"):
+            raise SettingsError(
+                "[privacy] caller_numbers must be 'clear' or 'pseudonymised', "
+                f"got {self.caller_numbers!r}"
+            )
+        if self.retention_days < 1:
+            raise SettingsError("[privacy] retention_days must be at least 1")
+
+
+@dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
     flows: FlowsSettings = field(default_factory=FlowsSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
 
     def resolve(self, path: str) -> Path:
@@ -77,6 +118,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "ami": AmiSettings,
     "flows": FlowsSettings,
     "daemon": DaemonSettings,
+    "database": DatabaseSettings,
+    "privacy": PrivacySettings,
 }
 
 
