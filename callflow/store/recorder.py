@@ -1,0 +1,553 @@
+"""The recorder: every call, step, callback request, trunk change and admin action, in the
+database, without ever making a call wait, and without losing any when the database is away.
+
+The engine calls the ``Observer`` and ``CallbackSink`` methods synchronously: they only
+append to an in-memory queue.  One writer task (``run``) takes the queue in batches and
+writes each batch in one transaction (``writer.write_records``: idempotent upserts).
+
+When a write fails or takes longer than ``write_timeout`` (database down, unreachable or
+slow), the batch and everything after it goes to the spool (``spool.Spool``: JSON lines,
+fsync'd, in segments), and from then on new records go to the spool too, behind the older
+ones, so that order is kept.  The writer retries the database with a growing delay
+(``retry_min`` .. ``retry_max``); when it answers, the spool is replayed segment by segment,
+oldest first, then the recorder writes directly again.  A replay writes with the same
+idempotent upserts: a replay that is interrupted (a crash, the database failing again) and
+started over does not duplicate anything.  A daemon (re)started with records in its spool
+replays them before anything else.
+
+When the spool cannot be written either (disk full, read-only), records are held in memory,
+oldest first, the error is logged (again every minute), and the spool is retried.  Memory is
+bounded: past ``memory_limit`` records in memory, new records are dropped and counted
+(``dropped``) with an error in the log.  Nothing ever raises into a call.
+
+A record that the database refuses for what it is (a constraint, bad data), not for being
+unreachable, would block everything behind it forever: such a batch is written record by
+record, and a refused record is appended to ``<spool_dir>/rejected.jsonl`` with the error
+(and logged), never silently dropped.
+
+Two daemons may share one database: call ids are unique (Asterisk channel ids; give each
+PBX its own ``systemname`` so they stay unique across PBXs), every write is an upsert on
+a natural key, so concurrent writers neither duplicate nor lose rows.  Each daemon needs
+its own ``spool_dir`` (the spool is locked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
+from ..flow.services import CallbackRequest
+from .privacy import CallerPrivacy
+from .spool import Spool
+from .writer import write_records
+
+log = logging.getLogger("callflow.store")
+
+Record = dict[str, Any]
+
+# Outcomes for which a person (or the emergency line) was reached: they have an answer time.
+REACHED = frozenset({OutcomeKind.ANSWERED, OutcomeKind.FORWARDED, OutcomeKind.EMERGENCY})
+_RINGING_KINDS = frozenset({"dial", "forward", "escalate"})
+_LOG_EVERY = 60.0  # seconds between repeated error logs of one ongoing trouble
+
+
+def _iso(t: datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.isoformat()
+
+
+def _bad_data(exc: BaseException) -> bool:
+    """The database refused the data itself: writing it again will not help."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # a value could not be bound (a malformed record)
+    return isinstance(exc, KeyError | TypeError | ValueError)
+
+
+class Recorder:
+    """The engine's ``Observer`` and ``CallbackSink``, writing to the call log."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        spool_dir: Path,
+        *,
+        privacy: CallerPrivacy | None = None,
+        batch_size: int = 500,
+        flush_interval: float = 1.0,
+        write_timeout: float = 10.0,
+        memory_limit: int = 100_000,
+        retry_min: float = 1.0,
+        retry_max: float = 30.0,
+        segment_records: int = 10_000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.privacy = privacy or CallerPrivacy()
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.write_timeout = write_timeout
+        self.memory_limit = memory_limit
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.clock = clock
+        self.spool = Spool(spool_dir, segment_records=segment_records)
+        self.rejected_file = spool_dir / "rejected.jsonl"
+        self._queue: deque[tuple[Any, ...]] = deque()  # raw engine events, newest last
+        self._held: deque[Record] = deque()  # records the spool could not take (disk full)
+        self._wake = asyncio.Event()
+        self._opened = False
+        self._running = False
+        self._closing = False
+        self._stopped = asyncio.Event()
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        # Outage bookkeeping.
+        self._db_down_since: float | None = None
+        self._retry_delay = retry_min
+        self._retry_at = 0.0
+        self._disk_failing = False
+        self._disk_retry_at = 0.0
+        self._last_disk_log = 0.0
+        self._last_drop_log = 0.0
+        self._ringing: dict[str, tuple[str, str, datetime]] = {}  # call → last main step
+        self.dropped = 0  # records lost because memory was full (logged)
+        self.rejected = 0  # records the database refused (kept in rejected.jsonl)
+        self.written = 0  # records written to the database (direct or replayed)
+
+    # -- metrics -------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Records in memory, waiting for the database or the spool."""
+        return len(self._queue) + len(self._held)
+
+    @property
+    def spool_size(self) -> int:
+        """Records in the spool, waiting for the database."""
+        return self.spool.size
+
+    @property
+    def database_up(self) -> bool:
+        return self._db_down_since is None
+
+    # -- the engine's side: never blocks, never raises -------------------------------------
+
+    def _put(self, event: tuple[Any, ...]) -> None:
+        try:
+            if len(self._queue) + len(self._held) >= self.memory_limit:
+                self.dropped += 1
+                now = time.monotonic()
+                if now - self._last_drop_log >= _LOG_EVERY or self.dropped == 1:
+                    self._last_drop_log = now
+                    log.error(
+                        "call log: memory full (%d records): neither the database nor the "
+                        "spool takes records; %d records LOST so far",
+                        self.memory_limit,
+                        self.dropped,
+                    )
+                return
+            self._queue.append(event)
+            if len(self._queue) >= self.batch_size:
+                self._wake.set()
+        except Exception:  # pragma: no cover - a recorder bug must not touch the call
+            log.exception("call log: cannot queue a record")
+
+    def call_started(self, info: CallInfo) -> None:
+        self._put(("call", info))
+
+    def step(self, record: StepRecord) -> None:
+        self._put(("step", record))
+
+    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
+        self._put(("end", info, outcome, at))
+
+    def submit(self, request: CallbackRequest) -> None:
+        self._put(("callback", request))
+
+    def trunk_changed(
+        self, trunk: str, state: str, rtt_ms: float | None = None, at: datetime | None = None
+    ) -> None:
+        """A trunk's state changed (e.g. from ``TrunkHealth.subscribe``)."""
+        self._put(("trunk", trunk, str(state), rtt_ms, at or self.clock()))
+
+    def audit(
+        self,
+        who: str,
+        action: str,
+        detail: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """An admin action for the audit trail (``detail`` must be JSON-ready)."""
+        self._put(("audit", str(uuid.uuid4()), at or self.clock(), who, action, dict(detail or {})))
+
+    # -- events → records ----------------------------------------------------------------
+
+    def _record(self, event: tuple[Any, ...]) -> Record:
+        kind = event[0]
+        if kind == "call":
+            return {"t": "call", **self._call_start(event[1])}
+        if kind == "step":
+            r: StepRecord = event[1]
+            if r.kind != "attempt":
+                self._ringing[r.call_id] = (r.step, r.kind, r.at)
+                if r.kind in _RINGING_KINDS:
+                    start = r.at.timestamp() - r.duration
+                    self._ringing[r.call_id] = (
+                        r.step,
+                        r.kind,
+                        datetime.fromtimestamp(start, UTC),
+                    )
+            return {
+                "t": "step",
+                "call_id": r.call_id,
+                "flow": r.flow,
+                "seq": r.seq,
+                "at": _iso(r.at),
+                "step": r.step,
+                "kind": r.kind,
+                "result": r.result,
+                "detail": r.detail,
+                "next": r.next,
+                "duration": r.duration,
+            }
+        if kind == "end":
+            info, outcome, at = event[1], event[2], event[3]
+            answered = self._answered(info, outcome)
+            return {
+                "t": "end",
+                **self._call_start(info),
+                "answered": _iso(answered) if answered else None,
+                "ended": _iso(at),
+                "outcome": str(outcome.kind),
+                "tier": outcome.tier,
+                "destination": outcome.destination,
+                "trunk": outcome.trunk,
+                "end_step": outcome.step,
+                "detail": outcome.detail,
+            }
+        if kind == "callback":
+            c: CallbackRequest = event[1]
+            return {
+                "t": "callback",
+                "call_id": c.call_id,
+                "flow": c.flow,
+                "queue": c.queue,
+                "priority": c.priority,
+                "tier": c.tier,
+                "caller": c.caller,  # in clear: the number to call back (see privacy.py)
+                "created": _iso(c.at),
+            }
+        if kind == "trunk":
+            return {
+                "t": "trunk",
+                "trunk": event[1],
+                "state": event[2],
+                "rtt_ms": event[3],
+                "at": _iso(event[4]),
+            }
+        if kind == "audit":
+            return {
+                "t": "audit",
+                "id": event[1],
+                "at": _iso(event[2]),
+                "who": event[3],
+                "action": event[4],
+                "detail": event[5],
+            }
+        raise AssertionError(f"unknown event {kind!r}")
+
+    def _call_start(self, info: CallInfo) -> Record:
+        return {
+            "id": info.call_id,
+            "flow": info.flow,
+            "flow_version": info.version,
+            "dialed": info.dialed,
+            "caller": self.privacy.protect(info.caller),
+            "started": _iso(info.started),
+        }
+
+    def _answered(self, info: CallInfo, outcome: Outcome) -> datetime | None:
+        """When the call was put through.  The engine's own answer time when its Outcome
+        carries one (``answered``); otherwise the moment the step that put the call through
+        began ringing (a lower bound: it leaves out the ring time)."""
+        last = self._ringing.pop(info.call_id, None)
+        exact = getattr(outcome, "answered", None)
+        if isinstance(exact, datetime):
+            return exact
+        if outcome.kind not in REACHED or last is None:
+            return None
+        step, kind, start = last
+        if step == outcome.step and kind in _RINGING_KINDS:
+            return start
+        return None
+
+    def _take(self, n: int) -> list[Record]:
+        out: list[Record] = []
+        while self._queue and len(out) < n:
+            event = self._queue.popleft()
+            try:
+                out.append(self._record(event))
+            except Exception:  # pragma: no cover - a bug in the conversion
+                log.exception("call log: cannot convert %s; record LOST", event[0])
+                self.dropped += 1
+        return out
+
+    def _take_all(self) -> list[Record]:
+        return self._take(len(self._queue))
+
+    # -- the writer task -----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the spool and find what a previous run left in it (``run`` does it too);
+        raises ``UserError`` when the spool is unusable or used by another process."""
+        if not self._opened:
+            self.spool.open()
+            self._opened = True
+
+    async def run(self) -> None:
+        """Write until ``close``; replays the spool first.  Run it as one task."""
+        if self._running:
+            raise RuntimeError("Recorder.run is already running")
+        self.open()
+        self._running = True
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closing:
+                timeout = self.flush_interval
+                if self._pending_old():
+                    timeout = min(timeout, max(0.0, self._retry_at - loop.time()))
+                if not self._flush_waiters:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(timeout):
+                            await self._wake.wait()
+                self._wake.clear()
+                if self._closing:
+                    break
+                waiters, self._flush_waiters = self._flush_waiters, []
+                try:
+                    await self._cycle(force=bool(waiters))
+                except Exception:  # pragma: no cover - keep writing whatever happens
+                    log.exception("call log: writer error; retrying")
+                    await asyncio.sleep(self.retry_min)
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
+            await self._final()
+        finally:
+            self._running = False
+            for w in self._flush_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self._flush_waiters = []
+            self.spool.close()
+            self._opened = False
+            self._stopped.set()
+
+    async def flush(self) -> None:
+        """Write (or spool) everything queued so far, trying the database now."""
+        if not self._running:
+            self.open()
+            await self._cycle(force=True)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append(fut)
+        self._wake.set()
+        await fut
+
+    async def close(self) -> None:
+        """Stop the writer after writing (or spooling) everything; idempotent."""
+        self._closing = True
+        self._wake.set()
+        if self._running:
+            await self._stopped.wait()
+        elif self._opened or self._queue or self._held:
+            self.open()
+            try:
+                await self._final()
+            finally:
+                self.spool.close()
+                self._opened = False
+
+    async def _final(self) -> None:
+        await self._cycle(force=True)
+        if self._queue:
+            self._stash(self._take_all(), force=True)
+        if self._held:
+            log.critical(
+                "call log: stopping with %d records neither in the database nor in the "
+                "spool: they are LOST",
+                len(self._held),
+            )
+            self.dropped += len(self._held)
+            self._held.clear()
+
+    # -- one writing cycle ---------------------------------------------------------------
+
+    def _pending_old(self) -> bool:
+        return not self.spool.empty or bool(self._held)
+
+    async def _cycle(self, *, force: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pending_old():
+            if not force and loop.time() < self._retry_at:
+                self._stash(self._take_all())
+                return
+            if not await self._replay():
+                self._stash(self._take_all())
+                return
+        while self._queue:
+            records = self._take(self.batch_size)
+            if not await self._write(records):
+                self._stash(records + self._take_all())
+                return
+
+    async def _replay(self) -> bool:
+        """Write the spool, then the held records, oldest first; False on a failure."""
+        replayed = 0
+        while (seg := self.spool.oldest()) is not None:
+            self._stash(self._take_all())  # newer records go behind, memory stays small
+            for batch in self.spool.read(seg, self.batch_size):
+                if not await self._write(batch):
+                    return False
+                replayed += len(batch)
+            self.spool.done(seg)
+        while self._held:
+            batch = [self._held[i] for i in range(min(self.batch_size, len(self._held)))]
+            if not await self._write(batch):
+                return False
+            for _ in batch:
+                self._held.popleft()
+            replayed += len(batch)
+        if replayed:
+            log.info("call log: %d spooled records written to the database", replayed)
+        return True
+
+    async def _write(self, records: list[Record]) -> bool:
+        """Write ``records`` in one transaction; False when the database failed us."""
+        if not records:
+            return True
+        try:
+            await self._transaction(records)
+        except Exception as exc:
+            if not _bad_data(exc):
+                self._db_failed(exc)
+                return False
+            return await self._write_one_by_one(records)
+        self._db_ok()
+        self.written += len(records)
+        return True
+
+    async def _transaction(self, records: list[Record]) -> None:
+        async with asyncio.timeout(self.write_timeout), self.engine.begin() as conn:
+            await write_records(conn, records)
+
+    async def _write_one_by_one(self, records: list[Record]) -> bool:
+        for rec in records:
+            try:
+                await self._transaction([rec])
+            except Exception as exc:
+                if not _bad_data(exc):
+                    self._db_failed(exc)
+                    return False
+                self._reject(rec, exc)
+            else:
+                self.written += 1
+        self._db_ok()
+        return True
+
+    def _reject(self, rec: Record, exc: BaseException) -> None:
+        self.rejected += 1
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        line = json.dumps({"error": error, "rec": rec}, ensure_ascii=False) + "\n"
+        try:
+            with self.rejected_file.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            where = str(self.rejected_file)
+        except OSError as os_exc:
+            where = f"nowhere ({os_exc.strerror}); the record: {line.strip()}"
+        log.error(
+            "call log: the database refused a %s record (%s): kept in %s",
+            rec.get("t"),
+            error,
+            where,
+        )
+
+    # -- outage bookkeeping ----------------------------------------------------------------
+
+    def _db_failed(self, exc: BaseException) -> None:
+        loop = asyncio.get_running_loop()
+        what = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if isinstance(exc, TimeoutError):
+            what = f"no answer within {self.write_timeout:g}s"
+        if self._db_down_since is None:
+            self._db_down_since = loop.time()
+            self._retry_delay = self.retry_min
+            log.warning("call log: database unavailable (%s); spooling to %s", what, self.spool.dir)
+        else:
+            self._retry_delay = min(self._retry_delay * 2, self.retry_max)
+            log.info(
+                "call log: database still unavailable (%s); next try in %gs",
+                what,
+                self._retry_delay,
+            )
+        self._retry_at = loop.time() + self._retry_delay
+
+    def _db_ok(self) -> None:
+        if self._db_down_since is not None:
+            down = asyncio.get_running_loop().time() - self._db_down_since
+            log.warning("call log: database back after %.0fs", down)
+            self._db_down_since = None
+            self._retry_delay = self.retry_min
+            self._retry_at = 0.0
+
+    def _stash(self, records: list[Record], *, force: bool = False) -> None:
+        """Records that cannot go to the database now: to the spool, else to memory."""
+        if not records and not self._held:
+            return
+        now = time.monotonic()
+        if self._disk_failing and not force and now < self._disk_retry_at:
+            self._held.extend(records)
+            return
+        pending = [*self._held, *records]
+        try:
+            self.spool.append(pending)
+        except OSError as exc:
+            self._held = deque(pending)
+            self._disk_retry_at = now + self.retry_min
+            if not self._disk_failing or now - self._last_disk_log >= _LOG_EVERY:
+                self._last_disk_log = now
+                log.error(
+                    "call log: CANNOT WRITE THE SPOOL %s (%s): %d records held in memory "
+                    "(at most %d, then new records are lost)",
+                    self.spool.dir,
+                    exc.strerror or exc,
+                    len(self._held),
+                    self.memory_limit,
+                )
+            self._disk_failing = True
+            return
+        self._held.clear()
+        if self._disk_failing:
+            self._disk_failing = False
+            log.warning("call log: the spool %s is writable again", self.spool.dir)
+
+
+__all__ = ["Recorder"]

@@ -1,0 +1,254 @@
+"""An append-only local spool: records wait here, on disk, while the database is away.
+
+The spool is a folder of segments, ``segment-<n>.jsonl``, replayed in order of ``n``.  Each
+line is one record: ``{"crc": <crc32 of "rec">, "rec": {...}}``; each append is flushed and
+fsync'd before it returns, so a record the recorder has spooled survives a crash of the
+daemon or of the machine.  New records go to the newest (active) segment; a segment is
+*sealed* (no longer written to) when it reaches ``segment_records`` lines or when the
+replay comes to it, so a segment being replayed is never being written.
+
+A line that cannot be read back (torn by a crash, bad JSON, wrong checksum, unknown record)
+is skipped: the rest of the segment replays, and the segment is then moved to
+``corrupt/`` instead of being deleted, with an error naming the bad lines, so nothing is
+lost silently.
+
+One process at a time: the spool takes an exclusive lock (``.lock``) for its lifetime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import UserError
+
+log = logging.getLogger("callflow.store")
+
+_PREFIX = "segment-"
+_SUFFIX = ".jsonl"
+
+
+def encode_line(rec: dict[str, Any]) -> bytes:
+    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    crc = zlib.crc32(body.encode("utf-8"))
+    return f'{{"crc":{crc},"rec":{body}}}\n'.encode()
+
+
+def decode_line(line: bytes) -> dict[str, Any]:
+    """The record of one spool line; ``ValueError`` when the line is damaged."""
+    if not line.endswith(b"\n"):
+        raise ValueError("truncated line (no end of line)")
+    try:
+        outer = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(outer, dict) or not isinstance(outer.get("rec"), dict):
+        raise ValueError("not a spool record")
+    rec: dict[str, Any] = outer["rec"]
+    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if zlib.crc32(body.encode("utf-8")) != outer.get("crc"):
+        raise ValueError("checksum mismatch")
+    return rec
+
+
+@dataclass
+class Segment:
+    number: int
+    path: Path
+    records: int  # lines in the file (counted when found, then as appended)
+    bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers
+    offset: int = 0  # bytes already replayed (in this process)
+    line_no: int = 0  # lines already replayed
+
+
+class Spool:
+    def __init__(self, directory: Path, *, segment_records: int = 10_000) -> None:
+        self.dir = directory
+        self.segment_records = segment_records
+        self.corrupt_dir = directory / "corrupt"
+        self._lock: IO[bytes] | None = None
+        self._segments: list[Segment] = []
+        self._active: IO[bytes] | None = None  # the open newest segment, when not sealed
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the folder and find the segments left by a previous run."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock = (self.dir / ".lock").open("ab")
+        except OSError as exc:
+            raise UserError(f"spool {self.dir}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise UserError(
+                f"spool {self.dir} is in use by another callflow process: "
+                "each daemon needs its own [database] spool_dir"
+            ) from None
+        self._lock = lock
+        found = []
+        for p in self.dir.glob(f"{_PREFIX}*{_SUFFIX}"):
+            try:
+                n = int(p.name[len(_PREFIX) : -len(_SUFFIX)])
+            except ValueError:
+                continue
+            found.append(Segment(n, p, _count_lines(p)))
+        self._segments = sorted(found, key=lambda s: s.number)
+        if self._segments:
+            log.warning(
+                "spool %s: %d records in %d segments wait to be written to the database",
+                self.dir,
+                self.size,
+                len(self._segments),
+            )
+
+    def close(self) -> None:
+        self.seal()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Records in the spool not yet replayed."""
+        return sum(s.records - s.line_no for s in self._segments)
+
+    @property
+    def empty(self) -> bool:
+        return not self._segments
+
+    # -- writing -------------------------------------------------------------------------
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Append and fsync; ``OSError`` (e.g. disk full) leaves the spool as it was."""
+        if not records:
+            return
+        data = b"".join(encode_line(r) for r in records)
+        f, seg = self._writable()
+        pos = f.tell()
+        try:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:
+            # Do not leave half a record behind: cut the file back to where it was.
+            with contextlib.suppress(OSError):
+                f.truncate(pos)
+                f.seek(pos)
+            raise
+        seg.records += len(records)
+        if seg.records >= self.segment_records:
+            self.seal()
+
+    def _writable(self) -> tuple[IO[bytes], Segment]:
+        if self._active is not None:
+            return self._active, self._segments[-1]
+        n = self._segments[-1].number + 1 if self._segments else 1
+        path = self.dir / f"{_PREFIX}{n:012d}{_SUFFIX}"
+        f = path.open("ab")
+        _fsync_dir(self.dir)
+        seg = Segment(n, path, 0)
+        self._segments.append(seg)
+        self._active = f
+        return f, seg
+
+    def seal(self) -> None:
+        """Stop appending to the active segment (the next append starts a new one)."""
+        if self._active is not None:
+            with contextlib.suppress(OSError):
+                self._active.close()
+            self._active = None
+
+    # -- replay --------------------------------------------------------------------------
+
+    def oldest(self) -> Segment | None:
+        if not self._segments:
+            return None
+        if self._active is not None and self._segments[0] is self._segments[-1]:
+            self.seal()
+        return self._segments[0]
+
+    def read(self, seg: Segment, batch: int) -> Iterator[list[dict[str, Any]]]:
+        """The records of ``seg`` from where its replay stands, ``batch`` at a time.
+
+        The caller calls ``advance`` after each batch it has written; damaged lines are
+        noted in ``seg.bad_lines`` and skipped.
+        """
+        with seg.path.open("rb") as f:
+            f.seek(seg.offset)
+            pending: list[dict[str, Any]] = []
+            line_no = seg.line_no
+            end = seg.offset
+            for raw in f:
+                line_no += 1
+                end += len(raw)
+                try:
+                    pending.append(decode_line(raw))
+                except ValueError as exc:
+                    if line_no not in seg.bad_lines:
+                        seg.bad_lines.append(line_no)
+                        log.error(
+                            "spool %s line %d is damaged (%s): skipped, kept in %s",
+                            seg.path.name,
+                            line_no,
+                            exc,
+                            self.corrupt_dir,
+                        )
+                if len(pending) >= batch:
+                    yield pending
+                    seg.offset, seg.line_no = end, line_no
+                    pending = []
+            if pending:
+                yield pending
+            seg.offset, seg.line_no = end, line_no
+
+    def done(self, seg: Segment) -> None:
+        """``seg`` is entirely in the database: delete it (or keep it aside if damaged)."""
+        assert self._segments and self._segments[0] is seg
+        if seg.bad_lines:
+            self.corrupt_dir.mkdir(exist_ok=True)
+            target = self.corrupt_dir / seg.path.name
+            os.replace(seg.path, target)
+            _fsync_dir(self.corrupt_dir)
+            log.error(
+                "spool %s replayed except damaged lines %s: the segment is kept as %s",
+                seg.path.name,
+                ", ".join(map(str, seg.bad_lines)),
+                target,
+            )
+        else:
+            seg.path.unlink()
+        _fsync_dir(self.dir)
+        self._segments.pop(0)
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as f:
+        for _ in f:
+            n += 1
+    return n
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+__all__ = ["Segment", "Spool", "decode_line", "encode_line"]

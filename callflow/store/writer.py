@@ -1,0 +1,177 @@
+"""Writing records to the call log: idempotent upserts keyed by natural keys.
+
+A *record* is a small JSON-ready dict (``{"t": "step", ...}``, times as ISO 8601 strings):
+the form a record takes in memory, in the spool and in a replay.  ``write_records`` writes a
+batch of them in one transaction, and writing the same batch twice (a replay after a crash
+in the middle of a replay, a write that timed out but committed) leaves the database as
+after the first time:
+
+* a call is upserted by ``id``: its start fields are (re)set, its end fields are set when
+  the record carries them and never cleared (``COALESCE``), so replaying a start after an
+  end changes nothing;
+* a step, a callback request, a trunk event, an admin action are inserted unless their
+  natural key is already there (``ON CONFLICT DO NOTHING``): a callback marked done in
+  the meantime stays done.
+
+A step whose call row is missing (its start record was lost, e.g. a damaged spool line)
+gets a placeholder call row (empty caller, version and number) that the call's end record
+fills in, so one lost line never blocks the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .models import OUTCOMES, AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
+
+CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started")
+CALL_END = ("answered", "ended", "outcome", "tier", "destination", "trunk", "end_step", "detail")
+STEP = ("call_id", "seq", "at", "step", "kind", "result", "detail", "next", "duration")
+CALLBACK = ("call_id", "flow", "queue", "priority", "tier", "caller", "created")
+TRUNK = ("trunk", "state", "rtt_ms", "at")
+AUDIT = ("id", "at", "who", "action", "detail")
+TIMES = frozenset({"started", "answered", "ended", "at", "created"})
+KINDS = ("call", "end", "step", "callback", "trunk", "audit")
+
+
+def _time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        t = value
+    elif isinstance(value, str):
+        t = datetime.fromisoformat(value)
+    else:
+        raise TypeError(f"not a time: {value!r}")
+    if t.tzinfo is None:
+        raise ValueError(f"time without a time zone: {value!r}")
+    return t
+
+
+def _fields(
+    rec: dict[str, Any], names: Iterable[str], optional: Iterable[str] = ()
+) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    opt = set(optional)
+    for name in names:
+        if name not in rec:
+            if name in opt:
+                row[name] = None
+                continue
+            raise KeyError(f"record {rec.get('t')!r} lacks {name!r}")
+        value = rec[name]
+        if name in TIMES and value is not None:
+            value = _time(value)
+        row[name] = value
+    return row
+
+
+def check_record(rec: dict[str, Any]) -> None:
+    """Raise ``ValueError`` when ``rec`` cannot be written (unknown kind, missing field)."""
+    try:
+        _rows_of([rec])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[str, Any]] = {}
+        self.placeholders: dict[str, dict[str, Any]] = {}
+        self.steps: dict[tuple[str, int], dict[str, Any]] = {}
+        self.callbacks: dict[tuple[str, datetime], dict[str, Any]] = {}
+        self.trunks: dict[tuple[str, datetime], dict[str, Any]] = {}
+        self.audits: dict[str, dict[str, Any]] = {}
+
+
+def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
+    rows = _Rows()
+    for rec in records:
+        kind = rec.get("t")
+        if kind == "call" or kind == "end":
+            start = _fields(rec, CALL_START)
+            row = rows.calls.get(start["id"])
+            if row is None:
+                row = rows.calls[start["id"]] = dict.fromkeys(CALL_END)
+            row.update(start)
+            if kind == "end":
+                end = _fields(rec, CALL_END)
+                if end["outcome"] not in OUTCOMES:
+                    raise ValueError(f"unknown outcome {end['outcome']!r}")
+                row.update(end)
+        elif kind == "step":
+            step = _fields(rec, STEP)
+            rows.steps[(step["call_id"], int(step["seq"]))] = step
+            rows.placeholders.setdefault(
+                step["call_id"],
+                {
+                    "id": step["call_id"],
+                    "flow": str(rec.get("flow", "")),
+                    "flow_version": "",
+                    "dialed": "",
+                    "caller": "",
+                    "started": step["at"],
+                },
+            )
+        elif kind == "callback":
+            cb = _fields(rec, CALLBACK)
+            rows.callbacks[(cb["call_id"], cb["created"])] = cb
+        elif kind == "trunk":
+            tr = _fields(rec, TRUNK)
+            rows.trunks[(tr["trunk"], tr["at"])] = tr
+        elif kind == "audit":
+            au = _fields(rec, AUDIT)
+            if not isinstance(au["detail"], dict):
+                raise TypeError("audit detail must be an object")
+            rows.audits[au["id"]] = au
+        else:
+            raise ValueError(f"unknown record kind {kind!r}")
+    return rows
+
+
+InsertFn = Callable[[Table], Any]
+
+CALLS = cast(Table, Call.__table__)
+STEPS = cast(Table, CallStep.__table__)
+CALLBACKS = cast(Table, CallbackRequestRow.__table__)
+TRUNK_EVENTS = cast(Table, TrunkEvent.__table__)
+ADMIN_ACTIONS = cast(Table, AdminAction.__table__)
+
+
+def _insert_for(conn: AsyncConnection) -> InsertFn:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"the call log supports SQLite and PostgreSQL, not {name}")
+
+
+async def write_records(conn: AsyncConnection, records: Iterable[dict[str, Any]]) -> None:
+    """Write ``records`` (in the caller's transaction); safe to repeat."""
+    rows = _rows_of(records)
+    insert = _insert_for(conn)
+    if rows.calls:
+        table = CALLS
+        stmt = insert(table)
+        keep = {c: func.coalesce(stmt.excluded[c], table.c[c]) for c in CALL_END}
+        fresh = {c: stmt.excluded[c] for c in CALL_START if c != "id"}
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep})
+        await conn.execute(stmt, list(rows.calls.values()))
+    missing = [p for cid, p in rows.placeholders.items() if cid not in rows.calls]
+    for table_rows, table in (
+        (missing, CALLS),
+        (list(rows.steps.values()), STEPS),
+        (list(rows.callbacks.values()), CALLBACKS),
+        (list(rows.trunks.values()), TRUNK_EVENTS),
+        (list(rows.audits.values()), ADMIN_ACTIONS),
+    ):
+        if table_rows:
+            await conn.execute(insert(table).on_conflict_do_nothing(), table_rows)
+
+
+__all__ = ["KINDS", "check_record", "write_records"]
