@@ -129,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--days", type=int, default=7)
     k.add_argument("--calendar", help="only this calendar")
     k.set_defaults(func=cmd_calendar)
+
+    from .store.commands import add_commands  # db, export, report: the call log
+
+    add_commands(sub)
     return p
 
 

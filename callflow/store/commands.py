@@ -1,0 +1,265 @@
+"""The call log's commands: ``callflow db upgrade|downgrade|current|purge``, ``callflow
+export``, ``callflow report`` (registered by ``callflow.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..errors import UserError
+from ..settings import Settings, load_settings
+
+if TYPE_CHECKING:  # sqlalchemy is imported by the commands that need it, not by `callflow`
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+T = TypeVar("T")
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``db``, ``export`` and ``report`` to the ``callflow`` subcommands."""
+
+    def config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="settings file (TOML); every key can be overridden by CALLFLOW_* env",
+        )
+
+    d = sub.add_parser("db", help="the call log's database: schema version and retention")
+    dsub = d.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dsub.add_parser("upgrade", help="upgrade the schema (to the newest by default)")
+    up.add_argument("--revision", default="head", help="target revision (default: head)")
+    config(up)
+    up.set_defaults(func=cmd_db_upgrade)
+    down = dsub.add_parser("downgrade", help="downgrade the schema (data of newer tables is lost)")
+    down.add_argument("--revision", required=True, help="target revision, -1, or base")
+    config(down)
+    down.set_defaults(func=cmd_db_downgrade)
+    cur = dsub.add_parser("current", help="show the schema version")
+    config(cur)
+    cur.set_defaults(func=cmd_db_current)
+    pur = dsub.add_parser(
+        "purge", help="delete calls older than [privacy] retention_days, anonymise callbacks"
+    )
+    config(pur)
+    pur.set_defaults(func=cmd_db_purge)
+
+    e = sub.add_parser("export", help="print everything stored about a caller (JSON)")
+    e.add_argument(
+        "--caller",
+        action="append",
+        required=True,
+        metavar="NUMBER",
+        help="the caller's number as the PBX presents it (repeatable: every form they use)",
+    )
+    config(e)
+    e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="calls, missed calls, answer times, callbacks, volume")
+    r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD[ HH:MM]")
+    r.add_argument("--to", dest="end", required=True, help="last day (included), YYYY-MM-DD")
+    r.add_argument("--flow", help="only this flow")
+    r.add_argument("--format", choices=("text", "json", "html"), default="text")
+    r.add_argument(
+        "--timezone", default="Europe/Paris", help="local time of the table (default %(default)s)"
+    )
+    config(r)
+    r.set_defaults(func=cmd_report)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _who() -> str:
+    user = os.environ.get("SUDO_USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = f"uid {os.getuid()}"
+    return f"cli:{user}"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _run(settings: Settings, job: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    from sqlalchemy.exc import DBAPIError
+
+    from . import db
+
+    async def main() -> T:
+        engine = db.create_engine(db.database_url(settings))
+        try:
+            return await job(engine)
+        except (OSError, DBAPIError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"database: {first}") from None
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _where(settings: Settings) -> str:
+    from . import db
+
+    return db.database_url(settings).render_as_string(hide_password=True)
+
+
+# -- db -----------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+
+    settings = _settings(args)
+
+    async def job(engine: AsyncEngine) -> tuple[str | None, str | None]:
+        before = await db.current_revision(engine)
+        await db.upgrade(engine, args.revision)
+        return before, await db.current_revision(engine)
+
+    before, after = _run(settings, job)
+    if before == after:
+        out.write(f"{_where(settings)}: schema already at {after}\n")
+    else:
+        out.write(f"{_where(settings)}: schema upgraded from {before or 'nothing'} to {after}\n")
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+
+    settings = _settings(args)
+
+    async def job(engine: AsyncEngine) -> tuple[str | None, str | None]:
+        before = await db.current_revision(engine)
+        await db.downgrade(engine, args.revision)
+        return before, await db.current_revision(engine)
+
+    before, after = _run(settings, job)
+    out.write(f"{_where(settings)}: schema downgraded from {before} to {after or 'nothing'}\n")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+
+    settings = _settings(args)
+    current = _run(settings, db.current_revision)
+    head = db.head_revision()
+    if current == head:
+        state = "up to date"
+    elif current is None:
+        state = f"empty: run `callflow db upgrade` (to {head})"
+    else:
+        state = f"this callflow needs {head}: run `callflow db upgrade`"
+    out.write(f"{_where(settings)}: {current or 'no schema'} ({state})\n")
+    return 0 if current == head else 1
+
+
+def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+    from .maintenance import purge
+
+    settings = _settings(args)
+    days = settings.privacy.retention_days
+
+    async def job(engine: AsyncEngine) -> Any:
+        await db.check_schema(engine)
+        return await purge(engine, datetime.now(UTC), days, who=_who())
+
+    r = _run(settings, job)
+    out.write(
+        f"purged calls started before {r.cutoff:%Y-%m-%d %H:%M} UTC ({days} days): "
+        f"{r.calls} calls, {r.steps} steps deleted; {r.callbacks_anonymised} callback "
+        f"requests anonymised ({r.callbacks_cancelled} still pending were cancelled)\n"
+    )
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+    from .maintenance import export_caller
+    from .privacy import CallerPrivacy
+
+    settings = _settings(args)
+    privacy = CallerPrivacy.from_settings(settings)
+
+    async def job(engine: AsyncEngine) -> dict[str, Any]:
+        await db.check_schema(engine)
+        return await export_caller(engine, privacy, args.caller, now=datetime.now(UTC), who=_who())
+
+    data = _run(settings, job)
+    json.dump(data, out, indent=2, ensure_ascii=False)
+    out.write("\n")
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserError(f"unknown time zone {name!r} (e.g. Europe/Paris)") from None
+
+
+def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
+    """``YYYY-MM-DD`` is a whole local day (``--to`` includes it); a time is exact."""
+    text = text.strip()
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"invalid date {text!r}: expected YYYY-MM-DD or 'YYYY-MM-DD HH:MM'"
+        ) from None
+    if not 1900 <= t.year <= 2999:
+        raise UserError(f"invalid date {text!r}: the year must be between 1900 and 2999")
+    day_only = len(text) == 10
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=tz)
+    if end and day_only:
+        # The next local midnight (a calendar day, whatever its length around DST).
+        nxt = (t.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=tz)
+        return nxt
+    return t
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+    from .report import RENDERERS, Period, build_report
+
+    settings = _settings(args)
+    tz = _zone(args.timezone)
+    start = parse_bound(args.start, tz, end=False)
+    end = parse_bound(args.end, tz, end=True)
+    if end <= start:
+        raise UserError("--to must not be before --from")
+    period = Period(start, end, tz, args.flow)
+
+    async def job(engine: AsyncEngine) -> dict[str, Any]:
+        await db.check_schema(engine)
+        return await build_report(engine, period)
+
+    out.write(RENDERERS[args.format](_run(settings, job)))
+    return 0
+
+
+__all__ = ["add_commands", "parse_bound"]

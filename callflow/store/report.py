@@ -1,0 +1,283 @@
+"""``callflow report``: what the phone line did over a period, from the call log.
+
+Definitions (every figure is over the calls that *started* in ``[from, to)``, and the
+callback requests *created* in it, optionally for one flow):
+
+* **calls**: every call recorded, whatever its end; ``unfinished`` counts those with no end
+  recorded (the daemon was killed during the call).
+* **missed-call rate** = (abandoned + failed) / calls.  *Abandoned*: the caller hung up
+  before reaching anyone (however short the call); *failed*: the flow reached no one and
+  not even its fallback.  A callback request, a voicemail or a deliberate hang-up (e.g. a
+  "we are closed, call 15" message) is an answer of the practice, not a missed call.
+  ``None`` when there are no calls.
+* **time to answer** = answered - started, for the calls that ended *answered*,
+  *forwarded* or *emergency* and have an answer time: average and p90.  p90 is the
+  nearest-rank 90th percentile: the smallest time such that at least 90 % of the times are
+  less or equal (``sorted[ceil(0.9 n) - 1]``).
+* **callback completion rate** = done / requested (pending and cancelled requests count
+  as not completed); **callback delay** = completed - created for the done ones: average
+  and p90.
+* **calls by tier**: the triage tier of the call's escalation (``none`` without one).
+* **forwarding**: calls that ended *forwarded* (to an outside number), by destination,
+  and their share of all calls.
+* **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
+  time, default Europe/Paris, DST included).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .models import OUTCOMES, Call, CallbackRequestRow
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MISSED = ("abandoned", "failed")
+REACHED = ("answered", "forwarded", "emergency")
+
+
+def p90(values: Sequence[float]) -> float | None:
+    """Nearest-rank 90th percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[math.ceil(0.9 * len(ordered)) - 1]
+
+
+def average(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _ratio(n: int, d: int) -> float | None:
+    return n / d if d else None
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime  # aware, inclusive
+    end: datetime  # aware, exclusive
+    tz: ZoneInfo
+    flow: str | None = None
+
+
+async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
+    """The report's figures, JSON-ready (see the module's definitions)."""
+    calls_q = select(Call.started, Call.answered, Call.outcome, Call.tier, Call.destination).where(
+        Call.started >= period.start, Call.started < period.end
+    )
+    cb_q = select(
+        CallbackRequestRow.status, CallbackRequestRow.created, CallbackRequestRow.completed
+    ).where(CallbackRequestRow.created >= period.start, CallbackRequestRow.created < period.end)
+    if period.flow is not None:
+        calls_q = calls_q.where(Call.flow == period.flow)
+        cb_q = cb_q.where(CallbackRequestRow.flow == period.flow)
+    async with engine.connect() as conn:
+        calls = (await conn.execute(calls_q)).all()
+        callbacks = (await conn.execute(cb_q)).all()
+
+    total = len(calls)
+    outcomes = Counter(c.outcome for c in calls)
+    missed = sum(outcomes[o] for o in MISSED)
+    waits = [
+        (c.answered - c.started).total_seconds()
+        for c in calls
+        if c.outcome in REACHED and c.answered is not None
+    ]
+    tiers = Counter("none" if c.tier is None else str(c.tier) for c in calls)
+    forwarded = Counter(c.destination or "?" for c in calls if c.outcome == "forwarded")
+    grid = [[0] * 24 for _ in WEEKDAYS]
+    for c in calls:
+        local = c.started.astimezone(period.tz)
+        grid[local.weekday()][local.hour] += 1
+
+    statuses = Counter(cb.status for cb in callbacks)
+    delays = [
+        (cb.completed - cb.created).total_seconds()
+        for cb in callbacks
+        if cb.status == "done" and cb.completed is not None
+    ]
+    return {
+        "period": {
+            "from": period.start.isoformat(),
+            "to": period.end.isoformat(),
+            "timezone": str(period.tz),
+            "flow": period.flow,
+        },
+        "calls": {
+            "total": total,
+            "unfinished": outcomes[None],
+            "by_outcome": {o: outcomes[o] for o in OUTCOMES},
+        },
+        "missed": {"count": missed, "rate": _ratio(missed, total)},
+        "time_to_answer": {
+            "calls": len(waits),
+            "average_s": average(waits),
+            "p90_s": p90(waits),
+        },
+        "callbacks": {
+            "requested": len(callbacks),
+            "done": statuses["done"],
+            "pending": statuses["pending"],
+            "cancelled": statuses["cancelled"],
+            "completion_rate": _ratio(statuses["done"], len(callbacks)),
+            "delay_average_s": average(delays),
+            "delay_p90_s": p90(delays),
+        },
+        "tiers": dict(sorted(tiers.items())),
+        "forwarding": {
+            "calls": sum(forwarded.values()),
+            "rate": _ratio(sum(forwarded.values()), total),
+            "by_destination": dict(sorted(forwarded.items())),
+        },
+        "volume": {"weekdays": list(WEEKDAYS), "hours": list(range(24)), "calls": grid},
+    }
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _secs(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if x < 60:
+        return f"{x:.1f} s"
+    if x < 3600:
+        return f"{int(x // 60)} min {int(x % 60):02d} s"
+    return f"{int(x // 3600)} h {int(x % 3600 // 60):02d} min"
+
+
+def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
+    c, cb, t, f = r["calls"], r["callbacks"], r["time_to_answer"], r["forwarding"]
+    rows = [
+        ("calls", str(c["total"])),
+        *((f"  {o}", str(n)) for o, n in c["by_outcome"].items() if n),
+    ]
+    if c["unfinished"]:
+        rows.append(("  unfinished (no end recorded)", str(c["unfinished"])))
+    rows += [
+        (
+            "missed-call rate (abandoned + failed)",
+            f"{_pct(r['missed']['rate'])} ({r['missed']['count']})",
+        ),
+        (f"time to answer, average ({t['calls']} calls)", _secs(t["average_s"])),
+        ("time to answer, p90", _secs(t["p90_s"])),
+        ("callbacks requested", str(cb["requested"])),
+        ("  done / pending / cancelled", f"{cb['done']} / {cb['pending']} / {cb['cancelled']}"),
+        ("callback completion rate", _pct(cb["completion_rate"])),
+        ("callback delay, average", _secs(cb["delay_average_s"])),
+        ("callback delay, p90", _secs(cb["delay_p90_s"])),
+        ("forwarded calls", f"{f['calls']} ({_pct(f['rate'])})"),
+        *((f"  to {d}", str(n)) for d, n in f["by_destination"].items()),
+        ("calls by tier", ", ".join(f"{k}: {v}" for k, v in r["tiers"].items()) or "-"),
+    ]
+    return rows
+
+
+def _title(r: dict[str, Any]) -> str:
+    p = r["period"]
+    flow = f", flow {p['flow']}" if p["flow"] else ""
+    return f"callflow report {p['from']} to {p['to']} ({p['timezone']}){flow}"
+
+
+def render_text(r: dict[str, Any]) -> str:
+    rows = _lines(r)
+    width = max(len(k) for k, _ in rows)
+    out = [_title(r), ""]
+    out += [f"{k.ljust(width)}  {v}" for k, v in rows]
+    out += ["", f"calls by weekday and hour ({r['period']['timezone']})"]
+    out.append("     " + "".join(f"{h:>4}" for h in range(24)) + "   total")
+    for day, counts in zip(r["volume"]["weekdays"], r["volume"]["calls"], strict=True):
+        cells = "".join(f"{n:>4}" if n else "   ." for n in counts)
+        out.append(f"{day:<5}{cells}  {sum(counts):>6}")
+    return "\n".join(out) + "\n"
+
+
+def render_json(r: dict[str, Any]) -> str:
+    return json.dumps(r, indent=2, ensure_ascii=False) + "\n"
+
+
+def heatmap_svg(r: dict[str, Any]) -> str:
+    """The weekday × hour volume as an inline SVG heat map (no external assets)."""
+    grid: list[list[int]] = r["volume"]["calls"]
+    days: list[str] = r["volume"]["weekdays"]
+    peak = max((n for row in grid for n in row), default=0)
+    cell, left, top = 28, 44, 22
+    width, height = left + 24 * cell + 4, top + len(days) * cell + 4
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="calls by weekday and hour" '
+        'font-family="sans-serif" font-size="11">'
+    ]
+    for h in range(24):
+        x = left + h * cell + cell / 2
+        parts.append(f'<text x="{x:g}" y="{top - 7}" text-anchor="middle">{h}</text>')
+    for d, (day, row) in enumerate(zip(days, grid, strict=True)):
+        y = top + d * cell
+        parts.append(
+            f'<text x="{left - 6}" y="{y + cell / 2 + 4:g}" text-anchor="end">{day}</text>'
+        )
+        for h, n in enumerate(row):
+            share = n / peak if peak else 0.0
+            # White (no calls) to deep blue (the busiest hour).
+            red, green = round(255 - 215 * share), round(255 - 165 * share)
+            parts.append(
+                f'<rect x="{left + h * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
+                f'fill="rgb({red},{green},255)" stroke="#ccc">'
+                f"<title>{day} {h:02d}:00-{h:02d}:59: {n} calls</title></rect>"
+            )
+            if n:
+                colour = "#fff" if share > 0.6 else "#000"
+                parts.append(
+                    f'<text x="{left + h * cell + (cell - 2) / 2:g}" y="{y + cell / 2 + 3:g}" '
+                    f'text-anchor="middle" fill="{colour}">{n}</text>'
+                )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(r: dict[str, Any]) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(k.strip())}</th><td>{e(v)}</td></tr>" for k, v in _lines(r))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(_title(r))}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "th{text-align:left;font-weight:normal;padding:2px 1.5em 2px 0}"
+        "td{text-align:right;font-weight:bold}</style></head><body>"
+        f"<h1>{e(_title(r))}</h1><table>{rows}</table>"
+        f"<h2>Calls by weekday and hour ({e(r['period']['timezone'])})</h2>"
+        f"{heatmap_svg(r)}"
+        "<p><small>Definitions: see <code>callflow/store/report.py</code> "
+        "(missed = abandoned + failed over all calls; time to answer = answered - started "
+        "for answered, forwarded and emergency calls; p90 = nearest rank).</small></p>"
+        "</body></html>\n"
+    )
+
+
+RENDERERS = {"text": render_text, "json": render_json, "html": render_html}
+
+__all__ = [
+    "RENDERERS",
+    "Period",
+    "average",
+    "build_report",
+    "heatmap_svg",
+    "p90",
+    "render_html",
+    "render_json",
+    "render_text",
+]

@@ -1,0 +1,71 @@
+"""The call log's facade for the composition root: see ``callflow.store``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import CallflowError
+from ..settings import Settings
+from . import db
+from .maintenance import PurgeResult, purge
+from .privacy import CallerPrivacy
+from .recorder import Recorder
+
+
+class StoreUnavailable(CallflowError):
+    """The database did not answer."""
+
+
+class Store:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        recorder: Recorder,
+        *,
+        privacy: CallerPrivacy,
+        retention_days: int = 365,
+    ) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self.privacy = privacy
+        self.retention_days = retention_days
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Store:
+        """Build the store; reads secrets (password, HMAC key) but opens no connection."""
+        privacy = CallerPrivacy.from_settings(settings)
+        d = settings.database
+        engine = db.create_engine(db.database_url(settings, env), write_timeout=d.write_timeout)
+        recorder = Recorder(
+            engine,
+            settings.resolve(d.spool_dir),
+            privacy=privacy,
+            batch_size=d.batch_size,
+            flush_interval=d.flush_interval,
+            write_timeout=d.write_timeout,
+            memory_limit=d.memory_limit,
+        )
+        return cls(
+            engine, recorder, privacy=privacy, retention_days=settings.privacy.retention_days
+        )
+
+    async def check_schema(self, timeout: float = 15.0) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await db.check_schema(self.engine)
+        except (OSError, DBAPIError) as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}".splitlines()[0]) from exc
+
+    async def purge(self, now: datetime) -> PurgeResult:
+        return await purge(self.engine, now, self.retention_days)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+__all__ = ["Store", "StoreUnavailable"]
