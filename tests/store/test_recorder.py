@@ -1,0 +1,555 @@
+"""The recorder: batched writes, outages (spool, replay exactly once, in order), restarts,
+damaged spools, a full disk, refused records, two daemons on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+import callflow.store.recorder as recorder_module
+from callflow.errors import UserError
+from callflow.flow.engine import Engine
+from callflow.flow.events import Outcome, OutcomeKind
+from callflow.flow.registry import LoadedFlow, load_flows
+from callflow.flow.services import CallbackRequest, Services
+from callflow.simulate import Scenario, SimulatedCall, Transcript
+from callflow.store.models import AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
+from callflow.store.privacy import CallerPrivacy
+from callflow.store.recorder import Recorder
+from callflow.store.writer import write_records
+
+from .conftest import REPO, Database
+from .support import T0, count, counts, info, play_call, step_keys, steps
+
+
+def make_recorder(engine: AsyncEngine, spool: Path, **kwargs: Any) -> Recorder:
+    kwargs.setdefault("flush_interval", 0.02)
+    kwargs.setdefault("retry_min", 0.01)
+    kwargs.setdefault("retry_max", 0.05)
+    kwargs.setdefault("write_timeout", 5.0)
+    return Recorder(engine, spool, **kwargs)
+
+
+class Outage:
+    """Makes a recorder's database look down (or slow) while ``down`` is True."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.down = False
+        self.calls = 0
+        self.real = rec._transaction
+
+        async def transaction(records: list[dict[str, Any]]) -> None:
+            self.calls += 1
+            if self.down:
+                raise OperationalError("INSERT", {}, ConnectionRefusedError("db is down"))
+            await self.real(records)
+
+        rec._transaction = transaction  # type: ignore[method-assign]
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob("segment-*.jsonl"))
+
+
+# -- the engine's calls, recorded -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flow() -> LoadedFlow:
+    flows = load_flows([REPO / "dialplans" / "cabinet-du-parc.yaml"])
+    return flows.flows["cabinet-du-parc"]
+
+
+class Both:
+    """The recorder plus a transcript, to compare what the engine said with what is stored."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.transcripts: dict[str, Transcript] = {}
+
+    def call_started(self, i: Any) -> None:
+        self.transcripts[i.call_id] = Transcript()
+        self.transcripts[i.call_id].call_started(i)
+        self.rec.call_started(i)
+
+    def step(self, r: Any) -> None:
+        self.transcripts[r.call_id].step(r)
+        self.rec.step(r)
+
+    def call_ended(self, i: Any, o: Outcome, at: datetime) -> None:
+        self.transcripts[i.call_id].call_ended(i, o, at)
+        self.rec.call_ended(i, o, at)
+
+
+def clock_from(start: datetime) -> Iterator[datetime]:
+    t = start
+    while True:
+        yield t
+        t += timedelta(milliseconds=500)
+
+
+async def test_engine_calls_are_recorded(
+    engine: AsyncEngine, tmp_path: Path, flow: LoadedFlow
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    both = Both(rec)
+    ticks = clock_from(T0)  # Monday 10:00 in Paris: the office is open
+    services = Services(clock=lambda: next(ticks), callbacks=rec, observer=both)
+    eng = Engine(services)
+    task = asyncio.create_task(rec.run())
+    scenarios = {
+        "desk": Scenario(digits=["2"]),
+        "callback": Scenario(digits=["2"], no_answer={"secretariat"}),
+        "emergency": Scenario(digits=["1", "1"]),
+        "abandoned": Scenario(hangup_after_prompts=1),
+    }
+    ids = {}
+    for name, sc in scenarios.items():
+        call = SimulatedCall(flow, sc, caller="06 12 34 56 78", dialed="0388000000")
+        ids[name] = call.id
+        await eng.run(flow, call)
+    await rec.close()
+    await task
+    assert rec.queue_depth == 0 and rec.spool_size == 0 and rec.dropped == 0
+
+    async with engine.connect() as conn:
+        calls = {r.id: r for r in (await conn.execute(select(Call))).all()}
+        stored = (await conn.execute(select(CallStep).order_by(CallStep.seq))).all()
+        callbacks = (await conn.execute(select(CallbackRequestRow))).all()
+    assert {c.outcome for c in calls.values()} == {"answered", "callback", "emergency", "abandoned"}
+    for name, call_id in ids.items():
+        t = both.transcripts[call_id]
+        row = calls[call_id]
+        assert t.outcome is not None
+        assert row.outcome == str(t.outcome.kind), name
+        assert row.caller == "0612345678"  # normalised, in clear (the default)
+        assert row.flow == "cabinet-du-parc" and row.flow_version == flow.version
+        assert row.started.tzinfo is not None and row.ended is not None
+        assert row.end_step == t.outcome.step
+        mine = [
+            (s.seq, s.step, s.kind, s.result, s.detail, s.next)
+            for s in stored
+            if s.call_id == call_id
+        ]
+        assert mine == [(s.seq, s.step, s.kind, s.result, s.detail, s.next) for s in t.steps]
+    emergency = calls[ids["emergency"]]
+    assert emergency.tier == 1 and emergency.destination == "samu" and emergency.trunk == "trunk-b"
+    assert emergency.answered is not None and emergency.started <= emergency.answered
+    assert calls[ids["abandoned"]].answered is None
+    assert len(callbacks) == 1
+    cb = callbacks[0]
+    assert (cb.call_id, cb.queue, cb.priority, cb.status) == (
+        ids["callback"],
+        "same-day",
+        "high",
+        "pending",
+    )
+    assert cb.caller == "0612345678"
+
+
+async def test_answered_is_the_start_of_the_step_that_put_the_call_through(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    i = info("c1")
+    rec.call_started(i)
+    for s in steps("c1", 2):
+        rec.step(s)
+    from callflow.flow.events import StepRecord
+
+    at = T0 + timedelta(seconds=100)
+    rec.step(StepRecord("c1", "cabinet", 3, "desk", "attempt", "answer", "x", None, at, 0.0))
+    rec.step(StepRecord("c1", "cabinet", 4, "desk", "dial", "answered", "x", None, at, 90.0))
+    rec.call_ended(i, Outcome(OutcomeKind.ANSWERED, "desk", "secretariat"), at)
+    await rec.close()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call))).one()
+    assert row.answered == at - timedelta(seconds=90)
+
+
+# -- idempotence ------------------------------------------------------------------------------
+
+
+async def test_writing_twice_changes_nothing(engine: AsyncEngine, tmp_path: Path) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    play_call(rec, "c1", 4)
+    rec.submit(CallbackRequest("c1", "cabinet", "0612345678", "q", "high", None, T0))
+    records = rec._take_all()
+    for _ in range(2):
+        async with engine.begin() as conn:
+            await write_records(conn, records)
+    # A start replayed after the end keeps the end.
+    async with engine.begin() as conn:
+        await write_records(conn, [records[0]])
+    assert await counts(engine) == (1, 4, 1)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call))).one()
+    assert row.outcome == "answered" and row.ended is not None
+
+
+async def test_a_step_without_its_call_gets_a_placeholder_that_the_end_fills(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    play_call(rec, "c1", 2)
+    records = rec._take_all()
+    _lost_start, *rest = records
+    async with engine.begin() as conn:
+        await write_records(conn, rest[:1])  # a step alone: its start was lost
+    async with engine.connect() as conn:
+        placeholder = (await conn.execute(select(Call))).one()
+    assert placeholder.caller == "" and placeholder.outcome is None
+    async with engine.begin() as conn:
+        await write_records(conn, rest)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call))).one()
+    assert row.caller == "0612345678" and row.outcome == "answered" and row.flow_version == "v1"
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+async def test_outage_spools_then_replays_in_order_exactly_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    rec = make_recorder(engine, spool, batch_size=7, segment_records=25)
+    outage = Outage(rec)
+    task = asyncio.create_task(rec.run())
+    play_call(rec, "before", 3)
+    await rec.flush()
+    assert await counts(engine) == (1, 3, 0)
+
+    outage.down = True
+    for n in range(20):
+        play_call(rec, f"down-{n}", 3)
+        if n % 5 == 0:
+            await rec.flush()
+    await rec.flush()
+    assert not rec.database_up
+    assert rec.spool_size == 20 * 5 and rec.queue_depth == 0
+    assert len(spool_files(spool)) >= 4  # sealed every 25 records
+    assert await counts(engine) == (1, 3, 0)
+
+    written: list[str] = []
+    real = outage.real
+
+    async def spy(records: list[dict[str, Any]]) -> None:
+        await real(records)
+        written.extend(r.get("id") or r.get("call_id") for r in records)
+
+    outage.real = spy
+    outage.down = False
+    play_call(rec, "after", 3)  # queued behind the spool
+    await rec.flush()
+    await rec.close()
+    await task
+    assert rec.database_up and rec.spool_size == 0 and spool_files(spool) == []
+    assert await counts(engine) == (22, 66, 0)
+    order = list(dict.fromkeys(written))
+    assert order == [f"down-{n}" for n in range(20)] + ["after"]
+    assert await step_keys(engine) == sorted(
+        (c, s) for c in ["before", "after", *(f"down-{n}" for n in range(20))] for s in (1, 2, 3)
+    )
+
+
+async def test_a_slow_database_counts_as_an_outage(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = {"on": True}
+
+    async def sluggish(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+        if slow["on"]:
+            await asyncio.sleep(5)
+        await write_records(conn, records)
+
+    monkeypatch.setattr(recorder_module, "write_records", sluggish)
+    rec = make_recorder(engine, tmp_path / "spool", write_timeout=0.2)
+    play_call(rec, "c1", 2)
+    await rec.flush()
+    assert rec.spool_size == 4 and not rec.database_up
+    slow["on"] = False
+    await rec.flush()
+    await rec.close()
+    assert await counts(engine) == (1, 2, 0) and rec.spool_size == 0
+
+
+async def test_a_restart_replays_the_spool_first(engine: AsyncEngine, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    first = make_recorder(engine, spool)
+    Outage(first).down = True
+    for n in range(5):
+        play_call(first, f"old-{n}", 2)
+    await first.close()  # the database never came back: all in the spool
+    assert len(spool_files(spool)) == 1 and await counts(engine) == (0, 0, 0)
+
+    second = make_recorder(engine, spool)
+    assert second.spool_size == 0
+    second.open()
+    assert second.spool_size == 20
+    written: list[str] = []
+    outage = Outage(second)
+    real = outage.real
+
+    async def spy(records: list[dict[str, Any]]) -> None:
+        await real(records)
+        written.extend(r.get("id") or r.get("call_id") for r in records)
+
+    outage.real = spy
+    play_call(second, "new", 2)  # recorded before run(): still written after the spool
+    task = asyncio.create_task(second.run())
+    await second.flush()
+    await second.close()
+    await task
+    assert list(dict.fromkeys(written)) == [*(f"old-{n}" for n in range(5)), "new"]
+    assert await counts(engine) == (6, 12, 0) and spool_files(spool) == []
+
+
+async def test_a_replay_interrupted_by_a_crash_does_not_duplicate(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    first = make_recorder(engine, spool, batch_size=10)
+    Outage(first).down = True
+    for n in range(10):
+        play_call(first, f"c{n}", 3)  # 50 records: 5 batches
+    await first.close()
+
+    crashing = make_recorder(engine, spool, batch_size=10)
+    outage = Outage(crashing)
+    real = outage.real
+    batches = 0
+
+    async def two_then_crash(records: list[dict[str, Any]]) -> None:
+        nonlocal batches
+        batches += 1
+        if batches > 2:
+            raise OperationalError("INSERT", {}, ConnectionResetError("gone"))
+        await real(records)
+
+    outage.real = two_then_crash
+    await crashing.flush()  # writes two batches, then fails
+    assert 0 < (await counts(engine))[1] < 30
+    crashing.spool.close()  # the process dies: no close(), the spool stays as it was
+
+    third = make_recorder(engine, spool, batch_size=10)
+    await third.flush()
+    await third.close()
+    assert await counts(engine) == (10, 30, 0)
+    assert await step_keys(engine) == sorted((f"c{n}", s) for n in range(10) for s in (1, 2, 3))
+    assert spool_files(spool) == []
+
+
+async def test_damaged_spool_lines_are_skipped_logged_and_kept(
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    first = make_recorder(engine, spool)
+    Outage(first).down = True
+    for n in range(4):
+        play_call(first, f"c{n}", 3)  # 5 records a call: lines 1-5, 6-10, 11-15, 16-20
+    await first.close()
+    [segment] = spool_files(spool)
+    lines = segment.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 20
+    lines[6] = lines[6].replace(b'"seq":1', b'"seq":9')  # line 7: c1's step 1, checksum fails
+    lines.insert(12, b"\x00\xffnot json at all\n")  # a line of garbage after line 12
+    lines[-1] = lines[-1][:30]  # the last line torn by a crash (c3's end)
+    segment.write_bytes(b"".join(lines))
+
+    second = make_recorder(engine, spool)
+    with caplog.at_level(logging.ERROR, logger="callflow.store"):
+        await second.flush()
+    await second.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("line 7 is damaged (checksum mismatch)" in e for e in errors)
+    assert any("line 13 is damaged (not JSON" in e for e in errors)
+    assert any("line 21 is damaged (truncated line" in e for e in errors)
+    assert any("kept as" in e and "7, 13, 21" in e for e in errors)
+    # The rest is there; the damaged segment is kept aside, whole.
+    keys = await step_keys(engine)
+    assert ("c1", 1) not in keys and len(keys) == 11
+    async with engine.connect() as conn:
+        outcomes = dict((await conn.execute(select(Call.id, Call.outcome))).all())
+    assert outcomes == {"c0": "answered", "c1": "answered", "c2": "answered", "c3": None}
+    assert spool_files(spool) == []
+    assert (spool / "corrupt" / segment.name).read_bytes() == b"".join(lines)
+
+
+async def test_a_full_disk_keeps_records_in_memory_then_writes_them(
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool", memory_limit=1000)
+    outage = Outage(rec)
+    outage.down = True
+    real_append = rec.spool.append
+    disk = {"full": True}
+
+    def append(records: list[dict[str, Any]]) -> None:
+        if disk["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(records)
+
+    rec.spool.append = append  # type: ignore[method-assign]
+    task = asyncio.create_task(rec.run())
+    with caplog.at_level(logging.ERROR, logger="callflow.store"):
+        for n in range(10):
+            play_call(rec, f"c{n}", 2)
+            await rec.flush()
+    assert rec.queue_depth == 40 and rec.spool_size == 0 and rec.dropped == 0
+    assert any("CANNOT WRITE THE SPOOL" in r.getMessage() for r in caplog.records)
+
+    disk["full"] = False  # space again: memory goes to the spool, behind nothing
+    rec._disk_retry_at = 0.0
+    play_call(rec, "c10", 2)
+    await rec.flush()
+    assert rec.queue_depth == 0 and rec.spool_size == 44
+    outage.down = False
+    await rec.flush()
+    await rec.close()
+    await task
+    assert await counts(engine) == (11, 22, 0)
+
+
+async def test_memory_is_bounded_and_losses_are_counted_and_logged(
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool", memory_limit=10)
+    Outage(rec).down = True
+
+    def full(records: list[dict[str, Any]]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    rec.spool.append = full  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="callflow.store"):
+        for n in range(4):
+            play_call(rec, f"c{n}", 2)  # 16 records: 6 too many, and no exception
+    assert rec.queue_depth == 10 and rec.dropped == 6
+    assert any("LOST" in r.getMessage() for r in caplog.records)
+    with caplog.at_level(logging.CRITICAL, logger="callflow.store"):
+        await rec.close()
+    assert rec.dropped == 16
+    assert any("they are LOST" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_record_the_database_refuses_is_kept_aside_and_the_rest_written(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    rec = make_recorder(engine, spool)
+    play_call(rec, "c1", 2)
+    bogus = Outcome("transferred-to-mars", "x")  # type: ignore[arg-type]
+    rec.call_ended(info("c2"), bogus, T0)
+    play_call(rec, "c3", 2)
+    await rec.flush()
+    await rec.close()
+    assert rec.rejected == 1
+    assert await counts(engine) == (2, 4, 0)
+    rejected = (spool / "rejected.jsonl").read_text()
+    assert "transferred-to-mars" in rejected and '"id": "c2"' in rejected
+
+
+async def test_trunk_changes_and_admin_actions(engine: AsyncEngine, tmp_path: Path) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    rec.trunk_changed("trunk-a", "unreachable", None, T0)
+    rec.trunk_changed("trunk-a", "reachable", 12.5, T0 + timedelta(seconds=30))
+    rec.audit("admin:alice", "override", {"calendar": "office", "closed_until": "monday"}, T0)
+    await rec.flush()
+    rec.trunk_changed("trunk-a", "reachable", 12.5, T0 + timedelta(seconds=30))  # again
+    await rec.close()
+    async with engine.connect() as conn:
+        trunks = (await conn.execute(select(TrunkEvent).order_by(TrunkEvent.at))).all()
+        audit = (await conn.execute(select(AdminAction))).one()
+    assert [(t.trunk, t.state, t.rtt_ms) for t in trunks] == [
+        ("trunk-a", "unreachable", None),
+        ("trunk-a", "reachable", 12.5),
+    ]
+    assert audit.who == "admin:alice" and audit.detail == {
+        "calendar": "office",
+        "closed_until": "monday",
+    }
+    assert audit.at == T0
+
+
+async def test_pseudonymised_callers_but_callbacks_in_clear(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    privacy = CallerPrivacy(b"k" * 32)
+    rec = make_recorder(engine, tmp_path / "spool", privacy=privacy)
+    play_call(rec, "c1", 1)
+    rec.submit(CallbackRequest("c1", "cabinet", "0612345678", "q", "high", None, T0))
+    await rec.close()
+    async with engine.connect() as conn:
+        call = (await conn.execute(select(Call))).one()
+        cb = (await conn.execute(select(CallbackRequestRow))).one()
+    assert call.caller == privacy.protect("0612345678") and call.caller.startswith("hmac:")
+    assert "0612345678" not in call.caller
+    assert cb.caller == "0612345678"
+
+
+async def test_observer_calls_do_not_touch_the_database(tmp_path: Path) -> None:
+    from callflow.store.db import create_engine
+
+    dead = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    rec = make_recorder(dead, tmp_path / "spool", write_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for n in range(200):
+        play_call(rec, f"c{n}", 5)
+    assert loop.time() - t0 < 0.5 and rec.queue_depth == 1400
+    await rec.close()  # the database is unreachable: everything goes to the spool
+    assert rec.spool_size == 1400 and rec.dropped == 0
+    await dead.dispose()
+
+
+# -- two daemons ----------------------------------------------------------------------------
+
+
+async def test_two_daemons_on_one_database(database: Database, tmp_path: Path) -> None:
+    from callflow.store.db import upgrade
+
+    e1, e2 = database.engine(), database.engine()
+    await upgrade(e1)
+    a = make_recorder(e1, tmp_path / "spool-a", batch_size=20)
+    b = make_recorder(e2, tmp_path / "spool-b", batch_size=20)
+    tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
+    for n in range(100):
+        play_call(a, f"a-{n}", 4)
+        play_call(b, f"b-{n}", 4)
+        if n % 10 == 0:
+            await asyncio.sleep(0)
+    # The same call id from both (ids must be unique: this is what happens if they are not):
+    # one call row, the first writer's steps; nothing is duplicated, nothing crashes.
+    play_call(a, "same", 2)
+    await a.flush()
+    play_call(b, "same", 3)
+    await asyncio.gather(a.close(), b.close())
+    await asyncio.gather(*tasks)
+    assert await counts(e1) == (201, 800 + 3, 0)
+    assert a.rejected == b.rejected == a.dropped == b.dropped == 0
+    assert await count(e2, CallStep) == 803
+
+
+async def test_one_spool_per_daemon(engine: AsyncEngine, tmp_path: Path) -> None:
+    a = make_recorder(engine, tmp_path / "spool")
+    b = make_recorder(engine, tmp_path / "spool")
+    a.open()
+    with pytest.raises(UserError, match="in use by another callflow process"):
+        b.open()
+    await a.close()
+    b.open()
+    await b.close()
+
+
+def test_aware_times_only() -> None:
+    assert T0.tzinfo is UTC

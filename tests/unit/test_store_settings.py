@@ -1,0 +1,138 @@
+"""[database] and [privacy] settings, the database URL and its password, the HMAC key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+
+from callflow.errors import SettingsError
+from callflow.settings import load_settings
+from callflow.store.db import database_url
+from callflow.store.privacy import CallerPrivacy, normalise
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "callflow.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, ""), env={})
+    assert s.database.url == "sqlite+aiosqlite:///var/callflow.db"
+    assert s.database.spool_dir == "var/spool"
+    assert (s.database.batch_size, s.database.flush_interval) == (500, 1.0)
+    assert s.privacy.caller_numbers == "clear" and s.privacy.retention_days == 365
+    # The SQLite file is relative to the settings file.
+    url = database_url(s, env={})
+    assert url.database == str((tmp_path / "var" / "callflow.db").absolute())
+    assert s.resolve(s.database.spool_dir) == tmp_path / "var" / "spool"
+
+
+def test_file_and_environment(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        '[database]\nurl = "postgresql+asyncpg://callflow@db.example:5432/calls"\n'
+        "batch_size = 200\nflush_interval = 0.5\n"
+        '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "hmac.key"\n'
+        "retention_days = 90\n",
+    )
+    env = {"CALLFLOW_DATABASE_BATCH_SIZE": "50", "CALLFLOW_PRIVACY_RETENTION_DAYS": "30"}
+    s = load_settings(p, env=env)
+    assert s.database.batch_size == 50 and s.database.flush_interval == 0.5
+    assert s.privacy.caller_numbers == "pseudonymised" and s.privacy.retention_days == 30
+    assert s.privacy.key_file == "hmac.key"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[privacy]\ncaller_numbers = "hashed"\n', "must be 'clear' or 'pseudonymised'"),
+        ("[privacy]\nretention_days = 0\n", "retention_days must be at least 1"),
+        ("[database]\nbatch_size = 0\n", "batch_size and memory_limit must be at least 1"),
+        ("[database]\nflush_interval = 0\n", "must be positive"),
+        ('[database]\npassword = "x"\n', "unknown key 'password' in \\[database\\]"),
+    ],
+)
+def test_invalid_settings(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(write(tmp_path, text), env={})
+
+
+def test_a_password_in_the_url_is_refused(tmp_path: Path) -> None:
+    s = load_settings(
+        write(tmp_path, '[database]\nurl = "postgresql+asyncpg://callflow:secret@db/calls"\n'),
+        env={},
+    )
+    with pytest.raises(SettingsError, match="a password does not belong in the URL"):
+        database_url(s, env={})
+
+
+def test_the_password_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    p = write(tmp_path, '[database]\nurl = "postgresql+asyncpg://callflow@db:5432/calls"\n')
+    env = {"CALLFLOW_DATABASE_PASSWORD": "s3cret"}
+    s = load_settings(p, env=env)  # the secret variable is not taken for a setting
+    url = database_url(s, env=env)
+    assert url.password == "s3cret" and url.username == "callflow" and url.host == "db"
+    assert "s3cret" not in url.render_as_string(hide_password=True)
+    assert database_url(s, env={}).password is None  # trust / .pgpass
+    (tmp_path / "db.pw").write_text("from-file\n", encoding="utf-8")
+    p = write(
+        tmp_path,
+        '[database]\nurl = "postgresql+asyncpg://callflow@db/calls"\npassword_file = "db.pw"\n',
+    )
+    assert database_url(load_settings(p, env={}), env=env).password == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:///x.db", "use sqlite\\+aiosqlite"),
+        ("postgresql://u@db/x", "use postgresql\\+asyncpg"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_wrong_drivers(tmp_path: Path, url: str, message: str) -> None:
+    s = load_settings(write(tmp_path, f'[database]\nurl = "{url}"\n'), env={})
+    with pytest.raises(SettingsError, match=message):
+        database_url(s, env={})
+
+
+# -- privacy ------------------------------------------------------------------------------
+
+
+def test_clear_numbers_are_normalised() -> None:
+    assert normalise("06 12-34.56 (78)") == "0612345678"
+    assert CallerPrivacy().protect("+33 6 12 34 56 78") == "+33612345678"
+    assert not CallerPrivacy().pseudonymised
+
+
+def test_pseudonymised_is_a_keyed_hmac_not_a_hash() -> None:
+    key = b"0123456789abcdef0123456789abcdef"
+    p = CallerPrivacy(key)
+    value = p.protect("06 12 34 56 78")
+    digest = hmac.new(key, b"0612345678", hashlib.sha256).hexdigest()
+    assert value == "hmac:" + digest
+    assert hashlib.sha256(b"0612345678").hexdigest() not in value
+    assert p.protect("0612345678") == value  # stable: calls stay countable and findable
+    assert CallerPrivacy(b"another key, another controller!").protect("0612345678") != value
+
+
+def test_pseudonymised_needs_a_key_file(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\n'), env={})
+    with pytest.raises(SettingsError, match="needs key_file"):
+        CallerPrivacy.from_settings(s)
+    p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "missing.key"\n')
+    with pytest.raises(SettingsError, match=r"cannot read .*missing\.key"):
+        CallerPrivacy.from_settings(load_settings(p, env={}))
+    (tmp_path / "short.key").write_bytes(b"tiny")
+    p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "short.key"\n')
+    with pytest.raises(SettingsError, match="at least 16"):
+        CallerPrivacy.from_settings(load_settings(p, env={}))
+    (tmp_path / "good.key").write_bytes(b"k" * 32 + b"\n")
+    p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "good.key"\n')
+    privacy = CallerPrivacy.from_settings(load_settings(p, env={}))
+    assert privacy.key == b"k" * 32 and privacy.pseudonymised

@@ -1,0 +1,130 @@
+"""The spool on its own: line format, damage detection, segments, failed appends, the lock."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from callflow.errors import UserError
+from callflow.store.spool import Spool, decode_line, encode_line
+
+
+def test_a_line_round_trips() -> None:
+    rec = {"t": "step", "call_id": "c1", "seq": 3, "duration": 0.1, "detail": "é → 1"}
+    line = encode_line(rec)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_line(line) == rec
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (encode_line({"t": "call", "id": "c1"}).replace(b"c1", b"c2"), "checksum mismatch"),
+        (encode_line({"t": "call", "id": "c1"})[:-5], "truncated"),
+        (b"{not json\n", "not JSON"),
+        (b"\xff\xfe\n", "not JSON"),
+        (b'{"crc": 1}\n', "not a spool record"),
+        (b"[]\n", "not a spool record"),
+    ],
+)
+def test_damage_is_detected(line: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        decode_line(line)
+
+
+def test_segments_are_sealed_and_replayed_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_records=3)
+    spool.open()
+    spool.append([{"n": i} for i in range(2)])
+    spool.append([{"n": i} for i in range(2, 5)])  # 5 lines: sealed at 3 or more
+    spool.append([{"n": 5}])
+    assert spool.size == 6
+    assert [p.name for p in sorted(tmp_path.glob("segment-*"))] == [
+        "segment-000000000001.jsonl",
+        "segment-000000000002.jsonl",
+    ]
+    seen = []
+    while (seg := spool.oldest()) is not None:
+        for batch in spool.read(seg, 2):
+            seen += [r["n"] for r in batch]
+        spool.done(seg)
+    assert seen == list(range(6)) and spool.size == 0 and spool.empty
+    assert list(tmp_path.glob("segment-*")) == []
+    spool.close()
+
+
+def test_the_active_segment_is_sealed_before_it_is_replayed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([{"n": 1}])
+    seg = spool.oldest()
+    assert seg is not None
+    spool.append([{"n": 2}])  # goes to a new segment, not into the one being replayed
+    assert [r for b in spool.read(seg, 10) for r in b] == [{"n": 1}]
+    spool.done(seg)
+    assert spool.size == 1
+    spool.close()
+
+
+def test_a_partial_read_resumes_where_it_stopped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([{"n": i} for i in range(5)])
+    seg = spool.oldest()
+    assert seg is not None
+    batches = spool.read(seg, 2)
+    assert next(batches) == [{"n": 0}, {"n": 1}]
+    assert next(batches) == [{"n": 2}, {"n": 3}]  # resuming means the first batch was written
+    batches.close()  # the second batch failed: it is read again
+    assert spool.size == 3
+    assert [r["n"] for b in spool.read(seg, 2) for r in b] == [2, 3, 4]
+    spool.close()
+
+
+def test_a_failed_append_leaves_no_half_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([{"n": 1}])
+    [path] = tmp_path.glob("segment-*")
+    size = path.stat().st_size
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        spool.append([{"n": 2}, {"n": 3}])
+    monkeypatch.undo()
+    assert path.stat().st_size == size and spool.size == 1
+    spool.append([{"n": 4}])
+    seg = spool.oldest()
+    assert seg is not None
+    assert [r["n"] for b in spool.read(seg, 10) for r in b] == [1, 4]
+    spool.close()
+
+
+def test_a_restart_finds_the_segments(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.open()
+    first.append([{"n": 1}, {"n": 2}])
+    first.close()
+    second = Spool(tmp_path)
+    second.open()
+    assert second.size == 2
+    second.append([{"n": 3}])
+    assert len(list(tmp_path.glob("segment-*"))) == 2  # never appends to an old segment
+    second.close()
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    a, b = Spool(tmp_path), Spool(tmp_path)
+    a.open()
+    with pytest.raises(UserError, match="in use by another callflow process"):
+        b.open()
+    a.close()
+    b.open()
+    b.close()
