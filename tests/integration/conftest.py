@@ -22,9 +22,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def asterisk() -> None:
-    """A running sandbox Asterisk with the bench's configuration (started if needed)."""
-    if not ari_up():
-        sandbox("up")
+    """A running sandbox Asterisk with the bench's configuration (installed and started if
+    needed; restarted only when the configuration changed)."""
+    sandbox("up")
     wait_until(ari_up, 60, "Asterisk's ARI")
 
 

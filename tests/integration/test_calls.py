@@ -38,7 +38,7 @@ def test_invalid_key_then_valid_key(daemon: Daemon, bench: Bench) -> None:
 
 def test_no_key_takes_the_timeout_path(daemon: Daemon, bench: Bench) -> None:
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
-    patient = bench.patient("100", hold_ms="40000")
+    patient = bench.patient("100", hold_ms="30000")
     assert accueil.wait(60) == 0, accueil.log()
     patient.wait(60)
     out = daemon.wait_outcome()
