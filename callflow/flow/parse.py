@@ -20,6 +20,7 @@ _PATTERNS = {
     schema.DIALED_PATTERN: "a dialed number of digits, * or #",
     schema.SOUND_PATTERN: "a sound file name such as 'custom/welcome'",
     schema.VARIABLE_PATTERN: "a variable name of letters, digits and '_'",
+    schema.MAILBOX_PATTERN: "a voicemail.conf mailbox such as '200' or '200@practice'",
 }
 
 

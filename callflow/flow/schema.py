@@ -40,6 +40,7 @@ DIALED_PATTERN = r"^\+?[0-9*#]{1,32}$"
 # A sound file as Asterisk names it (``custom/welcome``): no extension, no '..' segment.
 SOUND_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MAILBOX_PATTERN = r"^[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 Key = Annotated[str, Field(pattern=KEY_PATTERN)]  # one DTMF key as pressed on a phone
@@ -173,7 +174,8 @@ class CallbackStep(Strict):
 
 
 class VoicemailSpec(Strict):
-    box: Name
+    # A mailbox of voicemail.conf: "200" (context default) or "200@practice".
+    box: Annotated[str, Field(pattern=MAILBOX_PATTERN, max_length=80)]
 
 
 class VoicemailStep(Strict):
