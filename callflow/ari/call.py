@@ -35,6 +35,8 @@ PLAYBACK_SLOTS = 8
 
 def playback_ids(channel_id: str) -> list[str]:
     return [f"{channel_id}:pb:{n}" for n in range(PLAYBACK_SLOTS)]
+
+
 VOICEMAIL_BOX_VAR = "CALLFLOW_VOICEMAIL_BOX"
 
 # Hangup causes (Q.850) of a leg that never answered, as a dial status.
@@ -76,6 +78,7 @@ class _Channel:
     dialstatus: str | None = None
     cause: int | None = None
     playbacks: int = 0
+    playing: str | None = None  # a playback not known to be over (e.g. its task was cancelled)
 
     def next_playback_id(self) -> str:
         self.playbacks += 1
@@ -225,6 +228,7 @@ class AriCall:
             pb_id = chan.next_playback_id()
             fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._playbacks[pb_id] = fut
+            chan.playing = pb_id
             try:
                 await self.client.play(chan.id, self._prefix + prompt, playback_id=pb_id)
                 if not barge_in:
@@ -243,8 +247,10 @@ class AriCall:
                     if key_task in done[0]:
                         with contextlib.suppress(AriError):
                             await self.client.stop_playback(pb_id)
+                        chan.playing = None
                         return key_task.result()
                     state = fut.result()
+                chan.playing = None
                 if state == "failed":
                     log.warning("call=%s sound %r could not be played", self.id, prompt)
             finally:
@@ -436,6 +442,11 @@ class AriCall:
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""
+        if self._chan.playing is not None:
+            # Asterisk queues every request behind a running prompt: end it first.
+            with contextlib.suppress(AriError):
+                await self.client.stop_playback(self._chan.playing)
+            self._chan.playing = None
         self.left = True
         await self._caller_op(self.client.continue_in_dialplan(self.id, context, extension, 1))
 

@@ -414,7 +414,8 @@ class _Run:
 
     def _end(self, outcome: Outcome) -> None:
         log.info(
-            "call=%s flow=%s event=end outcome=%s step=%s destination=%s trunk=%s tier=%s",
+            "call=%s flow=%s event=end outcome=%s step=%s destination=%s trunk=%s tier=%s "
+            "detail=%r",
             self.call.id,
             self.flow.name,
             outcome.kind,
@@ -422,6 +423,7 @@ class _Run:
             outcome.destination or "-",
             outcome.trunk or "-",
             outcome.tier or "-",
+            outcome.detail,
         )
         self.s.observer.call_ended(self.info, outcome, self.s.clock())
 

@@ -142,3 +142,19 @@ def test_no_channel_is_left_behind(daemon: Daemon, bench: Bench) -> None:
     wait_until(lambda: not channels(), 15, "no channel left")
     assert not ari("GET", "/bridges")
     time.sleep(0.1)
+
+
+def test_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
+    daemon: Daemon, bench: Bench
+) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", hold_ms="30000")
+    daemon.wait_log(r"step=hours kind=schedule")
+    daemon.signal(signal.SIGTERM)  # stop_grace is 5 s in the bench settings
+    assert daemon.proc is not None
+    assert daemon.proc.wait(30) == 0
+    # The caller was still in the menu: the dialplan fallback rang the secretariat.
+    assert accueil.wait(40) == 0, accueil.log()
+    assert invites_to(accueil.messages()) >= 1
+    assert "daemon stopped during the call" in daemon.log()
+    patient.stop()
