@@ -42,7 +42,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,7 @@ class Recorder:
         self._running = False
         self._closing = False
         self._stopped = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._flush_waiters: list[asyncio.Future[None]] = []
         # Outage bookkeeping.
         self._db_down_since: float | None = None
@@ -193,8 +194,13 @@ class Recorder:
         detail: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
-        """An admin action for the audit trail (``detail`` must be JSON-ready)."""
-        self._put(("audit", str(uuid.uuid4()), at or self.clock(), who, action, dict(detail or {})))
+        """An admin action for the audit trail (``detail``: a JSON object; values JSON cannot
+        hold, e.g. datetimes, are stored as strings)."""
+        try:  # JSON-ready from here on, whatever the caller passed
+            clean = json.loads(json.dumps(dict(detail or {}), default=str))
+        except (TypeError, ValueError):
+            clean = {"detail": repr(detail)}
+        self._put(("audit", str(uuid.uuid4()), at or self.clock(), who, action, clean))
 
     # -- events → records ----------------------------------------------------------------
 
@@ -204,15 +210,8 @@ class Recorder:
             return {"t": "call", **self._call_start(event[1])}
         if kind == "step":
             r: StepRecord = event[1]
-            if r.kind != "attempt":
-                self._ringing[r.call_id] = (r.step, r.kind, r.at)
-                if r.kind in _RINGING_KINDS:
-                    start = r.at.timestamp() - r.duration
-                    self._ringing[r.call_id] = (
-                        r.step,
-                        r.kind,
-                        datetime.fromtimestamp(start, UTC),
-                    )
+            if r.kind != "attempt":  # the last step taken, and when it began
+                self._ringing[r.call_id] = (r.step, r.kind, r.at - timedelta(seconds=r.duration))
             return {
                 "t": "step",
                 "call_id": r.call_id,
@@ -385,9 +384,13 @@ class Recorder:
                 self._opened = False
 
     async def _final(self) -> None:
-        await self._cycle(force=True)
+        async with self._lock:
+            await self._final_locked()
+
+    async def _final_locked(self) -> None:
+        await self._cycle_locked(force=True)
         if self._queue:
-            self._stash(self._take_all(), force=True)
+            await self._stash(self._take_all(), force=True)
         if self._held:
             log.critical(
                 "call log: stopping with %d records neither in the database nor in the "
@@ -403,37 +406,48 @@ class Recorder:
         return not self.spool.empty or bool(self._held)
 
     async def _cycle(self, *, force: bool = False) -> None:
+        async with self._lock:  # one writer: run(), or flush()/close() without run()
+            await self._cycle_locked(force=force)
+
+    async def _cycle_locked(self, *, force: bool) -> None:
         loop = asyncio.get_running_loop()
         if self._pending_old():
             if not force and loop.time() < self._retry_at:
-                self._stash(self._take_all())
+                await self._stash(self._take_all())
                 return
             if not await self._replay():
-                self._stash(self._take_all())
+                await self._stash(self._take_all())
                 return
         while self._queue:
             records = self._take(self.batch_size)
             if not await self._write(records):
-                self._stash(records + self._take_all())
+                await self._stash(records + self._take_all())
                 return
 
     async def _replay(self) -> bool:
-        """Write the spool, then the held records, oldest first; False on a failure."""
+        """Write the spool, then the held records, oldest first; False on a failure.
+
+        Spool files are read, written and deleted in a worker thread: an fsync must not
+        hold up the event loop that runs the calls."""
         replayed = 0
         while (seg := self.spool.oldest()) is not None:
-            self._stash(self._take_all())  # newer records go behind, memory stays small
-            for batch in self.spool.read(seg, self.batch_size):
-                if not await self._write(batch):
+            await self._stash(self._take_all())  # newer records go behind; memory stays small
+            while True:
+                batch = await asyncio.to_thread(self.spool.read_batch, seg, self.batch_size)
+                if not await self._write(batch.records):
                     return False
-                replayed += len(batch)
-            self.spool.done(seg)
+                self.spool.advance(seg, batch)
+                replayed += len(batch.records)
+                if batch.last:
+                    break
+            await asyncio.to_thread(self.spool.done, seg)
         while self._held:
-            batch = [self._held[i] for i in range(min(self.batch_size, len(self._held)))]
-            if not await self._write(batch):
+            chunk = [self._held[i] for i in range(min(self.batch_size, len(self._held)))]
+            if not await self._write(chunk):
                 return False
-            for _ in batch:
+            for _ in chunk:
                 self._held.popleft()
-            replayed += len(batch)
+            replayed += len(chunk)
         if replayed:
             log.info("call log: %d spooled records written to the database", replayed)
         return True
@@ -474,7 +488,7 @@ class Recorder:
     def _reject(self, rec: Record, exc: BaseException) -> None:
         self.rejected += 1
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        line = json.dumps({"error": error, "rec": rec}, ensure_ascii=False) + "\n"
+        line = json.dumps({"error": error, "rec": rec}, ensure_ascii=False, default=str) + "\n"
         try:
             with self.rejected_file.open("a", encoding="utf-8") as f:
                 f.write(line)
@@ -518,7 +532,7 @@ class Recorder:
             self._retry_delay = self.retry_min
             self._retry_at = 0.0
 
-    def _stash(self, records: list[Record], *, force: bool = False) -> None:
+    async def _stash(self, records: list[Record], *, force: bool = False) -> None:
         """Records that cannot go to the database now: to the spool, else to memory."""
         if not records and not self._held:
             return
@@ -527,9 +541,10 @@ class Recorder:
             self._held.extend(records)
             return
         pending = [*self._held, *records]
+        self._held.clear()
         try:
-            self.spool.append(pending)
-        except OSError as exc:
+            await asyncio.to_thread(self.spool.append, pending)
+        except Exception as exc:  # OSError: disk full, read-only...; anything else: a bug
             self._held = deque(pending)
             self._disk_retry_at = now + self.retry_min
             if not self._disk_failing or now - self._last_disk_log >= _LOG_EVERY:
@@ -538,7 +553,7 @@ class Recorder:
                     "call log: CANNOT WRITE THE SPOOL %s (%s): %d records held in memory "
                     "(at most %d, then new records are lost)",
                     self.spool.dir,
-                    exc.strerror or exc,
+                    getattr(exc, "strerror", None) or exc,
                     len(self._held),
                     self.memory_limit,
                 )

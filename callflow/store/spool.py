@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +36,7 @@ _SUFFIX = ".jsonl"
 
 
 def encode_line(rec: dict[str, Any]) -> bytes:
-    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     crc = zlib.crc32(body.encode("utf-8"))
     return f'{{"crc":{crc},"rec":{body}}}\n'.encode()
 
@@ -67,6 +66,14 @@ class Segment:
     bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers
     offset: int = 0  # bytes already replayed (in this process)
     line_no: int = 0  # lines already replayed
+
+
+@dataclass(frozen=True)
+class Batch:
+    records: list[dict[str, Any]]
+    offset: int  # where the segment's replay stands once these records are written
+    line_no: int
+    last: bool  # nothing follows in the segment
 
 
 class Spool:
@@ -180,22 +187,23 @@ class Spool:
             self.seal()
         return self._segments[0]
 
-    def read(self, seg: Segment, batch: int) -> Iterator[list[dict[str, Any]]]:
-        """The records of ``seg`` from where its replay stands, ``batch`` at a time.
-
-        The caller calls ``advance`` after each batch it has written; damaged lines are
-        noted in ``seg.bad_lines`` and skipped.
-        """
+    def read_batch(self, seg: Segment, n: int) -> Batch:
+        """Up to ``n`` records of ``seg`` from where its replay stands.  Damaged lines are
+        noted in ``seg.bad_lines`` (and logged once) and skipped.  Once the records are in
+        the database, ``advance(seg, batch)``; a batch not advanced over is read again."""
+        records: list[dict[str, Any]] = []
+        line_no, offset = seg.line_no, seg.offset
         with seg.path.open("rb") as f:
-            f.seek(seg.offset)
-            pending: list[dict[str, Any]] = []
-            line_no = seg.line_no
-            end = seg.offset
-            for raw in f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            while len(records) < n:
+                raw = f.readline()
+                if not raw:
+                    break
                 line_no += 1
-                end += len(raw)
+                offset += len(raw)
                 try:
-                    pending.append(decode_line(raw))
+                    records.append(decode_line(raw))
                 except ValueError as exc:
                     if line_no not in seg.bad_lines:
                         seg.bad_lines.append(line_no)
@@ -206,13 +214,10 @@ class Spool:
                             exc,
                             self.corrupt_dir,
                         )
-                if len(pending) >= batch:
-                    yield pending
-                    seg.offset, seg.line_no = end, line_no
-                    pending = []
-            if pending:
-                yield pending
-            seg.offset, seg.line_no = end, line_no
+        return Batch(records, offset, line_no, offset >= size)
+
+    def advance(self, seg: Segment, batch: Batch) -> None:
+        seg.offset, seg.line_no = batch.offset, batch.line_no
 
     def done(self, seg: Segment) -> None:
         """``seg`` is entirely in the database: delete it (or keep it aside if damaged)."""
@@ -251,4 +256,4 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-__all__ = ["Segment", "Spool", "decode_line", "encode_line"]
+__all__ = ["Batch", "Segment", "Spool", "decode_line", "encode_line"]

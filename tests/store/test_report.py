@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from xml.etree import ElementTree
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callflow.store.commands import parse_bound
 from callflow.store.maintenance import complete_callback
 from callflow.store.models import CallbackRequestRow
-from callflow.store.report import Period, build_report, render_html, render_json, render_text
+from callflow.store.report import (
+    Period,
+    build_report,
+    heatmap_svg,
+    render_html,
+    render_json,
+    render_text,
+)
 from callflow.store.writer import write_records
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -201,6 +209,8 @@ async def test_report_renderings(fixture: AsyncEngine) -> None:
     page = render_html(r)
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "</svg>" in page
     assert "Mon 09:00-09:59: 4 calls" in page
+    svg = ElementTree.fromstring(heatmap_svg(r))  # well-formed, 7 × 24 cells
+    assert len(svg.findall("{http://www.w3.org/2000/svg}rect")) == 7 * 24
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no assets
 
 

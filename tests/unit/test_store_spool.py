@@ -47,8 +47,12 @@ def test_segments_are_sealed_and_replayed_in_order(tmp_path: Path) -> None:
     ]
     seen = []
     while (seg := spool.oldest()) is not None:
-        for batch in spool.read(seg, 2):
-            seen += [r["n"] for r in batch]
+        while True:
+            batch = spool.read_batch(seg, 2)
+            seen += [r["n"] for r in batch.records]
+            spool.advance(seg, batch)
+            if batch.last:
+                break
         spool.done(seg)
     assert seen == list(range(6)) and spool.size == 0 and spool.empty
     assert list(tmp_path.glob("segment-*")) == []
@@ -62,7 +66,7 @@ def test_the_active_segment_is_sealed_before_it_is_replayed(tmp_path: Path) -> N
     seg = spool.oldest()
     assert seg is not None
     spool.append([{"n": 2}])  # goes to a new segment, not into the one being replayed
-    assert [r for b in spool.read(seg, 10) for r in b] == [{"n": 1}]
+    assert spool.read_batch(seg, 10).records == [{"n": 1}]
     spool.done(seg)
     assert spool.size == 1
     spool.close()
@@ -74,12 +78,14 @@ def test_a_partial_read_resumes_where_it_stopped(tmp_path: Path) -> None:
     spool.append([{"n": i} for i in range(5)])
     seg = spool.oldest()
     assert seg is not None
-    batches = spool.read(seg, 2)
-    assert next(batches) == [{"n": 0}, {"n": 1}]
-    assert next(batches) == [{"n": 2}, {"n": 3}]  # resuming means the first batch was written
-    batches.close()  # the second batch failed: it is read again
+    first = spool.read_batch(seg, 2)
+    assert first.records == [{"n": 0}, {"n": 1}] and not first.last
+    spool.advance(seg, first)  # written
+    second = spool.read_batch(seg, 2)
+    assert second.records == [{"n": 2}, {"n": 3}]  # not written (the database failed)
     assert spool.size == 3
-    assert [r["n"] for b in spool.read(seg, 2) for r in b] == [2, 3, 4]
+    again = spool.read_batch(seg, 10)
+    assert [r["n"] for r in again.records] == [2, 3, 4] and again.last
     spool.close()
 
 
@@ -103,7 +109,7 @@ def test_a_failed_append_leaves_no_half_record(
     spool.append([{"n": 4}])
     seg = spool.oldest()
     assert seg is not None
-    assert [r["n"] for b in spool.read(seg, 10) for r in b] == [1, 4]
+    assert [r["n"] for r in spool.read_batch(seg, 10).records] == [1, 4]
     spool.close()
 
 
