@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from xml.etree import ElementTree
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
