@@ -163,8 +163,11 @@ async def _migrate(engine: AsyncEngine, fn: Any, revision: str) -> None:
         try:
             await conn.run_sync(run)
             await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
         finally:
-            if sqlite:
+            if sqlite:  # outside any transaction again, where the pragma takes effect
                 await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 

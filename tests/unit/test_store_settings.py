@@ -136,3 +136,22 @@ def test_pseudonymised_needs_a_key_file(tmp_path: Path) -> None:
     p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "good.key"\n')
     privacy = CallerPrivacy.from_settings(load_settings(p, env={}))
     assert privacy.key == b"k" * 32 and privacy.pseudonymised
+
+
+def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    import asyncio
+
+    from callflow.store.db import SQLITE_BUSY_TIMEOUT_MS, create_engine
+
+    async def pragmas() -> list[object]:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/sub/dir/x.db")
+        try:
+            async with engine.connect() as conn:
+                return [
+                    (await conn.exec_driver_sql(f"PRAGMA {p}")).scalar()
+                    for p in ("journal_mode", "busy_timeout", "foreign_keys")
+                ]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(pragmas()) == ["wal", SQLITE_BUSY_TIMEOUT_MS, 1]
