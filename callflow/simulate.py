@@ -109,7 +109,12 @@ class SimulatedCall:
         return DialStatus.ANSWER
 
     async def dial(
-        self, target: str, *, timeout: float, caller_id: str | None = None
+        self,
+        target: str,
+        *,
+        timeout: float,
+        caller_id: str | None = None,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         status = self._status(target)
         self.actions.append(f"dial {target} -> {status}")
@@ -123,6 +128,7 @@ class SimulatedCall:
         confirm: str,
         announce: Sequence[str],
         confirm_timeout: float,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         status = self._status(target)
         resource, _ = split_target(target)

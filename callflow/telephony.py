@@ -74,11 +74,19 @@ class Call(Protocol):
         ...
 
     async def dial(
-        self, target: str, *, timeout: float, caller_id: str | None = None
+        self,
+        target: str,
+        *,
+        timeout: float,
+        caller_id: str | None = None,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         """Ring ``target`` (an Asterisk dial string such as ``PJSIP/accueil`` or
         ``PJSIP/0180000000@trunk-a``) for at most ``timeout`` s and bridge it on answer.
-        Returns when the bridged call ends or ringing failed."""
+        With ``setup_timeout``, a target that shows no sign of life (no ringing, no
+        progress) within that time is given up as ``CHANUNAVAIL``: a trunk that does not
+        answer must not keep the caller waiting.  Returns when the bridged call ends or
+        ringing failed."""
         ...
 
     async def dial_confirm(
@@ -89,6 +97,7 @@ class Call(Protocol):
         confirm: str,
         announce: Sequence[str],
         confirm_timeout: float,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         """Ring ``target``; when it answers play it ``announce`` and bridge only if the
         callee presses ``confirm`` within ``confirm_timeout`` s (else ``DECLINED``)."""

@@ -75,6 +75,7 @@ class _Channel:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     dtmf: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
+    progress: asyncio.Event = field(default_factory=asyncio.Event)  # legs: ringing/progress
     dialstatus: str | None = None
     cause: int | None = None
     playbacks: int = 0
@@ -168,8 +169,12 @@ class AriCall:
             status = event.get("dialstatus")
             if isinstance(status, str) and status:
                 chan.dialstatus = status
+                if status in ("RINGING", "PROGRESS", "PROCEEDING"):
+                    chan.progress.set()
         elif kind == "ChannelStateChange" and chan is not self._chan:
             state = (event.get("channel") or {}).get("state")
+            if state in ("Ringing", "Ring", "Up"):
+                chan.progress.set()
             if state == "Up":
                 chan.answered.set()
 
@@ -327,9 +332,19 @@ class AriCall:
             elif self.answered:
                 await self.client.stop_moh(self.id)
 
-    async def _ring_leg(self, leg: _Channel, timeout: float) -> DialStatus:
+    async def _ring_leg(self, leg: _Channel, timeout: float, setup: float | None) -> DialStatus:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            await self._race(leg.answered.wait(), timeout=timeout, watch=[leg])
+            if setup is not None and setup < timeout:
+                try:
+                    await self._race(leg.progress.wait(), timeout=setup, watch=[leg])
+                except TimeoutError:
+                    if not leg.answered.is_set():
+                        log.info("call=%s %s: no sign of life in %.1f s", self.id, leg.id, setup)
+                        return DialStatus.CHANUNAVAIL
+            remaining = max(0.0, deadline - loop.time())
+            await self._race(leg.answered.wait(), timeout=remaining, watch=[leg])
             return DialStatus.ANSWER
         except TimeoutError:
             return DialStatus.NOANSWER
@@ -352,9 +367,14 @@ class AriCall:
                 await self.client.destroy_bridge(bridge_id)
 
     async def dial(
-        self, target: str, *, timeout: float, caller_id: str | None = None
+        self,
+        target: str,
+        *,
+        timeout: float,
+        caller_id: str | None = None,
+        setup_timeout: float | None = None,
     ) -> DialResult:
-        return await self._dial(target, timeout, caller_id, confirm=None)
+        return await self._dial(target, timeout, caller_id, None, setup_timeout)
 
     async def dial_confirm(
         self,
@@ -364,8 +384,10 @@ class AriCall:
         confirm: str,
         announce: Sequence[str],
         confirm_timeout: float,
+        setup_timeout: float | None = None,
     ) -> DialResult:
-        return await self._dial(target, timeout, None, confirm=(confirm, announce, confirm_timeout))
+        confirming = (confirm, announce, confirm_timeout)
+        return await self._dial(target, timeout, None, confirming, setup_timeout)
 
     async def _dial(
         self,
@@ -373,6 +395,7 @@ class AriCall:
         timeout: float,
         caller_id: str | None,
         confirm: tuple[str, Sequence[str], float] | None,
+        setup_timeout: float | None,
     ) -> DialResult:
         if self.gone:
             raise CallerHangup(self.id)
@@ -381,7 +404,7 @@ class AriCall:
         leg = await self._originate(target, timeout, caller_id)
         await self._hold(True)
         try:
-            status = await self._ring_leg(leg, timeout)
+            status = await self._ring_leg(leg, timeout, setup_timeout)
             delay = loop.time() - started
             if status is DialStatus.ANSWER and confirm is not None:
                 status = await self._confirm(leg, *confirm)

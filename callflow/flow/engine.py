@@ -309,14 +309,16 @@ class _Run:
     ) -> _Rung:
         dest = self.spec.destinations[dest_name]
         if dest.endpoint is not None:
-            result = await self._ring_target(dest.endpoint, dest.ring, confirm)
+            result = await self._ring_target(dest.endpoint, dest.ring, confirm, None)
             self._attempt(step, dest_name, None, result.status)
             return _Rung(result.status)
         assert dest.number is not None and dest.route is not None
         trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
         status = DialStatus.CHANUNAVAIL
         for trunk in trunks:
-            result = await self._ring_target(f"PJSIP/{dest.number}@{trunk}", dest.ring, confirm)
+            target = f"PJSIP/{dest.number}@{trunk}"
+            setup = self.s.trunk_setup_timeout
+            result = await self._ring_target(target, dest.ring, confirm, setup)
             status = result.status
             self.s.trunks.report(trunk, status)
             self._attempt(step, dest_name, trunk, status)
@@ -326,16 +328,17 @@ class _Run:
         return _Rung(status if trunks else DialStatus.CHANUNAVAIL, None)
 
     async def _ring_target(
-        self, target: str, ring: float, confirm: schema.EscalateSpec | None
+        self, target: str, ring: float, confirm: schema.EscalateSpec | None, setup: float | None
     ) -> DialResult:
         if confirm is None:
-            return await self.call.dial(target, timeout=ring)
+            return await self.call.dial(target, timeout=ring, setup_timeout=setup)
         return await self.call.dial_confirm(
             target,
             timeout=ring,
             confirm=confirm.confirm or "1",
             announce=confirm.callee_message,
             confirm_timeout=confirm.confirm_timeout,
+            setup_timeout=setup,
         )
 
     def _attempt(self, step: str, dest: str, trunk: str | None, status: DialStatus) -> None:

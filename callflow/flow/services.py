@@ -72,6 +72,8 @@ class Services:
     callbacks: CallbackSink = field(default_factory=MemoryCallbacks)
     observer: Observer = field(default_factory=NullObserver)
     max_steps: int = 200  # a guard against flows that loop through the caller's keys
+    # Seconds a trunk has to show signs of life (ringing, progress) before the next is tried.
+    trunk_setup_timeout: float = 5.0
 
 
 _CALLABLE = re.compile(r"^\+?[0-9]{3,20}$")

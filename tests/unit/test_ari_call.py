@@ -55,6 +55,9 @@ class FakeAri:
                 for i, key in enumerate(how.split(":", 1)[1]):
                     dtmf = {"type": "ChannelDtmfReceived", "digit": key, "channel": {"id": leg}}
                     self.later(0.03 + 0.01 * i, dtmf, leg)
+        elif how == "ringout":
+            ringing = {"type": "ChannelStateChange", "channel": {"id": leg, "state": "Ringing"}}
+            self.later(0.01, ringing, leg)
         elif how == "busy":
             self.later(0.01, {"type": "ChannelDestroyed", "cause": 17, "channel": {"id": leg}}, leg)
         elif how == "503":
@@ -260,3 +263,19 @@ async def test_last_resort_hands_the_caller_to_the_dialplan_fallback() -> None:
     assert "continue callflow-fallback,s,1" in fake.log
     await call.hangup()
     assert "hangup caller-1" not in fake.log
+
+
+async def test_a_trunk_that_shows_no_sign_of_life_is_given_up_after_the_setup_timeout() -> None:
+    call, fake = make({"PJSIP/0180@trunk-a": "silent"})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    result = await call.dial("PJSIP/0180@trunk-a", timeout=5, setup_timeout=0.1)
+    assert result.status is DialStatus.CHANUNAVAIL
+    assert loop.time() - t0 < 1
+    assert any(x.startswith("hangup leg-") for x in fake.log)
+
+
+async def test_a_ringing_callee_is_not_cut_by_the_setup_timeout() -> None:
+    call, _ = make({"PJSIP/0180@trunk-a": "ringout"})
+    result = await call.dial("PJSIP/0180@trunk-a", timeout=0.3, setup_timeout=0.1)
+    assert result.status is DialStatus.NOANSWER

@@ -125,7 +125,12 @@ class FakeCall:
         return self.keys.pop(0) if self.keys else ""
 
     async def dial(
-        self, target: str, *, timeout: float, caller_id: str | None = None
+        self,
+        target: str,
+        *,
+        timeout: float,
+        caller_id: str | None = None,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         await self._do("dial", target, target, timeout)
         return DialResult(self.dial_status.get(target, DialStatus.ANSWER))
@@ -138,6 +143,7 @@ class FakeCall:
         confirm: str,
         announce: Sequence[str],
         confirm_timeout: float,
+        setup_timeout: float | None = None,
     ) -> DialResult:
         await self._do("dial_confirm", target, target, confirm, list(announce))
         return DialResult(self.dial_status.get(target, DialStatus.ANSWER))
@@ -883,7 +889,12 @@ async def test_two_concurrent_calls_do_not_touch_each_other() -> None:
 async def test_cancelled_call_reports_its_end_once() -> None:
     class Slow(FakeCall):
         async def dial(
-            self, target: str, *, timeout: float, caller_id: str | None = None
+            self,
+            target: str,
+            *,
+            timeout: float,
+            caller_id: str | None = None,
+            setup_timeout: float | None = None,
         ) -> DialResult:
             await asyncio.sleep(10)
             return DialResult(DialStatus.ANSWER)
