@@ -26,11 +26,15 @@ PG_ENV = "CALLFLOW_TEST_PG_URL"
 REPO = Path(__file__).resolve().parents[2]
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 def pg_url() -> str | None:
     url = os.environ.get(PG_ENV)
     if url:
         return url
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(
             f"{PG_ENV} is not set: CI must run the store tests on PostgreSQL too "
             '(export CALLFLOW_TEST_PG_URL="$(scripts/postgres up)")'

@@ -5,7 +5,6 @@ in the database exactly once, and no call may have waited for the database."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from callflow.store.db import create_engine, upgrade
 from callflow.store.models import Call, CallStep
 from callflow.store.recorder import Recorder
 
-from .conftest import PG_ENV, REPO, pg_url
+from .conftest import PG_ENV, REPO, in_ci, pg_url
 from .support import T0
 from .test_recorder import Both, clock_from
 
@@ -43,7 +42,7 @@ async def test_postgres_stopped_and_started_while_recording(tmp_path: Path) -> N
     sandbox = await _script("url")
     if sandbox != url:
         message = f"{PG_ENV} is not the sandbox of scripts/postgres ({sandbox}): cannot stop it"
-        if os.environ.get("CI", "").lower() == "true":
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
 
