@@ -72,12 +72,27 @@ def _iso(t: datetime) -> str:
 
 
 def _bad_data(exc: BaseException) -> bool:
-    """The database refused the data itself: writing it again will not help."""
+    """The database refused the data itself: writing it again will not help.
+
+    Anything else (connection lost, timeout, server shutting down, a missing table before
+    `callflow db upgrade`...) is an outage: the records wait in the spool."""
     if isinstance(exc, IntegrityError | DataError):
         return True
-    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+    if isinstance(exc, DBAPIError):
+        # PostgreSQL SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in ("22", "23")
+    if isinstance(exc, StatementError):
         return True  # a value could not be bound (a malformed record)
     return isinstance(exc, KeyError | TypeError | ValueError)
+
+
+def _no_nul(rec: Record) -> Record:
+    """PostgreSQL text cannot hold NUL (a junk caller ID might): make it visible instead."""
+    for k, v in rec.items():
+        if isinstance(v, str) and "\x00" in v:
+            rec[k] = v.replace("\x00", "\ufffd")
+    return rec
 
 
 class Recorder:
@@ -301,7 +316,7 @@ class Recorder:
         while self._queue and len(out) < n:
             event = self._queue.popleft()
             try:
-                out.append(self._record(event))
+                out.append(_no_nul(self._record(event)))
             except Exception:  # pragma: no cover - a bug in the conversion
                 log.exception("call log: cannot convert %s; record LOST", event[0])
                 self.dropped += 1

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import callflow.store.recorder as recorder_module
 from callflow.errors import UserError
 from callflow.flow.engine import Engine
-from callflow.flow.events import Outcome, OutcomeKind
+from callflow.flow.events import Outcome, OutcomeKind, StepRecord
 from callflow.flow.registry import LoadedFlow, load_flows
 from callflow.flow.services import CallbackRequest, Services
 from callflow.simulate import Scenario, SimulatedCall, Transcript
@@ -165,8 +165,6 @@ async def test_answered_is_the_start_of_the_step_that_put_the_call_through(
     rec.call_started(i)
     for s in steps("c1", 2):
         rec.step(s)
-    from callflow.flow.events import StepRecord
-
     at = T0 + timedelta(seconds=100)
     rec.step(StepRecord("c1", "cabinet", 3, "desk", "attempt", "answer", "x", None, at, 0.0))
     rec.step(StepRecord("c1", "cabinet", 4, "desk", "dial", "answered", "x", None, at, 90.0))
@@ -457,6 +455,36 @@ async def test_a_record_the_database_refuses_is_kept_aside_and_the_rest_written(
     assert await counts(engine) == (2, 4, 0)
     rejected = (spool / "rejected.jsonl").read_text()
     assert "transferred-to-mars" in rejected and '"id": "c2"' in rejected
+
+
+async def test_nul_characters_are_stored_visibly(engine: AsyncEngine, tmp_path: Path) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    i = info("c1", caller="06\x0012")
+    rec.call_started(i)
+    rec.step(StepRecord("c1", "cabinet", 1, "menu", "menu", "pressed 1", "key \x00", None, T0, 1.0))
+    rec.call_ended(i, Outcome(OutcomeKind.ABANDONED, "menu"), T0)
+    await rec.close()
+    assert rec.rejected == 0
+    async with engine.connect() as conn:
+        call = (await conn.execute(select(Call))).one()
+        step = (await conn.execute(select(CallStep))).one()
+    assert call.caller == "06\ufffd12" and step.detail == "key \ufffd"
+
+
+async def test_data_the_database_cannot_hold_is_rejected_not_retried(
+    database: Database, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    play_call(rec, "c1", 1)
+    rec.step(StepRecord("c1", "cabinet", 2**40, "x", "play", "played", "", None, T0, 1.0))
+    play_call(rec, "c2", 1)
+    await rec.close()
+    assert rec.spool_size == 0 and rec.database_up
+    if database.backend == "postgresql":  # integer out of range (SQLSTATE 22)
+        assert rec.rejected == 1 and await counts(engine) == (2, 2, 0)
+        assert "out of int32 range" in (tmp_path / "spool" / "rejected.jsonl").read_text()
+    else:  # SQLite integers have 64 bits
+        assert rec.rejected == 0 and await counts(engine) == (2, 3, 0)
 
 
 async def test_trunk_changes_and_admin_actions(engine: AsyncEngine, tmp_path: Path) -> None:
