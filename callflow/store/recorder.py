@@ -142,6 +142,7 @@ class Recorder:
         self._last_disk_log = 0.0
         self._last_drop_log = 0.0
         self._ringing: dict[str, tuple[str, str, datetime]] = {}  # call → last main step
+        self._callers: dict[str, str] = {}  # call → caller ID, to scrub (pseudonymised)
         self.dropped = 0  # records lost because memory was full (logged)
         self.rejected = 0  # records the database refused (kept in rejected.jsonl)
         self.written = 0  # records written to the database (direct or replayed)
@@ -222,6 +223,8 @@ class Recorder:
     def _record(self, event: tuple[Any, ...]) -> Record:
         kind = event[0]
         if kind == "call":
+            if self.privacy.pseudonymised and event[1].caller:
+                self._callers[event[1].call_id] = event[1].caller
             return {"t": "call", **self._call_start(event[1])}
         if kind == "step":
             r: StepRecord = event[1]
@@ -236,7 +239,7 @@ class Recorder:
                 "step": r.step,
                 "kind": r.kind,
                 "result": r.result,
-                "detail": r.detail,
+                "detail": self._scrub(r.call_id, r.detail),
                 "next": r.next,
                 "duration": r.duration,
             }
@@ -253,7 +256,7 @@ class Recorder:
                 "destination": outcome.destination,
                 "trunk": outcome.trunk,
                 "end_step": outcome.step,
-                "detail": outcome.detail,
+                "detail": self._scrub(info.call_id, outcome.detail, last=True),
             }
         if kind == "callback":
             c: CallbackRequest = event[1]
@@ -285,6 +288,14 @@ class Recorder:
                 "detail": event[5],
             }
         raise AssertionError(f"unknown event {kind!r}")
+
+    def _scrub(self, call_id: str, text: str, *, last: bool = False) -> str:
+        """Pseudonymised storage: the caller ID never appears in clear in a detail either
+        (the engine quotes a caller ID it cannot call back)."""
+        caller = self._callers.pop(call_id, None) if last else self._callers.get(call_id)
+        if caller and text and caller in text:
+            return text.replace(caller, "[caller]")
+        return text
 
     def _call_start(self, info: CallInfo) -> Record:
         return {

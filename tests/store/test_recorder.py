@@ -525,6 +525,25 @@ async def test_pseudonymised_callers_but_callbacks_in_clear(
     assert cb.caller == "0612345678"
 
 
+async def test_pseudonymised_caller_ids_are_scrubbed_from_details(
+    engine: AsyncEngine, tmp_path: Path, flow: LoadedFlow
+) -> None:
+    privacy = CallerPrivacy(b"k" * 32)
+    rec = make_recorder(engine, tmp_path / "spool", privacy=privacy)
+    ticks = clock_from(T0)
+    eng = Engine(Services(clock=lambda: next(ticks), callbacks=rec, observer=rec))
+    # Nobody at the desk, and a caller ID that cannot be called back: the engine quotes it.
+    scenario = Scenario(digits=["2"], no_answer={"secretariat"})
+    await eng.run(flow, SimulatedCall(flow, scenario, caller="06-12-34 x", dialed="100"))
+    await rec.close()
+    async with engine.connect() as conn:
+        details = (await conn.execute(select(CallStep.detail))).scalars().all()
+        call = (await conn.execute(select(Call))).one()
+    assert any("[caller]" in d for d in details), details
+    assert not any("06-12-34" in d for d in details)
+    assert call.caller.startswith("hmac:") and "06-12-34" not in (call.detail or "")
+
+
 async def test_observer_calls_do_not_touch_the_database(tmp_path: Path) -> None:
     from callflow.store.db import create_engine
 
