@@ -156,15 +156,57 @@ async def list_endpoint_aors(ami: AmiClient) -> dict[str, list[str]]:
     return dict(pairs)
 
 
-async def _read(ami: AmiClient) -> tuple[dict[str, list[str]] | None, list[ContactUpdate], int]:
+def parse_contact_status_detail(event: AmiMessage) -> ContactUpdate | None:
+    """A ``ContactStatusDetail`` event (of ``PJSIPShowEndpoint``) as a ``ContactUpdate``."""
+    aor = event.get("AOR")
+    uri = event.get("URI")
+    if event.name.lower() != "contactstatusdetail" or not aor or not uri:
+        return None
+    state = _state(event.get("Status"), "ContactStatusDetail")
+    return ContactUpdate(
+        aor=aor,
+        uri=uri,
+        state=state,
+        rtt_ms=_rtt_ms(state, event.get("RoundtripUsec")),
+        endpoint=event.get("EndpointName"),
+    )
+
+
+async def list_endpoint_contacts(
+    ami: AmiClient, trunks: Iterable[str]
+) -> tuple[list[ContactUpdate], int]:
+    """The contacts of each of ``trunks`` with their qualify status (``PJSIPShowEndpoint``).
+
+    ``PJSIPShowContacts`` lists only contacts that registered: a trunk's fixed contact
+    (``contact =`` in its AOR, the usual case) appears only in the endpoint's details.
+    """
+    contacts: list[ContactUpdate] = []
+    seq = 0
+    for trunk in trunks:
+        try:
+            answer = await ami.action_list("PJSIPShowEndpoint", {"Endpoint": trunk})
+        except AmiActionError as exc:
+            log.debug("PJSIPShowEndpoint %s: %s", trunk, exc.message)
+            continue
+        contacts.extend(c for c in map(parse_contact_status_detail, answer.events) if c)
+        seq = max(seq, answer.seq)
+    return contacts, seq
+
+
+async def _read(
+    ami: AmiClient, trunks: Iterable[str]
+) -> tuple[dict[str, list[str]] | None, list[ContactUpdate], int]:
     try:
         aors: dict[str, list[str]] | None = await list_endpoint_aors(ami)
     except AmiActionError as exc:
         # Not fatal: each trunk then keeps its AOR of the same name.
         log.warning("trunk health: cannot list endpoints (%s); assuming AOR = endpoint", exc)
         aors = None
-    contacts, seq = await list_contacts(ami)
-    return aors, contacts, seq
+    fixed, fixed_seq = await list_endpoint_contacts(ami, trunks)
+    registered, seq = await list_contacts(ami)
+    # One contact may come from both listings: the contact listing is the later news.
+    merged = {(c.aor, c.uri): c for c in [*fixed, *registered]}
+    return aors, list(merged.values()), max(seq, fixed_seq)
 
 
 class AmiTrunkMonitor:
@@ -208,7 +250,7 @@ class AmiTrunkMonitor:
         async with self._lock:
             self._held = []
             try:
-                aors, contacts, seq = await _read(self.ami)
+                aors, contacts, seq = await _read(self.ami, self.health.trunks)
             except AmiError as exc:
                 log.warning("trunk health: cannot list contacts: %s", exc)
                 aors, contacts, seq = None, None, 0
@@ -273,7 +315,7 @@ class AmiTrunkMonitor:
 async def live_snapshot(ami: AmiClient, trunks: Sequence[str]) -> list[TrunkSnapshot]:
     """The state of ``trunks`` as Asterisk lists it now (no history, no breaker)."""
     health = TrunkHealth(trunks, quiet=True)
-    aors, contacts, _ = await _read(ami)
+    aors, contacts, _ = await _read(ami, trunks)
     health.resync(contacts, aors=aors)
     return [
         TrunkSnapshot(

@@ -47,6 +47,15 @@ def ari(method: str, path: str) -> Any:
     return json.loads(body) if body else None
 
 
+def endpoint_state(name: str) -> str:
+    """ARI's state of a PJSIP endpoint: 'online' once qualify reached a contact."""
+    return str(ari("GET", f"/endpoints/PJSIP/{name}").get("state", "unknown"))
+
+
+def wait_trunk(name: str, state: str, timeout: float = 15) -> None:
+    wait_until(lambda: endpoint_state(name) == state, timeout, f"trunk {name} {state}")
+
+
 def ari_up() -> bool:
     try:
         ari("GET", "/asterisk/info")

@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from .harness import Bench, Daemon, ari, channels, sandbox, wait_until
+from .harness import Bench, Daemon, ari, channels, sandbox, wait_trunk, wait_until
 
 
 def invites_to(peer_messages: str) -> int:
@@ -58,6 +58,7 @@ def test_caller_hangs_up_during_the_prompt(daemon: Daemon, bench: Bench) -> None
 
 def test_after_hours_call_leaves_over_the_trunk(daemon: Daemon, bench: Bench) -> None:
     trunk = bench.peer("trunk-a", "uas-answer.xml", hangup_ms="1500")
+    wait_trunk("trunk-a", "online")
     patient = bench.patient("200", hold_ms="8000")
     assert trunk.wait(40) == 0, trunk.log()
     patient.wait(40)

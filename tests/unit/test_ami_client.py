@@ -67,6 +67,7 @@ class FakeAmi:
         self.silent: set[str] = set()  # actions (lower case) never answered
         self.contacts = trace("pjsip_show_contacts.ami")
         self.endpoints = trace("pjsip_show_endpoints.ami")
+        self.endpoint_details: dict[str, str] = {}  # endpoint -> PJSIPShowEndpoint answer
         self.before_listing = ""  # events written just before a contact listing
         self.after_listing = ""  # and just after it, in the same write
         self.close_after_listing = False  # then the connection drops (a crash)
@@ -168,6 +169,15 @@ class FakeAmi:
                     if self.close_after_listing:
                         await writer.drain()
                         break
+                elif name == "pjsipshowendpoint":
+                    detail = self.endpoint_details.get(fields.get("Endpoint", ""))
+                    if detail is None:
+                        detail = block(
+                            "Response: Error",
+                            "ActionID: trace",
+                            "Message: Unable to retrieve endpoint " + fields.get("Endpoint", ""),
+                        )
+                    writer.write(detail.replace("ActionID: trace", f"ActionID: {aid}").encode())
                 elif name == "pjsipshowendpoints":
                     listing = self.endpoints.replace("ActionID: trace", f"ActionID: {aid}")
                     writer.write(listing.encode())
@@ -694,3 +704,20 @@ def test_cli_login_refused_says_so(
     err = capsys.readouterr().err
     assert code == 1
     assert "login refused for user 'callflow'" in err and "wrong-secret" not in err
+
+
+async def test_a_trunk_fixed_contact_is_read_from_its_endpoint_details(
+    fake: FakeAmi, health: TrunkHealth
+) -> None:
+    # Asterisk 22 answers "No Contacts found" to PJSIPShowContacts for contacts written in
+    # an AOR (recorded from a real one): their qualify state is in PJSIPShowEndpoint.
+    fake.contacts = trace("no_contacts.ami")
+    fake.endpoint_details = {"trunk-a": trace("pjsip_show_endpoint_trunk_a.ami")}
+    ami = client(fake.port)
+    monitor = AmiTrunkMonitor(ami, health)
+    await ami.connect()
+    await until(lambda: monitor.resyncs == 1)
+    assert health.state("trunk-a") is R
+    assert health.rtt_ms("trunk-a") == 0.327
+    assert fake.count("PJSIPShowEndpoint") >= 1
+    await ami.close()
