@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from .ami.client import AmiClient, AmiConfig
@@ -24,6 +25,7 @@ from .flow.registry import FlowSet
 from .flow.services import Services
 from .flows import FlowStore
 from .settings import Settings, read_secret
+from .store.store import Store, StoreUnavailable
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
 
 log = logging.getLogger("callflow")
@@ -87,7 +89,15 @@ class Daemon:
             self.monitor = AmiTrunkMonitor(self.ami, self.health)
         else:
             log.warning("AMI disabled: trunk health comes from call results only")
-        self.services = Services(trunks=self.selector)
+        # The call log: the engine's observer and callback sink; never blocks a call.
+        self.store = Store.from_settings(settings, env)
+        recorder = self.store.recorder
+        self.health.subscribe(
+            lambda c: (
+                recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
+            )
+        )
+        self.services = Services(trunks=self.selector, callbacks=recorder, observer=recorder)
         self.engine = Engine(self.services)
         self._stop = asyncio.Event()
 
@@ -127,6 +137,15 @@ class Daemon:
             self.ari_config.url,
             self.ari_config.app,
         )
+        recorder = self.store.recorder
+        recorder.open()  # refuses a spool already used by another daemon
+        try:
+            await self.store.check_schema()  # a schema behind: refuse to start, say what to run
+        except StoreUnavailable as exc:
+            # Calls matter more than the log: start, and spool until the database is back.
+            log.warning("database unavailable at start (%s): recording to the spool", exc)
+        recorder_task = asyncio.create_task(recorder.run(), name="recorder")
+        purge_task = asyncio.create_task(self._purge_daily(), name="purge")
         self._write_trunk_snapshot()
         ami_task = None
         if self.ami is not None:
@@ -148,10 +167,26 @@ class Daemon:
         if self.ami is not None and ami_task is not None:
             await self.ami.close()
             await ami_task
+        purge_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge_task
+        await recorder.close()  # writes, or spools, everything still queued
+        await recorder_task
+        await self.store.dispose()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("callflow stopped")
         return 0
+
+    async def _purge_daily(self) -> None:
+        """Retention (GDPR): delete what is older than the retention period, once a day."""
+        while True:
+            try:
+                result = await self.store.purge(datetime.now(UTC))
+                log.info("retention purge: %s", result)
+            except Exception as exc:  # the next day's purge tries again
+                log.error("retention purge failed: %s", exc)
+            await asyncio.sleep(24 * 3600)
 
     @staticmethod
     async def _pump(client: AriClient, service: CallService) -> None:

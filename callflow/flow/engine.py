@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ..errors import CallerHangup, TelephonyError
 from ..schedule import Source
@@ -37,6 +38,13 @@ class _Rung:
 
     status: DialStatus
     trunk: str | None = None
+    answered: datetime | None = None  # when the callee answered
+
+
+def _answered_at(started: datetime, result: DialResult) -> datetime | None:
+    if result.status is not DialStatus.ANSWER or result.answer_delay is None:
+        return None
+    return started + timedelta(seconds=result.answer_delay)
 
 
 class Engine:
@@ -241,7 +249,9 @@ class _Run:
         rung = await self._ring(name, dest_name, emergency=False)
         detail = _via(dest_name, rung.trunk)
         if rung.status is DialStatus.ANSWER:
-            outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
+            outcome = Outcome(
+                on_answer, name, dest_name, rung.trunk, self.tier, answered=rung.answered
+            )
             return _Result("answered", detail, step.next, outcome)
         return _Result(rung.status.lower(), detail, _not_reached(step, rung.status))
 
@@ -256,7 +266,9 @@ class _Run:
             detail = f"tier {spec.tier}: " + _via(spec.to, rung.trunk)
             if rung.status is DialStatus.ANSWER:
                 kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
-                outcome = Outcome(kind, name, spec.to, rung.trunk, spec.tier)
+                outcome = Outcome(
+                    kind, name, spec.to, rung.trunk, spec.tier, answered=rung.answered
+                )
                 return _Result("answered", detail, None, outcome)
             return _Result(rung.status.lower(), detail, step.failed)
         loop = asyncio.get_running_loop()
@@ -269,7 +281,14 @@ class _Run:
             rung = await self._ring(name, person, emergency=False, confirm=spec)
             tried.append(f"{person}: {rung.status.lower()}")
             if rung.status is DialStatus.ANSWER:
-                outcome = Outcome(OutcomeKind.ANSWERED, name, person, rung.trunk, spec.tier)
+                outcome = Outcome(
+                    OutcomeKind.ANSWERED,
+                    name,
+                    person,
+                    rung.trunk,
+                    spec.tier,
+                    answered=rung.answered,
+                )
                 return _Result("accepted", f"tier {spec.tier}: " + "; ".join(tried), None, outcome)
         return _Result("nobody accepted", f"tier {spec.tier}: " + "; ".join(tried), step.failed)
 
@@ -309,22 +328,24 @@ class _Run:
     ) -> _Rung:
         dest = self.spec.destinations[dest_name]
         if dest.endpoint is not None:
+            started = self.s.clock()
             result = await self._ring_target(dest.endpoint, dest.ring, confirm, None)
             self._attempt(step, dest_name, None, result.status)
-            return _Rung(result.status)
+            return _Rung(result.status, None, _answered_at(started, result))
         assert dest.number is not None and dest.route is not None
         trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
         status = DialStatus.CHANUNAVAIL
         for trunk in trunks:
             target = f"PJSIP/{dest.number}@{trunk}"
             setup = self.s.trunk_setup_timeout
+            started = self.s.clock()
             result = await self._ring_target(target, dest.ring, confirm, setup)
             status = result.status
             self.s.trunks.report(trunk, status)
             self._attempt(step, dest_name, trunk, status)
             if not status.trunk_fault:
                 # Answered, or busy / no answer at the far end: the trunk did its job.
-                return _Rung(status, trunk)
+                return _Rung(status, trunk, _answered_at(started, result))
         return _Rung(status if trunks else DialStatus.CHANUNAVAIL, None)
 
     async def _ring_target(
@@ -363,7 +384,15 @@ class _Run:
         )
         if rung.status is DialStatus.ANSWER:
             kind = OutcomeKind.FORWARDED if rung.trunk else OutcomeKind.ANSWERED
-            return Outcome(kind, step, name, rung.trunk, self.tier, detail=f"fallback: {why}")
+            return Outcome(
+                kind,
+                step,
+                name,
+                rung.trunk,
+                self.tier,
+                detail=f"fallback: {why}",
+                answered=rung.answered,
+            )
         return Outcome(OutcomeKind.FAILED, step, name, None, self.tier, detail=why)
 
     # -- bookkeeping ---------------------------------------------------------------------

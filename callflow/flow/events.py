@@ -53,6 +53,7 @@ class Outcome:
     trunk: str | None = None
     tier: int | None = None
     detail: str = ""
+    answered: datetime | None = None  # when the person who took the call answered
 
 
 class Observer(Protocol):

@@ -312,9 +312,8 @@ class Recorder:
         carries one (``answered``); otherwise the moment the step that put the call through
         began ringing (a lower bound: it leaves out the ring time)."""
         last = self._ringing.pop(info.call_id, None)
-        exact = getattr(outcome, "answered", None)
-        if isinstance(exact, datetime):
-            return exact
+        if outcome.answered is not None:
+            return outcome.answered
         if outcome.kind not in REACHED or last is None:
             return None
         step, kind, start = last

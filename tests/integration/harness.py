@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -114,9 +115,28 @@ class Daemon:
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
+            '[database]\nurl = "sqlite+aiosqlite:///var/callflow.db"\nspool_dir = "var/spool"\n'
+            "flush_interval = 0.2\n"
+        )
+        self.db_path = self.workdir / "var" / "callflow.db"
+
+    def upgrade_db(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "callflow.cli", "db", "upgrade", "--config", str(self.config)],
+            check=True,
+            capture_output=True,
+            cwd=self.workdir,
+            timeout=60,
         )
 
+    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        """Read the daemon's call log (SQLite) directly."""
+        with sqlite3.connect(self.db_path) as db:
+            return list(db.execute(sql, args))
+
     def start(self, wait: bool = True) -> None:
+        if not self.db_path.exists():
+            self.upgrade_db()
         env = dict(
             os.environ,
             CALLFLOW_ARI_PASSWORD=ARI_PASSWORD,

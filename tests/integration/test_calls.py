@@ -22,6 +22,19 @@ def test_menu_choice_reaches_the_secretariat(daemon: Daemon, bench: Bench) -> No
     assert (out["flow"], out["outcome"], out["destination"]) == ("bench", "answered", "secretariat")
     assert "step=menu kind=menu result='pressed 1'" in daemon.log()
     assert invites_to(accueil.messages()) >= 1
+    # The call and each of its steps are in the call log.
+    daemon.stop()
+    rows = daemon.query("SELECT id, outcome, destination, answered FROM calls")
+    assert len(rows) == 1 and rows[0][1:3] == ("answered", "secretariat")
+    assert rows[0][3] is not None  # the time the secretariat answered
+    steps = daemon.query(
+        "SELECT step, kind, result FROM call_steps WHERE call_id = ? ORDER BY seq", rows[0][0]
+    )
+    assert steps[:3] == [
+        ("welcome", "play", "played"),
+        ("hours", "schedule", "open"),
+        ("menu", "menu", "pressed 1"),
+    ]
 
 
 def test_invalid_key_then_valid_key(daemon: Daemon, bench: Bench) -> None:
