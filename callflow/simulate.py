@@ -115,6 +115,7 @@ class SimulatedCall:
         timeout: float,
         caller_id: str | None = None,
         setup_timeout: float | None = None,
+        while_ringing: Sequence[str] = (),
     ) -> DialResult:
         status = self._status(target)
         self.actions.append(f"dial {target} -> {status}")

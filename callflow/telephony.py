@@ -80,13 +80,15 @@ class Call(Protocol):
         timeout: float,
         caller_id: str | None = None,
         setup_timeout: float | None = None,
+        while_ringing: Sequence[str] = (),
     ) -> DialResult:
         """Ring ``target`` (an Asterisk dial string such as ``PJSIP/accueil`` or
         ``PJSIP/0180000000@trunk-a``) for at most ``timeout`` s and bridge it on answer.
         With ``setup_timeout``, a target that shows no sign of life (no ringing, no
         progress) within that time is given up as ``CHANUNAVAIL``: a trunk that does not
-        answer must not keep the caller waiting.  Returns when the bridged call ends or
-        ringing failed."""
+        answer must not keep the caller waiting.  ``while_ringing`` sounds are played to
+        the caller while the target rings (instead of hold music), so a message never
+        delays the call (tier 1).  Returns when the bridged call ends or ringing failed."""
         ...
 
     async def dial_confirm(

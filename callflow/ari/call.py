@@ -373,8 +373,9 @@ class AriCall:
         timeout: float,
         caller_id: str | None = None,
         setup_timeout: float | None = None,
+        while_ringing: Sequence[str] = (),
     ) -> DialResult:
-        return await self._dial(target, timeout, caller_id, None, setup_timeout)
+        return await self._dial(target, timeout, caller_id, None, setup_timeout, while_ringing)
 
     async def dial_confirm(
         self,
@@ -387,7 +388,7 @@ class AriCall:
         setup_timeout: float | None = None,
     ) -> DialResult:
         confirming = (confirm, announce, confirm_timeout)
-        return await self._dial(target, timeout, None, confirming, setup_timeout)
+        return await self._dial(target, timeout, None, confirming, setup_timeout, ())
 
     async def _dial(
         self,
@@ -396,25 +397,57 @@ class AriCall:
         caller_id: str | None,
         confirm: tuple[str, Sequence[str], float] | None,
         setup_timeout: float | None,
+        while_ringing: Sequence[str],
     ) -> DialResult:
         if self.gone:
             raise CallerHangup(self.id)
         loop = asyncio.get_running_loop()
         started = loop.time()
         leg = await self._originate(target, timeout, caller_id)
-        await self._hold(True)
+        message: str | None = None
+        if while_ringing:
+            message = await self._start_message(while_ringing)
+        else:
+            await self._hold(True)
         try:
             status = await self._ring_leg(leg, timeout, setup_timeout)
             delay = loop.time() - started
             if status is DialStatus.ANSWER and confirm is not None:
                 status = await self._confirm(leg, *confirm)
-            await self._hold(False)
+            if message is not None:
+                await self._stop_message(message)
+                message = None
+            else:
+                await self._hold(False)
             if status is not DialStatus.ANSWER:
                 return DialResult(status)
             await self._bridge_until_end(leg)
             return DialResult(DialStatus.ANSWER, delay)
         finally:
+            if message is not None:
+                await self._stop_message(message)
             await self._end_leg(leg)
+
+    async def _start_message(self, prompts: Sequence[str]) -> str | None:
+        """Start playing ``prompts`` to the caller without waiting for them to end."""
+        try:
+            await self.answer()
+            pb_id = self._chan.next_playback_id()
+            self._chan.playing = pb_id
+            media = [self._prefix + p for p in prompts]
+            await self.client.play(self.id, media, playback_id=pb_id)
+        except CallerHangup:
+            raise
+        except AriError as exc:
+            log.warning("call=%s message while ringing failed: %s", self.id, exc)
+            return None
+        return pb_id
+
+    async def _stop_message(self, pb_id: str) -> None:
+        # A playing channel queues the bridge request: stop the message first.
+        with contextlib.suppress(AriError):
+            await self.client.stop_playback(pb_id)
+        self._chan.playing = None
 
     async def _confirm(
         self, leg: _Channel, key: str, announce: Sequence[str], wait: float

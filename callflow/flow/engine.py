@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from ..schedule import Source
 from ..telephony import Call, DialResult, DialStatus
 from . import schema
 from .events import CallInfo, Outcome, OutcomeKind, StepRecord
+from .oncall import on_call
 from .registry import LoadedFlow
 from .services import CallbackRequest, Services, callable_number
 
@@ -258,11 +260,14 @@ class _Run:
     async def _escalate(self, name: str, step: schema.EscalateStep) -> _Result:
         spec = step.escalate
         self.tier = spec.tier
-        if spec.announce:
+        if spec.announce and spec.tier != 1:
             await self._answer()
             await self.call.play(spec.announce)
         if spec.to is not None:
-            rung = await self._ring(name, spec.to, emergency=spec.tier == 1)
+            # Tier 1: nothing stands between the caller and the emergency number; the
+            # message plays while it rings.
+            message = spec.announce if spec.tier == 1 else []
+            rung = await self._ring(name, spec.to, emergency=spec.tier == 1, message=message)
             detail = f"tier {spec.tier}: " + _via(spec.to, rung.trunk)
             if rung.status is DialStatus.ANSWER:
                 kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
@@ -274,11 +279,19 @@ class _Run:
         loop = asyncio.get_running_loop()
         deadline = None if spec.total_timeout is None else loop.time() + spec.total_timeout
         tried: list[str] = []
-        for person in spec.ring_in_turn or []:
-            if deadline is not None and loop.time() >= deadline:
-                tried.append("total timeout")
-                break
-            rung = await self._ring(name, person, emergency=False, confirm=spec)
+        people = spec.ring_in_turn or []
+        if spec.oncall is not None:
+            now = on_call(self.flow, spec.oncall, self.s.clock(), self.s.overrides)
+            people = now.people
+            tried.append(f"on call ({spec.oncall}, {now.shift}): {', '.join(people) or 'nobody'}")
+        for person in people:
+            limit = None
+            if deadline is not None:
+                limit = deadline - loop.time()
+                if limit <= 0:
+                    tried.append("total timeout")
+                    break
+            rung = await self._ring(name, person, emergency=False, confirm=spec, limit=limit)
             tried.append(f"{person}: {rung.status.lower()}")
             if rung.status is DialStatus.ANSWER:
                 outcome = Outcome(
@@ -325,11 +338,14 @@ class _Run:
         *,
         emergency: bool,
         confirm: schema.EscalateSpec | None = None,
+        limit: float | None = None,
+        message: Sequence[str] = (),
     ) -> _Rung:
         dest = self.spec.destinations[dest_name]
+        ring = dest.ring if limit is None else max(0.0, min(dest.ring, limit))
         if dest.endpoint is not None:
             started = self.s.clock()
-            result = await self._ring_target(dest.endpoint, dest.ring, confirm, None)
+            result = await self._ring_target(dest.endpoint, ring, confirm, None, message)
             self._attempt(step, dest_name, None, result.status)
             return _Rung(result.status, None, _answered_at(started, result))
         assert dest.number is not None and dest.route is not None
@@ -339,7 +355,7 @@ class _Run:
             target = f"PJSIP/{dest.number}@{trunk}"
             setup = self.s.trunk_setup_timeout
             started = self.s.clock()
-            result = await self._ring_target(target, dest.ring, confirm, setup)
+            result = await self._ring_target(target, ring, confirm, setup, message)
             status = result.status
             self.s.trunks.report(trunk, status)
             self._attempt(step, dest_name, trunk, status)
@@ -349,10 +365,17 @@ class _Run:
         return _Rung(status if trunks else DialStatus.CHANUNAVAIL, None)
 
     async def _ring_target(
-        self, target: str, ring: float, confirm: schema.EscalateSpec | None, setup: float | None
+        self,
+        target: str,
+        ring: float,
+        confirm: schema.EscalateSpec | None,
+        setup: float | None,
+        message: Sequence[str] = (),
     ) -> DialResult:
         if confirm is None:
-            return await self.call.dial(target, timeout=ring, setup_timeout=setup)
+            return await self.call.dial(
+                target, timeout=ring, setup_timeout=setup, while_ringing=message
+            )
         return await self.call.dial_confirm(
             target,
             timeout=ring,

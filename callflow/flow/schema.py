@@ -145,6 +145,7 @@ class EscalateSpec(Strict):
     announce: Sounds = Field(default_factory=list)
     to: Name | None = None
     ring_in_turn: list[Name] | None = Field(default=None, min_length=1)
+    oncall: Name | None = None  # a rotation of ``oncall:``: who is on call now, in turn
     confirm: Key | None = None
     callee_message: Sounds = Field(default_factory=list)
     confirm_timeout: Duration = 10.0
@@ -152,8 +153,9 @@ class EscalateSpec(Strict):
 
     @model_validator(mode="after")
     def _one_target(self) -> EscalateSpec:
-        if (self.to is None) == (self.ring_in_turn is None):
-            raise ValueError("an escalation needs exactly one of 'to' or 'ring_in_turn'")
+        given = [x for x in (self.to, self.ring_in_turn, self.oncall) if x is not None]
+        if len(given) != 1:
+            raise ValueError("an escalation needs exactly one of 'to', 'ring_in_turn' or 'oncall'")
         return self
 
 
@@ -253,6 +255,20 @@ Step = Annotated[
 # --- the flow file -----------------------------------------------------------------------
 
 
+class OncallShift(Strict):
+    """Who is on call while ``calendar`` is open (no calendar: the default shift)."""
+
+    calendar: Name | None = None
+    people: list[Name] = Field(min_length=1)
+
+
+class QueueSpec(Strict):
+    """A callback queue: a request not completed within ``overdue`` is shown overdue."""
+
+    overdue: Duration = 24 * 3600.0
+    label: str | None = None
+
+
 class FlowFile(Strict):
     version: Literal[1]
     flow: Name
@@ -263,6 +279,9 @@ class FlowFile(Strict):
     calendars: dict[Name, CalendarSpec] = Field(default_factory=dict)
     destinations: dict[Name, Destination] = Field(default_factory=dict)
     routes: dict[Name, list[Name]] = Field(default_factory=dict)
+    # On-call rotations: the first shift whose calendar is open now, else the default one.
+    oncall: dict[Name, list[OncallShift]] = Field(default_factory=dict)
+    queues: dict[Name, QueueSpec] = Field(default_factory=dict)
     start: Name
     steps: dict[Name, Step] = Field(min_length=1)
 

@@ -35,6 +35,33 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
         if dest.route is not None and dest.route not in flow.routes:
             unknown(("destinations", dest_name, "route"), "route", dest.route, flow.routes)
 
+    for rot_name, shifts in flow.oncall.items():
+        for i, shift in enumerate(shifts):
+            base_path = ("oncall", rot_name, i)
+            if shift.calendar is not None and shift.calendar not in flow.calendars:
+                unknown((*base_path, "calendar"), "calendar", shift.calendar, flow.calendars)
+            if shift.calendar is None and i != len(shifts) - 1:
+                diags.append(
+                    doc.diagnostic(
+                        base_path,
+                        "the default shift (no 'calendar') "
+                        "must be the last: the shifts after it are never used",
+                    )
+                )
+            for j, person in enumerate(shift.people):
+                if person not in flow.destinations:
+                    unknown((*base_path, "people", j), "destination", person, flow.destinations)
+        if shifts and shifts[-1].calendar is not None:
+            diags.append(
+                doc.diagnostic(
+                    ("oncall", rot_name),
+                    f"rotation '{rot_name}' has no "
+                    "default shift (one without 'calendar') at the end: "
+                    "nobody would be on call outside its calendars",
+                    key=True,
+                )
+            )
+
     edges: dict[str, list[str]] = {}
     broken: set[str] = set()  # steps naming an unknown step: reported once, not as a loop too
     for name, step in steps.items():
@@ -52,6 +79,12 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
         match step:
             case schema.ScheduleStep(schedule=cal) if cal not in flow.calendars:
                 unknown((*base, "schedule"), "calendar", cal, flow.calendars)
+            case schema.EscalateStep(escalate=spec) if (
+                spec.oncall is not None and spec.oncall not in flow.oncall
+            ):
+                unknown((*base, "escalate", "oncall"), "on-call rotation", spec.oncall, flow.oncall)
+            case schema.CallbackStep(callback=spec) if spec.queue not in flow.queues:
+                unknown((*base, "callback", "queue"), "callback queue", spec.queue, flow.queues)
             case schema.MenuStep(failed=None):
                 diags.append(
                     doc.diagnostic(

@@ -428,7 +428,7 @@ def test_escalation_needs_exactly_one_target(write_flow: WriteFlow, run_cli: Run
         "    forward: out\n", "    escalate: {tier: 2, to: desk, ring_in_turn: [out]}\n"
     )
     assert one_error(write_flow, run_cli, text) == (
-        "20:15: an escalation needs exactly one of 'to' or 'ring_in_turn'"
+        "20:15: an escalation needs exactly one of 'to', 'ring_in_turn' or 'oncall'"
     )
 
 

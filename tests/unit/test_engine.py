@@ -44,6 +44,12 @@ calendars:
   office:
     weekly: {mon-fri: ["08:00-18:00"]}
     holidays: {country: FR}
+queues:
+  same-day: {overdue: 4h}
+oncall:
+  doctors:
+    - {calendar: office, people: [doc-a, doc-b]}
+    - {people: [doc-c]}
 """
 
 
@@ -78,6 +84,7 @@ class FakeCall:
         delay: float = 0.0,
     ) -> None:
         self.keys = list(keys)
+        self.messages_while_ringing: list[list[str]] = []
         self.dial_status = dict(dial or {})
         self.voicemail_ok = voicemail
         self._caller = caller
@@ -131,7 +138,9 @@ class FakeCall:
         timeout: float,
         caller_id: str | None = None,
         setup_timeout: float | None = None,
+        while_ringing: Sequence[str] = (),
     ) -> DialResult:
+        self.messages_while_ringing.append(list(while_ringing))
         await self._do("dial", target, target, timeout)
         return DialResult(self.dial_status.get(target, DialStatus.ANSWER))
 
@@ -570,7 +579,9 @@ async def test_escalate_tier1_is_an_emergency() -> None:
     call = FakeCall()
     outcome, _, _ = await run(make_flow(TIER1), call, trunks=trunks)
     assert outcome == Outcome(OutcomeKind.EMERGENCY, "first", "samu", "trunk-b", 1)
-    assert call.actions[:2] == [("answer",), ("play", ["custom/call-15"])]
+    # Nothing before the emergency number: the message plays while it rings.
+    assert call.actions[0] == ("dial", "PJSIP/15@trunk-b", 30.0)
+    assert call.messages_while_ringing == [["custom/call-15"]]
     assert trunks.asked == [(["trunk-b", "trunk-a"], True)]
 
 
@@ -895,6 +906,7 @@ async def test_cancelled_call_reports_its_end_once() -> None:
             timeout: float,
             caller_id: str | None = None,
             setup_timeout: float | None = None,
+            while_ringing: Sequence[str] = (),
         ) -> DialResult:
             await asyncio.sleep(10)
             return DialResult(DialStatus.ANSWER)
