@@ -15,6 +15,7 @@ from typing import TextIO
 from .errors import FlowError, UserError
 from .flow.engine import Engine
 from .flow.events import Outcome
+from .flow.oncall import on_call_timeline
 from .flow.registry import FlowSet, LoadedFlow, flow_files, load_flows
 from .flow.services import InOrder, MemoryCallbacks, Services
 from .schedule import OverrideStore, format_timeline, timeline
@@ -130,9 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--calendar", help="only this calendar")
     k.set_defaults(func=cmd_calendar)
 
+    from .callbacks import add_commands as add_callback_commands
     from .store.commands import add_commands  # db, export, report: the call log
 
     add_commands(sub)
+    add_callback_commands(sub)
     return p
 
 
@@ -498,6 +501,15 @@ def cmd_calendar(args: argparse.Namespace, out: TextIO) -> int:
         cal = flow.calendars[name]
         out.write(f"calendar {name} ({flow.spec.timezone})\n")
         out.write(format_timeline(timeline(cal, start, end)))
+        out.write("\n")
+    for rotation in flow.spec.oncall if not args.calendar else []:
+        out.write(f"on call: {rotation}\n")
+        for span in on_call_timeline(flow, rotation, start, end):
+            who = ", ".join(span.on_call.people) or "nobody"
+            out.write(
+                f"  {span.start:%a %Y-%m-%d %H:%M} → {span.end:%a %Y-%m-%d %H:%M}  "
+                f"{who} ({span.on_call.shift})\n"
+            )
         out.write("\n")
     return 0
 

@@ -4,9 +4,9 @@ open gives the people to ring; the last shift, with no calendar, is the default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from ..schedule import OverrideStore
+from ..schedule import OverrideStore, timeline
 from .registry import LoadedFlow
 
 
@@ -37,19 +37,21 @@ class OnCallSpan:
 
 
 def on_call_timeline(
-    flow: LoadedFlow, rotation: str, start: datetime, end: datetime, step: timedelta
+    flow: LoadedFlow, rotation: str, start: datetime, end: datetime
 ) -> list[OnCallSpan]:
-    """Who is on call over [start, end), sampled every ``step`` and merged into spans.
-
-    Shift changes follow calendar boundaries, which fall on minutes: a one-minute step is
-    exact, a coarser one is a preview."""
+    """Who is on call over [start, end): the shift can only change where one of the
+    rotation's calendars changes, so it is evaluated at those boundaries only."""
+    cuts = {start}
+    for shift in flow.spec.oncall[rotation]:
+        if shift.calendar is not None:
+            cuts.update(i.start for i in timeline(flow.calendars[shift.calendar], start, end))
     spans: list[OnCallSpan] = []
-    t = start
-    while t < end:
+    points = sorted(c for c in cuts if start <= c < end)
+    for i, t in enumerate(points):
+        stop = points[i + 1] if i + 1 < len(points) else end
         now = on_call(flow, rotation, t)
         if spans and spans[-1].on_call == now:
-            spans[-1] = OnCallSpan(spans[-1].start, min(t + step, end), now)
+            spans[-1] = OnCallSpan(spans[-1].start, stop, now)
         else:
-            spans.append(OnCallSpan(t, min(t + step, end), now))
-        t += step
+            spans.append(OnCallSpan(t, stop, now))
     return spans
