@@ -99,6 +99,34 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The admin HTTP API, ``/metrics``, ``/healthz`` and the practice's page (``callflow.api``).
+
+    Every ``/api/`` route needs a bearer token from ``token_file`` (lines ``name:token``, or
+    a bare token named "admin"); without a ``token_file`` they are refused (401).
+    """
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8089"  # host:port; loopback only unless you mean otherwise
+    token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise SettingsError(
+                f"[http] listen must be host:port (e.g. 127.0.0.1:8089), got {self.listen!r}"
+            )
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
@@ -106,6 +134,7 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
 
     def resolve(self, path: str) -> Path:
@@ -120,6 +149,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonSettings,
     "database": DatabaseSettings,
     "privacy": PrivacySettings,
+    "http": HttpSettings,
 }
 
 
