@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -102,11 +104,18 @@ class Daemon:
 
     workdir: Path
     flows_dir: Path
+    db_url: str | None = None  # default: a SQLite file in the workdir
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # A password never sits in the settings file: it goes to the environment.
+        self.db_password = ""
+        if self.db_url is not None:
+            url = make_url(self.db_url)
+            self.db_password = url.password or ""
+            self.db_url = url._replace(password=None).render_as_string(hide_password=False)
         self.log_path = self.workdir / "daemon.log"
         self.config = self.workdir / "callflow.toml"
         self.config.write_text(
@@ -115,19 +124,26 @@ class Daemon:
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
-            '[database]\nurl = "sqlite+aiosqlite:///var/callflow.db"\nspool_dir = "var/spool"\n'
-            "flush_interval = 0.2\n"
+            f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///var/callflow.db"}"\n'
+            'spool_dir = "var/spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
         )
         self.db_path = self.workdir / "var" / "callflow.db"
 
-    def upgrade_db(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "callflow.cli", "db", "upgrade", "--config", str(self.config)],
-            check=True,
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """A ``callflow`` command with this daemon's settings."""
+        env = dict(os.environ, CALLFLOW_DATABASE_PASSWORD=self.db_password)
+        return subprocess.run(
+            [sys.executable, "-m", "callflow.cli", *args, "--config", str(self.config)],
+            env=env,
+            check=check,
             capture_output=True,
+            text=True,
             cwd=self.workdir,
             timeout=60,
         )
+
+    def upgrade_db(self) -> None:
+        self.cli("db", "upgrade")
 
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         """Read the daemon's call log (SQLite) directly."""
@@ -135,12 +151,13 @@ class Daemon:
             return list(db.execute(sql, args))
 
     def start(self, wait: bool = True) -> None:
-        if not self.db_path.exists():
+        if self.db_url is not None or not self.db_path.exists():
             self.upgrade_db()
         env = dict(
             os.environ,
             CALLFLOW_ARI_PASSWORD=ARI_PASSWORD,
             CALLFLOW_AMI_SECRET=AMI_SECRET,
+            CALLFLOW_DATABASE_PASSWORD=self.db_password,
             PYTHONUNBUFFERED="1",
         )
         log = self.log_path.open("ab")
