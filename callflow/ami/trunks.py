@@ -308,7 +308,8 @@ class AmiTrunkMonitor:
 
     def _on_fully_booted(self, event: AmiMessage) -> None:
         # Logged in before Asterisk finished booting: the listing may have failed then.
-        if not self._synced and not self._lock.locked():
+        # (Before the login completes, the listener's own resync follows it anyway.)
+        if not self._synced and not self._lock.locked() and self.ami.connected:
             self._spawn_resync()
 
 
