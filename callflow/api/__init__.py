@@ -1,0 +1,23 @@
+"""The admin HTTP API, ``/metrics``, ``/healthz`` and the practice's page.
+
+``create_app(AdminContext(...))`` builds the aiohttp application; ``AdminServer`` serves
+it in the daemon's loop.  See ``app.py`` for the routes and ``auth.py`` for the tokens.
+"""
+
+from .app import create_app
+from .auth import load_tokens
+from .calendars import CalendarView, calendar_states
+from .context import AdminContext, AuditFn, FlowSource, TrunkSource
+from .server import AdminServer
+
+__all__ = [
+    "AdminContext",
+    "AdminServer",
+    "AuditFn",
+    "CalendarView",
+    "FlowSource",
+    "TrunkSource",
+    "calendar_states",
+    "create_app",
+    "load_tokens",
+]

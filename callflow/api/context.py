@@ -1,0 +1,67 @@
+"""What the admin API needs from the daemon: one dataclass, so that tests build it with fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..flow.registry import FlowSet
+from ..flow.services import utc_now
+from ..flows import ReloadResult
+from ..metrics import Metrics
+from ..schedule import OverrideStore
+
+
+class FlowSource(Protocol):
+    """The flows running now (``FlowStore``)."""
+
+    @property
+    def current(self) -> FlowSet: ...
+
+
+class TrunkSource(Protocol):
+    """Trunk states (``HealthAwareSelector``)."""
+
+    def snapshot_json(self) -> dict[str, Any]: ...
+
+
+#: ``audit(who, action, detail)``: adds an entry to the audit trail (``Recorder.audit``).
+AuditFn = Callable[[str, str, Mapping[str, Any]], None]
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass
+class AdminContext:
+    """The admin API's dependencies.
+
+    ``overrides`` must be the engine's own ``OverrideStore`` (``Services.overrides``) so
+    that an override takes effect on the next call.  ``reload`` reloads the flows like
+    SIGHUP does (and returns the ``ReloadResult``).  ``db`` is the call log's engine
+    (None: the callback and call routes answer 503).  ``tokens`` by name: empty refuses
+    every ``/api/`` route.  ``ari_connected`` decides readiness (with the flows);
+    ``checks`` are reported by ``/healthz`` without deciding it (database, AMI ...).
+    """
+
+    flows: FlowSource
+    overrides: OverrideStore
+    reload: Callable[[], ReloadResult]
+    clock: Callable[[], datetime] = utc_now
+    trunks: TrunkSource | None = None
+    db: AsyncEngine | None = None
+    metrics: Metrics | None = None
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    audit: AuditFn | None = None
+    ari_connected: Callable[[], bool] = _never
+    checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
+    db_timeout: float = 5.0  # seconds a database query of the API may take
+    backlog_interval: float = 15.0  # seconds between two callback backlog queries (/metrics)
+
+
+__all__ = ["AdminContext", "AuditFn", "FlowSource", "TrunkSource"]

@@ -1,0 +1,58 @@
+"""Serving the admin application inside the daemon's event loop."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+log = logging.getLogger("callflow.api")
+
+
+class AdminServer:
+    """``await start()`` binds ``host:port`` (port 0: any free one, see ``port``) and serves
+    ``app`` in the running loop; ``await close()`` stops it (requests in progress finish,
+    up to ``shutdown_timeout`` seconds)."""
+
+    def __init__(
+        self, app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
+    ) -> None:
+        self.app = app
+        self.host = host
+        self._port = port
+        self._runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+        self._site: web.TCPSite | None = None
+
+    @property
+    def port(self) -> int:
+        """The port bound (the one asked, or the one chosen for 0)."""
+        server = self._runner.server
+        if self._site is not None and server is not None:
+            for addr in self._runner.addresses:
+                if isinstance(addr, tuple) and len(addr) >= 2:
+                    return int(addr[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self._port)
+        try:
+            await self._site.start()
+        except OSError:
+            await self._runner.cleanup()
+            self._site = None
+            raise
+        log.info("admin API on %s (page %s/page/)", self.url, self.url)
+
+    async def close(self) -> None:
+        if self._site is not None:
+            self._site = None
+            await self._runner.cleanup()
+
+
+__all__ = ["AdminServer"]

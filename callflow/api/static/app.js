@@ -1,0 +1,223 @@
+// The practice's page: callbacks to make, calendars, trunks.  Plain JS calling the admin
+// API with the token typed at login (kept in sessionStorage: this tab only).
+"use strict";
+
+const TOKEN = "callflow.token";
+const USER = "callflow.user";
+const REFRESH_MS = 30000;
+let timer = null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  Object.entries(props || {}).forEach(([k, v]) => {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  });
+  children.flat().forEach((c) => {
+    if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  });
+  return node;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+class Unauthorized extends Error {}
+
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN) };
+  const user = sessionStorage.getItem(USER);
+  if (user) headers["X-Callflow-User"] = encodeURIComponent(user);
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  let data = null;
+  try { data = await resp.json(); } catch (e) { data = null; }
+  if (resp.status === 401) throw new Unauthorized((data && data.error) || "not authorised");
+  if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
+  return data;
+}
+
+// -- formatting -----------------------------------------------------------------------------
+
+function waiting(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return minutes + " min";
+  const h = Math.floor(minutes / 60);
+  if (h < 48) return h + " h " + String(minutes % 60).padStart(2, "0");
+  return Math.floor(h / 24) + " days";
+}
+
+function localTime(iso) {  // an instant, shown in this browser's time
+  return iso ? new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "";
+}
+
+function wallTime(iso) {  // already in the calendar's zone: show its wall-clock part
+  return iso ? iso.slice(0, 16).replace("T", " ") : "—";
+}
+
+function tierBadge(tier) {
+  return tier === null ? el("span", { class: "muted" }, "—")
+    : el("span", { class: "badge tier-" + tier }, "tier " + tier);
+}
+
+// -- callbacks ------------------------------------------------------------------------------
+
+function renderCallbacks(items) {
+  const rank = (c) => (c.tier === null ? 99 : c.tier);
+  items.sort((a, b) => rank(a) - rank(b) || a.created.localeCompare(b.created));
+  const body = $("callbacks").querySelector("tbody");
+  body.replaceChildren(...items.map((c) => {
+    const button = el("button", { type: "button", class: "done", title: "Mark as called back" }, "Done");
+    button.addEventListener("click", () => markDone(c.id, button));
+    return el("tr", { class: c.overdue ? "overdue" : "", "data-callback-id": c.id },
+      el("td", {}, tierBadge(c.tier)),
+      el("td", {}, c.queue, el("span", { class: "muted" }, " · " + c.priority)),
+      el("td", { class: "number" }, c.caller || "(erased)"),
+      el("td", {}, localTime(c.created)),
+      el("td", { class: "waiting" }, waiting(c.waiting_seconds), c.overdue ? " (overdue)" : ""),
+      el("td", {}, button));
+  }));
+  $("callback-count").textContent = String(items.length);
+  $("no-callbacks").hidden = items.length > 0;
+}
+
+async function markDone(id, button) {
+  button.disabled = true;
+  try {
+    await api("POST", "/api/callbacks/" + id + "/done", {});
+    showError("");
+  } catch (e) {
+    handle(e);
+  }
+  await refresh();
+}
+
+// -- calendars ------------------------------------------------------------------------------
+
+function tomorrowEight() {
+  const d = new Date(Date.now() + 24 * 3600 * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T08:00";
+}
+
+function renderCalendars(items) {
+  const body = $("calendars").querySelector("tbody");
+  body.replaceChildren(...items.map((c) => {
+    const state = el("td", { class: "state" },
+      el("span", { class: "badge " + c.state }, c.state === "open" ? "open" : "closed"),
+      c.overridden ? el("span", { class: "badge overridden" }, "overridden") : null);
+    const until = el("input", { type: "datetime-local", value: tomorrowEight(), title: "local time in " + c.timezone });
+    const change = el("div", { class: "change" }, until);
+    const send = async (wanted) => {
+      try {
+        await api("POST", "/api/calendars/" + encodeURIComponent(c.flow) + "/" + encodeURIComponent(c.calendar) + "/override",
+          { state: wanted, until: until.value, label: "from the practice page" });
+        showError("");
+      } catch (e) { handle(e); }
+      await refresh();
+    };
+    const close = el("button", { type: "button", class: "close-until" }, "Close until");
+    close.addEventListener("click", () => send("closed"));
+    const open = el("button", { type: "button", class: "open-until" }, "Open until");
+    open.addEventListener("click", () => send("open"));
+    change.append(close, open);
+    if (c.overridden) {
+      const cancel = el("button", { type: "button", class: "cancel-override" }, "Back to the calendar");
+      cancel.addEventListener("click", async () => {
+        try {
+          await api("DELETE", "/api/calendars/" + encodeURIComponent(c.flow) + "/" + encodeURIComponent(c.calendar) + "/override");
+          showError("");
+        } catch (e) { handle(e); }
+        await refresh();
+      });
+      change.append(cancel);
+    }
+    return el("tr", { "data-calendar": c.key },
+      el("td", {}, c.calendar, el("span", { class: "muted" }, " · " + c.flow)),
+      state,
+      el("td", { class: "reason" }, c.reason),
+      el("td", { class: "until" }, wallTime(c.until)),
+      el("td", {}, change));
+  }));
+}
+
+// -- trunks ---------------------------------------------------------------------------------
+
+function renderTrunks(data) {
+  $("trunk-feed").textContent = data.live ? "(live)" : "(no live feed: states may be stale)";
+  const body = $("trunks").querySelector("tbody");
+  body.replaceChildren(...data.trunks.map((t) => el("tr", { "data-trunk": t.name },
+    el("td", {}, t.name),
+    el("td", { class: "state" }, el("span", { class: "badge " + t.state }, t.state),
+      t.breaker_open ? el("span", { class: "badge closed" }, "breaker open") : null),
+    el("td", {}, t.rtt_ms === null ? "—" : t.rtt_ms.toFixed(1) + " ms"),
+    el("td", {}, String(t.consecutive_failures)))));
+}
+
+// -- the page -------------------------------------------------------------------------------
+
+function handle(e) {
+  if (e instanceof Unauthorized) {
+    logout(e.message);
+  } else {
+    showError(e.message);
+  }
+}
+
+async function refresh() {
+  try {
+    const [callbacks, calendars, trunks] = await Promise.all([
+      api("GET", "/api/callbacks?status=pending"),
+      api("GET", "/api/calendars"),
+      api("GET", "/api/trunks"),
+    ]);
+    renderCallbacks(callbacks.callbacks);
+    renderCalendars(calendars.calendars);
+    renderTrunks(trunks);
+    $("updated").textContent = new Date().toLocaleTimeString();
+    document.body.dataset.loaded = "yes";
+  } catch (e) {
+    handle(e);
+  }
+}
+
+function showApp() {
+  $("login").hidden = true;
+  $("main").hidden = false;
+  $("logout").hidden = false;
+  $("who").textContent = sessionStorage.getItem(USER) || "";
+  refresh();
+  if (timer === null) timer = setInterval(refresh, REFRESH_MS);
+}
+
+function logout(message) {
+  sessionStorage.removeItem(TOKEN);
+  if (timer !== null) { clearInterval(timer); timer = null; }
+  $("main").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  showError(message || "");
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN, $("token").value.trim());
+    sessionStorage.setItem(USER, $("user").value.trim());
+    $("token").value = "";
+    showError("");
+    showApp();
+  });
+  $("logout").addEventListener("click", () => logout(""));
+  if (sessionStorage.getItem(TOKEN)) showApp();
+});
