@@ -52,11 +52,12 @@ from callflow.settings import AmiSettings
 
 __all__ = ["AmiClient", "AmiConfig", "AmiList", "AmiListener", "AmiMessage", "EventCallback"]
 
+from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
+
 log = logging.getLogger("callflow.ami")
 _wire_log = logging.getLogger("callflow.ami.wire")
 
 # No reconnection delay is ever shorter than this, whatever the jitter draws.
-_MIN_RECONNECT_DELAY: Final = 0.1
 _SUCCESS: Final = frozenset({"success", "follows", "goodbye"})
 
 _T = TypeVar("_T")
@@ -189,10 +190,6 @@ class AmiListener(Protocol):
     async def ami_connected(self, ami: AmiClient) -> None: ...
 
     def ami_disconnected(self, ami: AmiClient, reason: str) -> None: ...
-
-
-class _Closed(Exception):
-    """Internal: ``close()`` was called while waiting."""
 
 
 class _RedactingLog:
@@ -399,7 +396,7 @@ class AmiClient:
             while not self._closed.is_set():
                 try:
                     session = await self._unless_closed(self._open())
-                except _Closed:
+                except Closed:
                     return
                 except AmiLoginError as exc:
                     self.last_error = str(exc)
@@ -419,7 +416,7 @@ class AmiClient:
                     up_since = self._clock()
                     try:
                         reason = await self._unless_closed(self._serve(session))
-                    except _Closed:
+                    except Closed:
                         return
                     if self._clock() - up_since >= self.config.stable_after:
                         attempt = 0
@@ -618,37 +615,15 @@ class AmiClient:
                     log.exception("AMI: a handler of %s events failed", event.name)
 
     def _backoff_delay(self, attempt: int) -> float:
-        """Full jitter under ``min(backoff_max, backoff_initial * 2**attempt)``, floored so
-        that reconnecting is never a tight loop."""
-        cap = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** min(attempt, 64))
-        return max(min(_MIN_RECONNECT_DELAY, cap), self._rng.uniform(0.0, cap))
+        return backoff_delay(
+            attempt, self.config.backoff_initial, self.config.backoff_max, self._rng
+        )
 
     async def _pause(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; False when ``close()`` cut it short."""
-        try:
-            await self._unless_closed(self._sleep(delay))
-        except _Closed:
-            return False
-        return not self._closed.is_set()
+        return await pause(self._closed, self._sleep, delay)
 
     async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
-        """Await ``awaitable`` unless ``close()`` comes first (then cancel it, raise _Closed)."""
-        work = asyncio.ensure_future(awaitable)
-        if self._closed.is_set():
-            work.cancel()
-            await asyncio.wait((work,))
-            raise _Closed
-        stop = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.wait((work,))
-        if work.cancelled():
-            raise _Closed
-        return work.result()
+        return await unless_closed(self._closed, awaitable)
 
 
 def _fields(fields: Mapping[str, str] | None) -> dict[str, str]:

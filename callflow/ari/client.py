@@ -44,6 +44,8 @@ __all__ = [
     "ParamValue",
 ]
 
+from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
+
 log = logging.getLogger("callflow.ari")
 
 #: ``type`` of the synthetic event yielded by ``AriClient.events`` after each (re)connection.
@@ -55,7 +57,6 @@ EVENT_DISCONNECTED: Final = "CallflowDisconnected"
 ParamValue = str | int | float | bool
 
 # No reconnection delay is ever shorter than this, whatever the jitter draws.
-_MIN_RECONNECT_DELAY: Final = 0.1
 # Longest error body quoted in an exception message when it is not ARI's JSON.
 _MAX_ERROR_TEXT: Final = 200
 
@@ -120,10 +121,6 @@ class AriConfig:
         if base.startswith("https:"):
             return "wss:" + base[len("https:") :] + "/events"
         return "ws:" + base[len("http:") :] + "/events"
-
-
-class _Closed(Exception):
-    """Internal: ``close()`` was called while waiting."""
 
 
 class AriClient:
@@ -407,7 +404,7 @@ class AriClient:
             while not self._closed.is_set():
                 try:
                     ws = await self._unless_closed(self._connect_events())
-                except _Closed:
+                except Closed:
                     return
                 except AriError as exc:
                     delay = self._backoff_delay(attempt)
@@ -485,37 +482,15 @@ class AriClient:
             raise AriConnectionError(f"events websocket: cannot reach Asterisk: {exc}") from exc
 
     def _backoff_delay(self, attempt: int) -> float:
-        """Full jitter under ``min(backoff_max, backoff_initial * 2**attempt)``, floored so
-        that reconnecting is never a tight loop."""
-        cap = min(self.config.backoff_max, self.config.backoff_initial * 2.0 ** min(attempt, 64))
-        return max(min(_MIN_RECONNECT_DELAY, cap), self._rng.uniform(0.0, cap))
+        return backoff_delay(
+            attempt, self.config.backoff_initial, self.config.backoff_max, self._rng
+        )
 
     async def _pause(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; False when ``close()`` cut it short."""
-        try:
-            await self._unless_closed(self._sleep(delay))
-        except _Closed:
-            return False
-        return not self._closed.is_set()
+        return await pause(self._closed, self._sleep, delay)
 
     async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
-        """Await ``awaitable`` unless ``close()`` comes first (then cancel it, raise _Closed)."""
-        work = asyncio.ensure_future(awaitable)
-        if self._closed.is_set():
-            work.cancel()
-            await asyncio.wait((work,))
-            raise _Closed
-        stop = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.wait((work,))
-        if work.cancelled():
-            raise _Closed
-        return work.result()
+        return await unless_closed(self._closed, awaitable)
 
 
 def _seg(value: str) -> str:
