@@ -48,11 +48,10 @@ from callflow.ami.errors import (
     AmiNotConnected,
     AmiTimeout,
 )
+from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
 from callflow.settings import AmiSettings
 
 __all__ = ["AmiClient", "AmiConfig", "AmiList", "AmiListener", "AmiMessage", "EventCallback"]
-
-from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
 
 log = logging.getLogger("callflow.ami")
 _wire_log = logging.getLogger("callflow.ami.wire")
