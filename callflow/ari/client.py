@@ -35,6 +35,7 @@ from callflow.ari.errors import (
     AriTimeout,
     error_for_status,
 )
+from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
 
 __all__ = [
     "EVENT_CONNECTED",
@@ -43,8 +44,6 @@ __all__ = [
     "AriConfig",
     "ParamValue",
 ]
-
-from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
 
 log = logging.getLogger("callflow.ari")
 
