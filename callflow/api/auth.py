@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import stat
 from collections.abc import Mapping
@@ -37,10 +38,12 @@ def load_tokens(path: Path) -> dict[str, str]:
     """Tokens by name from ``path``.  Raises ``SettingsError`` naming the line at fault."""
     try:
         text = path.read_text(encoding="utf-8")
-        mode = path.stat().st_mode
+        st = path.stat()
     except OSError as exc:
         raise SettingsError(f"[http] token_file {path}: cannot read: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    # A file of its own that others may read: say so.  (A docker secret belongs to root and
+    # must be readable by the daemon's user: no warning then.)
+    if st.st_uid == os.getuid() and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("[http] token_file %s is readable by others: chmod 600 it", path)
     tokens: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):

@@ -606,3 +606,17 @@ def test_settings_http_section(tmp_path: Path) -> None:
     assert s.resolve(s.http.token_file or "") == tmp_path / "tokens"
     with pytest.raises(SettingsError, match="host:port"):
         load_settings(None, {"CALLFLOW_HTTP_LISTEN": "8089"})
+
+
+def test_a_token_file_others_can_read_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "tokens"
+    f.write_text(f"staff:{TOKEN}\n")
+    os.chmod(f, 0o644)
+    load_tokens(f)
+    assert "readable by others" in caplog.text
+    caplog.clear()
+    os.chmod(f, 0o600)
+    load_tokens(f)
+    assert caplog.text == ""
