@@ -18,12 +18,16 @@ from typing import Any
 
 from .ami.client import AmiClient, AmiConfig
 from .ami.trunks import AmiTrunkMonitor
+from .api import AdminContext, AdminServer, calendar_states, create_app, load_tokens
 from .ari.client import AriClient, AriConfig
 from .ari.service import CallService
 from .flow.engine import Engine
+from .flow.events import FanOut
 from .flow.registry import FlowSet
 from .flow.services import Services
-from .flows import FlowStore
+from .flows import FlowStore, ReloadResult
+from .metrics import Metrics, Probes
+from .schedule import OverrideStore
 from .settings import Settings, read_secret
 from .store.store import Store, StoreUnavailable
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
@@ -97,9 +101,67 @@ class Daemon:
                 recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
             )
         )
-        self.services = Services(trunks=self.selector, callbacks=recorder, observer=recorder)
+        # Set while attached to Asterisk; read at scrape time by metrics and /healthz.
+        self.ari_client: AriClient | None = None
+        self.service: CallService | None = None
+        self.overrides = OverrideStore()  # calendar overrides set at run time (admin API)
+        self.metrics = Metrics(self._probes())
+        self.services = Services(
+            overrides=self.overrides,
+            trunks=self.selector,
+            callbacks=recorder,
+            observer=FanOut(recorder, self.metrics),
+        )
         self.engine = Engine(self.services)
+        self.admin: AdminServer | None = None
+        if settings.http.enabled:
+            tokens = {}
+            if settings.http.token_file:
+                tokens = dict(load_tokens(settings.resolve(settings.http.token_file)))
+            else:
+                log.warning("[http] token_file not set: the admin API refuses every request")
+            ctx = AdminContext(
+                flows=self.flows,
+                overrides=self.overrides,
+                reload=self.reload,
+                trunks=self.selector,
+                db=self.store.engine,
+                metrics=self.metrics,
+                tokens=tokens,
+                audit=recorder.audit,
+                ari_connected=self._ari_connected,
+                checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
+            )
+            self.admin = AdminServer(create_app(ctx), settings.http.host, settings.http.port)
         self._stop = asyncio.Event()
+
+    def _ari_connected(self) -> bool:
+        return self.ari_client is not None and self.ari_client.connected
+
+    def _ami_connected(self) -> bool:
+        return self.ami is not None and self.ami.connected
+
+    def _probes(self) -> Probes:
+        recorder = self.store.recorder
+        return Probes(
+            ari_connected=self._ari_connected,
+            ari_reconnects=lambda: self.ari_client.reconnects if self.ari_client else 0,
+            ari_recoveries=lambda: self.service.recoveries if self.service else 0,
+            ami_connected=self._ami_connected,
+            ami_reconnects=lambda: self.ami.reconnects if self.ami else 0,
+            recorder_queue_depth=lambda: recorder.queue_depth,
+            recorder_spool_size=lambda: recorder.spool_size,
+            recorder_database_up=lambda: recorder.database_up,
+            recorder_dropped=lambda: recorder.dropped,
+            recorder_rejected=lambda: recorder.rejected,
+            recorder_written=lambda: recorder.written,
+            trunks=self.selector.snapshot,
+            trunk_feed_live=lambda: self.health.live,
+            calendars=lambda: calendar_states(
+                self.flows.current, self.overrides, datetime.now(UTC)
+            ),
+            flows_loaded=lambda: len(self.flows.current.flows),
+        )
 
     def _write_trunk_snapshot(self) -> None:
         try:
@@ -110,7 +172,7 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self) -> None:
+    def reload(self) -> ReloadResult:
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
@@ -121,6 +183,7 @@ class Daemon:
                 self.health.set_trunks(trunks)
         else:
             log.error("reload refused, still running: %s", ", ".join(result.flows))
+        return result
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -146,6 +209,13 @@ class Daemon:
             log.warning("database unavailable at start (%s): recording to the spool", exc)
         recorder_task = asyncio.create_task(recorder.run(), name="recorder")
         purge_task = asyncio.create_task(self._purge_daily(), name="purge")
+        if self.admin is not None:
+            try:
+                await self.admin.start()
+                log.info("admin API, /metrics and the page on %s", self.admin.url)
+            except OSError as exc:  # calls matter more than the admin page
+                log.error("admin API not started (%s): calls go on without it", exc)
+                self.admin = None
         self._write_trunk_snapshot()
         ami_task = None
         if self.ami is not None:
@@ -154,6 +224,7 @@ class Daemon:
             service = CallService(
                 client, self.engine, self.flows, sounds_prefix=self.settings.flows.sounds_prefix
             )
+            self.ari_client, self.service = client, service
             pump = asyncio.create_task(self._pump(client, service), name="ari-events")
             stop = asyncio.create_task(self._stop.wait(), name="stop")
             await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -167,6 +238,8 @@ class Daemon:
         if self.ami is not None and ami_task is not None:
             await self.ami.close()
             await ami_task
+        if self.admin is not None:
+            await self.admin.close()
         purge_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge_task

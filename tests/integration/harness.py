@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from base64 import b64encode
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ ARI_URL = "http://127.0.0.1:8088"
 ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
 AMI_SECRET = "callflow-test"
+API_TOKEN = "bench-token-0123456789abcdef"
 
 # Address plan (tests/integration/asterisk/pjsip.conf).
 PEERS = {
@@ -126,7 +128,9 @@ class Daemon:
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
             f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///var/callflow.db"}"\n'
             'spool_dir = "var/spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
+            '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
         )
+        (self.workdir / "api-tokens").write_text(f"bench:{API_TOKEN}\n")
         self.db_path = self.workdir / "var" / "callflow.db"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -195,6 +199,26 @@ class Daemon:
 
         wait_until(check, timeout, f"log line /{pattern}/\n--- log ---\n{self.log()[-3000:]}")
         return found[0]
+
+    def http(
+        self, path: str, *, token: bool = True, method: str = "GET", body: Any = None
+    ) -> tuple[int, str]:
+        """A request to the daemon's admin HTTP server (its port is in the log)."""
+        m = self.wait_log(r"admin API, /metrics and the page on (http://\S+)")
+        req = urllib.request.Request(
+            m.group(1) + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+        )
+        if token:
+            req.add_header("Authorization", f"Bearer {API_TOKEN}")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
 
     def outcomes(self) -> list[dict[str, str]]:
         return [m.groupdict() for m in _END.finditer(self.log())]

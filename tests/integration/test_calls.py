@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .harness import Bench, Daemon, ari, channels, sandbox, wait_trunk, wait_until
@@ -172,3 +173,33 @@ def test_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
     assert invites_to(accueil.messages()) >= 1
     assert "daemon stopped during the call" in daemon.log()
     patient.stop()
+
+
+def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None:
+    status, body = daemon.http("/healthz", token=False)
+    assert status == 200, body
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+    bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    daemon.wait_outcome()
+    status, metrics = daemon.http("/metrics", token=False)
+    assert status == 200
+    assert 'callflow_calls_total{flow="bench",outcome="answered"} 1.0' in metrics
+    assert "callflow_ari_connected 1.0" in metrics
+    # Close the always-open calendar by hand: the next call goes after-hours at once.
+    tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT08:00")
+    status, body = daemon.http(
+        "/api/calendars/bench/always/override",
+        method="POST",
+        body={"state": "closed", "until": tomorrow},
+    )
+    assert status in (200, 201), body
+    trunk = bench.peer("trunk-a", "uas-answer.xml", hangup_ms="1000")
+    wait_trunk("trunk-a", "online")
+    bench.patient("100", hold_ms="8000")
+    assert trunk.wait(40) == 0, trunk.log()
+    out = daemon.wait_outcome(2)
+    assert (out["outcome"], out["trunk"]) == ("forwarded", "trunk-a")
+    assert "detail='override: closed" in daemon.log()
+    status, _ = daemon.http("/api/calls", token=False)
+    assert status == 401
