@@ -27,7 +27,7 @@ from .flow.registry import FlowSet
 from .flow.services import Services
 from .flows import FlowStore, ReloadResult
 from .metrics import Metrics, Probes
-from .schedule import OverrideStore
+from .overrides import OVERRIDES_FILE, PersistentOverrides
 from .settings import Settings, read_secret
 from .store.store import Store, StoreUnavailable
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
@@ -104,7 +104,10 @@ class Daemon:
         # Set while attached to Asterisk; read at scrape time by metrics and /healthz.
         self.ari_client: AriClient | None = None
         self.service: CallService | None = None
-        self.overrides = OverrideStore()  # calendar overrides set at run time (admin API)
+        # Calendar overrides set at run time (admin API), kept across restarts.
+        self.overrides = PersistentOverrides(
+            settings.resolve(settings.daemon.state_dir) / OVERRIDES_FILE, datetime.now(UTC)
+        )
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
