@@ -178,6 +178,14 @@ class AriCall:
             if state == "Up":
                 chan.answered.set()
 
+    def reconcile(self, alive: set[str]) -> None:
+        """After a reconnection: channels of this call that Asterisk no longer has (it
+        restarted, or events were lost while disconnected) are gone, so waits end."""
+        for chan in (self._chan, *self._legs.values()):
+            if chan.id not in alive and not chan.gone.is_set():
+                log.warning("call=%s channel %s vanished while disconnected", self.id, chan.id)
+                chan.gone.set()
+
     # -- waiting ---------------------------------------------------------------------------
 
     async def _race(

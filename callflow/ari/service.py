@@ -148,9 +148,14 @@ class CallService:
         hung up; stranded callers go to their flow's fallback (or the dialplan's)."""
         try:
             ids = await self.client.channels_in_app()
+            alive = {str(c.get("id")) for c in await self.client.list_channels()}
         except AriError as exc:
             log.error("recovery: cannot list channels: %s", exc)
             return
+        # Calls in progress whose channels vanished while we were disconnected end now
+        # (and are logged) instead of waiting for events that will never come.
+        for call, _task in list(self.calls.values()):
+            call.reconcile(alive)
         stranded = [i for i in ids if i not in self.registry]
         if not stranded:
             return

@@ -123,12 +123,18 @@ def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
 
 
 def test_asterisk_restart_the_daemon_reconnects(daemon: Daemon, bench: Bench) -> None:
-    sandbox("restart")
+    patient = bench.patient("100", hold_ms="30000")
+    daemon.wait_log(r"step=hours kind=schedule")
+    sandbox("restart")  # the call in the menu dies with Asterisk
     daemon.wait_connected(count=2, timeout=60)
+    # The call that died with Asterisk is ended and logged, not left waiting for ever.
+    first = daemon.wait_outcome(1, timeout=30)
+    assert first["step"] == "menu"
+    patient.stop()
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
     bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
     assert accueil.wait(40) == 0, accueil.log()
-    assert daemon.wait_outcome()["destination"] == "secretariat"
+    assert daemon.wait_outcome(2)["destination"] == "secretariat"
 
 
 def test_reload_with_a_broken_file_keeps_the_old_flows(

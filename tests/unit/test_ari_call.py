@@ -279,3 +279,22 @@ async def test_a_ringing_callee_is_not_cut_by_the_setup_timeout() -> None:
     call, _ = make({"PJSIP/0180@trunk-a": "ringout"})
     result = await call.dial("PJSIP/0180@trunk-a", timeout=0.3, setup_timeout=0.1)
     assert result.status is DialStatus.NOANSWER
+
+
+async def test_reconcile_ends_a_wait_on_a_channel_that_vanished() -> None:
+    call, fake = make()
+    fake.play_time = 60  # the PlaybackFinished will never come: Asterisk restarted
+    task = asyncio.create_task(call.play(["long"]))
+    await asyncio.sleep(0.02)
+    call.reconcile({"some-other-channel"})
+    with pytest.raises(CallerHangup):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_reconcile_keeps_a_channel_that_is_still_there() -> None:
+    call, fake = make()
+    fake.play_time = 0.1
+    task = asyncio.create_task(call.play(["short"]))
+    await asyncio.sleep(0.02)
+    call.reconcile({"caller-1"})
+    assert await asyncio.wait_for(task, 1) == ""
