@@ -57,8 +57,24 @@ def endpoint_state(name: str) -> str:
     return str(ari("GET", f"/endpoints/PJSIP/{name}").get("state", "unknown"))
 
 
-def wait_trunk(name: str, state: str, timeout: float = 15) -> None:
-    wait_until(lambda: endpoint_state(name) == state, timeout, f"trunk {name} {state}")
+# A qualify ping sent just before a SIPp trunk started (or stopped) can still report the
+# old state one cycle later (bench: qualify_frequency 2 s, qualify_timeout 1 s).
+QUALIFY_SETTLE = 3.5
+
+
+def wait_trunk(name: str, state: str, timeout: float = 20) -> None:
+    """Wait until Asterisk's qualify has said ``state`` for a whole qualify cycle."""
+    since: list[float] = []
+
+    def steady() -> bool:
+        if endpoint_state(name) != state:
+            since.clear()
+            return False
+        if not since:
+            since.append(time.monotonic())
+        return time.monotonic() - since[0] >= QUALIFY_SETTLE
+
+    wait_until(steady, timeout, f"trunk {name} {state} for {QUALIFY_SETTLE} s")
 
 
 def ari_up() -> bool:
