@@ -118,11 +118,9 @@ class Daemon:
         self.engine = Engine(self.services)
         self.admin: AdminServer | None = None
         if settings.http.enabled:
-            tokens = {}
+            tokens = {}  # none: the API refuses every /api/ request (it says so at start)
             if settings.http.token_file:
                 tokens = dict(load_tokens(settings.resolve(settings.http.token_file)))
-            else:
-                log.warning("[http] token_file not set: the admin API refuses every request")
             ctx = AdminContext(
                 flows=self.flows,
                 overrides=self.overrides,
