@@ -55,3 +55,8 @@ class TelephonyError(CallflowError):
 
 class CallerHangup(TelephonyError):
     """The caller hung up; the flow stops where it is and the call is logged as abandoned."""
+
+
+class CallLost(CallerHangup):
+    """The call's channel vanished without the caller hanging up (the PBX restarted, or its
+    events were lost while disconnected): the call is logged as failed, not abandoned."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import CallerHangup, TelephonyError
+from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
@@ -120,6 +120,7 @@ class AriCall:
         self.answered = channel.get("state") == "Up"
         self.bridged = False  # currently talking to someone through a bridge
         self.left = False  # handed back to the dialplan: not ours to hang up any more
+        self.lost = False  # the channel vanished while we were disconnected
         registry.register(self._chan.id, self)
 
     # -- identity ------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class AriCall:
         for chan in (self._chan, *self._legs.values()):
             if chan.id not in alive and not chan.gone.is_set():
                 log.warning("call=%s channel %s vanished while disconnected", self.id, chan.id)
+                self.lost = self.lost or chan is self._chan
                 chan.gone.set()
 
     # -- waiting ---------------------------------------------------------------------------
@@ -212,7 +214,7 @@ class AriCall:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await main
         if self._chan.gone.is_set():
-            raise CallerHangup(f"caller hung up ({self.id})")
+            raise self._hung_up()
         if any(t in done for t in gones):
             raise _Gone()
         raise TimeoutError
@@ -220,12 +222,17 @@ class AriCall:
     async def _caller_op(self, aw: Awaitable[T]) -> T:
         """A REST call on the caller's channel: a missing channel means the caller left."""
         if self.gone:
-            raise CallerHangup(f"caller hung up ({self.id})")
+            raise self._hung_up()
         try:
             return await aw
         except AriNotFound:
             self._chan.gone.set()
             raise CallerHangup(f"caller channel {self.id} is gone") from None
+
+    def _hung_up(self) -> CallerHangup:
+        if self.lost:
+            return CallLost(f"channel {self.id} vanished (Asterisk restarted or events lost)")
+        return CallerHangup(f"caller hung up ({self.id})")
 
     # -- the Call protocol -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..errors import CallerHangup, TelephonyError
+from ..errors import CallerHangup, CallLost, TelephonyError
 from ..schedule import Source
 from ..telephony import Call, DialResult, DialStatus
 from . import schema
@@ -101,6 +101,11 @@ class _Run:
         )
         try:
             outcome = await (self._walk() if rescue is None else self._fallback(rescue))
+        except CallLost as exc:
+            # Not the caller's doing: the PBX lost the call (it restarted, say).
+            outcome = self.reached or Outcome(
+                OutcomeKind.FAILED, self.step_name, tier=self.tier, detail=f"call lost: {exc}"
+            )
         except CallerHangup:
             # Hanging up after talking to someone is the normal end of a call.
             outcome = self.reached or Outcome(
@@ -138,6 +143,9 @@ class _Run:
             t0 = loop.time()
             try:
                 res = await self._step(name, step)
+            except CallLost as exc:
+                self._record(name, kind, "lost", str(exc), None, loop.time() - t0)
+                raise
             except CallerHangup:
                 self._record(name, kind, "abandoned", "caller hung up", None, loop.time() - t0)
                 raise

@@ -129,7 +129,8 @@ def test_asterisk_restart_the_daemon_reconnects(daemon: Daemon, bench: Bench) ->
     daemon.wait_connected(count=2, timeout=60)
     # The call that died with Asterisk is ended and logged, not left waiting for ever.
     first = daemon.wait_outcome(1, timeout=30)
-    assert first["step"] == "menu"
+    assert (first["outcome"], first["step"]) == ("failed", "menu")
+    assert "call lost: channel" in daemon.log()
     patient.stop()
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
     bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")

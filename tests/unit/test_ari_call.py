@@ -9,7 +9,7 @@ import pytest
 
 from callflow.ari.call import AriCall, leg_status
 from callflow.ari.channels import ChannelRegistry
-from callflow.errors import CallerHangup
+from callflow.errors import CallerHangup, CallLost
 from callflow.telephony import DialStatus
 
 
@@ -287,7 +287,7 @@ async def test_reconcile_ends_a_wait_on_a_channel_that_vanished() -> None:
     task = asyncio.create_task(call.play(["long"]))
     await asyncio.sleep(0.02)
     call.reconcile({"some-other-channel"})
-    with pytest.raises(CallerHangup):
+    with pytest.raises(CallLost):
         await asyncio.wait_for(task, 1)
 
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callflow.errors import CallerHangup, TelephonyError
+from callflow.errors import CallerHangup, CallLost, TelephonyError
 from callflow.flow.engine import Engine, mask
 from callflow.flow.events import CallInfo, FanOut, Outcome, OutcomeKind, StepRecord
 from callflow.flow.loader import load_text
@@ -712,6 +712,13 @@ async def test_caller_hangs_up_mid_menu() -> None:
     assert rec.results() == [("first", "menu", "abandoned")]
     assert rec.events[-1] == ("ended", outcome)
     assert call.did("hangup") == []  # nobody left to hang up on
+
+
+async def test_a_call_lost_by_the_pbx_is_failed_not_abandoned() -> None:
+    call = FakeCall(raise_at={"collect": CallLost("channel vanished")})
+    outcome, rec, _ = await run(make_flow(MENU), call)
+    assert outcome == Outcome(OutcomeKind.FAILED, "first", detail="call lost: channel vanished")
+    assert rec.results() == [("first", "menu", "lost")]
 
 
 async def test_caller_hangs_up_while_ringing() -> None:
