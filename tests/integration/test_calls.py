@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -211,3 +212,16 @@ def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None
     assert "detail='override: closed" in daemon.log()
     status, _ = daemon.http("/api/calls", token=False)
     assert status == 401
+
+
+def test_asterisk_crash_the_lost_call_is_logged_as_failed(daemon: Daemon, bench: Bench) -> None:
+    patient = bench.patient("100", hold_ms="30000")
+    daemon.wait_log(r"step=hours kind=schedule")
+    # SIGKILL: no hangup event reaches the daemon, the channels just vanish.
+    subprocess.run(["pkill", "-KILL", "-x", "asterisk"], check=True)
+    patient.stop()
+    sandbox("up")
+    daemon.wait_connected(count=2, timeout=60)
+    out = daemon.wait_outcome(1, timeout=30)
+    assert (out["outcome"], out["step"]) == ("failed", "menu")
+    assert "call lost: channel" in daemon.log()
