@@ -82,9 +82,7 @@ class CallService:
             self._spawn(self._hangup(str(channel.get("id"))), "orphan leg hangup")
             return
         dialed = str(args[0]) if args else str((channel.get("dialplan") or {}).get("exten", ""))
-        call = AriCall(
-            self.client, self.registry, channel, dialed=dialed, sounds_prefix=self.sounds_prefix
-        )
+        call = self._call(channel, dialed)
         if not self.accepting:
             log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
             self._spawn(self._to_dialplan(call, "daemon stopping"), "fallback")
@@ -130,13 +128,22 @@ class CallService:
         with contextlib.suppress(AriError):
             await self.client.hangup(channel_id)
 
+    def _call(self, channel: dict[str, Any], dialed: str) -> AriCall:
+        return AriCall(
+            self.client,
+            self.registry,
+            channel,
+            dialed=dialed,
+            sounds_prefix=self.sounds_prefix,
+            fallback_context=self.fallback_context,
+        )
+
     async def _to_dialplan(self, call: AriCall, why: str) -> None:
+        log.info("call=%s handed to the dialplan fallback: %s", call.id, why)
         try:
-            await call.continue_to(self.fallback_context)
-        except Exception as exc:
-            log.error(
-                "call=%s could not be sent to the dialplan fallback (%s): %s", call.id, why, exc
-            )
+            await call.last_resort()  # ends its legs; hangs up if the dialplan is unreachable
+        except Exception:
+            log.exception("call=%s could not be sent to the dialplan fallback (%s)", call.id, why)
         finally:
             call.close()
 
@@ -209,9 +216,7 @@ class CallService:
             await self._hangup(chan_id)
             return
         dialed = str((channel.get("dialplan") or {}).get("exten", ""))
-        call = AriCall(
-            self.client, self.registry, channel, dialed=dialed, sounds_prefix=self.sounds_prefix
-        )
+        call = self._call(channel, dialed)
         await call.stop_stray_playbacks()
         flow = self.flows.for_number(dialed)
         log.warning("recovery: call=%s was stranded: sent to the fallback", chan_id)
