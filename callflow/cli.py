@@ -14,7 +14,7 @@ from typing import TextIO
 
 from .errors import FlowError, UserError
 from .flow.engine import Engine
-from .flow.events import Outcome
+from .flow.events import Outcome, StepKind, StepRecord
 from .flow.oncall import on_call_timeline
 from .flow.registry import FlowSet, LoadedFlow, flow_files, load_flows
 from .flow.services import InOrder, MemoryCallbacks, Services
@@ -415,10 +415,7 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         f"flow {flow.name} [{flow.version}]\n"
     )
     for r in transcript.steps:
-        label = r.step if r.kind not in ("attempt", "fallback") else f"  {r.step} ({r.kind})"
-        detail = f" ({r.detail})" if r.detail else ""
-        nxt = f" → {r.next}" if r.next else ""
-        out.write(f"  {label}: {r.result}{detail}{nxt}\n")
+        out.write(f"  {_step_line(r)}\n")
     out.write(f"outcome: {describe(outcome)}\n")
     return 0
 
@@ -437,6 +434,21 @@ async def simulate(
     call = SimulatedCall(flow, scenario, caller=caller, dialed=dialed)
     outcome = await Engine(services).run(flow, call)
     return transcript, outcome
+
+
+def _step_line(r: StepRecord) -> str:
+    """One step of a simulated call, for people, from the record's fields."""
+    inside = r.kind in (StepKind.ATTEMPT, StepKind.FALLBACK)
+    text = f"  {r.step} ({r.kind}): " if inside else f"{r.step}: "
+    text += str(r.result) if r.key is None else f"{r.result} {r.key}"
+    facts = [f"tier {r.tier}"] if r.tier is not None and r.kind is StepKind.ESCALATE else []
+    if r.destination is not None:
+        facts.append(r.destination if r.trunk is None else f"{r.destination} via {r.trunk}")
+    if r.detail:
+        facts.append(r.detail)
+    if facts:
+        text += f" ({'; '.join(facts)})"
+    return text + (f" → {r.next}" if r.next else "")
 
 
 def describe(o: Outcome) -> str:
@@ -463,11 +475,22 @@ def _as_json(t: Transcript, o: Outcome) -> dict[str, object]:
         "tier": o.tier,
         "step": o.step,
         "detail": o.detail,
+        "answered": [
+            {"at": a.at.isoformat(), "step": a.step, "destination": a.destination}
+            for a in t.answers
+        ],
         "steps": [
             {
                 "step": r.step,
-                "kind": r.kind,
-                "result": r.result,
+                "kind": str(r.kind),
+                "result": str(r.result),
+                "key": r.key,
+                "attempt": r.attempt,
+                "destination": r.destination,
+                "trunk": r.trunk,
+                "tier": r.tier,
+                "dial_status": None if r.dial_status is None else str(r.dial_status),
+                "outcome": None if r.outcome is None else str(r.outcome),
                 "detail": r.detail,
                 "next": r.next,
             }

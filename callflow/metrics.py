@@ -22,12 +22,14 @@ never a caller number or a call id.
 Definitions (they match ``callflow report``):
 
 * missed call: a call that ended ``abandoned`` or ``failed``;
-* time to answer: ``Outcome.answered - CallInfo.started`` (menus and ring time included),
-  for calls whose outcome carries an answer time;
+* time to answer: from ``CallInfo.started`` to the call's first ``CallAnswered`` (menus
+  and ring time included);
 * failover: an attempt on a trunk that ended with a trunk fault (CHANUNAVAIL, CONGESTION,
   FAILED), followed within the same ring by an attempt on another trunk;
 * escalation acceptance time: from the start of the ``escalate`` step to the moment the
   person (or the emergency line) answered and, for a confirmed leg, accepted.
+
+Every value is read from the fields of the engine's typed events; none from their prose.
 
 ``callflow_trunk_up`` is 1 when qualify sees the trunk reachable and its circuit breaker is
 closed, 0 when qualify says unreachable or the breaker is open, and absent while the state
@@ -38,7 +40,6 @@ fires on evidence only; ``callflow_trunk_state{state}`` tells all three states.
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,8 +60,17 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from .flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
-from .flow.schema import STEP_KINDS
+from .flow.events import (
+    MISSED,
+    REACHED_RESULTS,
+    CallAnswered,
+    CallInfo,
+    Outcome,
+    OutcomeKind,
+    StepKind,
+    StepRecord,
+    StepResult,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -78,13 +88,6 @@ log = logging.getLogger("callflow.metrics")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _T = TypeVar("_T")
 
-MISSED = frozenset({OutcomeKind.ABANDONED, OutcomeKind.FAILED})
-# Step kinds as labels: the flow language's kinds, plus the engine's bookkeeping ones.
-_KINDS = frozenset({*STEP_KINDS, "attempt", "fallback"})
-_TRUNK_FAULTS = frozenset({"chanunavail", "congestion", "failed"})
-_DIAL_RESULTS = frozenset({"answer", "busy", "noanswer", "declined", *_TRUNK_FAULTS})
-_TIER = re.compile(r"^tier (\d{1,2}):")
-_ACCEPTED = frozenset({"answered", "accepted"})
 # Calls followed at once; a call whose end never comes (a bug) is forgotten past this.
 _MAX_TRACKED = 10_000
 
@@ -161,8 +164,9 @@ class CallbackBacklog:
 @dataclass
 class _CallState:
     flow: str
-    last_attempt: tuple[str, str, bool] | None = None  # destination, trunk, trunk fault
-    escalations: list[tuple[int | None, str, str, datetime]] = field(default_factory=list)
+    started: datetime
+    last_attempt: StepRecord | None = None  # the previous attempt of the ring under way
+    answers: dict[str, datetime] = field(default_factory=dict)  # step → first answer
 
 
 class Metrics:
@@ -279,7 +283,7 @@ class Metrics:
     def call_started(self, info: CallInfo) -> None:
         try:
             self.active.labels(info.flow).inc()
-            self._calls[info.call_id] = _CallState(info.flow)
+            self._calls[info.call_id] = _CallState(info.flow, info.started)
             while len(self._calls) > _MAX_TRACKED:
                 self._calls.popitem(last=False)
         except Exception:  # pragma: no cover - metrics must never touch a call
@@ -291,6 +295,17 @@ class Metrics:
         except Exception:  # pragma: no cover
             log.exception("metrics: step")
 
+    def call_answered(self, event: CallAnswered) -> None:
+        try:
+            state = self._calls.get(event.call_id)
+            if state is None:
+                return
+            if not state.answers:  # time to answer: the first person to take the call
+                self.answer_time.labels(event.flow).observe(_seconds(state.started, event.at))
+            state.answers.setdefault(event.step, event.at)
+        except Exception:  # pragma: no cover
+            log.exception("metrics: call_answered")
+
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         try:
             self._end(info, outcome, at)
@@ -298,44 +313,51 @@ class Metrics:
             log.exception("metrics: call_ended")
 
     def _step(self, r: StepRecord) -> None:
-        kind = r.kind if r.kind in _KINDS else "other"
         state = self._calls.get(r.call_id)
-        if kind == "attempt":
+        if r.kind is StepKind.ATTEMPT:
             self._attempt(r, state)
             return
         if state is not None:
             state.last_attempt = None  # a new ring starts after any other step
-        if kind != "fallback":  # bookkeeping records, always 0 s
-            self.step_latency.labels(kind).observe(max(r.duration, 0.0))
-        self.steps.labels(r.flow, r.step, kind).inc()
-        if kind == "escalate" and state is not None:
-            m = _TIER.match(r.detail)
-            tier = int(m.group(1)) if m else None
-            result = (
-                "accepted"
-                if r.result in _ACCEPTED
-                else "abandoned"
-                if r.result == "abandoned"
-                else "failed"
-            )
-            started = r.at - timedelta(seconds=max(r.duration, 0.0))
-            state.escalations.append((tier, result, r.step, started))
+        if r.kind is not StepKind.FALLBACK:  # bookkeeping records, always 0 s
+            self.step_latency.labels(r.kind).observe(max(r.duration, 0.0))
+        self.steps.labels(r.flow, r.step, r.kind).inc()
+        if r.kind is StepKind.ESCALATE:
+            self._escalation(r, state)
+
+    def _escalation(self, r: StepRecord, state: _CallState | None) -> None:
+        label = tier_label(r.tier)
+        if r.result in REACHED_RESULTS:
+            self.escalations.labels(label, "accepted").inc()
+            answered = state.answers.get(r.step) if state is not None else None
+            if answered is not None:
+                started = r.at - timedelta(seconds=max(r.duration, 0.0))
+                self.accept_time.labels(label).observe(_seconds(started, answered))
+        elif r.result is StepResult.ABANDONED:
+            self.escalations.labels(label, "abandoned").inc()
+        else:
+            self.escalations.labels(label, "failed").inc()
 
     def _attempt(self, r: StepRecord, state: _CallState | None) -> None:
-        dest, sep, trunk = r.detail.rpartition(" via ")
-        if not sep or not trunk:
+        if r.trunk is None or r.dial_status is None:
             return  # an internal endpoint: no trunk involved
-        result = r.result if r.result in _DIAL_RESULTS else "other"
-        self.attempts.labels(trunk, result).inc()
+        self.attempts.labels(r.trunk, r.dial_status.lower()).inc()
         if state is None:
             return
         last = state.last_attempt
-        if last is not None and last[0] == dest and last[2] and last[1] != trunk:
-            self.failovers.labels(last[1]).inc()
-        state.last_attempt = (dest, trunk, result in _TRUNK_FAULTS)
+        if (
+            last is not None
+            and last.trunk is not None
+            and last.destination == r.destination
+            and last.trunk != r.trunk
+            and last.dial_status is not None
+            and last.dial_status.trunk_fault
+        ):
+            self.failovers.labels(last.trunk).inc()
+        state.last_attempt = r
 
     def _end(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
-        state = self._calls.pop(info.call_id, None)
+        self._calls.pop(info.call_id, None)
         self.active.labels(info.flow).dec()
         kind = str(outcome.kind)
         self.calls.labels(info.flow, kind).inc()
@@ -344,15 +366,8 @@ class Metrics:
         else:
             self.missed.labels(info.flow)  # the series exists (at 0) for rate()
         self.duration.labels(info.flow, kind).observe(_seconds(info.started, at))
-        if outcome.answered is not None:
-            self.answer_time.labels(info.flow).observe(_seconds(info.started, outcome.answered))
         if outcome.kind is OutcomeKind.CALLBACK:
             self.callbacks_requested.labels(info.flow, tier_label(outcome.tier)).inc()
-        for tier, result, step, started in state.escalations if state else ():
-            label = tier_label(tier if tier is not None else outcome.tier)
-            self.escalations.labels(label, result).inc()
-            if result == "accepted" and outcome.answered is not None and outcome.step == step:
-                self.accept_time.labels(label).observe(_seconds(started, outcome.answered))
 
     # -- callbacks (the admin API) -------------------------------------------------------
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .errors import CallerHangup
-from .flow.events import CallInfo, Outcome, StepRecord
+from .flow.events import CallAnswered, CallInfo, Outcome, StepKind, StepRecord
 from .flow.registry import LoadedFlow
 from .telephony import DialResult, DialStatus
 
@@ -160,6 +160,7 @@ class Transcript:
     def __init__(self) -> None:
         self.info: CallInfo | None = None
         self.steps: list[StepRecord] = []
+        self.answers: list[CallAnswered] = []
         self.outcome: Outcome | None = None
 
     def call_started(self, info: CallInfo) -> None:
@@ -168,9 +169,13 @@ class Transcript:
     def step(self, record: StepRecord) -> None:
         self.steps.append(record)
 
+    def call_answered(self, event: CallAnswered) -> None:
+        self.answers.append(event)
+
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         self.outcome = outcome
 
     @property
     def path(self) -> list[str]:
-        return [r.step for r in self.steps if r.kind not in ("attempt", "fallback")]
+        inside = (StepKind.ATTEMPT, StepKind.FALLBACK)
+        return [r.step for r in self.steps if r.kind not in inside]

@@ -18,7 +18,7 @@ from ..errors import CallerHangup, CallLost, TelephonyError
 from ..schedule import Source
 from ..telephony import Call, DialResult, DialStatus
 from . import schema
-from .events import CallInfo, Outcome, OutcomeKind, StepRecord
+from .events import CallAnswered, CallInfo, Outcome, OutcomeKind, StepKind, StepRecord, StepResult
 from .oncall import on_call
 from .registry import LoadedFlow
 from .services import CallbackRequest, Services, callable_number
@@ -28,10 +28,18 @@ log = logging.getLogger("callflow.call")
 
 @dataclass
 class _Result:
-    result: str
-    detail: str = ""
+    """How a step ended: the typed fields of its record, its way out, and, when the step
+    decided how the call ends, the outcome."""
+
+    result: StepResult
     next: str | None = None
     outcome: Outcome | None = None
+    detail: str = ""
+    key: str | None = None
+    attempt: int | None = None
+    destination: str | None = None
+    trunk: str | None = None
+    dial_status: DialStatus | None = None
 
 
 @dataclass
@@ -40,7 +48,6 @@ class _Rung:
 
     status: DialStatus
     trunk: str | None = None
-    answered: datetime | None = None  # when the callee answered
 
 
 def _answered_at(started: datetime, result: DialResult) -> datetime | None:
@@ -74,6 +81,7 @@ class _Run:
         self.spec = flow.spec
         self.call = call
         self.seq = 0
+        self.rings = 0  # destinations rung in the current step: each attempt's number
         self.answered = False
         self.tier: int | None = None
         self.step_name: str | None = None
@@ -137,24 +145,26 @@ class _Run:
             if steps_taken > self.s.max_steps:
                 return await self._fallback(f"more than {self.s.max_steps} steps")
             self.step_name = name
+            self.rings = 0
             step = self.spec.steps[name]
-            kind = schema.step_kind(step) or "?"
+            kind = StepKind(schema.step_kind(step) or "")  # a parsed step always has one
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             try:
                 res = await self._step(name, step)
             except CallLost as exc:
-                self._record(name, kind, "lost", str(exc), None, loop.time() - t0)
+                self._record(name, kind, _Result(StepResult.LOST, detail=str(exc)), t0)
                 raise
             except CallerHangup:
-                self._record(name, kind, "abandoned", "caller hung up", None, loop.time() - t0)
+                self._record(name, kind, _Result(StepResult.ABANDONED, detail="caller hung up"), t0)
                 raise
             except TelephonyError as exc:
-                res = _Result("error", f"{type(exc).__name__}: {exc}", _failed_branch(step))
+                detail = f"{type(exc).__name__}: {exc}"
+                res = _Result(StepResult.ERROR, _failed_branch(step), detail=detail)
             except Exception as exc:  # a bug must not strand the caller
                 log.exception("call=%s step=%s crashed", self.call.id, name)
-                res = _Result("error", f"internal error: {type(exc).__name__}", None)
-            self._record(name, kind, res.result, res.detail, res.next, loop.time() - t0)
+                res = _Result(StepResult.ERROR, detail=f"internal error: {type(exc).__name__}")
+            self._record(name, kind, res, t0)
             if res.outcome is not None:
                 if res.next is None:
                     # A deliberate hangup after someone was reached keeps what was reached.
@@ -171,9 +181,9 @@ class _Run:
             case schema.PlayStep():
                 await self._answer()
                 key = await self.call.play(step.play, barge_in=step.barge_in)
-                return _Result(
-                    "interrupted" if key else "played", f"key {key}" if key else "", step.next
-                )
+                if key:
+                    return _Result(StepResult.INTERRUPTED, step.next, key=key)
+                return _Result(StepResult.PLAYED, step.next)
             case schema.MenuStep():
                 return await self._menu(step)
             case schema.ScheduleStep():
@@ -188,24 +198,23 @@ class _Run:
                 return await self._callback(step)
             case schema.VoicemailStep():
                 await self._answer()
+                box = f"box {step.voicemail.box}"
                 if await self.call.voicemail(step.voicemail.box):
-                    return _Result(
-                        "left",
-                        f"box {step.voicemail.box}",
-                        outcome=Outcome(OutcomeKind.VOICEMAIL, name, tier=self.tier),
-                    )
-                return _Result("failed", f"box {step.voicemail.box}", step.failed)
+                    outcome = Outcome(OutcomeKind.VOICEMAIL, name, tier=self.tier)
+                    return _Result(StepResult.LEFT, outcome=outcome, detail=box)
+                return _Result(StepResult.FAILED, step.failed, detail=box)
             case schema.SetStep():
                 for key_, value in step.set.items():
                     await self.call.set_variable(key_, value)
-                return _Result("set", ", ".join(step.set), step.next)
+                return _Result(StepResult.SET, step.next, detail=", ".join(step.set))
             case schema.GotoStep():
-                return _Result("goto", "", step.goto)
+                return _Result(StepResult.GOTO, step.goto)
             case schema.HangupStep():
                 if step.hangup is not None and step.hangup.announce:
                     await self._answer()
                     await self.call.play(step.hangup.announce)
-                return _Result("done", "", None, Outcome(OutcomeKind.HANGUP, name, tier=self.tier))
+                outcome = Outcome(OutcomeKind.HANGUP, name, tier=self.tier)
+                return _Result(StepResult.DONE, outcome=outcome)
             case _:
                 raise AssertionError(f"unknown step type {type(step).__name__}")
 
@@ -226,7 +235,13 @@ class _Run:
             key = digits[:1]
             if key and key in spec.options:
                 history.append(f"pressed {key}")
-                return _Result(f"pressed {key}", _attempts(attempt, history), spec.options[key])
+                return _Result(
+                    StepResult.PRESSED,
+                    spec.options[key],
+                    detail=_attempts(attempt, history),
+                    key=key,
+                    attempt=attempt,
+                )
             if not key:
                 history.append("no input")
                 if spec.no_input:
@@ -235,7 +250,12 @@ class _Run:
                 history.append(f"invalid key {_printable(digits)}")
                 if spec.invalid:
                     await self.call.play([spec.invalid])
-        return _Result("failed", _attempts(spec.attempts, history), step.failed)
+        return _Result(
+            StepResult.FAILED,
+            step.failed,
+            detail=_attempts(spec.attempts, history),
+            attempt=spec.attempts,
+        )
 
     def _schedule(self, step: schema.ScheduleStep) -> _Result:
         now = self.s.clock()
@@ -243,10 +263,10 @@ class _Run:
         override = self.s.overrides.get(f"{self.flow.name}/{step.schedule}", now)
         state = cal.state_at(now, override)
         if state.open:
-            return _Result("open", state.reason, step.open)
+            return _Result(StepResult.OPEN, step.open, detail=state.reason)
         if state.source is Source.HOLIDAY and step.holiday:
-            return _Result("holiday", state.reason, step.holiday)
-        return _Result("closed", state.reason, step.closed)
+            return _Result(StepResult.HOLIDAY, step.holiday, detail=state.reason)
+        return _Result(StepResult.CLOSED, step.closed, detail=state.reason)
 
     async def _dial(
         self,
@@ -256,13 +276,19 @@ class _Run:
         on_answer: OutcomeKind,
     ) -> _Result:
         rung = await self._ring(name, dest_name, emergency=False)
-        detail = _via(dest_name, rung.trunk)
+        reached = _Result(
+            StepResult.of_dial(rung.status),
+            destination=dest_name,
+            trunk=rung.trunk,
+            dial_status=rung.status,
+        )
         if rung.status is DialStatus.ANSWER:
-            outcome = Outcome(
-                on_answer, name, dest_name, rung.trunk, self.tier, answered=rung.answered
-            )
-            return _Result("answered", detail, step.next, outcome)
-        return _Result(rung.status.lower(), detail, _not_reached(step, rung.status))
+            reached.result = StepResult.ANSWERED
+            reached.next = step.next
+            reached.outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
+        else:
+            reached.next = _not_reached(step, rung.status)
+        return reached
 
     async def _escalate(self, name: str, step: schema.EscalateStep) -> _Result:
         spec = step.escalate
@@ -275,14 +301,18 @@ class _Run:
             # message plays while it rings.
             message = spec.announce if spec.tier == 1 else []
             rung = await self._ring(name, spec.to, emergency=spec.tier == 1, message=message)
-            detail = f"tier {spec.tier}: " + _via(spec.to, rung.trunk)
+            res = _Result(
+                StepResult.of_dial(rung.status),
+                step.failed,
+                destination=spec.to,
+                trunk=rung.trunk,
+                dial_status=rung.status,
+            )
             if rung.status is DialStatus.ANSWER:
                 kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
-                outcome = Outcome(
-                    kind, name, spec.to, rung.trunk, spec.tier, answered=rung.answered
-                )
-                return _Result("answered", detail, None, outcome)
-            return _Result(rung.status.lower(), detail, step.failed)
+                res.result, res.next = StepResult.ANSWERED, None
+                res.outcome = Outcome(kind, name, spec.to, rung.trunk, spec.tier)
+            return res
         loop = asyncio.get_running_loop()
         deadline = None if spec.total_timeout is None else loop.time() + spec.total_timeout
         tried: list[str] = []
@@ -301,22 +331,25 @@ class _Run:
             rung = await self._ring(name, person, emergency=False, confirm=spec, limit=limit)
             tried.append(f"{person}: {rung.status.lower()}")
             if rung.status is DialStatus.ANSWER:
-                outcome = Outcome(
-                    OutcomeKind.ANSWERED,
-                    name,
-                    person,
-                    rung.trunk,
-                    spec.tier,
-                    answered=rung.answered,
+                outcome = Outcome(OutcomeKind.ANSWERED, name, person, rung.trunk, spec.tier)
+                return _Result(
+                    StepResult.ACCEPTED,
+                    outcome=outcome,
+                    detail="; ".join(tried),
+                    attempt=self.rings,
+                    destination=person,
+                    trunk=rung.trunk,
+                    dial_status=rung.status,
                 )
-                return _Result("accepted", f"tier {spec.tier}: " + "; ".join(tried), None, outcome)
-        return _Result("nobody accepted", f"tier {spec.tier}: " + "; ".join(tried), step.failed)
+        return _Result(StepResult.NOBODY_ACCEPTED, step.failed, detail="; ".join(tried))
 
     async def _callback(self, step: schema.CallbackStep) -> _Result:
         spec = step.callback
         number = callable_number(self.call.caller)
+        # The caller's number is a field of the call, never part of a step's prose.
         if number is None and step.failed is not None:
-            return _Result("no caller number", f"caller id {self.call.caller!r}", step.failed)
+            why = "the caller's number cannot be called back"
+            return _Result(StepResult.NO_CALLER_NUMBER, step.failed, detail=why)
         request = CallbackRequest(
             call_id=self.call.id,
             flow=self.flow.name,
@@ -332,9 +365,9 @@ class _Run:
             await self.call.play(spec.announce)
         detail = f"queue {spec.queue}, priority {spec.priority}"
         if number is None:
-            detail += f"; caller id {self.call.caller!r} cannot be called back"
+            detail += "; the caller's number cannot be called back"
         outcome = Outcome(OutcomeKind.CALLBACK, self.step_name, tier=self.tier, detail=spec.queue)
-        return _Result("queued", detail, None, outcome)
+        return _Result(StepResult.QUEUED, outcome=outcome, detail=detail)
 
     # -- ringing destinations, with trunk failover ---------------------------------------
 
@@ -348,28 +381,44 @@ class _Run:
         limit: float | None = None,
         message: Sequence[str] = (),
     ) -> _Rung:
+        """Ring a destination (an outside number: over its route's trunks, in failover
+        order); each try is an ``attempt`` record, an answer a ``CallAnswered`` event."""
         dest = self.spec.destinations[dest_name]
         ring = dest.ring if limit is None else max(0.0, min(dest.ring, limit))
         if dest.endpoint is not None:
-            started = self.s.clock()
-            result = await self._ring_target(dest.endpoint, ring, confirm, None, message)
-            self._attempt(step, dest_name, None, result.status)
-            return _Rung(result.status, None, _answered_at(started, result))
-        assert dest.number is not None and dest.route is not None
-        trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
-        status = DialStatus.CHANUNAVAIL
-        for trunk in trunks:
-            target = f"PJSIP/{dest.number}@{trunk}"
-            setup = self.s.trunk_setup_timeout
+            targets: list[tuple[str, str | None, float | None]] = [(dest.endpoint, None, None)]
+        else:
+            assert dest.number is not None and dest.route is not None
+            trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
+            limit_setup = self.s.trunk_setup_timeout
+            targets = [(f"PJSIP/{dest.number}@{t}", t, limit_setup) for t in trunks]
+        status = DialStatus.CHANUNAVAIL  # no trunk to try
+        for target, trunk, setup in targets:
+            self.rings += 1
             started = self.s.clock()
             result = await self._ring_target(target, ring, confirm, setup, message)
             status = result.status
-            self.s.trunks.report(trunk, status)
-            self._attempt(step, dest_name, trunk, status)
-            if not status.trunk_fault:
+            if trunk is not None:
+                self.s.trunks.report(trunk, status)
+            attempt = _Result(
+                StepResult.of_dial(status),
+                attempt=self.rings,
+                destination=dest_name,
+                trunk=trunk,
+                dial_status=status,
+            )
+            self._record(step, StepKind.ATTEMPT, attempt)
+            answered = _answered_at(started, result)
+            if answered is not None:
+                self.s.observer.call_answered(
+                    CallAnswered(
+                        self.call.id, self.flow.name, answered, step, dest_name, trunk, self.tier
+                    )
+                )
+            if not status.trunk_fault or trunk is None:
                 # Answered, or busy / no answer at the far end: the trunk did its job.
-                return _Rung(status, trunk, _answered_at(started, result))
-        return _Rung(status if trunks else DialStatus.CHANUNAVAIL, None)
+                return _Rung(status, trunk)
+        return _Rung(status)
 
     async def _ring_target(
         self,
@@ -392,15 +441,13 @@ class _Run:
             setup_timeout=setup,
         )
 
-    def _attempt(self, step: str, dest: str, trunk: str | None, status: DialStatus) -> None:
-        self._record(step, "attempt", status.lower(), _via(dest, trunk), None, 0.0)
-
     async def _fallback(self, why: str) -> Outcome:
         """The flow cannot carry on: ring the fallback destination so a human is reached."""
         step = self.step_name or self.spec.start
         name = self.spec.fallback
         if name is None:
-            self._record(step, "fallback", "none", f"{why}; no fallback destination", None, 0.0)
+            none = _Result(StepResult.NONE, detail=f"{why}; no fallback destination")
+            self._record(step, StepKind.FALLBACK, none)
             return Outcome(OutcomeKind.FAILED, step, tier=self.tier, detail=why)
         try:
             rung = await self._ring(step, name, emergency=False)
@@ -409,21 +456,20 @@ class _Run:
         except TelephonyError as exc:
             rung = _Rung(DialStatus.FAILED)
             why = f"{why}; fallback failed: {exc}"
-        self._record(
-            step, "fallback", rung.status.lower(), f"{why}; {_via(name, rung.trunk)}", None, 0.0
+        res = _Result(
+            StepResult.of_dial(rung.status),
+            detail=why,
+            destination=name,
+            trunk=rung.trunk,
+            dial_status=rung.status,
         )
         if rung.status is DialStatus.ANSWER:
             kind = OutcomeKind.FORWARDED if rung.trunk else OutcomeKind.ANSWERED
-            return Outcome(
-                kind,
-                step,
-                name,
-                rung.trunk,
-                self.tier,
-                detail=f"fallback: {why}",
-                answered=rung.answered,
-            )
-        return Outcome(OutcomeKind.FAILED, step, name, None, self.tier, detail=why)
+            res.outcome = Outcome(kind, step, name, rung.trunk, self.tier, f"fallback: {why}")
+        else:
+            res.outcome = Outcome(OutcomeKind.FAILED, step, name, None, self.tier, why)
+        self._record(step, StepKind.FALLBACK, res)
+        return res.outcome
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -446,38 +492,44 @@ class _Run:
         except TelephonyError as exc:
             log.info("call=%s hangup: %s", self.call.id, exc)
 
-    def _record(
-        self, step: str, kind: str, result: str, detail: str, nxt: str | None, duration: float
-    ) -> None:
+    def _record(self, step: str, kind: StepKind, res: _Result, t0: float | None = None) -> None:
+        """Report a step (``t0``: when it began, on the loop's clock) or an attempt."""
         self.seq += 1
+        duration = 0.0 if t0 is None else asyncio.get_running_loop().time() - t0
         rec = StepRecord(
-            self.call.id,
-            self.flow.name,
-            self.seq,
-            step,
-            kind,
-            result,
-            detail,
-            nxt,
-            self.s.clock(),
-            duration,
+            call_id=self.call.id,
+            flow=self.flow.name,
+            seq=self.seq,
+            step=step,
+            kind=kind,
+            result=res.result,
+            next=res.next,
+            at=self.s.clock(),
+            duration=duration,
+            detail=res.detail,
+            key=res.key,
+            attempt=res.attempt,
+            destination=res.destination,
+            trunk=res.trunk,
+            tier=self.tier,
+            dial_status=res.dial_status,
+            outcome=None if res.outcome is None else res.outcome.kind,
         )
+        # Neither the key chosen (a health choice) nor the detail goes to the log.
         log.info(
-            "call=%s flow=%s step=%s kind=%s result=%r detail=%r next=%s",
+            "call=%s flow=%s step=%s kind=%s result=%s next=%s",
             rec.call_id,
             rec.flow,
             step,
             kind,
-            result,
-            detail,
-            nxt or "-",
+            res.result,
+            res.next or "-",
         )
         self.s.observer.step(rec)
 
     def _end(self, outcome: Outcome) -> None:
         log.info(
-            "call=%s flow=%s event=end outcome=%s step=%s destination=%s trunk=%s tier=%s "
-            "detail=%r",
+            "call=%s flow=%s event=end outcome=%s step=%s destination=%s trunk=%s tier=%s",
             self.call.id,
             self.flow.name,
             outcome.kind,
@@ -485,7 +537,6 @@ class _Run:
             outcome.destination or "-",
             outcome.trunk or "-",
             outcome.tier or "-",
-            outcome.detail,
         )
         self.s.observer.call_ended(self.info, outcome, self.s.clock())
 
@@ -512,10 +563,6 @@ def _not_reached(step: schema.DialStep | schema.ForwardStep, status: DialStatus)
     if status is DialStatus.NOANSWER:
         return step.no_answer or step.failed
     return step.failed or step.no_answer
-
-
-def _via(dest: str, trunk: str | None) -> str:
-    return f"{dest} via {trunk}" if trunk else dest
 
 
 def _attempts(n: int, history: list[str]) -> str:

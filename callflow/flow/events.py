@@ -1,4 +1,10 @@
-"""What the engine reports: call starts, each step, call outcomes (for logs, DB, metrics)."""
+"""What the engine reports, as typed values: the one contract between the engine and the
+call log, the metrics, the simulator and the tests.
+
+Every fact a consumer needs is a field (step kind, result, destination, trunk, tier, dial
+status, attempt, outcome).  ``detail`` is prose for people reading a transcript and nothing
+else: no module parses it, and the engine never writes a caller's number into it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from ..telephony import DialStatus
 
 
 class OutcomeKind(StrEnum):
@@ -19,6 +27,70 @@ class OutcomeKind(StrEnum):
     HANGUP = "hangup"  # the flow ended the call on purpose (e.g. after a message)
     ABANDONED = "abandoned"  # the caller hung up before reaching anyone
     FAILED = "failed"  # nothing reached anyone
+
+
+#: Outcomes where nobody was reached: the missed calls of the metrics and the report.
+MISSED = frozenset({OutcomeKind.ABANDONED, OutcomeKind.FAILED})
+
+
+class StepKind(StrEnum):
+    """The flow language's step kinds, plus two the engine records inside a step."""
+
+    PLAY = "play"
+    MENU = "menu"
+    SCHEDULE = "schedule"
+    DIAL = "dial"
+    FORWARD = "forward"
+    ESCALATE = "escalate"
+    CALLBACK = "callback"
+    VOICEMAIL = "voicemail"
+    SET = "set"
+    GOTO = "goto"
+    HANGUP = "hangup"
+    ATTEMPT = "attempt"  # one trunk or person rung inside a step
+    FALLBACK = "fallback"  # the flow could not carry on: its fallback destination rung
+
+
+class StepResult(StrEnum):
+    """How a step (or an attempt) ended.  Values are what the call log stores."""
+
+    # A destination rung: the dial statuses (attempts, fallbacks, and steps not reached).
+    ANSWER = "answer"
+    BUSY = "busy"
+    NOANSWER = "noanswer"
+    DECLINED = "declined"
+    CHANUNAVAIL = "chanunavail"
+    CONGESTION = "congestion"
+    FAILED = "failed"  # also: a menu out of attempts, a voicemail that took no message
+    # Steps.
+    ANSWERED = "answered"  # dial, forward, tier 1: the destination took the call
+    ACCEPTED = "accepted"  # escalate: an on-call person pressed the confirm key
+    NOBODY_ACCEPTED = "nobody accepted"
+    PLAYED = "played"
+    INTERRUPTED = "interrupted"  # a key stopped the sounds (``key``)
+    PRESSED = "pressed"  # a menu option was chosen (``key``)
+    OPEN = "open"
+    CLOSED = "closed"
+    HOLIDAY = "holiday"
+    QUEUED = "queued"
+    NO_CALLER_NUMBER = "no caller number"
+    LEFT = "left"  # voicemail: a message was left
+    SET = "set"
+    GOTO = "goto"
+    DONE = "done"
+    NONE = "none"  # fallback: the flow has no fallback destination
+    # The step did not finish.
+    ERROR = "error"  # the PBX failed to carry it out, or a bug
+    ABANDONED = "abandoned"  # the caller hung up
+    LOST = "lost"  # the PBX lost the call
+
+    @classmethod
+    def of_dial(cls, status: DialStatus) -> StepResult:
+        return cls(status.value.lower())
+
+
+#: Step results that mean the step put the call through to someone.
+REACHED_RESULTS = frozenset({StepResult.ANSWERED, StepResult.ACCEPTED})
 
 
 @dataclass(frozen=True)
@@ -37,12 +109,32 @@ class StepRecord:
     flow: str
     seq: int  # 1, 2, 3 ... in the order taken
     step: str
-    kind: str  # the step kind, or "attempt" for one trunk/person attempt inside a step
-    result: str
-    detail: str
+    kind: StepKind
+    result: StepResult
     next: str | None
-    at: datetime
+    at: datetime  # when the step ended
     duration: float  # seconds spent in the step
+    detail: str = ""  # for people only: never parsed, never a caller's number
+    key: str | None = None  # the menu key chosen, or the key that interrupted a play
+    attempt: int | None = None  # menu: the attempt that ended it; a ring: its number in the step
+    destination: str | None = None  # the destination rung (a name from the flow)
+    trunk: str | None = None  # the trunk it left by, for an outside number
+    tier: int | None = None  # the escalation tier the call is in
+    dial_status: DialStatus | None = None  # what ringing the destination gave
+    outcome: OutcomeKind | None = None  # set when this step decided how the call ends
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    """Someone took the call: a person, the secretariat, the emergency line."""
+
+    call_id: str
+    flow: str
+    at: datetime
+    step: str
+    destination: str
+    trunk: str | None
+    tier: int | None
 
 
 @dataclass(frozen=True)
@@ -52,8 +144,7 @@ class Outcome:
     destination: str | None = None
     trunk: str | None = None
     tier: int | None = None
-    detail: str = ""
-    answered: datetime | None = None  # when the person who took the call answered
+    detail: str = ""  # for people only
 
 
 class Observer(Protocol):
@@ -63,6 +154,8 @@ class Observer(Protocol):
 
     def step(self, record: StepRecord) -> None: ...
 
+    def call_answered(self, event: CallAnswered) -> None: ...
+
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None: ...
 
 
@@ -71,6 +164,9 @@ class NullObserver:
         pass
 
     def step(self, record: StepRecord) -> None:
+        pass
+
+    def call_answered(self, event: CallAnswered) -> None:
         pass
 
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
@@ -90,6 +186,10 @@ class FanOut:
     def step(self, record: StepRecord) -> None:
         for o in self.observers:
             _safe(o.step, record)
+
+    def call_answered(self, event: CallAnswered) -> None:
+        for o in self.observers:
+            _safe(o.call_answered, event)
 
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         for o in self.observers:

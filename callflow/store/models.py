@@ -120,9 +120,16 @@ class CallStep(Base):
     step: Mapped[str] = mapped_column(String)
     kind: Mapped[str] = mapped_column(String)
     result: Mapped[str] = mapped_column(String)
-    detail: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text)  # for people; the facts are the columns below
     next: Mapped[str | None] = mapped_column(String)
     duration: Mapped[float] = mapped_column(Float)  # seconds spent in the step
+    key: Mapped[str | None] = mapped_column(String)  # the menu key chosen
+    attempt: Mapped[int | None] = mapped_column(Integer)  # menu attempt, or rank of a ring
+    destination: Mapped[str | None] = mapped_column(String)
+    trunk: Mapped[str | None] = mapped_column(String)
+    tier: Mapped[int | None] = mapped_column(Integer)
+    dial_status: Mapped[str | None] = mapped_column(String)  # Asterisk's DIALSTATUS words
+    outcome: Mapped[str | None] = mapped_column(String)  # set on the step that ended the call
 
 
 class CallbackRequestRow(Base):

@@ -42,14 +42,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
+from ..flow.events import CallAnswered, CallInfo, Outcome, StepRecord
 from ..flow.services import CallbackRequest
 from .privacy import CallerPrivacy
 from .spool import Spool
@@ -58,10 +59,6 @@ from .writer import write_records
 log = logging.getLogger("callflow.store")
 
 Record = dict[str, Any]
-
-# Outcomes for which a person (or the emergency line) was reached: they have an answer time.
-REACHED = frozenset({OutcomeKind.ANSWERED, OutcomeKind.FORWARDED, OutcomeKind.EMERGENCY})
-_RINGING_KINDS = frozenset({"dial", "forward", "escalate"})
 _LOG_EVERY = 60.0  # seconds between repeated error logs of one ongoing trouble
 
 
@@ -69,6 +66,10 @@ def _iso(t: datetime) -> str:
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.isoformat()
+
+
+def _opt(value: object | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _bad_data(exc: BaseException) -> bool:
@@ -93,6 +94,36 @@ def _no_nul(rec: Record) -> Record:
         if isinstance(v, str) and "\x00" in v:
             rec[k] = v.replace("\x00", "\ufffd")
     return rec
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    info: CallInfo
+    outcome: Outcome
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TrunkChange:
+    trunk: str
+    state: str
+    rtt_ms: float | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    at: datetime
+    who: str
+    action: str
+    detail: dict[str, Any]  # JSON-ready
+
+
+#: What the recorder queues: typed events, turned into records only when written.
+Event = (
+    CallInfo | StepRecord | CallAnswered | CallEnded | CallbackRequest | TrunkChange | AuditEntry
+)
 
 
 class Recorder:
@@ -124,7 +155,7 @@ class Recorder:
         self.clock = clock
         self.spool = Spool(spool_dir, segment_records=segment_records)
         self.rejected_file = spool_dir / "rejected.jsonl"
-        self._queue: deque[tuple[Any, ...]] = deque()  # raw engine events, newest last
+        self._queue: deque[Event] = deque()  # typed events, newest last
         self._held: deque[Record] = deque()  # records the spool could not take (disk full)
         self._wake = asyncio.Event()
         self._opened = False
@@ -141,8 +172,6 @@ class Recorder:
         self._disk_retry_at = 0.0
         self._last_disk_log = 0.0
         self._last_drop_log = 0.0
-        self._ringing: dict[str, tuple[str, str, datetime]] = {}  # call → last main step
-        self._callers: dict[str, str] = {}  # call → caller ID, to scrub (pseudonymised)
         self.dropped = 0  # records lost because memory was full (logged)
         self.rejected = 0  # records the database refused (kept in rejected.jsonl)
         self.written = 0  # records written to the database (direct or replayed)
@@ -165,7 +194,7 @@ class Recorder:
 
     # -- the engine's side: never blocks, never raises -------------------------------------
 
-    def _put(self, event: tuple[Any, ...]) -> None:
+    def _put(self, event: Event) -> None:
         try:
             if len(self._queue) + len(self._held) >= self.memory_limit:
                 self.dropped += 1
@@ -186,22 +215,25 @@ class Recorder:
             log.exception("call log: cannot queue a record")
 
     def call_started(self, info: CallInfo) -> None:
-        self._put(("call", info))
+        self._put(info)
 
     def step(self, record: StepRecord) -> None:
-        self._put(("step", record))
+        self._put(record)
+
+    def call_answered(self, event: CallAnswered) -> None:
+        self._put(event)
 
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
-        self._put(("end", info, outcome, at))
+        self._put(CallEnded(info, outcome, at))
 
     def submit(self, request: CallbackRequest) -> None:
-        self._put(("callback", request))
+        self._put(request)
 
     def trunk_changed(
         self, trunk: str, state: str, rtt_ms: float | None = None, at: datetime | None = None
     ) -> None:
         """A trunk's state changed (e.g. from ``TrunkHealth.subscribe``)."""
-        self._put(("trunk", trunk, str(state), rtt_ms, at or self.clock()))
+        self._put(TrunkChange(trunk, str(state), rtt_ms, at or self.clock()))
 
     def audit(
         self,
@@ -216,86 +248,77 @@ class Recorder:
             clean = json.loads(json.dumps(dict(detail or {}), default=str))
         except (TypeError, ValueError):
             clean = {"detail": repr(detail)}
-        self._put(("audit", str(uuid.uuid4()), at or self.clock(), who, action, clean))
+        self._put(AuditEntry(str(uuid.uuid4()), at or self.clock(), who, action, clean))
 
     # -- events → records ----------------------------------------------------------------
 
-    def _record(self, event: tuple[Any, ...]) -> Record:
-        kind = event[0]
-        if kind == "call":
-            if self.privacy.pseudonymised and event[1].caller:
-                self._callers[event[1].call_id] = event[1].caller
-            return {"t": "call", **self._call_start(event[1])}
-        if kind == "step":
-            r: StepRecord = event[1]
-            if r.kind != "attempt":  # the last step taken, and when it began
-                self._ringing[r.call_id] = (r.step, r.kind, r.at - timedelta(seconds=r.duration))
-            return {
-                "t": "step",
-                "call_id": r.call_id,
-                "flow": r.flow,
-                "seq": r.seq,
-                "at": _iso(r.at),
-                "step": r.step,
-                "kind": r.kind,
-                "result": r.result,
-                "detail": self._scrub(r.call_id, r.detail),
-                "next": r.next,
-                "duration": r.duration,
-            }
-        if kind == "end":
-            info, outcome, at = event[1], event[2], event[3]
-            answered = self._answered(info, outcome)
-            return {
-                "t": "end",
-                **self._call_start(info),
-                "answered": _iso(answered) if answered else None,
-                "ended": _iso(at),
-                "outcome": str(outcome.kind),
-                "tier": outcome.tier,
-                "destination": outcome.destination,
-                "trunk": outcome.trunk,
-                "end_step": outcome.step,
-                "detail": self._scrub(info.call_id, outcome.detail, last=True),
-            }
-        if kind == "callback":
-            c: CallbackRequest = event[1]
-            return {
-                "t": "callback",
-                "call_id": c.call_id,
-                "flow": c.flow,
-                "queue": c.queue,
-                "priority": c.priority,
-                "tier": c.tier,
-                "caller": c.caller,  # in clear: the number to call back (see privacy.py)
-                "created": _iso(c.at),
-            }
-        if kind == "trunk":
-            return {
-                "t": "trunk",
-                "trunk": event[1],
-                "state": event[2],
-                "rtt_ms": event[3],
-                "at": _iso(event[4]),
-            }
-        if kind == "audit":
-            return {
-                "t": "audit",
-                "id": event[1],
-                "at": _iso(event[2]),
-                "who": event[3],
-                "action": event[4],
-                "detail": event[5],
-            }
-        raise AssertionError(f"unknown event {kind!r}")
-
-    def _scrub(self, call_id: str, text: str, *, last: bool = False) -> str:
-        """Pseudonymised storage: the caller ID never appears in clear in a detail either
-        (the engine quotes a caller ID it cannot call back)."""
-        caller = self._callers.pop(call_id, None) if last else self._callers.get(call_id)
-        if caller and text and caller in text:
-            return text.replace(caller, "[caller]")
-        return text
+    def _record(self, event: Event) -> Record:
+        match event:
+            case CallInfo():
+                return {"t": "call", **self._call_start(event)}
+            case StepRecord():
+                return {
+                    "t": "step",
+                    "call_id": event.call_id,
+                    "flow": event.flow,
+                    "seq": event.seq,
+                    "at": _iso(event.at),
+                    "step": event.step,
+                    "kind": str(event.kind),
+                    "result": str(event.result),
+                    "detail": event.detail,
+                    "next": event.next,
+                    "duration": event.duration,
+                    "key": event.key,
+                    "attempt": event.attempt,
+                    "destination": event.destination,
+                    "trunk": event.trunk,
+                    "tier": event.tier,
+                    "dial_status": _opt(event.dial_status),
+                    "outcome": _opt(event.outcome),
+                }
+            case CallAnswered():
+                return {"t": "answered", "id": event.call_id, "answered": _iso(event.at)}
+            case CallEnded(info=info, outcome=outcome, at=at):
+                return {
+                    "t": "end",
+                    **self._call_start(info),
+                    "ended": _iso(at),
+                    "outcome": str(outcome.kind),
+                    "tier": outcome.tier,
+                    "destination": outcome.destination,
+                    "trunk": outcome.trunk,
+                    "end_step": outcome.step,
+                    "detail": outcome.detail,
+                }
+            case CallbackRequest():
+                return {
+                    "t": "callback",
+                    "call_id": event.call_id,
+                    "flow": event.flow,
+                    "queue": event.queue,
+                    "priority": event.priority,
+                    "tier": event.tier,
+                    "caller": event.caller,  # in clear: the number to call back (privacy.py)
+                    "created": _iso(event.at),
+                }
+            case TrunkChange():
+                return {
+                    "t": "trunk",
+                    "trunk": event.trunk,
+                    "state": event.state,
+                    "rtt_ms": event.rtt_ms,
+                    "at": _iso(event.at),
+                }
+            case AuditEntry():
+                return {
+                    "t": "audit",
+                    "id": event.id,
+                    "at": _iso(event.at),
+                    "who": event.who,
+                    "action": event.action,
+                    "detail": event.detail,
+                }
 
     def _call_start(self, info: CallInfo) -> Record:
         return {
@@ -307,20 +330,6 @@ class Recorder:
             "started": _iso(info.started),
         }
 
-    def _answered(self, info: CallInfo, outcome: Outcome) -> datetime | None:
-        """When the call was put through.  The engine's own answer time when its Outcome
-        carries one (``answered``); otherwise the moment the step that put the call through
-        began ringing (a lower bound: it leaves out the ring time)."""
-        last = self._ringing.pop(info.call_id, None)
-        if outcome.answered is not None:
-            return outcome.answered
-        if outcome.kind not in REACHED or last is None:
-            return None
-        step, kind, start = last
-        if step == outcome.step and kind in _RINGING_KINDS:
-            return start
-        return None
-
     def _take(self, n: int) -> list[Record]:
         out: list[Record] = []
         while self._queue and len(out) < n:
@@ -328,7 +337,7 @@ class Recorder:
             try:
                 out.append(_no_nul(self._record(event)))
             except Exception:  # pragma: no cover - a bug in the conversion
-                log.exception("call log: cannot convert %s; record LOST", event[0])
+                log.exception("call log: cannot convert %s; record LOST", type(event).__name__)
                 self.dropped += 1
         return out
 

@@ -9,6 +9,8 @@ after the first time:
 * a call is upserted by ``id``: its start fields are (re)set, its end fields are set when
   the record carries them and never cleared (``COALESCE``), so replaying a start after an
   end changes nothing;
+* an answer sets the call's ``answered`` time unless one is there already (the first
+  person to take the call);
 * a step, a callback request, a trunk event, an admin action are inserted unless their
   natural key is already there (``ON CONFLICT DO NOTHING``): a callback marked done in
   the meantime stays done.
@@ -24,7 +26,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func
+from sqlalchemy import Table, bindparam, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,11 +35,13 @@ from .models import OUTCOMES, AdminAction, Call, CallbackRequestRow, CallStep, T
 CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started")
 CALL_END = ("answered", "ended", "outcome", "tier", "destination", "trunk", "end_step", "detail")
 STEP = ("call_id", "seq", "at", "step", "kind", "result", "detail", "next", "duration")
+# A step's typed fields; optional, so that records spooled by an older version replay.
+STEP_FIELDS = ("key", "attempt", "destination", "trunk", "tier", "dial_status", "outcome")
 CALLBACK = ("call_id", "flow", "queue", "priority", "tier", "caller", "created")
 TRUNK = ("trunk", "state", "rtt_ms", "at")
 AUDIT = ("id", "at", "who", "action", "detail")
 TIMES = frozenset({"started", "answered", "ended", "at", "created"})
-KINDS = ("call", "end", "step", "callback", "trunk", "audit")
+KINDS = ("call", "answered", "end", "step", "callback", "trunk", "audit")
 
 
 def _time(value: Any) -> datetime:
@@ -81,6 +85,7 @@ def check_record(rec: dict[str, Any]) -> None:
 class _Rows:
     def __init__(self) -> None:
         self.calls: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, datetime] = {}  # call → first answer
         self.placeholders: dict[str, dict[str, Any]] = {}
         self.steps: dict[tuple[str, int], dict[str, Any]] = {}
         self.callbacks: dict[tuple[str, datetime], dict[str, Any]] = {}
@@ -99,12 +104,22 @@ def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
                 row = rows.calls[start["id"]] = dict.fromkeys(CALL_END)
             row.update(start)
             if kind == "end":
-                end = _fields(rec, CALL_END)
+                # ``answered`` is its own record now; an older version's end carried it.
+                end = _fields(rec, CALL_END, optional=("answered",))
                 if end["outcome"] not in OUTCOMES:
                     raise ValueError(f"unknown outcome {end['outcome']!r}")
+                if end["answered"] is None:
+                    del end["answered"]
                 row.update(end)
+        elif kind == "answered":
+            ans = _fields(rec, ("id", "answered"))
+            if ans["answered"] is None:
+                raise ValueError("an answer without a time")
+            rows.answers.setdefault(ans["id"], ans["answered"])
+            if ans["id"] in rows.calls and rows.calls[ans["id"]]["answered"] is None:
+                rows.calls[ans["id"]]["answered"] = ans["answered"]
         elif kind == "step":
-            step = _fields(rec, STEP)
+            step = _fields(rec, STEP + STEP_FIELDS, optional=STEP_FIELDS)
             rows.steps[(step["call_id"], int(step["seq"]))] = step
             rows.placeholders.setdefault(
                 step["call_id"],
@@ -162,6 +177,14 @@ async def write_records(conn: AsyncConnection, records: Iterable[dict[str, Any]]
         fresh = {c: stmt.excluded[c] for c in CALL_START if c != "id"}
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep})
         await conn.execute(stmt, list(rows.calls.values()))
+    if rows.answers:
+        # The call's row is there: its start record is always queued before its answer.
+        stmt = (
+            update(CALLS)
+            .where(CALLS.c.id == bindparam("call_id"))
+            .values(answered=func.coalesce(CALLS.c.answered, bindparam("at")))
+        )
+        await conn.execute(stmt, [{"call_id": k, "at": v} for k, v in rows.answers.items()])
     missing = [p for cid, p in rows.placeholders.items() if cid not in rows.calls]
     for table_rows, table in (
         (missing, CALLS),

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,11 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-_END = re.compile(
-    r"call=(?P<call>\S+) flow=(?P<flow>\S+) event=end outcome=(?P<outcome>\S+) "
-    r"step=(?P<step>\S+) destination=(?P<destination>\S+) trunk=(?P<trunk>\S+)"
+_OUTCOMES = (
+    "SELECT id, flow, outcome, end_step, destination, trunk, detail, ended FROM calls "
+    "WHERE outcome IS NOT NULL"
 )
+_OUTCOME_FIELDS = ("call", "flow", "outcome", "step", "destination", "trunk", "detail", "ended")
 
 
 @dataclass
@@ -236,16 +238,58 @@ class Daemon:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
-    def outcomes(self) -> list[dict[str, str]]:
-        return [m.groupdict() for m in _END.finditer(self.log())]
+    def outcomes(self) -> list[dict[str, Any]]:
+        """The calls that ended, in the order they ended, from the daemon's call log: its
+        database, and its spool (the write-ahead journal) while the database is away."""
+        ended: dict[str, dict[str, Any]] = {}
+        for seg in sorted((self.workdir / "var" / "spool").glob("segment-*.jsonl")):
+            for line in seg.read_text(errors="replace").splitlines():
+                rec = json.loads(line) if line.startswith("{") else {}
+                if rec.get("t") == "end":
+                    row = (rec["id"], rec["flow"], rec["outcome"], rec["end_step"])
+                    row += (rec["destination"], rec["trunk"], rec["detail"], rec["ended"])
+                    ended[rec["id"]] = dict(zip(_OUTCOME_FIELDS, row, strict=True))
+        if self.db_url is None and self.db_path.exists():
+            try:
+                rows = self.query(_OUTCOMES)
+            except sqlite3.OperationalError:  # being written, or not created yet
+                rows = []
+            for row in rows:
+                ended[row[0]] = dict(zip(_OUTCOME_FIELDS, row, strict=True))
+        return sorted(ended.values(), key=lambda o: (_utc(o["ended"]), o["call"]))
 
-    def wait_outcome(self, n: int = 1, timeout: float = 30) -> dict[str, str]:
+    def wait_outcome(self, n: int = 1, timeout: float = 30) -> dict[str, Any]:
         wait_until(
             lambda: len(self.outcomes()) >= n,
             timeout,
-            f"{n} call outcome(s)\n--- log ---\n{self.log()[-3000:]}",
+            f"{n} call outcome(s) in the call log\n--- log ---\n{self.log()[-3000:]}",
         )
         return self.outcomes()[n - 1]
+
+    def steps(self, call_id: str | None = None) -> list[dict[str, Any]]:
+        """The steps of a call (of every call when ``call_id`` is None) in the call log."""
+        names = ("call_id", "seq", "step", "kind", "result", "key", "attempt", "destination")
+        names += ("trunk", "tier", "dial_status", "outcome", "detail")
+        sql = f"SELECT {', '.join(names)} FROM call_steps"
+        args: tuple[object, ...] = ()
+        if call_id is not None:
+            sql, args = sql + " WHERE call_id = ?", (call_id,)
+        try:
+            rows = self.query(sql + " ORDER BY call_id, seq", *args)
+        except sqlite3.OperationalError:  # being written, or not created yet
+            return []
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def wait_step(self, step: str, timeout: float = 20) -> dict[str, Any]:
+        """Wait until the call log holds a step named ``step`` (it is recorded as it ends)."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            found[:] = [s for s in self.steps() if s["step"] == step]
+            return bool(found)
+
+        wait_until(check, timeout, f"step {step!r} in the call log\n{self.log()[-3000:]}")
+        return found[0]
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -267,6 +311,12 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+
+def _utc(value: str) -> datetime:
+    """A time from the call log (SQLite text or a spool record), for ordering."""
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _app_registered() -> bool:

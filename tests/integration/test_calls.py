@@ -22,20 +22,22 @@ def test_menu_choice_reaches_the_secretariat(daemon: Daemon, bench: Bench) -> No
     assert patient.wait(40) == 0, patient.log()
     out = daemon.wait_outcome()
     assert (out["flow"], out["outcome"], out["destination"]) == ("bench", "answered", "secretariat")
-    assert "step=menu kind=menu result='pressed 1'" in daemon.log()
     assert invites_to(accueil.messages()) >= 1
     # The call and each of its steps are in the call log.
     daemon.stop()
     rows = daemon.query("SELECT id, outcome, destination, answered FROM calls")
     assert len(rows) == 1 and rows[0][1:3] == ("answered", "secretariat")
     assert rows[0][3] is not None  # the time the secretariat answered
-    steps = daemon.query(
-        "SELECT step, kind, result FROM call_steps WHERE call_id = ? ORDER BY seq", rows[0][0]
-    )
-    assert steps[:3] == [
-        ("welcome", "play", "played"),
-        ("hours", "schedule", "open"),
-        ("menu", "menu", "pressed 1"),
+    steps = daemon.steps(rows[0][0])
+    assert [(s["step"], s["kind"], s["result"], s["key"]) for s in steps[:3]] == [
+        ("welcome", "play", "played", None),
+        ("hours", "schedule", "open", None),
+        ("menu", "menu", "pressed", "1"),
+    ]
+    dialled = [s for s in steps if s["step"] == "desk"]
+    assert [(s["kind"], s["destination"], s["dial_status"]) for s in dialled] == [
+        ("attempt", "secretariat", "ANSWER"),
+        ("dial", "secretariat", "ANSWER"),
     ]
 
 
@@ -48,7 +50,8 @@ def test_invalid_key_then_valid_key(daemon: Daemon, bench: Bench) -> None:
     patient.wait(40)
     out = daemon.wait_outcome()
     assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
-    assert "invalid key '9', pressed 1" in daemon.log()
+    menu = [s for s in daemon.steps(out["call"]) if s["step"] == "menu"]
+    assert [(s["result"], s["key"], s["attempt"]) for s in menu] == [("pressed", "1", 2)]
 
 
 def test_no_key_takes_the_timeout_path(daemon: Daemon, bench: Bench) -> None:
@@ -58,7 +61,8 @@ def test_no_key_takes_the_timeout_path(daemon: Daemon, bench: Bench) -> None:
     patient.wait(60)
     out = daemon.wait_outcome()
     assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
-    assert "result='failed' detail='attempt 2: no input, no input'" in daemon.log()
+    menu = [s for s in daemon.steps(out["call"]) if s["step"] == "menu"]
+    assert [(s["result"], s["key"], s["attempt"]) for s in menu] == [("failed", None, 2)]
 
 
 def test_caller_hangs_up_during_the_prompt(daemon: Daemon, bench: Bench) -> None:
@@ -66,8 +70,9 @@ def test_caller_hangs_up_during_the_prompt(daemon: Daemon, bench: Bench) -> None
     assert patient.wait(30) == 0, patient.log()
     out = daemon.wait_outcome()
     assert (out["outcome"], out["step"]) == ("abandoned", "menu")
+    menu = [s for s in daemon.steps(out["call"]) if s["step"] == "menu"]
+    assert [(s["kind"], s["result"]) for s in menu] == [("menu", "abandoned")]
     log = daemon.log()
-    assert "step=menu kind=menu result='abandoned'" in log
     assert "ERROR" not in log and "Traceback" not in log
 
 
@@ -107,7 +112,7 @@ def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
     first.start()
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
     patient = bench.patient("100", hold_ms="30000")
-    first.wait_log(r"step=welcome kind=play")
+    first.wait_step("welcome")
     first.kill()  # SIGKILL: no goodbye, the caller is stranded in the Stasis application
     wait_until(lambda: len(channels()) >= 1, 5, "the stranded caller")
     second = Daemon(tmp_path / "b", flows_dir)
@@ -117,7 +122,8 @@ def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
         assert accueil.wait(40) == 0, accueil.log()
         out = second.wait_outcome()
         assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
-        assert "kind=fallback result='answer'" in second.log()
+        fallback = [s for s in second.steps(out["call"]) if s["kind"] == "fallback"]
+        assert [(s["result"], s["destination"]) for s in fallback] == [("answer", "secretariat")]
     finally:
         assert second.stop() == 0
         patient.stop()
@@ -125,7 +131,7 @@ def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
 
 def test_asterisk_restart_the_daemon_reconnects(daemon: Daemon, bench: Bench) -> None:
     patient = bench.patient("100", hold_ms="30000")
-    daemon.wait_log(r"step=hours kind=schedule")
+    daemon.wait_step("hours")
     sandbox("restart")  # the call in the menu dies with Asterisk
     daemon.wait_connected(count=2, timeout=60)
     # The call that died with Asterisk is ended and logged, not left waiting for ever.
@@ -173,14 +179,15 @@ def test_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
 ) -> None:
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
     patient = bench.patient("100", hold_ms="30000")
-    daemon.wait_log(r"step=hours kind=schedule")
+    daemon.wait_step("hours")
     daemon.signal(signal.SIGTERM)  # stop_grace is 5 s in the bench settings
     assert daemon.proc is not None
     assert daemon.proc.wait(30) == 0
     # The caller was still in the menu: the dialplan fallback rang the secretariat.
     assert accueil.wait(40) == 0, accueil.log()
     assert invites_to(accueil.messages()) >= 1
-    assert "daemon stopped during the call" in daemon.log()
+    [out] = daemon.outcomes()
+    assert (out["outcome"], out["detail"]) == ("failed", "daemon stopped during the call")
     patient.stop()
 
 
@@ -209,14 +216,15 @@ def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None
     assert trunk.wait(40) == 0, trunk.log()
     out = daemon.wait_outcome(2)
     assert (out["outcome"], out["trunk"]) == ("forwarded", "trunk-a")
-    assert "detail='override: closed" in daemon.log()
+    [hours] = [s for s in daemon.steps(out["call"]) if s["step"] == "hours"]
+    assert hours["result"] == "closed" and hours["detail"].startswith("override: closed")
     status, _ = daemon.http("/api/calls", token=False)
     assert status == 401
 
 
 def test_asterisk_crash_the_lost_call_is_logged_as_failed(daemon: Daemon, bench: Bench) -> None:
     patient = bench.patient("100", hold_ms="30000")
-    daemon.wait_log(r"step=hours kind=schedule")
+    daemon.wait_step("hours")
     # SIGKILL: no hangup event reaches the daemon, the channels just vanish.
     subprocess.run(["pkill", "-KILL", "-x", "asterisk"], check=True)
     patient.stop()
@@ -224,4 +232,4 @@ def test_asterisk_crash_the_lost_call_is_logged_as_failed(daemon: Daemon, bench:
     daemon.wait_connected(count=2, timeout=60)
     out = daemon.wait_outcome(1, timeout=30)
     assert (out["outcome"], out["step"]) == ("failed", "menu")
-    assert "call lost: channel" in daemon.log()
+    assert out["detail"].startswith("call lost: channel")

@@ -23,8 +23,12 @@ def test_first_doctor_rings_out_second_does_not_press_third_accepts(
     assert dr_c.wait(60) == 0, dr_c.log()
     out = daemon.wait_outcome(timeout=60)
     assert (out["outcome"], out["destination"]) == ("answered", "dr-c")
-    log = daemon.log()
-    assert "tier 2: dr-a: noanswer; dr-b: declined; dr-c: answer" in log
+    rung = [s for s in daemon.steps(out["call"]) if s["kind"] == "attempt"]
+    assert [(s["destination"], s["dial_status"], s["attempt"], s["tier"]) for s in rung] == [
+        ("dr-a", "NOANSWER", 1, 2),
+        ("dr-b", "DECLINED", 2, 2),
+        ("dr-c", "ANSWER", 3, 2),
+    ]
     assert dr_a.wait(20) == 0, dr_a.log()  # CANCELled when its ring time ran out
     assert "CANCEL sip:" in dr_a.messages()
     assert dr_b.wait(20) == 0, dr_b.log()  # answered, did not press: hung up on

@@ -11,14 +11,12 @@ from .harness import REPO, Bench, Daemon, sandbox, wait_trunk, wait_until
 
 
 def attempts(daemon: Daemon) -> list[str]:
-    """The trunk attempts of the calls so far, as 'result via trunk'."""
-    out = []
-    for line in daemon.log().splitlines():
-        if "kind=attempt" in line and "telesecretariat via" in line:
-            result = line.split("result='", 1)[1].split("'", 1)[0]
-            trunk = line.split("telesecretariat via ", 1)[1].split("'", 1)[0]
-            out.append(f"{result} via {trunk}")
-    return out
+    """The trunk attempts of the calls so far, as 'result via trunk', from the call log."""
+    return [
+        f"{s['result']} via {s['trunk']}"
+        for s in daemon.steps()
+        if s["kind"] == "attempt" and s["destination"] == "telesecretariat"
+    ]
 
 
 def trunks_cli(daemon: Daemon) -> dict[str, dict[str, object]]:
@@ -102,7 +100,9 @@ def test_all_trunks_down_the_call_takes_the_failed_branch(daemon: Daemon, bench:
     assert accueil.wait(40) == 0, accueil.log()
     out = daemon.wait_outcome()
     assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
-    assert "step=after-hours kind=forward result='chanunavail'" in daemon.log()
+    steps = daemon.steps(out["call"])
+    [forward] = [s for s in steps if s["step"] == "after-hours" and s["kind"] == "forward"]
+    assert (forward["result"], forward["trunk"]) == ("chanunavail", None)
 
 
 def test_ami_dropped_and_restored_resynchronises_trunk_state(daemon: Daemon, bench: Bench) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from callflow.flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
+from callflow.flow.events import CallInfo, Outcome, OutcomeKind, StepKind, StepRecord, StepResult
 from callflow.store.models import Call, CallbackRequestRow, CallStep
 
 # -- records for tests --------------------------------------------------------------------
@@ -24,19 +24,30 @@ def info(call_id: str, *, started: datetime = T0, caller: str = "0612345678") ->
 def steps(call_id: str, n: int, *, start: datetime = T0) -> list[StepRecord]:
     return [
         StepRecord(
-            call_id,
-            "cabinet",
-            seq,
-            f"step-{seq}",
-            "play",
-            "played",
-            "",
-            f"step-{seq + 1}" if seq < n else None,
-            start + timedelta(seconds=seq),
-            1.0,
+            call_id=call_id,
+            flow="cabinet",
+            seq=seq,
+            step=f"step-{seq}",
+            kind=StepKind.PLAY,
+            result=StepResult.PLAYED,
+            next=f"step-{seq + 1}" if seq < n else None,
+            at=start + timedelta(seconds=seq),
+            duration=1.0,
         )
         for seq in range(1, n + 1)
     ]
+
+
+def step(call_id: str, seq: int, at: datetime = T0, **fields: Any) -> StepRecord:
+    """One step record: a played ``x`` unless ``fields`` say otherwise."""
+    base: dict[str, Any] = {
+        "step": "x",
+        "kind": StepKind.PLAY,
+        "result": StepResult.PLAYED,
+        "next": None,
+        "duration": 1.0,
+    }
+    return StepRecord(call_id=call_id, flow="cabinet", seq=seq, at=at, **{**base, **fields})
 
 
 def answered(step: str = "desk") -> Outcome:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 import callflow.store.recorder as recorder_module
 from callflow.errors import UserError
 from callflow.flow.engine import Engine
-from callflow.flow.events import Outcome, OutcomeKind, StepRecord
+from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
 from callflow.flow.registry import LoadedFlow, load_flows
 from callflow.flow.services import CallbackRequest, Services
 from callflow.simulate import Scenario, SimulatedCall, Transcript
@@ -29,7 +29,7 @@ from callflow.store.recorder import Recorder
 from callflow.store.writer import write_records
 
 from .conftest import REPO, Database
-from .support import T0, count, counts, info, play_call, step_keys, steps
+from .support import T0, count, counts, info, play_call, step, step_keys
 
 
 def make_recorder(engine: AsyncEngine, spool: Path, **kwargs: Any) -> Recorder:
@@ -86,9 +86,20 @@ class Both:
         self.transcripts[r.call_id].step(r)
         self.rec.step(r)
 
+    def call_answered(self, a: CallAnswered) -> None:
+        self.transcripts[a.call_id].call_answered(a)
+        self.rec.call_answered(a)
+
     def call_ended(self, i: Any, o: Outcome, at: datetime) -> None:
         self.transcripts[i.call_id].call_ended(i, o, at)
         self.rec.call_ended(i, o, at)
+
+
+def _step_fields(s: Any) -> tuple[object, ...]:
+    """A stored step (a row) or a reported one (a StepRecord), field by field."""
+    names = ("seq", "step", "kind", "result", "detail", "next", "key", "attempt")
+    names += ("destination", "trunk", "tier", "dial_status", "outcome")
+    return tuple(None if (v := getattr(s, n)) is None else str(v) for n in names)
 
 
 def clock_from(start: datetime) -> Iterator[datetime]:
@@ -136,12 +147,11 @@ async def test_engine_calls_are_recorded(
         assert row.flow == "cabinet-du-parc" and row.flow_version == flow.version
         assert row.started.tzinfo is not None and row.ended is not None
         assert row.end_step == t.outcome.step
-        mine = [
-            (s.seq, s.step, s.kind, s.result, s.detail, s.next)
-            for s in stored
-            if s.call_id == call_id
-        ]
-        assert mine == [(s.seq, s.step, s.kind, s.result, s.detail, s.next) for s in t.steps]
+        mine = [_step_fields(s) for s in stored if s.call_id == call_id]
+        said = [_step_fields(s) for s in t.steps]
+        assert mine == said, name
+        first_answer = t.answers[0].at if t.answers else None
+        assert row.answered == first_answer, name
     emergency = calls[ids["emergency"]]
     assert emergency.tier == 1 and emergency.destination == "samu" and emergency.trunk == "trunk-b"
     assert emergency.answered is not None and emergency.started <= emergency.answered
@@ -157,22 +167,75 @@ async def test_engine_calls_are_recorded(
     assert cb.caller == "0612345678"
 
 
-async def test_answered_is_the_start_of_the_step_that_put_the_call_through(
-    engine: AsyncEngine, tmp_path: Path
+@pytest.mark.parametrize("batches", [1, 3])
+async def test_answered_is_the_first_answer_event(
+    engine: AsyncEngine, tmp_path: Path, batches: int
 ) -> None:
+    """The answer time is an event of its own: the first one is kept, written in the same
+    batch as the call's start or in a later one, and the end does not clear it."""
     rec = make_recorder(engine, tmp_path / "spool")
     i = info("c1")
+    first = T0 + timedelta(seconds=10)
+
+    def answer(at: datetime) -> CallAnswered:
+        return CallAnswered("c1", "cabinet", at, "desk", "secretariat", None, None)
+
     rec.call_started(i)
-    for s in steps("c1", 2):
-        rec.step(s)
-    at = T0 + timedelta(seconds=100)
-    rec.step(StepRecord("c1", "cabinet", 3, "desk", "attempt", "answer", "x", None, at, 0.0))
-    rec.step(StepRecord("c1", "cabinet", 4, "desk", "dial", "answered", "x", None, at, 90.0))
-    rec.call_ended(i, Outcome(OutcomeKind.ANSWERED, "desk", "secretariat"), at)
+    if batches > 1:
+        await rec.flush()
+    rec.call_answered(answer(first))
+    rec.call_answered(answer(first + timedelta(seconds=60)))  # a second person, later
+    if batches > 1:
+        await rec.flush()
+    rec.call_ended(i, Outcome(OutcomeKind.ANSWERED, "desk", "secretariat"), first)
     await rec.close()
     async with engine.connect() as conn:
         row = (await conn.execute(select(Call))).one()
-    assert row.answered == at - timedelta(seconds=90)
+    assert row.answered == first and row.outcome == "answered"
+
+
+async def test_an_end_spooled_by_an_older_version_keeps_its_answer_time(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    rec = make_recorder(engine, spool)
+    rec.open()
+    old_end = {
+        "t": "end",
+        "id": "c1",
+        "flow": "cabinet",
+        "flow_version": "v1",
+        "dialed": "100",
+        "caller": "0612345678",
+        "started": T0.isoformat(),
+        "answered": (T0 + timedelta(seconds=5)).isoformat(),
+        "ended": (T0 + timedelta(seconds=50)).isoformat(),
+        "outcome": "answered",
+        "tier": None,
+        "destination": "secretariat",
+        "trunk": None,
+        "end_step": "desk",
+        "detail": "",
+    }
+    old_step = {
+        "t": "step",
+        "call_id": "c1",
+        "seq": 1,
+        "at": T0.isoformat(),
+        "step": "menu",
+        "kind": "menu",
+        "result": "pressed 1",
+        "detail": "attempt 1: pressed 1",
+        "next": "desk",
+        "duration": 2.0,
+    }
+    rec.spool.append([old_step, old_end])
+    await rec.close()
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call))).one()
+        st = (await conn.execute(select(CallStep))).one()
+    assert row.answered == T0 + timedelta(seconds=5)
+    assert (st.result, st.key, st.destination) == ("pressed 1", None, None)
 
 
 # -- idempotence ------------------------------------------------------------------------------
@@ -461,14 +524,14 @@ async def test_nul_characters_are_stored_visibly(engine: AsyncEngine, tmp_path: 
     rec = make_recorder(engine, tmp_path / "spool")
     i = info("c1", caller="06\x0012")
     rec.call_started(i)
-    rec.step(StepRecord("c1", "cabinet", 1, "menu", "menu", "pressed 1", "key \x00", None, T0, 1.0))
+    rec.step(step("c1", 1, kind=StepKind.MENU, result=StepResult.PRESSED, detail="key \x00"))
     rec.call_ended(i, Outcome(OutcomeKind.ABANDONED, "menu"), T0)
     await rec.close()
     assert rec.rejected == 0
     async with engine.connect() as conn:
         call = (await conn.execute(select(Call))).one()
-        step = (await conn.execute(select(CallStep))).one()
-    assert call.caller == "06\ufffd12" and step.detail == "key \ufffd"
+        stored = (await conn.execute(select(CallStep))).one()
+    assert call.caller == "06\ufffd12" and stored.detail == "key \ufffd"
 
 
 async def test_data_the_database_cannot_hold_is_rejected_not_retried(
@@ -476,7 +539,7 @@ async def test_data_the_database_cannot_hold_is_rejected_not_retried(
 ) -> None:
     rec = make_recorder(engine, tmp_path / "spool")
     play_call(rec, "c1", 1)
-    rec.step(StepRecord("c1", "cabinet", 2**40, "x", "play", "played", "", None, T0, 1.0))
+    rec.step(step("c1", 2**40))
     play_call(rec, "c2", 1)
     await rec.close()
     assert rec.spool_size == 0 and rec.database_up
@@ -525,21 +588,22 @@ async def test_pseudonymised_callers_but_callbacks_in_clear(
     assert cb.caller == "0612345678"
 
 
-async def test_pseudonymised_caller_ids_are_scrubbed_from_details(
+async def test_no_caller_number_in_any_detail(
     engine: AsyncEngine, tmp_path: Path, flow: LoadedFlow
 ) -> None:
     privacy = CallerPrivacy(b"k" * 32)
     rec = make_recorder(engine, tmp_path / "spool", privacy=privacy)
     ticks = clock_from(T0)
     eng = Engine(Services(clock=lambda: next(ticks), callbacks=rec, observer=rec))
-    # Nobody at the desk, and a caller ID that cannot be called back: the engine quotes it.
+    # Nobody at the desk, and a caller ID that cannot be called back: the engine says so,
+    # in prose that never quotes the number.
     scenario = Scenario(digits=["2"], no_answer={"secretariat"})
     await eng.run(flow, SimulatedCall(flow, scenario, caller="06-12-34 x", dialed="100"))
     await rec.close()
     async with engine.connect() as conn:
         details = (await conn.execute(select(CallStep.detail))).scalars().all()
         call = (await conn.execute(select(Call))).one()
-    assert any("[caller]" in d for d in details), details
+    assert any("cannot be called back" in d for d in details), details
     assert not any("06-12-34" in d for d in details)
     assert call.caller.startswith("hmac:") and "06-12-34" not in (call.detail or "")
 

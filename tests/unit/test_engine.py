@@ -13,7 +13,16 @@ import pytest
 
 from callflow.errors import CallerHangup, CallLost, TelephonyError
 from callflow.flow.engine import Engine, mask
-from callflow.flow.events import CallInfo, FanOut, Outcome, OutcomeKind, StepRecord
+from callflow.flow.events import (
+    CallAnswered,
+    CallInfo,
+    FanOut,
+    Outcome,
+    OutcomeKind,
+    StepKind,
+    StepRecord,
+    StepResult,
+)
 from callflow.flow.loader import load_text
 from callflow.flow.parse import parse_document
 from callflow.flow.registry import LoadedFlow, compile_document
@@ -142,7 +151,7 @@ class FakeCall:
     ) -> DialResult:
         self.messages_while_ringing.append(list(while_ringing))
         await self._do("dial", target, target, timeout)
-        return DialResult(self.dial_status.get(target, DialStatus.ANSWER))
+        return _dial_result(self.dial_status.get(target, DialStatus.ANSWER))
 
     async def dial_confirm(
         self,
@@ -155,7 +164,7 @@ class FakeCall:
         setup_timeout: float | None = None,
     ) -> DialResult:
         await self._do("dial_confirm", target, target, confirm, list(announce))
-        return DialResult(self.dial_status.get(target, DialStatus.ANSWER))
+        return _dial_result(self.dial_status.get(target, DialStatus.ANSWER))
 
     async def voicemail(self, box: str) -> bool:
         await self._do("voicemail", box, box)
@@ -178,6 +187,13 @@ class FakeCall:
         return [a[1] for a in self.actions if a[0] in ("dial", "dial_confirm")]
 
 
+ANSWER_DELAY = 3.0  # seconds every fake callee takes to answer
+
+
+def _dial_result(status: DialStatus) -> DialResult:
+    return DialResult(status, ANSWER_DELAY if status is DialStatus.ANSWER else None)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
@@ -188,8 +204,15 @@ class Recorder:
     def step(self, record: StepRecord) -> None:
         self.events.append(("step", record))
 
+    def call_answered(self, event: CallAnswered) -> None:
+        self.events.append(("answered", event))
+
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         self.events.append(("ended", outcome))
+
+    @property
+    def answers(self) -> list[CallAnswered]:
+        return [e[1] for e in self.events if e[0] == "answered"]
 
     @property
     def steps(self) -> list[StepRecord]:
@@ -301,7 +324,14 @@ async def test_menu_valid_key() -> None:
     assert outcome == Outcome(OutcomeKind.HANGUP, "two")
     assert call.did("collect") == [("collect", "custom/menu", 6.0)]
     first = rec.steps[0]
-    assert (first.result, first.detail, first.next) == ("pressed 2", "attempt 1: pressed 2", "two")
+    assert (first.kind, first.result, first.key, first.attempt, first.next) == (
+        StepKind.MENU,
+        StepResult.PRESSED,
+        "2",
+        1,
+        "two",
+    )
+    assert first.detail == "attempt 1: pressed 2"
 
 
 async def test_menu_invalid_then_valid() -> None:
@@ -309,6 +339,7 @@ async def test_menu_invalid_then_valid() -> None:
     outcome, rec, _ = await run(make_flow(MENU), call)
     assert outcome.step == "one"
     assert call.did("play") == [("play", ["custom/invalid"])]
+    assert (rec.steps[0].key, rec.steps[0].attempt) == ("1", 2)
     assert rec.steps[0].detail == "attempt 2: invalid key '7', pressed 1"
 
 
@@ -431,6 +462,11 @@ async def test_dial_answered() -> None:
     assert call.did("dial") == [("dial", "PJSIP/desk", 20.0)]
     assert call.did("answer") == []  # the callee answers, not the flow
     assert rec.results() == [("first", "attempt", "answer"), ("first", "dial", "answered")]
+    # The answer is an event of its own, stamped when the callee answered.
+    [answer] = rec.answers
+    assert (answer.step, answer.destination, answer.trunk) == ("first", "desk", None)
+    assert answer.at == TUESDAY_10H + timedelta(seconds=ANSWER_DELAY)
+    assert [e[0] for e in rec.events] == ["started", "step", "answered", "step", "ended"]
 
 
 @pytest.mark.parametrize(
@@ -524,11 +560,12 @@ async def test_forward_fails_over_to_the_second_trunk(fault: DialStatus) -> None
     assert call.dialed_targets == [TRUNK_A, TRUNK_B]
     assert trunks.asked == [(["trunk-a", "trunk-b"], False)]
     assert trunks.reports == [("trunk-a", fault), ("trunk-b", DialStatus.ANSWER)]
-    assert [r.detail for r in rec.steps] == [
-        "ext via trunk-a",
-        "ext via trunk-b",
-        "ext via trunk-b",
+    assert [(r.kind, r.destination, r.trunk, r.dial_status, r.attempt) for r in rec.steps] == [
+        (StepKind.ATTEMPT, "ext", "trunk-a", fault, 1),
+        (StepKind.ATTEMPT, "ext", "trunk-b", DialStatus.ANSWER, 2),
+        (StepKind.FORWARD, "ext", "trunk-b", DialStatus.ANSWER, None),
     ]
+    assert rec.steps[-1].outcome is OutcomeKind.FORWARDED
 
 
 @pytest.mark.parametrize(
@@ -590,7 +627,12 @@ async def test_escalate_tier1_tries_every_trunk_then_failed_branch() -> None:
     outcome, rec, _ = await run(make_flow(TIER1), call)
     assert call.dialed_targets == [SAMU_B, SAMU_A, "PJSIP/desk"]
     assert outcome == Outcome(OutcomeKind.ANSWERED, "desk", "desk", None, 1)
-    assert rec.steps[2].detail == "tier 1: samu"
+    escalate = rec.steps[2]
+    assert (escalate.kind, escalate.tier, escalate.destination) == (StepKind.ESCALATE, 1, "samu")
+    assert (escalate.result, escalate.dial_status) == (
+        StepResult.CHANUNAVAIL,
+        DialStatus.CHANUNAVAIL,
+    )
 
 
 async def test_escalate_tier1_second_trunk_answers() -> None:
@@ -631,8 +673,15 @@ async def test_ring_in_turn_third_accepts() -> None:
         ("dial_confirm", DOC_C, "5", ["custom/oncall"]),
     ]
     assert call.did("dial") == []
-    assert rec.steps[-1].result == "accepted"
-    assert rec.steps[-1].detail == "tier 2: doc-a: noanswer; doc-b: declined; doc-c: answer"
+    last = rec.steps[-1]
+    assert (last.result, last.tier, last.destination, last.attempt) == ("accepted", 2, "doc-c", 3)
+    assert last.detail == "doc-a: noanswer; doc-b: declined; doc-c: answer"
+    attempts = [(r.destination, r.dial_status) for r in rec.steps if r.kind == "attempt"]
+    assert attempts == [
+        ("doc-a", DialStatus.NOANSWER),
+        ("doc-b", DialStatus.DECLINED),
+        ("doc-c", DialStatus.ANSWER),
+    ]
 
 
 async def test_ring_in_turn_nobody_accepts_goes_to_failed_with_the_tier() -> None:
@@ -793,6 +842,9 @@ class Broken:
         raise RuntimeError("db down")
 
     def step(self, record: StepRecord) -> None:
+        raise RuntimeError("db down")
+
+    def call_answered(self, event: CallAnswered) -> None:
         raise RuntimeError("db down")
 
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:

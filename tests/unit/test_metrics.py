@@ -15,12 +15,22 @@ import prometheus_client
 import pytest
 
 from callflow.flow.engine import Engine
-from callflow.flow.events import CallInfo, FanOut, Outcome, OutcomeKind, StepRecord
+from callflow.flow.events import (
+    CallAnswered,
+    CallInfo,
+    FanOut,
+    Outcome,
+    OutcomeKind,
+    StepKind,
+    StepRecord,
+    StepResult,
+)
 from callflow.flow.loader import load_text
 from callflow.flow.registry import LoadedFlow, compile_document
 from callflow.flow.services import MemoryCallbacks, Services
 from callflow.metrics import CallbackBacklog, Metrics, Probes
 from callflow.simulate import Scenario, SimulatedCall
+from callflow.telephony import DialStatus
 from callflow.trunks import (
     ContactUpdate,
     HealthAwareSelector,
@@ -145,27 +155,73 @@ async def test_a_busy_callee_is_no_failover() -> None:
     assert value(m, "callflow_callbacks_requested_total", flow="t", tier="2") == 1
 
 
+def _rec(seq: int, kind: StepKind, result: StepResult, at: datetime, **kw: Any) -> StepRecord:
+    fields: dict[str, Any] = {"step": "doctor", "next": None, "duration": 0.0, **kw}
+    return StepRecord("c1", "t", seq, kind=kind, result=result, at=at, **fields)
+
+
 async def test_a_tier_2_acceptance_time_counts_from_the_step_start() -> None:
     m = Metrics()
     i = CallInfo("c1", "t", "v", CALLER, "100", NOW)
     m.call_started(i)
     end = NOW + timedelta(seconds=300)
-    m.step(
-        StepRecord("c1", "t", 1, "doctor", "attempt", "noanswer", "dr-a via trunk-a", None, end, 0)
-    )
-    m.step(
-        StepRecord("c1", "t", 2, "doctor", "attempt", "answer", "dr-b via trunk-a", None, end, 0)
-    )
-    m.step(
-        StepRecord("c1", "t", 3, "doctor", "escalate", "accepted", "tier 2: ...", None, end, 290)
-    )
     answered = NOW + timedelta(seconds=10 + 42)  # the step began at +10 s
-    m.call_ended(
-        i, Outcome(OutcomeKind.ANSWERED, "doctor", "dr-b", "trunk-a", 2, answered=answered), end
+    ring = {"trunk": "trunk-a", "tier": 2}
+    noanswer = DialStatus.NOANSWER
+    m.step(
+        _rec(
+            1,
+            StepKind.ATTEMPT,
+            StepResult.NOANSWER,
+            end,
+            destination="dr-a",
+            **ring,
+            dial_status=noanswer,
+        )
     )
+    m.call_answered(CallAnswered("c1", "t", answered, "doctor", "dr-b", "trunk-a", 2))
+    m.step(
+        _rec(
+            2,
+            StepKind.ATTEMPT,
+            StepResult.ANSWER,
+            end,
+            destination="dr-b",
+            **ring,
+            dial_status=DialStatus.ANSWER,
+        )
+    )
+    m.step(
+        _rec(
+            3,
+            StepKind.ESCALATE,
+            StepResult.ACCEPTED,
+            end,
+            destination="dr-b",
+            **ring,
+            dial_status=DialStatus.ANSWER,
+            duration=290.0,
+        )
+    )
+    m.call_ended(i, Outcome(OutcomeKind.ANSWERED, "doctor", "dr-b", "trunk-a", 2), end)
     assert value(m, "callflow_escalation_accept_seconds_sum", tier="2") == 42
+    assert value(m, "callflow_escalations_total", tier="2", result="accepted") == 1
     assert value(m, "callflow_call_answer_seconds_sum", flow="t") == 52
+    assert value(m, "callflow_trunk_attempts_total", trunk="trunk-a", result="noanswer") == 1
+    # A callee who did not answer is no trunk fault: no failover.
     assert value(m, "callflow_trunk_failovers_total", trunk="trunk-a") is None
+
+
+def test_only_the_first_answer_is_the_time_to_answer() -> None:
+    m = Metrics()
+    i = CallInfo("c1", "t", "v", CALLER, "100", NOW)
+    m.call_started(i)
+    for seconds in (20, 200):
+        at = NOW + timedelta(seconds=seconds)
+        m.call_answered(CallAnswered("c1", "t", at, "desk", "secretariat", None, None))
+    m.call_ended(i, Outcome(OutcomeKind.ANSWERED, "desk", "secretariat"), NOW)
+    assert value(m, "callflow_call_answer_seconds_count", flow="t") == 1
+    assert value(m, "callflow_call_answer_seconds_sum", flow="t") == 20
 
 
 async def test_missed_calls_and_active_calls() -> None:
@@ -184,10 +240,29 @@ async def test_missed_calls_and_active_calls() -> None:
 def test_events_out_of_order_never_raise() -> None:
     m = Metrics()
     i = CallInfo("ghost", "t", "v", CALLER, "100", NOW)
-    m.step(StepRecord("ghost", "t", 1, "s", "weird-kind", "x", "no via here", None, NOW, -1.0))
-    m.step(StepRecord("ghost", "t", 2, "s", "attempt", "??", "x via ", None, NOW, 0.0))
+    # Steps, an answer and an end of a call never started; a negative duration; an attempt
+    # on an internal endpoint (no trunk).
+    m.step(StepRecord("ghost", "t", 1, "s", StepKind.PLAY, StepResult.PLAYED, None, NOW, -1.0))
+    m.step(
+        StepRecord(
+            "ghost",
+            "t",
+            2,
+            "s",
+            StepKind.ATTEMPT,
+            StepResult.BUSY,
+            None,
+            NOW,
+            0.0,
+            destination="desk",
+            dial_status=DialStatus.BUSY,
+        )
+    )
+    m.call_answered(CallAnswered("ghost", "t", NOW, "s", "desk", None, None))
     m.call_ended(i, Outcome(OutcomeKind.HANGUP, None), NOW - timedelta(seconds=5))
-    assert value(m, "callflow_step_duration_seconds_count", kind="other") == 1
+    assert value(m, "callflow_step_duration_seconds_count", kind="play") == 1
+    assert value(m, "callflow_step_duration_seconds_sum", kind="play") == 0
+    assert value(m, "callflow_call_answer_seconds_count", flow="t") is None
     assert value(m, "callflow_call_duration_seconds_sum", flow="t", outcome="hangup") == 0
 
 

@@ -93,7 +93,14 @@ async def test_the_engine_rings_who_is_on_call_now() -> None:
     night, _ = await simulate(
         f, Scenario(), at("2026-12-01 22:00"), caller="0612345678", dialed="100"
     )
-    assert night.steps[-1].detail.startswith("tier 2: on call (doctors, night): dr-b; dr-b: answer")
+    last = night.steps[-1]
+    assert (last.kind, last.tier, last.destination, last.outcome) == (
+        "escalate",
+        2,
+        "dr-b",
+        "answered",
+    )
+    assert last.detail.startswith("on call (doctors, night): dr-b; dr-b: answer")
     weekend, out = await simulate(
         f, Scenario(no_answer={"dr-c"}), at("2026-12-05 10:00"), caller="0612345678", dialed="100"
     )

@@ -105,8 +105,16 @@ def test_tier2_on_call_doctor_accepts(run_cli: RunCli) -> None:
 def test_tier2_first_doctor_does_not_answer(run_cli: RunCli) -> None:
     data = simulate(run_cli, "2026-12-01 10:00", "--digits", "1,2", "--no-answer", "dr-a-mobile")
     assert summary(data)[1:] == ("answered", "dr-b-mobile", "trunk-a")
-    attempts = [s["detail"] for s in data["steps"] if s["kind"] == "attempt"]
-    assert attempts == ["dr-a-mobile via trunk-a", "dr-b-mobile via trunk-a"]
+    attempts = [
+        (s["destination"], s["trunk"], s["dial_status"], s["attempt"])
+        for s in data["steps"]
+        if s["kind"] == "attempt"
+    ]
+    assert attempts == [
+        ("dr-a-mobile", "trunk-a", "NOANSWER", 1),
+        ("dr-b-mobile", "trunk-a", "ANSWER", 2),
+    ]
+    assert [a["destination"] for a in data["answered"]] == ["dr-b-mobile"]
 
 
 def test_tier2_nobody_accepts_queues_a_callback(run_cli: RunCli) -> None:
