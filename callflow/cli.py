@@ -131,11 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--calendar", help="only this calendar")
     k.set_defaults(func=cmd_calendar)
 
-    from .callbacks import add_commands as add_callback_commands
-    from .store.commands import add_commands  # db, export, report: the call log
+    from .store.commands import add_commands  # db, export, report, callbacks: the call log
 
     add_commands(sub)
-    add_callback_commands(sub)
     return p
 
 

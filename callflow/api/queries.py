@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..callbacks import overdue_after
 from ..flow.registry import FlowSet
 from ..metrics import CallbackBacklog, tier_label
+from ..store.callbacks import overdue_after
 from ..store.models import AdminAction, Call, CallbackRequestRow, CallStep
 
 CALLBACK_FILTERS = ("pending", "done", "cancelled", "all")

@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..metrics import CONTENT_TYPE
 from ..store.maintenance import complete_callback
 from . import queries
-from .app import CONTEXT, STATIC, TOKEN_NAME, WHO, ApiError, json_response
 from .auth import USER_HEADER, acting_user
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
+from .http import CONTEXT, STATIC, TOKEN_NAME, WHO, ApiError, json_response
 
 log = logging.getLogger("callflow.api")
 

@@ -20,11 +20,14 @@ from ..settings import Settings, load_settings
 if TYPE_CHECKING:  # sqlalchemy is imported by the commands that need it, not by `callflow`
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from ..flow.registry import FlowSet
+    from .callbacks import PendingCallback
+
 T = TypeVar("T")
 
 
 def add_commands(sub: Any) -> None:
-    """Add ``db``, ``export`` and ``report`` to the ``callflow`` subcommands."""
+    """Add ``db``, ``export``, ``report`` and ``callbacks`` to the ``callflow`` subcommands."""
 
     def config(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -75,6 +78,7 @@ def add_commands(sub: Any) -> None:
     )
     config(r)
     r.set_defaults(func=cmd_report)
+    _add_callback_commands(sub, config)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -263,3 +267,84 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 __all__ = ["add_commands", "parse_bound"]
+
+
+# -- callbacks -------------------------------------------------------------------------------
+
+
+def _add_callback_commands(sub: Any, config: Callable[[argparse.ArgumentParser], None]) -> None:
+    c = sub.add_parser("callbacks", help="the callback queue: list pending requests, mark done")
+    csub = c.add_subparsers(dest="callbacks_command", required=True, metavar="ACTION")
+    ls = csub.add_parser("list", help="pending callback requests, oldest first")
+    ls.add_argument("--queue", help="only this queue")
+    ls.add_argument("--json", action="store_true")
+    config(ls)
+    ls.set_defaults(func=cmd_callbacks_list)
+    done = csub.add_parser("done", help="mark a callback request completed")
+    done.add_argument("id", type=int)
+    done.add_argument("--by", help="who called the patient back (default: this user)")
+    done.add_argument("--cancel", action="store_true", help="cancel it instead")
+    config(done)
+    done.set_defaults(func=cmd_callbacks_done)
+
+
+def _flows(settings: Settings) -> FlowSet | None:
+    from ..flow.registry import load_flows
+
+    try:
+        return load_flows([settings.resolve(settings.flows.dir)])
+    except UserError:
+        return None  # overdue delays fall back to the default; the list still works
+
+
+def _human(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}" if minutes >= 60 else f"{minutes} min"
+
+
+def cmd_callbacks_list(args: argparse.Namespace, out: TextIO) -> int:
+    from .callbacks import pending_callbacks
+
+    settings = _settings(args)
+    flows = _flows(settings)
+    now = datetime.now(UTC)
+
+    async def job(engine: AsyncEngine) -> list[PendingCallback]:
+        return await pending_callbacks(engine, flows, now, args.queue)
+
+    items = _run(settings, job)
+    if args.json:
+        rows = [
+            {**c.__dict__, "created": c.created.isoformat(), "waiting": c.waiting.total_seconds()}
+            for c in items
+        ]
+        json.dump(rows, out, ensure_ascii=False)
+        out.write("\n")
+        return 0
+    if not items:
+        out.write("no pending callback\n")
+        return 0
+    out.write(f"{'id':>5}  {'queue':<12} {'prio':<7} {'tier':<4} {'caller':<14} waiting\n")
+    for c in items:
+        late = "  OVERDUE" if c.overdue else ""
+        out.write(
+            f"{c.id:>5}  {c.queue:<12} {c.priority:<7} {c.tier or '-'!s:<4} "
+            f"{c.caller or '?':<14} {_human(c.waiting)}{late}\n"
+        )
+    return 0
+
+
+def cmd_callbacks_done(args: argparse.Namespace, out: TextIO) -> int:
+    from .maintenance import complete_callback
+
+    settings = _settings(args)
+    who = args.by or _who()
+    status = "cancelled" if args.cancel else "done"
+
+    async def job(engine: AsyncEngine) -> bool:
+        return await complete_callback(engine, args.id, by=who, at=datetime.now(UTC), status=status)
+
+    if not _run(settings, job):
+        raise UserError(f"callback {args.id} is not pending (unknown, or already completed)")
+    out.write(f"callback {args.id} {status} by {who}\n")
+    return 0

@@ -1,25 +1,5 @@
-"""The admin HTTP application: ``create_app(ctx)``, its middlewares and the page's files.
-
-Routes (see ``routes.py``):
-
-=========================================================  =====================================
-``GET /healthz``                                           200 ready / 503 not, JSON says why
-``GET /metrics``                                           Prometheus text format
-``GET /`` → ``/page/``                                     the practice's page (static files)
-``GET /api/calendars``                                     each calendar's state now
-``POST /api/calendars/{flow}/{calendar}/override``         ``{"state", "until", "label"}``
-``DELETE /api/calendars/{flow}/{calendar}/override``       cancels it
-``POST /api/reload``                                       reloads the flows (like SIGHUP)
-``GET /api/callbacks?status=pending&limit=200``            callback requests
-``POST /api/callbacks/{id}/done``                          ``{"who": ...}`` optional
-``GET /api/calls?limit=50&flow=F``                         recent calls with their steps
-``GET /api/calls/{id}``                                    one call with its steps
-``GET /api/trunks``                                        trunk states
-``GET /api/audit?limit=50``                                the audit trail's last entries
-=========================================================  =====================================
-
-Every ``/api/`` route needs the bearer token (``auth.py``); every error is a JSON
-``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
+"""What every admin route and middleware shares: the app's keys, JSON errors, the page's
+files, the token check and the security headers.  A leaf: it imports no route.
 """
 
 from __future__ import annotations
@@ -121,7 +101,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "no-referrer")
@@ -132,29 +112,16 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         h.setdefault("Cache-Control", "no-store")
 
 
-def create_app(ctx: AdminContext) -> web.Application:
-    """The admin application over ``ctx`` (serve it with ``AdminServer`` or a test client)."""
-    from . import routes
-
-    app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY
-    )
-    app[CONTEXT] = ctx
-    app.on_response_prepare.append(_security_headers)
-    routes.add_routes(app)
-    app.router.add_static("/page/", STATIC, follow_symlinks=False, append_version=False)
-    if not ctx.tokens:
-        log.warning("admin API: no [http] token_file: every /api/ route is refused (401)")
-    return app
-
-
 __all__ = [
     "CONTEXT",
+    "MAX_BODY",
     "STATIC",
     "TOKEN_NAME",
     "WHO",
     "ApiError",
-    "create_app",
+    "auth_middleware",
     "error_response",
+    "errors_middleware",
     "json_response",
+    "security_headers",
 ]
