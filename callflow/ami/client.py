@@ -50,6 +50,7 @@ from callflow.ami.errors import (
 )
 from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
 from callflow.settings import AmiSettings
+from callflow.tasks import Tasks
 
 __all__ = ["AmiClient", "AmiConfig", "AmiList", "AmiListener", "AmiMessage", "EventCallback"]
 
@@ -321,7 +322,7 @@ class AmiClient:
         self._closed = asyncio.Event()
         self._seq = 0
         self._logins = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks("AMI", log)  # the listeners told of a login; close() ends them
         self._running = False
 
     def __repr__(self) -> str:
@@ -437,11 +438,7 @@ class AmiClient:
                     session, "Logoff", {}, timeout=min(1.0, self.config.action_timeout)
                 )
             session.abort("closed")
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self._tasks.aclose()
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -551,9 +548,7 @@ class AmiClient:
             self.reconnects += 1
         log.info("AMI: logged in to %s as %s", self.config.address, self.config.username)
         for listener in self._listeners:
-            task = asyncio.create_task(self._tell_connected(listener), name="ami-connected")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._tell_connected(listener), "ami-connected")
 
     async def _tell_connected(self, listener: AmiListener) -> None:
         try:

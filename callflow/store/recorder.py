@@ -44,13 +44,15 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
 from ..flow.services import CallbackRequest
+from ..tasks import Tasks
 from .privacy import CallerPrivacy
 from .spool import Spool
 from .writer import write_records
@@ -131,6 +133,7 @@ class Recorder:
         self._running = False
         self._closing = False
         self._stopped = asyncio.Event()
+        self._writer = Tasks("call log", log)  # the writer task, when used with async with
         self._lock = asyncio.Lock()
         self._flush_waiters: list[asyncio.Future[None]] = []
         # Outage bookkeeping.
@@ -345,11 +348,38 @@ class Recorder:
             self._opened = True
 
     async def run(self) -> None:
-        """Write until ``close``; replays the spool first.  Run it as one task."""
+        """Write until ``close``; replays the spool first.  Run it as one task (or use the
+        recorder as an async context manager, which owns that task)."""
+        self._start_writer()
+        await self._write_loop()
+
+    async def __aenter__(self) -> Self:
+        """Open the spool and start the writer task."""
+        self._start_writer()
+        self._writer.spawn(self._write_loop(), "recorder")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Write (or spool) everything queued, then stop the writer."""
+        try:
+            await self.close()
+        finally:
+            await self._writer.aclose()  # a writer that did not stop is cancelled here
+
+    def _start_writer(self) -> None:
+        # Marked running before the task starts: a close() that comes first then waits for
+        # the writer to write everything, instead of doing it beside it.
         if self._running:
             raise RuntimeError("Recorder.run is already running")
         self.open()
         self._running = True
+
+    async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while not self._closing:
