@@ -69,13 +69,14 @@ class Tasks:
             self._log.error("%s: task %s failed", self.owner, task.get_name(), exc_info=exc)
 
     async def aclose(self) -> None:
-        """Spawn nothing more; cancel every task still running and wait until all ended.
-        Idempotent.  A task that spawns another while being cancelled is waited for too."""
+        """Spawn nothing more; cancel every task still running and wait until all ended
+        (a task may need a moment to clean up).  Idempotent."""
         self._closed = True
-        me = asyncio.current_task()
-        while pending := [t for t in self._tasks if t is not me and not t.done()]:
-            for task in pending:
-                task.cancel()
+        me = asyncio.current_task()  # a task of ours that closes its owner: not itself
+        pending = [t for t in self._tasks if t is not me and not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
             await asyncio.wait(pending)
 
     async def __aenter__(self) -> Self:

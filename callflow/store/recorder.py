@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..flow.events import CallInfo, Outcome, OutcomeKind, StepRecord
 from ..flow.services import CallbackRequest
+from ..reconnect import Backoff
 from ..tasks import Tasks
 from .privacy import CallerPrivacy
 from .spool import Spool
@@ -138,7 +139,8 @@ class Recorder:
         self._flush_waiters: list[asyncio.Future[None]] = []
         # Outage bookkeeping.
         self._db_down_since: float | None = None
-        self._retry_delay = retry_min
+        # The same doubling policy as the ARI/AMI reconnections, without jitter: one writer.
+        self._db_retry = Backoff(retry_min, retry_max)
         self._retry_at = 0.0
         self._disk_failing = False
         self._disk_retry_at = 0.0
@@ -568,23 +570,20 @@ class Recorder:
             what = f"no answer within {self.write_timeout:g}s"
         if self._db_down_since is None:
             self._db_down_since = loop.time()
-            self._retry_delay = self.retry_min
+            self._db_retry.reset()
+            delay = self._db_retry.next_delay()
             log.warning("call log: database unavailable (%s); spooling to %s", what, self.spool.dir)
         else:
-            self._retry_delay = min(self._retry_delay * 2, self.retry_max)
-            log.info(
-                "call log: database still unavailable (%s); next try in %gs",
-                what,
-                self._retry_delay,
-            )
-        self._retry_at = loop.time() + self._retry_delay
+            delay = self._db_retry.next_delay()
+            log.info("call log: database still unavailable (%s); next try in %gs", what, delay)
+        self._retry_at = loop.time() + delay
 
     def _db_ok(self) -> None:
         if self._db_down_since is not None:
             down = asyncio.get_running_loop().time() - self._db_down_since
             log.warning("call log: database back after %.0fs", down)
             self._db_down_since = None
-            self._retry_delay = self.retry_min
+            self._db_retry.reset()
             self._retry_at = 0.0
 
     async def _stash(self, records: list[Record], *, force: bool = False) -> None:
