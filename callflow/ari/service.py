@@ -44,12 +44,13 @@ class CallService:
         self.client = client
         self.engine = engine
         self.flows = flows
-        self.registry = registry or ChannelRegistry()
+        self.registry = registry if registry is not None else ChannelRegistry()  # may be empty
         self.sounds_prefix = sounds_prefix
         self.fallback_context = fallback_context
         self.calls: dict[str, tuple[AriCall, asyncio.Task[Outcome]]] = {}
         self.accepting = True
         self.stop_grace = stop_grace
+        self._call_tasks = Tasks("calls", log)  # the tasks of self.calls
         self._background = Tasks("call service", log)
         self.recoveries = 0
 
@@ -119,7 +120,11 @@ class CallService:
             if rescue is None
             else self.engine.rescue(flow, call, rescue)
         )
-        task = asyncio.create_task(coro, name=f"call-{call.id}")
+        task = self._call_tasks.spawn(coro, f"call-{call.id}", report=False)  # _call_done logs
+        if task is None:  # only after stop(), which no longer starts calls
+            log.error("call=%s not started: the call service has stopped", call.id)
+            call.close()
+            return
         self.calls[call.id] = (call, task)
         task.add_done_callback(functools.partial(self._call_done, call.id))
 
@@ -240,18 +245,21 @@ class CallService:
         """Take no new call; let calls finish for ``grace`` s; then send the rest to the
         dialplan fallback (a conversation already bridged is left to go on)."""
         self.accepting = False
-        tasks = [t for _, t in self.calls.values()]
-        if tasks:
-            log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
-        for call, task in list(self.calls.values()):
-            bridged = call.bridged
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            if not bridged and not call.gone:
-                await self._to_dialplan(call, "daemon stopping")
-        await self._background.aclose()
+        try:
+            tasks = [t for _, t in self.calls.values()]
+            if tasks:
+                log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
+                await asyncio.wait(tasks, timeout=grace)
+            for call, task in list(self.calls.values()):
+                bridged = call.bridged
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                if not bridged and not call.gone:
+                    await self._to_dialplan(call, "daemon stopping")
+        finally:  # whatever failed above, no task outlives the service
+            await self._call_tasks.aclose()
+            await self._background.aclose()
 
 
 class BridgeWatch:
