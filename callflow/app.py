@@ -1,4 +1,5 @@
-"""The composition root: builds every part of the daemon, wires them, owns tasks and signals.
+"""The composition root: builds every part of the daemon, wires them, declares their
+lifetime once (``Daemon.parts``), owns signals.
 
 Nothing else in callflow reads settings, secrets, the clock or signals; each part gets what
 it needs from here.
@@ -12,7 +13,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,10 +27,12 @@ from .flow.events import FanOut
 from .flow.registry import FlowSet
 from .flow.services import Services
 from .flows import FlowStore, ReloadResult
+from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
 from .settings import Settings, read_secret
-from .store.store import Store, StoreUnavailable
+from .store.store import Store
+from .tasks import Tasks
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
 
 log = logging.getLogger("callflow")
@@ -101,9 +104,6 @@ class Daemon:
                 recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
             )
         )
-        # Set while attached to Asterisk; read at scrape time by metrics and /healthz.
-        self.ari_client: AriClient | None = None
-        self.service: CallService | None = None
         # Calendar overrides set at run time (admin API), kept across restarts.
         self.overrides = PersistentOverrides(
             settings.resolve(settings.daemon.state_dir) / OVERRIDES_FILE, datetime.now(UTC)
@@ -134,10 +134,20 @@ class Daemon:
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
             )
             self.admin = AdminServer(create_app(ctx), settings.http.host, settings.http.port)
+        # Read at scrape time by metrics and /healthz; connected once the events flow.
+        self.ari_client = AriClient(self.ari_config)
+        self.service = CallService(
+            self.ari_client,
+            self.engine,
+            self.flows,
+            sounds_prefix=settings.flows.sounds_prefix,
+            stop_grace=settings.daemon.stop_grace,
+        )
+        self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
-        return self.ari_client is not None and self.ari_client.connected
+        return self.ari_client.connected
 
     def _ami_connected(self) -> bool:
         return self.ami is not None and self.ami.connected
@@ -146,8 +156,8 @@ class Daemon:
         recorder = self.store.recorder
         return Probes(
             ari_connected=self._ari_connected,
-            ari_reconnects=lambda: self.ari_client.reconnects if self.ari_client else 0,
-            ari_recoveries=lambda: self.service.recoveries if self.service else 0,
+            ari_reconnects=lambda: self.ari_client.reconnects,
+            ari_recoveries=lambda: self.service.recoveries,
             ami_connected=self._ami_connected,
             ami_reconnects=lambda: self.ami.reconnects if self.ami else 0,
             recorder_queue_depth=lambda: recorder.queue_depth,
@@ -186,7 +196,28 @@ class Daemon:
             log.error("reload refused, still running: %s", ", ".join(result.flows))
         return result
 
+    def parts(self) -> list[Part]:
+        """The daemon's parts in the order they start; they stop in the reverse order.
+
+        The call log comes first so that it is closed last: whatever the other parts still
+        report while they stop (calls ended by the graceful stop…) is written or spooled.
+        The call service comes last: its stop lets calls finish while ARI still delivers
+        their events, and hands the rest to the dialplan fallback.
+        """
+        parts = [Part("call log", self.store), Part("retention purge", self._purging())]
+        if self.ami is not None and self.monitor is not None:
+            parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
+        parts += [
+            Part("admin API", self._admin_serving()),
+            Part("ARI events", self._events),  # the pump ends when the ARI client closes
+            Part("ARI client", self.ari_client),
+            Part("call service", self.service),
+        ]
+        return parts
+
     async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (SIGHUP reloads the flows); 0 after a clean stop, 1
+        when a part failed to stop (logged).  A failure of the event pump is raised."""
         loop = asyncio.get_running_loop()
         for sig, handler in (
             (signal.SIGTERM, self.request_stop),
@@ -201,56 +232,50 @@ class Daemon:
             self.ari_config.url,
             self.ari_config.app,
         )
-        recorder = self.store.recorder
-        recorder.open()  # refuses a spool already used by another daemon
         try:
-            await self.store.check_schema()  # a schema behind: refuse to start, say what to run
-        except StoreUnavailable as exc:
-            # Calls matter more than the log: start, and spool until the database is back.
-            log.warning("database unavailable at start (%s): recording to the spool", exc)
-        recorder_task = asyncio.create_task(recorder.run(), name="recorder")
-        purge_task = asyncio.create_task(self._purge_daily(), name="purge")
-        if self.admin is not None:
-            try:
-                await self.admin.start()
-                log.info("admin API, /metrics and the page on %s", self.admin.url)
-            except OSError as exc:  # calls matter more than the admin page
-                log.error("admin API not started (%s): calls go on without it", exc)
-                self.admin = None
-        self._write_trunk_snapshot()
-        ami_task = None
-        if self.ami is not None:
-            ami_task = asyncio.create_task(self.ami.run(), name="ami")
-        async with AriClient(self.ari_config) as client:
-            service = CallService(
-                client, self.engine, self.flows, sounds_prefix=self.settings.flows.sounds_prefix
-            )
-            self.ari_client, self.service = client, service
-            pump = asyncio.create_task(self._pump(client, service), name="ari-events")
-            stop = asyncio.create_task(self._stop.wait(), name="stop")
-            await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
-            log.info("callflow stopping")
-            await service.stop(self.settings.daemon.stop_grace)
-            await client.close()
-            stop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop
-            await pump  # re-raises a failure of the event pump
-        if self.ami is not None and ami_task is not None:
-            await self.ami.close()
-            await ami_task
-        if self.admin is not None:
-            await self.admin.close()
-        purge_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge_task
-        await recorder.close()  # writes, or spools, everything still queued
-        await recorder_task
-        await self.store.dispose()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+            self._write_trunk_snapshot()
+            async with Lifetime(self.parts()) as life:
+                await self._serve()
+                log.info("callflow stopping")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        if life.failed:
+            log.error("callflow stopped; these parts failed to stop: %s", ", ".join(life.failed))
+            return 1
         log.info("callflow stopped")
         return 0
+
+    async def _serve(self) -> None:
+        """Pump ARI events into the call service until a stop is asked or the pump fails."""
+        pump = self._events.spawn(
+            self._pump(self.ari_client, self.service), "ari-events", report=False
+        )
+        stop = self._events.spawn(self._stop.wait(), "stop")
+        assert pump is not None and stop is not None  # the part was just entered
+        await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if pump.done():
+            pump.result()  # re-raises a failure of the event pump
+
+    @contextlib.asynccontextmanager
+    async def _purging(self) -> AsyncIterator[None]:
+        async with Tasks("retention purge", log) as tasks:
+            tasks.spawn(self._purge_daily(), "purge")
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _admin_serving(self) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.admin is not None:
+                try:
+                    await stack.enter_async_context(self.admin)
+                except OSError as exc:  # calls matter more than the admin page
+                    log.error("admin API not started (%s): calls go on without it", exc)
+                    self.admin = None
+                else:
+                    log.info("admin API, /metrics and the page on %s", self.admin.url)
+            yield
 
     async def _purge_daily(self) -> None:
         """Retention (GDPR): delete what is older than the retention period, once a day."""
@@ -266,6 +291,15 @@ class Daemon:
     async def _pump(client: AriClient, service: CallService) -> None:
         async for event in client.events():
             service.dispatch(event)
+
+
+@contextlib.asynccontextmanager
+async def _ami_session(ami: AmiClient, monitor: AmiTrunkMonitor) -> AsyncIterator[None]:
+    """Keep the AMI session up (and the trunk monitor fed) for the daemon's lifetime.
+    Leaving closes the client (its ``run`` returns), then the monitor, then awaits ``run``."""
+    async with Tasks("AMI", log) as tasks, monitor, ami:
+        tasks.spawn(ami.run(), "ami")
+        yield
 
 
 def route_trunks(flows: FlowSet) -> list[str]:

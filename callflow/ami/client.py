@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, TypeVar
+from typing import Any, Final, Protocol, Self
 
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
@@ -48,18 +48,16 @@ from callflow.ami.errors import (
     AmiNotConnected,
     AmiTimeout,
 )
-from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
+from callflow.reconnect import Backoff, Supervisor
 from callflow.settings import AmiSettings
+from callflow.tasks import Tasks
 
 __all__ = ["AmiClient", "AmiConfig", "AmiList", "AmiListener", "AmiMessage", "EventCallback"]
 
 log = logging.getLogger("callflow.ami")
 _wire_log = logging.getLogger("callflow.ami.wire")
 
-# No reconnection delay is ever shorter than this, whatever the jitter draws.
 _SUCCESS: Final = frozenset({"success", "follows", "goodbye"})
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -308,20 +306,27 @@ class AmiClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        #: Number of logins after the first one.
-        self.reconnects = 0
         #: Why the last attempt to connect failed (None after a login).
         self.last_error: str | None = None
-        self._rng = rng if rng is not None else random.Random()
         self._sleep = sleep
-        self._clock = clock
         self._session: _Session | None = None
         self._handlers: list[tuple[str, EventCallback]] = []
         self._listeners: list[AmiListener] = []
-        self._closed = asyncio.Event()
         self._seq = 0
-        self._logins = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        # run(): connect and log in, ping until the session drops, back off, again.
+        self._supervisor = Supervisor(
+            "AMI",
+            self._open,
+            Backoff(config.backoff_initial, config.backoff_max, rng or random.Random()),
+            retry_on=(AmiError,),
+            discard=self._discard,
+            logger=log,
+            stable_after=config.stable_after,
+            on_connect_error=self._connect_failed,
+            sleep=sleep,
+            clock=clock,
+        )
+        self._tasks = Tasks("AMI", log)  # the listeners told of a login; close() ends them
         self._running = False
 
     def __repr__(self) -> str:
@@ -350,7 +355,12 @@ class AmiClient:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._supervisor.stopped
+
+    @property
+    def reconnects(self) -> int:
+        """Number of logins of ``run()`` after its first one."""
+        return self._supervisor.reconnects
 
     def on_event(self, name: str, callback: EventCallback) -> None:
         """Call ``callback(event)`` for each event named ``name`` (any case; ``*``: all).
@@ -372,12 +382,12 @@ class AmiClient:
         Raises ``AmiNotConnected`` (cannot connect, or closed), ``AmiTimeout`` or
         ``AmiLoginError``.
         """
-        if self._closed.is_set():
+        if self.closed:
             raise AmiNotConnected("the AMI client is closed")
         if self.connected:
             return
         session = await self._open()
-        if self._closed.is_set():
+        if self.closed:
             session.abort("closed")
             raise AmiNotConnected("the AMI client is closed")
         self._start(session)
@@ -390,46 +400,14 @@ class AmiClient:
         if self._running:
             raise RuntimeError("AmiClient.run() is already running")
         self._running = True
-        attempt = 0
         try:
-            while not self._closed.is_set():
-                try:
-                    session = await self._unless_closed(self._open())
-                except Closed:
-                    return
-                except AmiLoginError as exc:
-                    self.last_error = str(exc)
-                    delay = max(self.config.login_retry, self._backoff_delay(attempt))
-                    attempt += 1
-                    log.error("%s; check [ami] username and secret; retrying in %.1f s", exc, delay)
-                except AmiError as exc:
-                    self.last_error = str(exc)
-                    delay = self._backoff_delay(attempt)
-                    attempt += 1
-                    log.warning("%s; retrying in %.2f s", exc, delay)
-                else:
-                    if self._closed.is_set():
-                        session.abort("closed")
-                        return
-                    self._start(session)
-                    up_since = self._clock()
-                    try:
-                        reason = await self._unless_closed(self._serve(session))
-                    except Closed:
-                        return
-                    if self._clock() - up_since >= self.config.stable_after:
-                        attempt = 0
-                    delay = self._backoff_delay(attempt)
-                    attempt += 1
-                    log.warning("AMI: disconnected (%s); reconnecting in %.2f s", reason, delay)
-                if not await self._pause(delay):
-                    return
+            await self._supervisor.run(self._serve_session)
         finally:
             self._running = False
 
     async def close(self) -> None:
         """Log off, close the connection, stop ``run()``.  Safe to call more than once."""
-        self._closed.set()
+        self._supervisor.stop()
         session = self._session
         if session is not None and not session.lost.done():
             with contextlib.suppress(AmiError):
@@ -437,11 +415,7 @@ class AmiClient:
                     session, "Logoff", {}, timeout=min(1.0, self.config.action_timeout)
                 )
             session.abort("closed")
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self._tasks.aclose()
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -479,7 +453,7 @@ class AmiClient:
     # -- internals -------------------------------------------------------------------------
 
     def _require(self, name: str) -> _Session:
-        if self._closed.is_set():
+        if self.closed:
             raise AmiNotConnected(f"AMI {name}: the client is closed")
         session = self._session
         if session is None or session.lost.done():
@@ -543,17 +517,31 @@ class AmiClient:
             )
         return session
 
+    def _connect_failed(self, exc: Exception, delay: float) -> float:
+        """A failed attempt of ``run()``: a refused login waits at least ``login_retry``
+        (each retry is a security event in Asterisk's log, the kind fail2ban bans)."""
+        self.last_error = str(exc)
+        if isinstance(exc, AmiLoginError):
+            delay = max(self.config.login_retry, delay)
+            log.error("%s; check [ami] username and secret; retrying in %.1f s", exc, delay)
+        else:
+            log.warning("%s; retrying in %.2f s", exc, delay)
+        return delay
+
+    @staticmethod
+    async def _discard(session: _Session) -> None:
+        session.abort("closed")
+
+    async def _serve_session(self, session: _Session) -> str:
+        self._start(session)
+        return await self._serve(session)
+
     def _start(self, session: _Session) -> None:
         self._session = session
         self.last_error = None
-        self._logins += 1
-        if self._logins > 1:
-            self.reconnects += 1
         log.info("AMI: logged in to %s as %s", self.config.address, self.config.username)
         for listener in self._listeners:
-            task = asyncio.create_task(self._tell_connected(listener), name="ami-connected")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(self._tell_connected(listener), "ami-connected")
 
     async def _tell_connected(self, listener: AmiListener) -> None:
         try:
@@ -612,17 +600,6 @@ class AmiClient:
                     callback(event)
                 except Exception:
                     log.exception("AMI: a handler of %s events failed", event.name)
-
-    def _backoff_delay(self, attempt: int) -> float:
-        return backoff_delay(
-            attempt, self.config.backoff_initial, self.config.backoff_max, self._rng
-        )
-
-    async def _pause(self, delay: float) -> bool:
-        return await pause(self._closed, self._sleep, delay)
-
-    async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
-        return await unless_closed(self._closed, awaitable)
 
 
 def _fields(fields: Mapping[str, str] | None) -> dict[str, str]:

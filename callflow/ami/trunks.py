@@ -29,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Self
 
 from callflow.ami.client import AmiClient, AmiMessage
 from callflow.ami.errors import AmiActionError, AmiError
+from callflow.tasks import Tasks
 from callflow.trunks import ContactUpdate, TrunkHealth, TrunkSnapshot, TrunkState
 
 __all__ = [
@@ -214,7 +217,8 @@ class AmiTrunkMonitor:
 
     Construct it before ``ami.run()`` starts: it registers its event callbacks and itself
     as a listener.  ``health.live`` is False from a drop of the session until the next
-    listing.
+    listing.  ``aclose()`` (or leaving ``async with``) cancels and awaits the listings it
+    started by itself (after a reload, at ``FullyBooted``).
     """
 
     def __init__(self, ami: AmiClient, health: TrunkHealth) -> None:
@@ -225,10 +229,24 @@ class AmiTrunkMonitor:
         self._lock = asyncio.Lock()
         self._held: list[AmiMessage] | None = None
         self._synced = False
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks = Tasks("trunk monitor", log)
         ami.on_event("ContactStatus", self._on_contact_status)
         ami.on_event("FullyBooted", self._on_fully_booted)
         ami.add_listener(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
 
     # -- AmiListener -----------------------------------------------------------------------
 
@@ -289,9 +307,7 @@ class AmiTrunkMonitor:
             self._spawn_resync()
 
     def _spawn_resync(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.resync(), name="trunk-resync")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.resync(), "trunk-resync")
 
     # -- events ----------------------------------------------------------------------------
 

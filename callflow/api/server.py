@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from types import TracebackType
+from typing import Self
 
 from aiohttp import web
 
@@ -12,7 +14,7 @@ log = logging.getLogger("callflow.api")
 class AdminServer:
     """``await start()`` binds ``host:port`` (port 0: any free one, see ``port``) and serves
     ``app`` in the running loop; ``await close()`` stops it (requests in progress finish,
-    up to ``shutdown_timeout`` seconds)."""
+    up to ``shutdown_timeout`` seconds).  ``async with`` does both."""
 
     def __init__(
         self, app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
@@ -48,6 +50,18 @@ class AdminServer:
             self._site = None
             raise
         log.info("admin API on %s (page %s/page/)", self.url, self.url)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     async def close(self) -> None:
         if self._site is not None:

@@ -16,6 +16,7 @@ shown by ``repr``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import logging
 import random
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import aiohttp
@@ -35,7 +36,7 @@ from callflow.ari.errors import (
     AriTimeout,
     error_for_status,
 )
-from callflow.reconnect import Closed, backoff_delay, pause, unless_closed
+from callflow.reconnect import Backoff, Supervisor
 
 __all__ = [
     "EVENT_CONNECTED",
@@ -55,11 +56,8 @@ EVENT_DISCONNECTED: Final = "CallflowDisconnected"
 #: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
 ParamValue = str | int | float | bool
 
-# No reconnection delay is ever shorter than this, whatever the jitter draws.
 # Longest error body quoted in an exception message when it is not ARI's JSON.
 _MAX_ERROR_TEXT: Final = 200
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -141,17 +139,23 @@ class AriClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        #: Number of times the events websocket was connected again after the first time.
-        self.reconnects = 0
         self._session = session
         self._owns_session = session is None
-        self._rng = rng if rng is not None else random.Random()
-        self._sleep = sleep
-        self._clock = clock
         self._headers: Final = {
             "Authorization": aiohttp.encode_basic_auth(config.username, config.password)
         }
-        self._closed = asyncio.Event()
+        # The events websocket: connect, read, back off, again, until close().
+        self._supervisor = Supervisor(
+            "ARI events",
+            self._connect_events,
+            Backoff(config.backoff_initial, config.backoff_max, rng or random.Random()),
+            retry_on=(AriError,),
+            discard=self._discard,
+            logger=log,
+            stable_after=config.stable_after,
+            sleep=sleep,
+            clock=clock,
+        )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._events_active = False
 
@@ -178,7 +182,7 @@ class AriClient:
 
         Safe to call more than once.  REST calls made afterwards raise ``AriConnectionError``.
         """
-        self._closed.set()
+        self._supervisor.stop()
         ws = self._ws
         if ws is not None and not ws.closed:
             await ws.close()
@@ -188,7 +192,12 @@ class AriClient:
     @property
     def closed(self) -> bool:
         """True once ``close()`` has been called."""
-        return self._closed.is_set()
+        return self._supervisor.stopped
+
+    @property
+    def reconnects(self) -> int:
+        """Number of times the events websocket was connected again after the first time."""
+        return self._supervisor.reconnects
 
     @property
     def connected(self) -> bool:
@@ -397,62 +406,37 @@ class AriClient:
         if self._events_active:
             raise RuntimeError("AriClient.events() is already being iterated")
         self._events_active = True
-        attempt = 0
-        connected_once = False
         try:
-            while not self._closed.is_set():
-                try:
-                    ws = await self._unless_closed(self._connect_events())
-                except Closed:
-                    return
-                except AriError as exc:
-                    delay = self._backoff_delay(attempt)
-                    attempt += 1
-                    log.warning("ARI events: cannot connect (%s); retrying in %.2f s", exc, delay)
-                    if not await self._pause(delay):
+            async with contextlib.aclosing(self._supervisor.sessions()) as sessions:
+                async for ws in sessions:
+                    self._ws = ws
+                    log.info("ARI events: connected (app %s)", self.config.app)
+                    reason = "closed"
+                    try:
+                        yield {"type": EVENT_CONNECTED}
+                        while True:
+                            msg = await ws.receive()
+                            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                                event = _parse_frame(msg.data)
+                                if event is not None:
+                                    yield event
+                            else:
+                                reason = _drop_reason(ws, msg.type, msg.data)
+                                break
+                    finally:
+                        self._ws = None
+                        await ws.close()
+                    if self.closed:
                         return
-                    continue
-                if self._closed.is_set():
-                    await ws.close()
-                    return
-                if connected_once:
-                    self.reconnects += 1
-                connected_once = True
-                self._ws = ws
-                up_since = self._clock()
-                log.info("ARI events: connected (app %s)", self.config.app)
-                reason = "closed"
-                try:
-                    yield {"type": EVENT_CONNECTED}
-                    while True:
-                        msg = await ws.receive()
-                        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                            event = _parse_frame(msg.data)
-                            if event is not None:
-                                yield event
-                        else:
-                            reason = _drop_reason(ws, msg.type, msg.data)
-                            break
-                finally:
-                    self._ws = None
-                    await ws.close()
-                if self._closed.is_set():
-                    return
-                if self._clock() - up_since >= self.config.stable_after:
-                    attempt = 0
-                delay = self._backoff_delay(attempt)
-                attempt += 1
-                log.warning("ARI events: disconnected (%s); reconnecting in %.2f s", reason, delay)
-                yield {"type": EVENT_DISCONNECTED, "reason": reason}
-                if not await self._pause(delay):
-                    return
+                    self._supervisor.lost(reason)  # it logs the drop, then backs off
+                    yield {"type": EVENT_DISCONNECTED, "reason": reason}
         finally:
             self._events_active = False
 
     # -- internals -------------------------------------------------------------------------
 
     def _require_session(self) -> aiohttp.ClientSession:
-        if self._closed.is_set():
+        if self.closed:
             raise AriConnectionError("the ARI client is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -480,16 +464,9 @@ class AriClient:
         except aiohttp.ClientError as exc:
             raise AriConnectionError(f"events websocket: cannot reach Asterisk: {exc}") from exc
 
-    def _backoff_delay(self, attempt: int) -> float:
-        return backoff_delay(
-            attempt, self.config.backoff_initial, self.config.backoff_max, self._rng
-        )
-
-    async def _pause(self, delay: float) -> bool:
-        return await pause(self._closed, self._sleep, delay)
-
-    async def _unless_closed(self, awaitable: Awaitable[_T]) -> _T:
-        return await unless_closed(self._closed, awaitable)
+    @staticmethod
+    async def _discard(ws: aiohttp.ClientWebSocketResponse[bool]) -> None:
+        await ws.close()
 
 
 def _seg(value: str) -> str:

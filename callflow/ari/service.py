@@ -2,7 +2,8 @@
 
 The event router only translates ARI events into calls on this service (the shape of
 wazo-calld): a new channel starts a call task, a reconnection runs recovery, a stop drains.
-It owns every call task; none is fire-and-forget.
+It owns every call task and every background task (``Tasks``); none is fire-and-forget.
+Used as an async context manager, its exit is the graceful stop (``stop_grace``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self
 
 from ..flow.engine import Engine
 from ..flow.events import Outcome
 from ..flow.registry import LoadedFlow
 from ..flows import FlowStore
+from ..tasks import Tasks
 from .call import LEG_ROLE_VAR, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
@@ -35,17 +39,31 @@ class CallService:
         registry: ChannelRegistry | None = None,
         sounds_prefix: str = "sound:",
         fallback_context: str = "callflow-fallback",
+        stop_grace: float = 30.0,
     ) -> None:
         self.client = client
         self.engine = engine
         self.flows = flows
-        self.registry = registry or ChannelRegistry()
+        self.registry = registry if registry is not None else ChannelRegistry()  # may be empty
         self.sounds_prefix = sounds_prefix
         self.fallback_context = fallback_context
         self.calls: dict[str, tuple[AriCall, asyncio.Task[Outcome]]] = {}
         self.accepting = True
-        self._background: set[asyncio.Task[Any]] = set()
+        self.stop_grace = stop_grace
+        self._call_tasks = Tasks("calls", log)  # the tasks of self.calls
+        self._background = Tasks("call service", log)
         self.recoveries = 0
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(self.stop_grace)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -102,7 +120,11 @@ class CallService:
             if rescue is None
             else self.engine.rescue(flow, call, rescue)
         )
-        task = asyncio.create_task(coro, name=f"call-{call.id}")
+        task = self._call_tasks.spawn(coro, f"call-{call.id}", report=False)  # _call_done logs
+        if task is None:  # only after stop(), which no longer starts calls
+            log.error("call=%s not started: the call service has stopped", call.id)
+            call.close()
+            return
         self.calls[call.id] = (call, task)
         task.add_done_callback(functools.partial(self._call_done, call.id))
 
@@ -113,16 +135,8 @@ class CallService:
         if not task.cancelled() and task.exception() is not None:
             log.error("call=%s task failed", call_id, exc_info=task.exception())
 
-    def _spawn(self, coro: Any, what: str) -> None:
-        task = asyncio.create_task(coro, name=what)
-        self._background.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s failed", what, exc_info=t.exception())
-
-        task.add_done_callback(done)
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        self._background.spawn(coro, what)
 
     async def _hangup(self, channel_id: str) -> None:
         with contextlib.suppress(AriError):
@@ -194,9 +208,9 @@ class CallService:
         if chan_id in bridged:
             bridge_id, members = bridged[chan_id]
             if len(members) >= 2:
-                watch = BridgeWatch(self.client, self.registry, bridge_id, members)
+                # Registered with the registry; its clean-up runs among our background tasks.
+                BridgeWatch(self.client, self.registry, bridge_id, members, self._background)
                 log.info("recovery: conversation in bridge %s left to go on", bridge_id)
-                del watch  # registered with the registry; it cleans up after itself
                 return
             log.info(
                 "recovery: channel %s alone in bridge %s: the conversation is over",
@@ -231,41 +245,49 @@ class CallService:
         """Take no new call; let calls finish for ``grace`` s; then send the rest to the
         dialplan fallback (a conversation already bridged is left to go on)."""
         self.accepting = False
-        tasks = [t for _, t in self.calls.values()]
-        if tasks:
-            log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
-            await asyncio.wait(tasks, timeout=grace)
-        for call, task in list(self.calls.values()):
-            bridged = call.bridged
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            if not bridged and not call.gone:
-                await self._to_dialplan(call, "daemon stopping")
-        for t in list(self._background):
-            t.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            tasks = [t for _, t in self.calls.values()]
+            if tasks:
+                log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
+                await asyncio.wait(tasks, timeout=grace)
+            for call, task in list(self.calls.values()):
+                bridged = call.bridged
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                if not bridged and not call.gone:
+                    await self._to_dialplan(call, "daemon stopping")
+        finally:  # whatever failed above, no task outlives the service
+            await self._call_tasks.aclose()
+            await self._background.aclose()
 
 
 class BridgeWatch:
     """A conversation found after a restart: when one side leaves, end the other."""
 
     def __init__(
-        self, client: AriClient, registry: ChannelRegistry, bridge_id: str, members: list[str]
+        self,
+        client: AriClient,
+        registry: ChannelRegistry,
+        bridge_id: str,
+        members: list[str],
+        tasks: Tasks,
     ) -> None:
         self.client = client
         self.registry = registry
         self.bridge_id = bridge_id
         self.members = members
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = tasks  # the call service's: its stop cancels and awaits the clean-up
+        self._ending = False
         for m in members:
             registry.register(m, self)
 
     def on_event(self, event: Event) -> None:
         if event.get("type") not in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
             return
-        if self._task is None:
-            self._task = asyncio.create_task(self._end(), name=f"bridge-{self.bridge_id}")
+        if not self._ending:
+            self._ending = True
+            self._tasks.spawn(self._end(), f"bridge-{self.bridge_id}")
 
     async def _end(self) -> None:
         for m in self.members:

@@ -45,13 +45,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..flow.events import CallAnswered, CallInfo, Outcome, StepRecord
 from ..flow.services import CallbackRequest
+from ..reconnect import Backoff
+from ..tasks import Tasks
 from .privacy import CallerPrivacy
 from .spool import Spool
 from .writer import write_records
@@ -162,11 +165,13 @@ class Recorder:
         self._running = False
         self._closing = False
         self._stopped = asyncio.Event()
+        self._writer = Tasks("call log", log)  # the writer task, when used with async with
         self._lock = asyncio.Lock()
         self._flush_waiters: list[asyncio.Future[None]] = []
         # Outage bookkeeping.
         self._db_down_since: float | None = None
-        self._retry_delay = retry_min
+        # The same doubling policy as the ARI/AMI reconnections, without jitter: one writer.
+        self._db_retry = Backoff(retry_min, retry_max)
         self._retry_at = 0.0
         self._disk_failing = False
         self._disk_retry_at = 0.0
@@ -354,11 +359,38 @@ class Recorder:
             self._opened = True
 
     async def run(self) -> None:
-        """Write until ``close``; replays the spool first.  Run it as one task."""
+        """Write until ``close``; replays the spool first.  Run it as one task (or use the
+        recorder as an async context manager, which owns that task)."""
+        self._start_writer()
+        await self._write_loop()
+
+    async def __aenter__(self) -> Self:
+        """Open the spool and start the writer task."""
+        self._start_writer()
+        self._writer.spawn(self._write_loop(), "recorder")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Write (or spool) everything queued, then stop the writer."""
+        try:
+            await self.close()
+        finally:
+            await self._writer.aclose()  # a writer that did not stop is cancelled here
+
+    def _start_writer(self) -> None:
+        # Marked running before the task starts: a close() that comes first then waits for
+        # the writer to write everything, instead of doing it beside it.
         if self._running:
             raise RuntimeError("Recorder.run is already running")
         self.open()
         self._running = True
+
+    async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while not self._closing:
@@ -547,23 +579,20 @@ class Recorder:
             what = f"no answer within {self.write_timeout:g}s"
         if self._db_down_since is None:
             self._db_down_since = loop.time()
-            self._retry_delay = self.retry_min
+            self._db_retry.reset()
+            delay = self._db_retry.next_delay()
             log.warning("call log: database unavailable (%s); spooling to %s", what, self.spool.dir)
         else:
-            self._retry_delay = min(self._retry_delay * 2, self.retry_max)
-            log.info(
-                "call log: database still unavailable (%s); next try in %gs",
-                what,
-                self._retry_delay,
-            )
-        self._retry_at = loop.time() + self._retry_delay
+            delay = self._db_retry.next_delay()
+            log.info("call log: database still unavailable (%s); next try in %gs", what, delay)
+        self._retry_at = loop.time() + delay
 
     def _db_ok(self) -> None:
         if self._db_down_since is not None:
             down = asyncio.get_running_loop().time() - self._db_down_since
             log.warning("call log: database back after %.0fs", down)
             self._db_down_since = None
-            self._retry_delay = self.retry_min
+            self._db_retry.reset()
             self._retry_at = 0.0
 
     async def _stash(self, records: list[Record], *, force: bool = False) -> None:

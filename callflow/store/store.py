@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from datetime import datetime
+from types import TracebackType
+from typing import Self
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,12 +19,19 @@ from .maintenance import PurgeResult, purge
 from .privacy import CallerPrivacy
 from .recorder import Recorder
 
+log = logging.getLogger("callflow.store")
+
 
 class StoreUnavailable(CallflowError):
     """The database did not answer."""
 
 
 class Store:
+    """The call log for the daemon.  As an async context manager it is the daemon's first
+    part and its last: entering it locks the spool, checks the schema and starts the
+    recorder's writer; leaving it writes (or spools) every record still queued, stops the
+    writer and closes the database connections."""
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -53,6 +63,27 @@ class Store:
         return cls(
             engine, recorder, privacy=privacy, retention_days=settings.privacy.retention_days
         )
+
+    async def __aenter__(self) -> Self:
+        self.recorder.open()  # refuses a spool already used by another daemon
+        try:
+            await self.check_schema()  # a schema behind: refuse to start, say what to run
+        except StoreUnavailable as exc:
+            # Calls matter more than the log: start, and spool until the database is back.
+            log.warning("database unavailable at start (%s): recording to the spool", exc)
+        await self.recorder.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.recorder.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.dispose()
 
     async def check_schema(self, timeout: float = 15.0) -> None:
         try:
