@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from .ami.client import AmiClient, AmiConfig
-from .ami.trunks import AmiTrunkMonitor
+from .ami.manager import AmiClient, AmiConfig
+from .ami.qualify import AmiTrunkMonitor
 from .api import AdminContext, AdminServer, calendar_states, create_app, load_tokens
 from .ari.client import AriClient, AriConfig
 from .ari.service import CallService

@@ -1,6 +1,6 @@
 """The Asterisk Manager Interface: a self-healing session and trunk health on top of it."""
 
-from callflow.ami.client import (
+from callflow.ami.manager import (
     AmiClient,
     AmiConfig,
     AmiList,
@@ -8,14 +8,14 @@ from callflow.ami.client import (
     AmiMessage,
     EventCallback,
 )
-from callflow.ami.errors import (
+from callflow.ami.messages import (
     AmiActionError,
     AmiError,
     AmiLoginError,
     AmiNotConnected,
     AmiTimeout,
 )
-from callflow.ami.trunks import AmiTrunkMonitor, live_snapshot
+from callflow.ami.qualify import AmiTrunkMonitor, live_snapshot
 
 __all__ = [
     "AmiActionError",

@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from callflow.store.spool import decode_line
+
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX = REPO / "scripts" / "asterisk-sandbox"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -243,8 +245,11 @@ class Daemon:
         database, and its spool (the write-ahead journal) while the database is away."""
         ended: dict[str, dict[str, Any]] = {}
         for seg in sorted((self.workdir / "var" / "spool").glob("segment-*.jsonl")):
-            for line in seg.read_text(errors="replace").splitlines():
-                rec = json.loads(line) if line.startswith("{") else {}
+            for line in seg.read_bytes().splitlines(keepends=True):
+                try:
+                    rec = decode_line(line)
+                except ValueError:  # a line being written
+                    continue
                 if rec.get("t") == "end":
                     row = (rec["id"], rec["flow"], rec["outcome"], rec["end_step"])
                     row += (rec["destination"], rec["trunk"], rec["detail"], rec["ended"])

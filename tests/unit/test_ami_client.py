@@ -24,7 +24,7 @@ from callflow.ami import (
     AmiTimeout,
     AmiTrunkMonitor,
 )
-from callflow.ami.trunks import list_contacts
+from callflow.ami.qualify import list_contacts
 from callflow.errors import TelephonyError
 from callflow.trunks import TrunkHealth, TrunkState
 
@@ -277,7 +277,7 @@ def test_config_hides_the_secret_and_refuses_line_breaks() -> None:
 
 
 def test_panoramisk_log_lines_never_show_the_secret(caplog: pytest.LogCaptureFixture) -> None:
-    from callflow.ami.client import _RedactingLog
+    from callflow.ami.manager import _RedactingLog
 
     wire = _RedactingLog(logging.getLogger("callflow.ami.wire"), SECRET)
     with caplog.at_level(logging.DEBUG, "callflow.ami.wire"):

@@ -13,8 +13,8 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from callflow.ami.client import AmiMessage
-from callflow.ami.trunks import (
+from callflow.ami.manager import AmiMessage
+from callflow.ami.qualify import (
     aor_of_contact,
     parse_contact_list,
     parse_contact_status,

@@ -36,15 +36,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Protocol, Self
 
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 
-from callflow.ami.errors import (
+from callflow.ami.messages import (
     AmiActionError,
     AmiError,
+    AmiList,
     AmiLoginError,
+    AmiMessage,
     AmiNotConnected,
     AmiTimeout,
 )
@@ -56,8 +58,6 @@ __all__ = ["AmiClient", "AmiConfig", "AmiList", "AmiListener", "AmiMessage", "Ev
 
 log = logging.getLogger("callflow.ami")
 _wire_log = logging.getLogger("callflow.ami.wire")
-
-_SUCCESS: Final = frozenset({"success", "follows", "goodbye"})
 
 
 @dataclass(frozen=True)
@@ -124,58 +124,6 @@ class AmiConfig:
 
 def _has_newline(value: str) -> bool:
     return "\r" in value or "\n" in value
-
-
-@dataclass(frozen=True)
-class AmiMessage:
-    """One AMI event or response.
-
-    Header names are case-insensitive (``get("aor")`` finds ``AOR``); values are
-    stripped.  ``seq`` numbers the messages in their order of arrival on this client (it
-    keeps growing across reconnections), so that a listing can be ordered against events.
-    """
-
-    headers: Mapping[str, str]
-    seq: int = 0
-
-    @classmethod
-    def of(cls, fields: Mapping[str, Any], seq: int = 0) -> AmiMessage:
-        headers: dict[str, str] = {}
-        for key, value in fields.items():
-            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-            headers[str(key).lower()] = text.strip()
-        return cls(headers, seq)
-
-    def get(self, name: str, default: str = "") -> str:
-        return self.headers.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self.headers
-
-    @property
-    def name(self) -> str:
-        """The event's name ('' for a response)."""
-        return self.get("Event")
-
-    @property
-    def ok(self) -> bool:
-        """False for ``Response: Error`` (and anything but Success / Follows / Goodbye)."""
-        return "event" in self.headers or self.get("Response").lower() in _SUCCESS
-
-
-@dataclass(frozen=True)
-class AmiList:
-    """The answer to a list action: its response, the events, the ``*Complete`` event."""
-
-    response: AmiMessage
-    events: list[AmiMessage]
-    complete: AmiMessage | None
-
-    @property
-    def seq(self) -> int:
-        """``seq`` of the last message of the answer."""
-        last = self.complete or (self.events[-1] if self.events else self.response)
-        return last.seq
 
 
 EventCallback = Callable[[AmiMessage], None]

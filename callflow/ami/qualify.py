@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from callflow.ami.client import AmiClient, AmiMessage
-from callflow.ami.errors import AmiActionError, AmiError
+from callflow.ami.manager import AmiClient, AmiMessage
+from callflow.ami.messages import AmiActionError, AmiError
 from callflow.tasks import Tasks
 from callflow.trunks import ContactUpdate, TrunkHealth, TrunkSnapshot, TrunkState
 
