@@ -24,9 +24,9 @@ from .ari.client import AriClient, AriConfig
 from .ari.service import CallService
 from .flow.engine import Engine
 from .flow.events import FanOut
+from .flow.live import LiveFlows, ReloadResult
 from .flow.registry import FlowSet
 from .flow.services import Services
-from .flows import FlowStore, ReloadResult
 from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
@@ -71,7 +71,7 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
-        self.flows = FlowStore(settings.resolve(settings.flows.dir), settings.flows.default)
+        self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
         self.ari_config = AriConfig(
             url=ari.url,
             app=ari.app,

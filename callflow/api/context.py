@@ -9,15 +9,15 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..flow.live import ReloadResult
 from ..flow.registry import FlowSet
 from ..flow.services import utc_now
-from ..flows import ReloadResult
 from ..metrics import Metrics
 from ..schedule import OverrideStore
 
 
 class FlowSource(Protocol):
-    """The flows running now (``FlowStore``)."""
+    """The flows running now (``LiveFlows``)."""
 
     @property
     def current(self) -> FlowSet: ...

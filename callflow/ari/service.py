@@ -18,8 +18,8 @@ from typing import Any, Self
 
 from ..flow.engine import Engine
 from ..flow.events import Outcome
+from ..flow.live import LiveFlows
 from ..flow.registry import LoadedFlow
-from ..flows import FlowStore
 from ..tasks import Tasks
 from .call import LEG_ROLE_VAR, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
@@ -34,7 +34,7 @@ class CallService:
         self,
         client: AriClient,
         engine: Engine,
-        flows: FlowStore,
+        flows: LiveFlows,
         *,
         registry: ChannelRegistry | None = None,
         sounds_prefix: str = "sound:",

@@ -28,7 +28,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.api import AdminContext, AdminServer, create_app
-from callflow.flows import FlowStore
+from callflow.flow.live import LiveFlows
 from callflow.schedule import Override, OverrideStore
 from callflow.store.db import create_engine, upgrade
 from callflow.store.models import AdminAction, CallbackRequestRow
@@ -205,7 +205,7 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir()
     (flows_dir / "parc.yaml").write_text(textwrap.dedent(FLOW).lstrip(), encoding="utf-8")
-    store = FlowStore(flows_dir, None)
+    store = LiveFlows(flows_dir, None)
     now = datetime.now(UTC)
     overrides = OverrideStore()
     overrides.set(

@@ -22,8 +22,8 @@ from callflow.api import AdminContext, AdminServer, create_app, load_tokens
 from callflow.errors import SettingsError
 from callflow.flow.engine import Engine
 from callflow.flow.events import CallInfo, Outcome, OutcomeKind
+from callflow.flow.live import LiveFlows
 from callflow.flow.services import Services
-from callflow.flows import FlowStore
 from callflow.metrics import Metrics
 from callflow.schedule import OverrideStore
 from callflow.simulate import Scenario, SimulatedCall
@@ -140,7 +140,7 @@ def selector() -> HealthAwareSelector:
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     flows_dir = tmp_path / "flows"
     write_flow(flows_dir)
-    store = FlowStore(flows_dir, None)
+    store = LiveFlows(flows_dir, None)
     db = await make_db(tmp_path)
     clock = Clock()
     audit: list[tuple[str, str, dict[str, Any]]] = []
@@ -185,7 +185,7 @@ async def test_api_routes_need_a_valid_bearer_token(env: Env) -> None:
 
 async def test_without_a_token_file_every_api_route_is_refused(tmp_path: Path) -> None:
     write_flow(tmp_path / "flows")
-    store = FlowStore(tmp_path / "flows", None)
+    store = LiveFlows(tmp_path / "flows", None)
     ctx = AdminContext(flows=store, overrides=OverrideStore(), reload=store.reload)
     async with TestClient(TestServer(create_app(ctx))) as client:
         for method, path in [
@@ -533,7 +533,7 @@ async def test_trunks_and_audit(env: Env) -> None:
 
 async def test_without_a_database_the_call_log_routes_answer_503(tmp_path: Path) -> None:
     write_flow(tmp_path / "flows")
-    store = FlowStore(tmp_path / "flows", None)
+    store = LiveFlows(tmp_path / "flows", None)
     ctx = AdminContext(
         flows=store, overrides=OverrideStore(), reload=store.reload, tokens={"staff": TOKEN}
     )
@@ -580,7 +580,7 @@ async def test_the_page_is_served_without_a_token_with_a_strict_csp(env: Env) ->
 
 async def test_admin_server_binds_and_stops(tmp_path: Path) -> None:
     write_flow(tmp_path / "flows")
-    store = FlowStore(tmp_path / "flows", None)
+    store = LiveFlows(tmp_path / "flows", None)
     ctx = AdminContext(
         flows=store, overrides=OverrideStore(), reload=store.reload, ari_connected=lambda: True
     )

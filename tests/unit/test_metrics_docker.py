@@ -28,8 +28,8 @@ from sqlalchemy import insert
 from callflow.api import AdminContext, calendar_states, create_app
 from callflow.flow.engine import Engine
 from callflow.flow.events import FanOut
+from callflow.flow.live import LiveFlows
 from callflow.flow.services import MemoryCallbacks, Services
-from callflow.flows import FlowStore
 from callflow.metrics import Metrics, Probes
 from callflow.schedule import OverrideStore
 from callflow.settings import load_settings
@@ -102,7 +102,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 async def daemon_metrics_text(tmp_path: Path) -> str:
     """/metrics of an admin app whose Metrics is wired like the daemon's, after calls."""
-    store = FlowStore(DIALPLANS, None)
+    store = LiveFlows(DIALPLANS, None)
     flow = store.current.flows["cabinet-du-parc"]
     health = TrunkHealth(["trunk-a", "trunk-b"])
     health.resync(

@@ -1,4 +1,4 @@
-"""The flows the daemon runs now, and their reload without dropping calls."""
+"""The live flow set: the flows the daemon runs now, and their reload without dropping calls."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FlowError, UserError
-from .flow.registry import FlowSet, LoadedFlow, load_flows
+from ..errors import FlowError, UserError
+from .registry import FlowSet, LoadedFlow, load_flows
 
 log = logging.getLogger("callflow.flows")
 
@@ -19,7 +19,7 @@ class ReloadResult:
     errors: list[str]
 
 
-class FlowStore:
+class LiveFlows:
     """Holds the current ``FlowSet``.  A reload swaps it whole or not at all; calls keep
     the ``LoadedFlow`` they started with, so they finish on that version."""
 
