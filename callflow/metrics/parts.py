@@ -1,0 +1,265 @@
+"""What the daemon's parts report, read *at scrape time*: ARI and AMI connected and their
+reconnect counters, the call log's queue and spool, trunk states and round-trip times,
+calendars, flows loaded, and the callback backlog.
+
+Each value comes from a callable of ``Probes``, handed in by the composition root: nothing
+is copied, so a value is never stale, and this module imports none of the parts it
+watches.  A probe that raises is logged and left out of that scrape.
+
+``callflow_trunk_up`` is 1 when qualify sees the trunk reachable and its circuit breaker is
+closed, 0 when qualify says unreachable or the breaker is open, and absent while the state
+is unknown (qualify off or not yet done), so that an alert on ``callflow_trunk_up == 0``
+fires on evidence only; ``callflow_trunk_state{state}`` tells all three states.
+
+The callback backlog (pending, overdue, oldest) lives in the database: the admin API
+refreshes it with ``Metrics.set_callback_backlog`` just before a scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("callflow.metrics")
+_T = TypeVar("_T")
+
+
+class TrunkReading(Protocol):
+    """What ``HealthAwareSelector.snapshot()`` gives for one trunk."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def rtt_ms(self) -> float | None: ...
+    @property
+    def breaker_open(self) -> bool: ...
+
+
+class CalendarReading(Protocol):
+    """One calendar's state now (``callflow.api.calendars.CalendarView`` is one)."""
+
+    @property
+    def flow(self) -> str: ...
+    @property
+    def calendar(self) -> str: ...
+    @property
+    def open(self) -> bool: ...
+    @property
+    def overridden(self) -> bool: ...
+
+
+@dataclass
+class Probes:
+    """Values read at scrape time.  Each is optional: a missing one leaves its metrics out.
+
+    A probe that raises is logged and skipped; the rest of the scrape goes on.
+    """
+
+    ari_connected: Callable[[], bool] | None = None
+    ari_reconnects: Callable[[], int] | None = None
+    ari_recoveries: Callable[[], int] | None = None
+    ami_connected: Callable[[], bool] | None = None
+    ami_reconnects: Callable[[], int] | None = None
+    recorder_queue_depth: Callable[[], int] | None = None
+    recorder_spool_size: Callable[[], int] | None = None
+    recorder_database_up: Callable[[], bool] | None = None
+    recorder_dropped: Callable[[], int] | None = None
+    recorder_rejected: Callable[[], int] | None = None
+    recorder_written: Callable[[], int] | None = None
+    trunks: Callable[[], Iterable[TrunkReading]] | None = None
+    trunk_feed_live: Callable[[], bool] | None = None
+    calendars: Callable[[], Iterable[CalendarReading]] | None = None
+    flows_loaded: Callable[[], int] | None = None
+
+
+@dataclass(frozen=True)
+class CallbackBacklog:
+    """Pending callback requests by tier label ("1", "2", "none" ...), from the database."""
+
+    pending: Mapping[str, int] = field(default_factory=dict)
+    overdue: Mapping[str, int] = field(default_factory=dict)
+    oldest_pending_seconds: float = 0.0
+
+
+class ScrapeTime(Collector):
+    """The values read from the probes (and the callback backlog) at each scrape."""
+
+    def __init__(
+        self, probes: Probes, backlog: Callable[[], CallbackBacklog | None] = lambda: None
+    ) -> None:
+        self.probes = probes
+        self.backlog = backlog
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are only known at scrape time; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.probes
+        yield from _gauge(
+            "callflow_ari_connected", "1 while the ARI events websocket is up.", p.ari_connected
+        )
+        yield from _counter(
+            "callflow_ari_reconnects",
+            "Times the ARI events websocket connected again.",
+            p.ari_reconnects,
+        )
+        yield from _counter(
+            "callflow_ari_recoveries",
+            "Recoveries that found calls stranded in the Stasis application.",
+            p.ari_recoveries,
+        )
+        yield from _gauge("callflow_ami_connected", "1 while logged in to AMI.", p.ami_connected)
+        yield from _counter(
+            "callflow_ami_reconnects", "Times AMI logged in again.", p.ami_reconnects
+        )
+        yield from _gauge(
+            "callflow_recorder_queue_depth",
+            "Call-log records in memory, waiting for the database or the spool.",
+            p.recorder_queue_depth,
+        )
+        yield from _gauge(
+            "callflow_recorder_spool_size",
+            "Call-log records in the spool, waiting for the database.",
+            p.recorder_spool_size,
+        )
+        yield from _gauge(
+            "callflow_recorder_database_up",
+            "1 while the call log's database takes writes.",
+            p.recorder_database_up,
+        )
+        yield from _counter(
+            "callflow_recorder_dropped",
+            "Call-log records lost (memory full).",
+            p.recorder_dropped,
+        )
+        yield from _counter(
+            "callflow_recorder_rejected",
+            "Call-log records refused by the database (kept in rejected.jsonl).",
+            p.recorder_rejected,
+        )
+        yield from _counter(
+            "callflow_recorder_written",
+            "Call-log records written to the database.",
+            p.recorder_written,
+        )
+        yield from _gauge(
+            "callflow_trunk_feed_live",
+            "1 while trunk health is fed live by AMI (else states may be stale).",
+            p.trunk_feed_live,
+        )
+        yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
+        yield from self._trunks(p.trunks)
+        yield from self._calendars(p.calendars)
+        yield from self._backlog()
+
+    def _trunks(self, probe: Callable[[], Iterable[TrunkReading]] | None) -> Iterator[Metric]:
+        readings = _read_all(probe, "trunks")
+        if readings is None:
+            return
+        up = GaugeMetricFamily(
+            "callflow_trunk_up",
+            "1 reachable and breaker closed, 0 unreachable or breaker open; absent if unknown.",
+            labels=["trunk"],
+        )
+        state = GaugeMetricFamily(
+            "callflow_trunk_state",
+            "1 for the trunk's qualify state (reachable, unreachable, unknown).",
+            labels=["trunk", "state"],
+        )
+        breaker = GaugeMetricFamily(
+            "callflow_trunk_breaker_open",
+            "1 while the trunk's circuit breaker is open (calls failed in a row).",
+            labels=["trunk"],
+        )
+        rtt = GaugeMetricFamily(
+            "callflow_trunk_rtt_seconds",
+            "Round-trip time of the trunk's qualify (SIP OPTIONS).",
+            labels=["trunk"],
+        )
+        for t in readings:
+            s = str(t.state)
+            for name in ("reachable", "unreachable", "unknown"):
+                state.add_metric([t.name, name], 1.0 if s == name else 0.0)
+            breaker.add_metric([t.name], 1.0 if t.breaker_open else 0.0)
+            if s == "unreachable" or t.breaker_open:
+                up.add_metric([t.name], 0.0)
+            elif s == "reachable":
+                up.add_metric([t.name], 1.0)
+            if t.rtt_ms is not None:
+                rtt.add_metric([t.name], t.rtt_ms / 1000.0)
+        yield from (up, state, breaker, rtt)
+
+    def _calendars(self, probe: Callable[[], Iterable[CalendarReading]] | None) -> Iterator[Metric]:
+        readings = _read_all(probe, "calendars")
+        if readings is None:
+            return
+        is_open = GaugeMetricFamily(
+            "callflow_calendar_open", "1 while the calendar is open.", labels=["flow", "calendar"]
+        )
+        override = GaugeMetricFamily(
+            "callflow_calendar_overridden",
+            "1 while a runtime override decides the calendar's state.",
+            labels=["flow", "calendar"],
+        )
+        for c in readings:
+            is_open.add_metric([c.flow, c.calendar], 1.0 if c.open else 0.0)
+            override.add_metric([c.flow, c.calendar], 1.0 if c.overridden else 0.0)
+        yield from (is_open, override)
+
+    def _backlog(self) -> Iterator[Metric]:
+        b = self.backlog()
+        if b is None:
+            return
+        pending = GaugeMetricFamily(
+            "callflow_callbacks_pending", "Callback requests not done yet.", labels=["tier"]
+        )
+        overdue = GaugeMetricFamily(
+            "callflow_callbacks_overdue",
+            "Pending callback requests waiting longer than [http] callback_overdue.",
+            labels=["tier"],
+        )
+        for tier in sorted(set(b.pending) | set(b.overdue)):
+            pending.add_metric([tier], float(b.pending.get(tier, 0)))
+            overdue.add_metric([tier], float(b.overdue.get(tier, 0)))
+        oldest = GaugeMetricFamily(
+            "callflow_callbacks_oldest_pending_seconds",
+            "How long the oldest pending callback request has waited (0: none).",
+            value=b.oldest_pending_seconds,
+        )
+        yield from (pending, overdue, oldest)
+
+
+def _read(probe: Callable[[], _T] | None, name: str) -> _T | None:
+    if probe is None:
+        return None
+    try:
+        return probe()
+    except Exception:
+        log.exception("metrics: probe %s failed; left out of this scrape", name)
+        return None
+
+
+def _read_all(probe: Callable[[], Iterable[_T]] | None, name: str) -> list[_T] | None:
+    return _read(None if probe is None else lambda: list(probe()), name)
+
+
+def _gauge(name: str, doc: str, probe: Callable[[], float | bool] | None) -> Iterator[Metric]:
+    value = _read(probe, name)
+    if value is not None:
+        yield GaugeMetricFamily(name, doc, value=float(value))
+
+
+def _counter(name: str, doc: str, probe: Callable[[], int] | None) -> Iterator[Metric]:
+    value = _read(probe, name)
+    if value is not None:
+        yield CounterMetricFamily(name, doc, value=float(value))
+
+
+__all__ = ["CalendarReading", "CallbackBacklog", "Probes", "ScrapeTime", "TrunkReading"]
