@@ -36,7 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from callflow.flow.engine import Engine  # noqa: E402
-from callflow.flow.events import CallInfo, NullObserver, Observer, Outcome, StepRecord  # noqa: E402
+from callflow.flow.events import (  # noqa: E402
+    CallAnswered,
+    CallInfo,
+    NullObserver,
+    Observer,
+    Outcome,
+    StepRecord,
+)
 from callflow.flow.registry import LoadedFlow, load_flows  # noqa: E402
 from callflow.flow.services import CallbackSink, MemoryCallbacks, Services  # noqa: E402
 from callflow.simulate import Scenario, SimulatedCall  # noqa: E402
@@ -73,6 +80,9 @@ class StepTimer:
         self.steps += 1
         self.inner.step(record)
         self.last[record.call_id] = time.perf_counter()
+
+    def call_answered(self, event: CallAnswered) -> None:
+        self.inner.call_answered(event)
 
     def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         self.last.pop(info.call_id, None)
