@@ -155,13 +155,20 @@ class FakeAsterisk:
         return chan.json()
 
     def reply(self, method: str, path: str, status: int, body: Any = None) -> None:
-        """Answer ``method path`` with ``status`` and the JSON ``body`` from now on."""
-        raw = b"" if body is None else json.dumps(body).encode()
-        reason = http.HTTPStatus(status).phrase
-        self.replies[(method, path)] = RestResponse(status, raw, reason)
+        """Answer ``method path`` (unquoted) with ``status`` from now on; ``body`` is sent
+        as is when ``str`` or ``bytes``, as JSON otherwise, and left empty when ``None``."""
+        if body is None:
+            raw = b""
+        elif isinstance(body, bytes):
+            raw = body
+        elif isinstance(body, str):
+            raw = body.encode()
+        else:
+            raw = json.dumps(body).encode()
+        self.replies[(method, path)] = RestResponse(status, raw, http.HTTPStatus(status).phrase)
 
     def stall(self, method: str, path: str) -> None:
-        """Never answer ``method path`` (the client's timeout must end the wait)."""
+        """Never answer ``method path`` (unquoted): the client's timeout must end the wait."""
         self.stalled.add((method, path))
 
     def press(self, channel_id: str, keys: str, after: float = 0.0, gap: float = 0.5) -> None:
@@ -208,11 +215,12 @@ class FakeAsterisk:
         timeout: float,
     ) -> RestResponse:
         self.requests.append(Request(method, path, dict(params or {}), body))
+        key = (method, unquote(path))
         async with asyncio.timeout(timeout):
-            if (method, path) in self.stalled:
+            if key in self.stalled:
                 await asyncio.Event().wait()
-            if (method, path) in self.replies:
-                return self.replies[(method, path)]
+            if key in self.replies:
+                return self.replies[key]
             try:
                 data = self._serve(method, [unquote(s) for s in path.split("/")[1:]], params)
             except _Reply as err:
