@@ -16,8 +16,7 @@ import pytest
 
 from callflow.flow.engine import Engine
 from callflow.flow.events import CallInfo, FanOut, Outcome, OutcomeKind, StepRecord
-from callflow.flow.loader import load_text
-from callflow.flow.registry import LoadedFlow, compile_document
+from callflow.flow.registry import LoadedFlow
 from callflow.flow.services import MemoryCallbacks, Services
 from callflow.metrics import CallbackBacklog, Metrics, Probes
 from callflow.simulate import Scenario, SimulatedCall
@@ -28,6 +27,7 @@ from callflow.trunks import (
     TrunkSnapshot,
     TrunkState,
 )
+from tests.support.flows import compile_flow
 
 CALLER = "0612345678"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -70,7 +70,7 @@ steps:
 
 
 def flow() -> LoadedFlow:
-    return compile_document(load_text(FLOW, "t.yaml"))
+    return compile_flow(FLOW)
 
 
 class Ticking:
