@@ -1,4 +1,4 @@
-"""The admin API's handlers (the table of routes is in ``app.py``)."""
+"""The admin API's handlers (the table of routes is in ``web.py``)."""
 
 from __future__ import annotations
 

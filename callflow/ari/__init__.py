@@ -7,7 +7,7 @@ from callflow.ari.client import (
     AriConfig,
     ParamValue,
 )
-from callflow.ari.errors import (
+from callflow.ari.faults import (
     AriBadRequest,
     AriConflict,
     AriConnectionError,
@@ -16,6 +16,7 @@ from callflow.ari.errors import (
     AriNotFound,
     AriTimeout,
 )
+from callflow.ari.transport import HttpTransport, RestResponse, RestTransport
 
 __all__ = [
     "EVENT_CONNECTED",
@@ -29,5 +30,8 @@ __all__ = [
     "AriHTTPError",
     "AriNotFound",
     "AriTimeout",
+    "HttpTransport",
     "ParamValue",
+    "RestResponse",
+    "RestTransport",
 ]

@@ -20,7 +20,7 @@ from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .errors import AriError, AriNotFound
+from .faults import AriError, AriNotFound
 
 log = logging.getLogger("callflow.ari.call")
 

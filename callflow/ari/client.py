@@ -4,7 +4,7 @@ Two halves share one ``aiohttp.ClientSession`` with a bounded keep-alive pool (A
 HTTP server accepts only ``sessionlimit`` = 100 connections by default):
 
 * ``AriClient.request`` and its thin helpers call the REST API under ``{url}/ari`` and map
-  every failure onto the ``AriError`` tree of ``callflow.ari.errors``;
+  every failure onto the ``AriError`` tree of ``callflow.ari.faults``;
 * ``AriClient.events`` reads the events websocket of the Stasis application, reconnecting
   with jittered exponential backoff until ``close()``, and reports each (re)connection and
   each drop as a synthetic event so the runtime can run recovery.
@@ -30,12 +30,13 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
-from callflow.ari.errors import (
+from callflow.ari.faults import (
     AriConnectionError,
     AriError,
     AriTimeout,
     error_for_status,
 )
+from callflow.ari.transport import HttpTransport, RestTransport
 from callflow.reconnect import Backoff, Supervisor
 
 __all__ = [
@@ -125,8 +126,9 @@ class AriClient:
 
     Use as ``async with AriClient(config) as ari: ...`` or call ``close()``.  Pass
     ``session`` to use your own ``aiohttp.ClientSession`` (it is then neither configured
-    nor closed by the client); ``rng``, ``sleep`` and ``clock`` drive the reconnection
-    backoff and exist so it can be tested without waiting.
+    nor closed by the client); ``transport`` to carry the REST requests some other way
+    than HTTP over that session (see ``callflow.ari.transport``); ``rng``, ``sleep`` and
+    ``clock`` drive the reconnection backoff and exist so it can be tested without waiting.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class AriClient:
         config: AriConfig,
         *,
         session: aiohttp.ClientSession | None = None,
+        transport: RestTransport | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -158,6 +161,9 @@ class AriClient:
         )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._events_active = False
+        self._transport: RestTransport = transport or HttpTransport(
+            self._require_session, config.rest_url, self._headers
+        )
 
     def __repr__(self) -> str:
         return (
@@ -166,7 +172,9 @@ class AriClient:
         )
 
     async def __aenter__(self) -> Self:
-        self._require_session()
+        # The session is made on first use: a client on another transport may never need it.
+        if self.closed:
+            raise AriConnectionError("the ARI client is closed")
         return self
 
     async def __aexit__(
@@ -225,32 +233,21 @@ class AriClient:
         if not path.startswith("/"):
             raise ValueError(f"ARI path must start with '/': {path!r}")
         method = method.upper()
-        session = self._require_session()
+        if self.closed:
+            raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
         try:
-            async with session.request(
-                method,
-                self.config.rest_url + path,
-                params=query,
-                json=json,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=total),
-            ) as resp:
-                status = resp.status
-                reason = resp.reason or ""
-                body = await resp.read()
+            resp = await self._transport.request(method, path, query, json, timeout=total)
         except TimeoutError as exc:
             raise AriTimeout(
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
             ) from exc
-        except aiohttp.ClientResponseError as exc:  # a session made with raise_for_status
-            raise error_for_status(exc.status, exc.message, method, path) from exc
-        except aiohttp.ClientError as exc:
-            raise AriConnectionError(f"{method} {path}: cannot reach Asterisk: {exc}") from exc
+        status, body = resp.status, resp.body
         log.debug("ARI %s %s -> %d", method, path, status)
         if not 200 <= status < 300:
-            raise error_for_status(status, _error_message(body, reason, status), method, path)
+            message = _error_message(body, resp.reason, status)
+            raise error_for_status(status, message, method, path)
         if status == 204 or not body.strip():
             return None
         try:

@@ -24,7 +24,7 @@ from ..tasks import Tasks
 from .call import LEG_ROLE_VAR, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
-from .errors import AriError
+from .faults import AriError
 
 log = logging.getLogger("callflow.ari")
 

@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import shutil
-import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from callflow.schedule import Override, OverrideStore
 from callflow.store.db import create_engine, upgrade
 from callflow.store.models import AdminAction, CallbackRequestRow
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
+from tests.support.flows import write_flow
 
 TOKEN = "browser-test-token-0123456789"
 FLAGS = [
@@ -48,32 +48,6 @@ FLAGS = [
     "--window-size=1200,1000",
     "--remote-debugging-port=0",
 ]
-FLOW = """
-version: 1
-flow: parc
-numbers: ["100"]
-timezone: Europe/Paris
-fallback: desk
-calendars:
-  office:
-    weekly: {mon-fri: ["08:00-12:30", "14:00-19:00"]}
-  lab:
-    weekly: {mon-sat: ["07:00-10:00"]}
-destinations:
-  desk: {endpoint: PJSIP/accueil}
-queues:
-  same-day: {overdue: 4h}
-start: hours
-steps:
-  hours:
-    schedule: office
-    open: desk
-    closed: cb
-  desk:
-    dial: desk
-  cb:
-    callback: {queue: same-day}
-"""
 
 
 def in_ci() -> bool:
@@ -204,7 +178,7 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
     chromium_path()  # skip (or fail in CI) before building anything
     flows_dir = tmp_path / "flows"
     flows_dir.mkdir()
-    (flows_dir / "parc.yaml").write_text(textwrap.dedent(FLOW).lstrip(), encoding="utf-8")
+    write_flow(flows_dir)
     store = LiveFlows(flows_dir, None)
     now = datetime.now(UTC)
     overrides = OverrideStore()

@@ -95,6 +95,22 @@ def sandbox(*args: str, timeout: float = 600) -> str:
     return out.stdout
 
 
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped yet
+
+
+def crash_asterisk() -> None:
+    """SIGKILL the sandbox's own Asterisk (its pid, checked by the sandbox script to be the
+    Asterisk of our chroot), never another Asterisk of the host; wait until it is dead."""
+    pid = int(sandbox("pid", timeout=30).strip())
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid), 10, f"the sandbox's Asterisk (pid {pid}) to die")
+
+
 def asterisk_cli(command: str) -> str:
     return sandbox("cli", command, timeout=30)
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .harness import Bench, Daemon, ari, channels, sandbox, wait_trunk, wait_until
+from .harness import (
+    Bench,
+    Daemon,
+    ari,
+    channels,
+    crash_asterisk,
+    sandbox,
+    wait_trunk,
+    wait_until,
+)
 
 
 def invites_to(peer_messages: str) -> int:
@@ -226,7 +234,7 @@ def test_asterisk_crash_the_lost_call_is_logged_as_failed(daemon: Daemon, bench:
     patient = bench.patient("100", hold_ms="30000")
     daemon.wait_step("hours")
     # SIGKILL: no hangup event reaches the daemon, the channels just vanish.
-    subprocess.run(["pkill", "-KILL", "-x", "asterisk"], check=True)
+    crash_asterisk()
     patient.stop()
     sandbox("up")
     daemon.wait_connected(count=2, timeout=60)

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +25,14 @@ from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, S
 from callflow.flow.registry import LoadedFlow, load_flows
 from callflow.flow.services import CallbackRequest, Services
 from callflow.simulate import Scenario, SimulatedCall, Transcript
-from callflow.store.models import AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
+from callflow.store.models import (
+    AdminAction,
+    Call,
+    CallbackRequestRow,
+    CallStep,
+    TrunkEvent,
+    UTCDateTime,
+)
 from callflow.store.privacy import CallerPrivacy
 from callflow.store.recorder import Recorder
 from callflow.store.writer import write_records
@@ -663,4 +672,14 @@ async def test_one_spool_per_daemon(engine: AsyncEngine, tmp_path: Path) -> None
 
 
 def test_aware_times_only() -> None:
-    assert T0.tzinfo is UTC
+    """The call log stores UTC and only ever gives back aware UTC datetimes."""
+    column = UTCDateTime()
+    local = T0.astimezone(ZoneInfo("Europe/Paris"))  # 10:00 in Paris
+    lite, pg = sqlite.dialect(), postgresql.dialect()
+    stored = column.process_bind_param(local, lite)
+    assert stored == T0.replace(tzinfo=None)  # SQLite keeps naive UTC
+    stored_pg = column.process_bind_param(local, pg)
+    assert stored_pg == T0 and stored_pg is not None and stored_pg.tzinfo is UTC
+    for raw in (T0.replace(tzinfo=None), T0.replace(tzinfo=None).isoformat(sep=" "), local):
+        back = column.process_result_value(raw, lite)
+        assert back == T0 and back is not None and back.tzinfo is UTC

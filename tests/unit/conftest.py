@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from callflow.cli import main
+from tests.support import flows
 
 REPO = Path(__file__).resolve().parents[2]
 DIALPLAN = REPO / "dialplans" / "cabinet-du-parc.yaml"
@@ -32,10 +32,7 @@ def write_flow(tmp_path: Path) -> Callable[..., Path]:
     """Write dedented YAML to ``tmp_path/<name>`` (default ``flow.yaml``) and return the path."""
 
     def write(text: str, name: str = "flow.yaml") -> Path:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-        return path
+        return flows.write_flow(tmp_path, text, name)
 
     return write
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,38 +29,12 @@ from callflow.simulate import Scenario, SimulatedCall
 from callflow.store.db import create_engine, upgrade
 from callflow.store.models import AdminAction, Call, CallbackRequestRow, CallStep
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
+from tests.support.flows import PARC_FLOW, write_flow
 
 TOKEN = "s3cret-token-for-the-staff-0123"
 ADMIN_TOKEN = "another-token-for-the-admin-4567"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Callflow-User": "Marie"}
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Paris: office open
-
-FLOW = """
-version: 1
-flow: parc
-numbers: ["100"]
-timezone: Europe/Paris
-fallback: desk
-calendars:
-  office:
-    weekly: {mon-fri: ["08:00-12:30", "14:00-19:00"]}
-  lab:
-    weekly: {mon-sat: ["07:00-10:00"]}
-destinations:
-  desk: {endpoint: PJSIP/accueil}
-queues:
-  same-day: {overdue: 4h}
-start: hours
-steps:
-  hours:
-    schedule: office
-    open: desk-call
-    closed: cb
-  desk-call:
-    dial: desk
-  cb:
-    callback: {queue: same-day}
-"""
 
 
 class Clock:
@@ -89,13 +62,6 @@ class Env:
             text = await resp.text()
             ctype = resp.headers.get("Content-Type", "")
             return resp.status, json.loads(text) if ctype.startswith("application/json") else text
-
-
-def write_flow(directory: Path, text: str = FLOW, name: str = "parc.yaml") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 async def make_db(tmp_path: Path) -> AsyncEngine:
@@ -397,7 +363,7 @@ async def test_errors_are_json_never_a_traceback(env: Env) -> None:
 async def test_reload_reports_ok_or_the_errors_with_file_and_line(env: Env) -> None:
     status, body = await env.call("POST", "/api/reload")
     assert (status, body) == (200, {"ok": True, "flows": ["parc"], "errors": []})
-    path = write_flow(env.flows_dir, FLOW.replace("dial: desk", "dial: nobody"))
+    path = write_flow(env.flows_dir, PARC_FLOW.replace("dial: desk", "dial: nobody"))
     status, body = await env.call("POST", "/api/reload")
     assert status == 422 and body["ok"] is False and body["flows"] == ["parc"]
     assert "reload refused" in body["error"]

@@ -1,4 +1,7 @@
-"""AriClient against an in-process aiohttp server standing in for Asterisk's ARI."""
+"""AriClient's HTTP transport and events websocket against an in-process aiohttp server.
+
+The REST logic above the transport (helpers, answers, error mapping) is tested over the
+fake Asterisk in test_ari_rest.py; here only what HTTP itself does."""
 
 from __future__ import annotations
 
@@ -19,17 +22,12 @@ from aiohttp import web
 from callflow.ari import (
     EVENT_CONNECTED,
     EVENT_DISCONNECTED,
-    AriBadRequest,
     AriClient,
     AriConfig,
-    AriConflict,
     AriConnectionError,
-    AriError,
-    AriHTTPError,
     AriNotFound,
     AriTimeout,
 )
-from callflow.errors import TelephonyError
 
 USER = "callflow"
 PASSWORD = "s3cret-Pa55"
@@ -60,8 +58,9 @@ async def _ok(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True})
 
 
-class FakeAri:
-    """Records REST requests and plays websocket scripts, one per connection."""
+class AriHttpServer:
+    """Asterisk's HTTP server, for the transport: records raw REST requests (answered by
+    ``responder``) and plays websocket scripts, one per connection."""
 
     def __init__(self) -> None:
         self.url = ""
@@ -118,8 +117,8 @@ class FakeAri:
 
 
 @pytest.fixture
-async def ari() -> AsyncIterator[FakeAri]:
-    fake = FakeAri()
+async def ari() -> AsyncIterator[AriHttpServer]:
+    fake = AriHttpServer()
     runner = web.AppRunner(fake.app, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -244,7 +243,7 @@ def test_config_rejects_bad_values(overrides: dict[str, Any]) -> None:
 # -- REST ------------------------------------------------------------------------------------
 
 
-async def test_sends_basic_authorization_header(ari: FakeAri) -> None:
+async def test_sends_basic_authorization_header(ari: AriHttpServer) -> None:
     async with AriClient(config(ari.url)) as client:
         assert await client.request("GET", "/asterisk/info") == {"ok": True}
     (req,) = ari.requests
@@ -254,7 +253,7 @@ async def test_sends_basic_authorization_header(ari: FakeAri) -> None:
     assert req.headers["Authorization"] == aiohttp.encode_basic_auth(USER, PASSWORD)
 
 
-async def test_params_are_encoded_for_ari(ari: FakeAri) -> None:
+async def test_params_are_encoded_for_ari(ari: AriHttpServer) -> None:
     async with AriClient(config(ari.url)) as client:
         await client.request(
             "post",
@@ -269,7 +268,14 @@ async def test_params_are_encoded_for_ari(ari: FakeAri) -> None:
     assert req.headers["Content-Type"].startswith("application/json")
 
 
-async def test_204_returns_none(ari: FakeAri) -> None:
+async def test_quoted_path_segments_reach_asterisk_unchanged(ari: AriHttpServer) -> None:
+    async with AriClient(config(ari.url)) as client:
+        await client.get_channel("a b/c")
+    (req,) = ari.requests
+    assert req.raw_path == "/ari/channels/a%20b%2Fc"
+
+
+async def test_204_returns_none(ari: AriHttpServer) -> None:
     async def no_content(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)
 
@@ -278,53 +284,7 @@ async def test_204_returns_none(ari: FakeAri) -> None:
         assert await client.request("POST", "/channels/c1/answer") is None
 
 
-@pytest.mark.parametrize(
-    ("status", "body", "exc_type", "message"),
-    [
-        (400, {"message": "Invalid parameters"}, AriBadRequest, "Invalid parameters"),
-        (422, {"message": "Endpoint not found"}, AriBadRequest, "Endpoint not found"),
-        (404, {"message": "Channel not found"}, AriNotFound, "Channel not found"),
-        (409, {"message": "Channel not in Stasis application"}, AriConflict, "Channel not in"),
-        (500, {"message": "Allocation failed"}, AriHTTPError, "Allocation failed"),
-        (503, "backend down", AriHTTPError, "backend down"),
-        (401, None, AriHTTPError, "Unauthorized"),
-    ],
-)
-async def test_error_status_maps_to_exception(
-    ari: FakeAri, status: int, body: Any, exc_type: type[AriHTTPError], message: str
-) -> None:
-    async def fail(request: web.Request) -> web.StreamResponse:
-        if body is None:
-            return web.Response(status=status)
-        if isinstance(body, str):
-            return web.Response(status=status, text=body)
-        return web.json_response(body, status=status)
-
-    ari.responder = fail
-    async with AriClient(config(ari.url)) as client:
-        with pytest.raises(exc_type) as info:
-            await client.request("delete", "/channels/c1")
-    err = info.value
-    assert type(err) is exc_type
-    assert isinstance(err, TelephonyError)
-    assert err.status == status
-    assert err.message.startswith(message)
-    assert (err.method, err.path) == ("DELETE", "/channels/c1")
-    assert str(status) in str(err)
-    assert message in str(err)
-
-
-async def test_invalid_json_success_is_an_ari_error(ari: FakeAri) -> None:
-    async def garbage(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=200, text="{nope", content_type="application/json")
-
-    ari.responder = garbage
-    async with AriClient(config(ari.url)) as client:
-        with pytest.raises(AriError):
-            await client.request("GET", "/channels")
-
-
-async def test_timeout_raises_ari_timeout(ari: FakeAri) -> None:
+async def test_timeout_raises_ari_timeout(ari: AriHttpServer) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         await ari.release.wait()
         return web.json_response({})
@@ -337,7 +297,7 @@ async def test_timeout_raises_ari_timeout(ari: FakeAri) -> None:
     assert isinstance(info.value, AriConnectionError)
 
 
-async def test_default_timeout_comes_from_config(ari: FakeAri) -> None:
+async def test_default_timeout_comes_from_config(ari: AriHttpServer) -> None:
     async def slow(request: web.Request) -> web.StreamResponse:
         await ari.release.wait()
         return web.json_response({})
@@ -357,7 +317,7 @@ async def test_connection_refused_raises_connection_error() -> None:
     assert PASSWORD not in str(info.value)
 
 
-async def test_request_after_close_raises_connection_error(ari: FakeAri) -> None:
+async def test_request_after_close_raises_connection_error(ari: AriHttpServer) -> None:
     client = AriClient(config(ari.url))
     await client.close()
     await client.close()  # idempotent
@@ -366,7 +326,7 @@ async def test_request_after_close_raises_connection_error(ari: FakeAri) -> None
         await client.request("GET", "/channels")
 
 
-async def test_pool_limit_is_applied(ari: FakeAri) -> None:
+async def test_pool_limit_is_applied(ari: AriHttpServer) -> None:
     in_flight = 0
     peak = 0
     gate = asyncio.Event()
@@ -394,7 +354,7 @@ async def test_pool_limit_is_applied(ari: FakeAri) -> None:
     assert len(ari.requests) == 6
 
 
-async def test_injected_session_is_used_and_not_closed(ari: FakeAri) -> None:
+async def test_injected_session_is_used_and_not_closed(ari: AriHttpServer) -> None:
     async def missing(request: web.Request) -> web.StreamResponse:
         return web.json_response({"message": "Channel not found"}, status=404)
 
@@ -408,219 +368,10 @@ async def test_injected_session_is_used_and_not_closed(ari: FakeAri) -> None:
     assert ari.requests[0].headers["Authorization"] == f"Basic {TOKEN}"
 
 
-HelperCall = Callable[[AriClient], Awaitable[Any]]
-
-
-@pytest.mark.parametrize(
-    ("call", "method", "path", "query", "body", "answer", "result"),
-    [
-        (
-            lambda c: c.get_application(),
-            "GET",
-            "/ari/applications/callflow",
-            {},
-            None,
-            {"name": "callflow", "channel_ids": ["c1"]},
-            {"name": "callflow", "channel_ids": ["c1"]},
-        ),
-        (
-            lambda c: c.channels_in_app(),
-            "GET",
-            "/ari/applications/callflow",
-            {},
-            None,
-            {"name": "callflow", "channel_ids": ["c1", "c2"]},
-            ["c1", "c2"],
-        ),
-        (lambda c: c.list_channels(), "GET", "/ari/channels", {}, None, [{"id": "c1"}], None),
-        (
-            lambda c: c.get_channel("a b/c"),
-            "GET",
-            "/ari/channels/a%20b%2Fc",
-            {},
-            None,
-            {"id": "a b/c"},
-            {"id": "a b/c"},
-        ),
-        (lambda c: c.answer("c1"), "POST", "/ari/channels/c1/answer", {}, None, None, None),
-        (
-            lambda c: c.hangup("c1"),
-            "DELETE",
-            "/ari/channels/c1",
-            {"reason": "normal"},
-            None,
-            None,
-            None,
-        ),
-        (
-            lambda c: c.hangup("c1", reason="busy"),
-            "DELETE",
-            "/ari/channels/c1",
-            {"reason": "busy"},
-            None,
-            None,
-            None,
-        ),
-        (lambda c: c.ring("c1"), "POST", "/ari/channels/c1/ring", {}, None, None, None),
-        (
-            lambda c: c.play("c1", ["sound:hello", "digits:12"], playback_id="p1", lang="fr"),
-            "POST",
-            "/ari/channels/c1/play",
-            {"media": "sound:hello,digits:12", "playbackId": "p1", "lang": "fr"},
-            None,
-            {"id": "p1", "state": "queued"},
-            {"id": "p1", "state": "queued"},
-        ),
-        (
-            lambda c: c.play("c1", "sound:hello"),
-            "POST",
-            "/ari/channels/c1/play",
-            {"media": "sound:hello"},
-            None,
-            {"id": "x"},
-            None,
-        ),
-        (lambda c: c.stop_playback("p1"), "DELETE", "/ari/playbacks/p1", {}, None, None, None),
-        (
-            lambda c: c.originate(
-                "PJSIP/accueil",
-                app_args="dial,c1",
-                channel_id="o1",
-                timeout=25,
-                caller_id="Cabinet <0100000000>",
-                variables={"CALLFLOW": "1"},
-            ),
-            "POST",
-            "/ari/channels",
-            {
-                "endpoint": "PJSIP/accueil",
-                "app": "callflow",
-                "appArgs": "dial,c1",
-                "channelId": "o1",
-                "timeout": "25",
-                "callerId": "Cabinet <0100000000>",
-            },
-            {"variables": {"CALLFLOW": "1"}},
-            {"id": "o1"},
-            {"id": "o1"},
-        ),
-        (
-            lambda c: c.originate("PJSIP/x", app="other"),
-            "POST",
-            "/ari/channels",
-            {"endpoint": "PJSIP/x", "app": "other"},
-            None,
-            {"id": "o2"},
-            None,
-        ),
-        (
-            lambda c: c.create_bridge(),
-            "POST",
-            "/ari/bridges",
-            {"type": "mixing"},
-            None,
-            {"id": "b1"},
-            {"id": "b1"},
-        ),
-        (
-            lambda c: c.create_bridge("holding", bridge_id="b2"),
-            "POST",
-            "/ari/bridges",
-            {"type": "holding", "bridgeId": "b2"},
-            None,
-            {"id": "b2"},
-            None,
-        ),
-        (
-            lambda c: c.add_channel("b1", ["c1", "c2"]),
-            "POST",
-            "/ari/bridges/b1/addChannel",
-            {"channel": "c1,c2"},
-            None,
-            None,
-            None,
-        ),
-        (lambda c: c.destroy_bridge("b1"), "DELETE", "/ari/bridges/b1", {}, None, None, None),
-        (
-            lambda c: c.set_variable("c1", "CDR(userfield)", "x"),
-            "POST",
-            "/ari/channels/c1/variable",
-            {"variable": "CDR(userfield)", "value": "x"},
-            None,
-            None,
-            None,
-        ),
-        (
-            lambda c: c.get_variable("c1", "CALLERID(num)"),
-            "GET",
-            "/ari/channels/c1/variable",
-            {"variable": "CALLERID(num)"},
-            None,
-            {"value": "0600000000"},
-            "0600000000",
-        ),
-        (
-            lambda c: c.continue_in_dialplan("c1", "from-callflow", "s", 1),
-            "POST",
-            "/ari/channels/c1/continue",
-            {"context": "from-callflow", "extension": "s", "priority": "1"},
-            None,
-            None,
-            None,
-        ),
-        (
-            lambda c: c.start_moh("c1", "default"),
-            "POST",
-            "/ari/channels/c1/moh",
-            {"mohClass": "default"},
-            None,
-            None,
-            None,
-        ),
-        (lambda c: c.start_moh("c1"), "POST", "/ari/channels/c1/moh", {}, None, None, None),
-        (lambda c: c.stop_moh("c1"), "DELETE", "/ari/channels/c1/moh", {}, None, None, None),
-    ],
-)
-async def test_helpers_call_the_right_endpoint(
-    ari: FakeAri,
-    call: HelperCall,
-    method: str,
-    path: str,
-    query: dict[str, str],
-    body: Any,
-    answer: Any,
-    result: Any,
-) -> None:
-    async def respond(request: web.Request) -> web.StreamResponse:
-        if answer is None:
-            return web.Response(status=204)
-        return web.json_response(answer)
-
-    ari.responder = respond
-    async with AriClient(config(ari.url)) as client:
-        got = await call(client)
-    (req,) = ari.requests
-    assert (req.method, req.raw_path, req.query) == (method, path, query)
-    assert (json.loads(req.body) if req.body else None) == body
-    assert got == (result if result is not None else answer)
-
-
-async def test_helper_rejects_an_unexpected_answer_shape(ari: FakeAri) -> None:
-    async def respond(request: web.Request) -> web.StreamResponse:
-        return web.json_response([1, 2])
-
-    ari.responder = respond
-    async with AriClient(config(ari.url)) as client:
-        with pytest.raises(AriError):
-            await client.get_channel("c1")
-        with pytest.raises(AriError):
-            await client.get_variable("c1", "X")
-
-
 # -- events ----------------------------------------------------------------------------------
 
 
-async def test_events_are_yielded_in_order(ari: FakeAri) -> None:
+async def test_events_are_yielded_in_order(ari: AriHttpServer) -> None:
     frames: Frames = [
         json.dumps({"type": "StasisStart", "channel": {"id": "c1"}}),
         json.dumps({"type": "ChannelDtmfReceived", "digit": "1"}),
@@ -645,7 +396,7 @@ async def test_events_are_yielded_in_order(ari: FakeAri) -> None:
     assert "api_key" not in req.query
 
 
-async def test_clean_server_close_reconnects_with_synthetic_events(ari: FakeAri) -> None:
+async def test_clean_server_close_reconnects_with_synthetic_events(ari: AriHttpServer) -> None:
     ari.scripts = [
         Script([json.dumps({"type": "A"})], close=True),
         Script([json.dumps({"type": "B"})], close=False),
@@ -665,7 +416,7 @@ async def test_clean_server_close_reconnects_with_synthetic_events(ari: FakeAri)
         assert [e async for e in events] == []
 
 
-async def test_backoff_grows_to_the_cap_with_no_tight_loop(ari: FakeAri) -> None:
+async def test_backoff_grows_to_the_cap_with_no_tight_loop(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)  # every connection is closed at once
     sleep = FakeSleep()
     client = AriClient(config(ari.url), sleep=sleep, rng=MaxRng(), clock=Clock())
@@ -679,7 +430,7 @@ async def test_backoff_grows_to_the_cap_with_no_tight_loop(ari: FakeAri) -> None
     assert client.reconnects == ari.ws_attempts - 1
 
 
-async def test_backoff_has_full_jitter_within_bounds(ari: FakeAri) -> None:
+async def test_backoff_has_full_jitter_within_bounds(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)
     sleep = FakeSleep()
     client = AriClient(config(ari.url), sleep=sleep, rng=random.Random(1), clock=Clock())
@@ -691,7 +442,7 @@ async def test_backoff_has_full_jitter_within_bounds(ari: FakeAri) -> None:
     assert len(set(delays)) > 1  # jittered, not a fixed schedule
 
 
-async def test_backoff_never_reaches_zero(ari: FakeAri) -> None:
+async def test_backoff_never_reaches_zero(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)
     sleep = FakeSleep()
     client = AriClient(config(ari.url), sleep=sleep, rng=MinRng(), clock=Clock())
@@ -700,7 +451,7 @@ async def test_backoff_never_reaches_zero(ari: FakeAri) -> None:
     assert sleep.delays and all(d >= 0.1 for d in sleep.delays)
 
 
-async def test_backoff_resets_after_a_stable_connection(ari: FakeAri) -> None:
+async def test_backoff_resets_after_a_stable_connection(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)
     sleep = FakeSleep()
     # each reading of the clock is 60 s later: every connection "stayed up" a minute
@@ -710,7 +461,7 @@ async def test_backoff_resets_after_a_stable_connection(ari: FakeAri) -> None:
     assert sleep.delays[:5] == [0.5] * 5
 
 
-async def test_failed_connects_back_off_without_synthetic_events(ari: FakeAri) -> None:
+async def test_failed_connects_back_off_without_synthetic_events(ari: AriHttpServer) -> None:
     ari.ws_reject = 401
     sleep = FakeSleep()
     client = AriClient(config(ari.url), sleep=sleep, rng=MaxRng())
@@ -732,7 +483,7 @@ async def test_failed_connects_back_off_without_synthetic_events(ari: FakeAri) -
 
 
 async def test_malformed_frames_are_logged_and_skipped(
-    ari: FakeAri, caplog: pytest.LogCaptureFixture
+    ari: AriHttpServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     ari.scripts = [
         Script(
@@ -748,7 +499,7 @@ async def test_malformed_frames_are_logged_and_skipped(
     assert len(skipped) == 4
 
 
-async def test_close_ends_iterator_while_waiting_to_reconnect(ari: FakeAri) -> None:
+async def test_close_ends_iterator_while_waiting_to_reconnect(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)
     sleep = FakeSleep(block=True)  # the backoff sleep would never end by itself
     client = AriClient(config(ari.url), sleep=sleep)
@@ -782,7 +533,7 @@ async def test_close_ends_iterator_while_connecting() -> None:
             assert await task is None
 
 
-async def test_close_ends_iterator_while_receiving(ari: FakeAri) -> None:
+async def test_close_ends_iterator_while_receiving(ari: AriHttpServer) -> None:
     sleep = FakeSleep()
     client = AriClient(config(ari.url), sleep=sleep)
     seen: list[dict[str, Any]] = []
@@ -801,7 +552,7 @@ async def test_close_ends_iterator_while_receiving(ari: FakeAri) -> None:
     assert not client.connected
 
 
-async def test_close_while_consumer_holds_an_event(ari: FakeAri) -> None:
+async def test_close_while_consumer_holds_an_event(ari: AriHttpServer) -> None:
     ari.scripts = [Script([json.dumps({"type": "A"}), json.dumps({"type": "B"})], close=False)]
     client = AriClient(config(ari.url))
     events = client.events()
@@ -815,7 +566,7 @@ async def test_close_while_consumer_holds_an_event(ari: FakeAri) -> None:
     assert EVENT_DISCONNECTED not in types(rest)
 
 
-async def test_websocket_outlives_the_request_timeout(ari: FakeAri) -> None:
+async def test_websocket_outlives_the_request_timeout(ari: AriHttpServer) -> None:
     ari.scripts = [Script([0.6, json.dumps({"type": "Late"})], close=False)]
     async with AriClient(config(ari.url, request_timeout=0.2, heartbeat=None)) as client:
         got = await take(client.events(), 2)
@@ -823,7 +574,7 @@ async def test_websocket_outlives_the_request_timeout(ari: FakeAri) -> None:
     assert types(got) == [EVENT_CONNECTED, "Late"]
 
 
-async def test_only_one_events_iteration_at_a_time(ari: FakeAri) -> None:
+async def test_only_one_events_iteration_at_a_time(ari: AriHttpServer) -> None:
     async with AriClient(config(ari.url)) as client:
         first = client.events()
         await take(first, 1)
@@ -831,7 +582,7 @@ async def test_only_one_events_iteration_at_a_time(ari: FakeAri) -> None:
             await anext(client.events())
 
 
-async def test_secrets_never_logged(ari: FakeAri, caplog: pytest.LogCaptureFixture) -> None:
+async def test_secrets_never_logged(ari: AriHttpServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     ari.scripts = [Script(["{bad"], close=True), Script(close=False)]
     async with AriClient(config(ari.url), sleep=FakeSleep()) as client:

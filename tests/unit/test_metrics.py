@@ -25,8 +25,7 @@ from callflow.flow.events import (
     StepRecord,
     StepResult,
 )
-from callflow.flow.loader import load_text
-from callflow.flow.registry import LoadedFlow, compile_document
+from callflow.flow.registry import LoadedFlow
 from callflow.flow.services import MemoryCallbacks, Services
 from callflow.metrics import CallbackBacklog, Metrics, Probes
 from callflow.simulate import Scenario, SimulatedCall
@@ -38,6 +37,7 @@ from callflow.trunks import (
     TrunkSnapshot,
     TrunkState,
 )
+from tests.support.flows import compile_flow
 
 CALLER = "0612345678"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -80,7 +80,7 @@ steps:
 
 
 def flow() -> LoadedFlow:
-    return compile_document(load_text(FLOW, "t.yaml"))
+    return compile_flow(FLOW)
 
 
 class Ticking:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -10,11 +9,11 @@ import pytest
 
 from callflow.cli import simulate
 from callflow.errors import FlowError
-from callflow.flow.loader import load_text
 from callflow.flow.oncall import on_call, on_call_timeline
-from callflow.flow.registry import LoadedFlow, compile_document
+from callflow.flow.registry import LoadedFlow
 from callflow.schedule import Override, OverrideStore
 from callflow.simulate import Scenario
+from tests.support.flows import compile_flow
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -47,7 +46,7 @@ steps:
 
 
 def flow(text: str = FLOW) -> LoadedFlow:
-    return compile_document(load_text(textwrap.dedent(text).lstrip(), "rota.yaml"))
+    return compile_flow(text, "rota.yaml")
 
 
 def at(text: str) -> datetime:

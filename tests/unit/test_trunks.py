@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callflow.flow.services import TrunkSelector
 from callflow.telephony import DialStatus
 from callflow.trunks import (
     SNAPSHOT_VERSION,
@@ -76,12 +75,6 @@ def make(
 def fail(selector: HealthAwareSelector, trunk: str, n: int = 3) -> None:
     for _ in range(n):
         selector.report(trunk, DialStatus.CONGESTION)
-
-
-def test_the_selector_is_a_trunk_selector(clock: Clock) -> None:
-    _, selector = make(clock, {})
-    ts: TrunkSelector = selector  # the engine's protocol
-    assert ts.candidates(["trunk-a"], emergency=False) == ["trunk-a"]
 
 
 # -- order -------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 from callflow.flow.engine import Engine
 from callflow.flow.events import OutcomeKind
-from callflow.flow.loader import load_text
-from callflow.flow.registry import LoadedFlow, compile_document
+from callflow.flow.registry import LoadedFlow
 from callflow.flow.services import Services
 from callflow.simulate import Scenario, SimulatedCall
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
+from tests.support.flows import compile_flow
 
 FLOW = """
 version: 1
@@ -45,7 +45,7 @@ NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def flow() -> LoadedFlow:
-    return compile_document(load_text(FLOW, "t.yaml"))
+    return compile_flow(FLOW)
 
 
 def selector(states: dict[str, TrunkState]) -> HealthAwareSelector:
