@@ -26,11 +26,16 @@ class OutcomeKind(StrEnum):
     VOICEMAIL = "voicemail"
     HANGUP = "hangup"  # the flow ended the call on purpose (e.g. after a message)
     ABANDONED = "abandoned"  # the caller hung up before reaching anyone
-    FAILED = "failed"  # nothing reached anyone
+    FAILED = "failed"  # nothing reached anyone (a technical failure: the detail says why)
+    # Calls the flow did not carry to their end; each went to the dialplan fallback or died.
+    SHED = "shed"  # the daemon was overloaded: sent straight to the dialplan fallback
+    FALLBACK = "fallback"  # handled by the dialplan fallback alone (the daemon never saw it)
+    RECOVERED = "recovered"  # left open by a crash of the daemon, sent to the fallback after
+    LOST = "lost"  # left open by a crash, gone when the daemon came back
 
 
 #: Outcomes where nobody was reached: the missed calls of the metrics and the report.
-MISSED = frozenset({OutcomeKind.ABANDONED, OutcomeKind.FAILED})
+MISSED = frozenset({OutcomeKind.ABANDONED, OutcomeKind.FAILED, OutcomeKind.LOST})
 
 
 class StepKind(StrEnum):

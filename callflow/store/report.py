@@ -5,7 +5,7 @@ callback requests *created* in it, optionally for one flow):
 
 * **calls**: every call recorded, whatever its end; ``unfinished`` counts those with no end
   recorded (the daemon was killed during the call).
-* **missed-call rate** = (abandoned + failed) / calls.  *Abandoned*: the caller hung up
+* **missed-call rate** = (abandoned + failed + lost) / calls.  *Abandoned*: the caller hung up
   before reaching anyone (however short the call); *failed*: the flow reached no one and
   not even its fallback.  A callback request, a voicemail or a deliberate hang-up (e.g. a
   "we are closed, call 15" message) is an answer of the practice, not a missed call.
@@ -39,10 +39,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..flow.events import MISSED as MISSED_OUTCOMES
 from .models import OUTCOMES, Call, CallbackRequestRow
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-MISSED = ("abandoned", "failed")
+MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
 REACHED = ("answered", "forwarded", "emergency")
 
 
@@ -170,7 +171,7 @@ def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("  unfinished (no end recorded)", str(c["unfinished"])))
     rows += [
         (
-            "missed-call rate (abandoned + failed)",
+            "missed-call rate (abandoned + failed + lost)",
             f"{_pct(r['missed']['rate'])} ({r['missed']['count']})",
         ),
         (f"time to answer, average ({t['calls']} calls)", _secs(t["average_s"])),
@@ -262,7 +263,7 @@ def render_html(r: dict[str, Any]) -> str:
         f"<h2>Calls by weekday and hour ({e(r['period']['timezone'])})</h2>"
         f"{heatmap_svg(r)}"
         "<p><small>Definitions: see <code>callflow/store/report.py</code> "
-        "(missed = abandoned + failed over all calls; time to answer = answered - started "
+        "(missed = abandoned + failed + lost over all calls; time to answer = answered - started "
         "for answered, forwarded and emergency calls; p90 = nearest rank).</small></p>"
         "</body></html>\n"
     )

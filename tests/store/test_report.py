@@ -145,6 +145,10 @@ async def test_report_figures_by_hand(fixture: AsyncEngine) -> None:
         "hangup": 0,
         "abandoned": 1,
         "failed": 1,
+        "shed": 0,
+        "fallback": 0,
+        "recovered": 0,
+        "lost": 0,
     }
     assert r["missed"] == {"count": 2, "rate": pytest.approx(2 / 11)}
     # c1 10, c2 30, c4 5, c7 50, c9 20, c12 100 seconds
@@ -201,7 +205,7 @@ async def test_report_for_one_flow(fixture: AsyncEngine) -> None:
 async def test_report_renderings(fixture: AsyncEngine) -> None:
     r = await build_report(fixture, week())
     text = render_text(r)
-    assert "missed-call rate (abandoned + failed)  18.2 % (2)" in text
+    assert "missed-call rate (abandoned + failed + lost)  18.2 % (2)" in text
     assert "time to answer, p90" in text and "1 min 40 s" in text
     assert "callback completion rate" in text and "50.0 %" in text
     assert "Mon     .   .   .   .   .   .   .   .   .   4" in text
