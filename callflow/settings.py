@@ -67,17 +67,20 @@ class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///var/callflow.db"
     password_env: str = "CALLFLOW_DATABASE_PASSWORD"  # the password for a url that needs one
     password_file: str | None = None
-    spool_dir: str = "var/spool"  # records wait here (JSON lines) while the database is down
+    spool_dir: str = "var/spool"  # the journal: every record, fsync'd, before the database
     batch_size: int = 500  # rows per write transaction
-    flush_interval: float = 1.0  # seconds between writes when traffic is low
+    flush_interval: float = 1.0  # seconds between database writes when traffic is low
+    commit_interval: float = 0.05  # seconds a record may wait for the journal (group commit)
     write_timeout: float = 10.0  # a write slower than this counts as an outage (spooled)
     memory_limit: int = 100_000  # records held in memory when neither database nor spool work
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.memory_limit < 1:
             raise SettingsError("[database] batch_size and memory_limit must be at least 1")
-        if self.flush_interval <= 0 or self.write_timeout <= 0:
-            raise SettingsError("[database] flush_interval and write_timeout must be positive")
+        if self.flush_interval <= 0 or self.write_timeout <= 0 or self.commit_interval <= 0:
+            raise SettingsError(
+                "[database] flush_interval, commit_interval and write_timeout must be positive"
+            )
 
 
 @dataclass(frozen=True)

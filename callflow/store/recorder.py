@@ -1,24 +1,31 @@
 """The recorder: every call, step, callback request, trunk change and admin action, in the
-database, without ever making a call wait, and without losing any when the database is away.
+database, without ever making a call wait, and without losing any to a crash or an outage.
 
 The engine calls the ``Observer`` and ``CallbackSink`` methods synchronously: they only
-append to an in-memory queue.  One writer task (``run``) takes the queue in batches and
-writes each batch in one transaction (``writer.write_records``: idempotent upserts).
+append to an in-memory queue.  One writer task (``run``, or the recorder as an async
+context manager) does the rest, in two stages:
+
+1. **The journal (write-ahead).**  At most ``commit_interval`` seconds (50 ms by default)
+   after a record is queued, it is appended to the spool (``spool.Spool``: JSON lines,
+   fsync'd, in segments) together with every record queued meanwhile: one group commit.
+   From then on the record survives a kill of the daemon; a power loss loses at most the
+   records of the last ``commit_interval``.  No call ever waits on the disk: the write runs
+   in the writer task, off the engine's path.
+2. **The database is fed from the journal**: every ``flush_interval`` (or as soon as
+   ``batch_size`` records wait), the spool is replayed segment by segment, oldest first, in
+   transactions of ``batch_size`` records (``writer.write_records``: idempotent upserts), and
+   each segment written is deleted.  A replay interrupted (a crash, the database failing) and
+   started again duplicates nothing; a daemon (re)started replays what its journal holds.
 
 When a write fails or takes longer than ``write_timeout`` (database down, unreachable or
-slow), the batch and everything after it goes to the spool (``spool.Spool``: JSON lines,
-fsync'd, in segments), and from then on new records go to the spool too, behind the older
-ones, so that order is kept.  The writer retries the database with a growing delay
-(``retry_min`` .. ``retry_max``); when it answers, the spool is replayed segment by segment,
-oldest first, then the recorder writes directly again.  A replay writes with the same
-idempotent upserts: a replay that is interrupted (a crash, the database failing again) and
-started over does not duplicate anything.  A daemon (re)started with records in its spool
-replays them before anything else.
+slow), records simply stay in the journal; the writer retries the database with a growing
+delay (``retry_min`` .. ``retry_max``).
 
-When the spool cannot be written either (disk full, read-only), records are held in memory,
-oldest first, the error is logged (again every minute), and the spool is retried.  Memory is
-bounded: past ``memory_limit`` records in memory, new records are dropped and counted
-(``dropped``) with an error in the log.  Nothing ever raises into a call.
+When the spool cannot be written (disk full, read-only), records are held in memory, oldest
+first, the error is logged (again every minute), the spool is retried, and the held
+records are written to the database directly.  Memory is bounded: past ``memory_limit``
+records in memory, new records are dropped and counted (``dropped``) with an error in the
+log.  Nothing ever raises into a call.
 
 A record that the database refuses for what it is (a constraint, bad data), not for being
 unreachable, would block everything behind it forever: such a batch is written record by
@@ -140,6 +147,7 @@ class Recorder:
         privacy: CallerPrivacy | None = None,
         batch_size: int = 500,
         flush_interval: float = 1.0,
+        commit_interval: float = 0.05,
         write_timeout: float = 10.0,
         memory_limit: int = 100_000,
         retry_min: float = 1.0,
@@ -151,6 +159,7 @@ class Recorder:
         self.privacy = privacy or CallerPrivacy()
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.commit_interval = commit_interval
         self.write_timeout = write_timeout
         self.memory_limit = memory_limit
         self.retry_min = retry_min
@@ -161,6 +170,8 @@ class Recorder:
         self._queue: deque[Event] = deque()  # typed events, newest last
         self._held: deque[Record] = deque()  # records the spool could not take (disk full)
         self._wake = asyncio.Event()
+        self._first_queued = 0.0  # time.monotonic() when the oldest queued record came
+        self._feed_at = 0.0  # time.monotonic() of the next scheduled database feed
         self._opened = False
         self._running = False
         self._closing = False
@@ -213,6 +224,10 @@ class Recorder:
                         self.dropped,
                     )
                 return
+            if not self._queue:
+                # The group commit's clock starts; the writer re-times its wait to it.
+                self._first_queued = time.monotonic()
+                self._wake.set()
             self._queue.append(event)
             if len(self._queue) >= self.batch_size:
                 self._wake.set()
@@ -391,13 +406,10 @@ class Recorder:
         self._running = True
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while not self._closing:
-                timeout = self.flush_interval
-                if self._pending_old():
-                    timeout = min(timeout, max(0.0, self._retry_at - loop.time()))
-                if not self._flush_waiters:
+                timeout = self._wait_time(time.monotonic())
+                if not self._flush_waiters and timeout > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(timeout):
                             await self._wake.wait()
@@ -471,24 +483,36 @@ class Recorder:
     def _pending_old(self) -> bool:
         return not self.spool.empty or bool(self._held)
 
+    def _commit_due(self, now: float) -> bool:
+        return bool(self._queue) and (
+            len(self._queue) >= self.batch_size or now >= self._first_queued + self.commit_interval
+        )
+
+    def _feed_due(self, now: float) -> bool:
+        if not self._pending_old() or now < self._retry_at:
+            return False
+        return now >= self._feed_at or self.spool.size >= self.batch_size
+
+    def _wait_time(self, now: float) -> float:
+        """How long the writer may sleep before the next group commit or database feed."""
+        wait = self.flush_interval
+        if self._queue:
+            wait = min(wait, self._first_queued + self.commit_interval - now)
+        if self._pending_old():
+            wait = min(wait, max(self._feed_at, self._retry_at) - now)
+        return max(0.0, wait)
+
     async def _cycle(self, *, force: bool = False) -> None:
         async with self._lock:  # one writer: run(), or flush()/close() without run()
             await self._cycle_locked(force=force)
 
     async def _cycle_locked(self, *, force: bool) -> None:
-        loop = asyncio.get_running_loop()
-        if self._pending_old():
-            if not force and loop.time() < self._retry_at:
-                await self._stash(self._take_all())
-                return
-            if not await self._replay():
-                await self._stash(self._take_all())
-                return
-        while self._queue:
-            records = self._take(self.batch_size)
-            if not await self._write(records):
-                await self._stash(records + self._take_all())
-                return
+        now = time.monotonic()
+        if force or self._commit_due(now):
+            await self._stash(self._take_all(), force=force)  # the journal: one group commit
+        if force or self._feed_due(now):
+            self._feed_at = now + self.flush_interval
+            await self._replay()
 
     async def _replay(self) -> bool:
         """Write the spool, then the held records, oldest first; False on a failure.
@@ -573,30 +597,33 @@ class Recorder:
     # -- outage bookkeeping ----------------------------------------------------------------
 
     def _db_failed(self, exc: BaseException) -> None:
-        loop = asyncio.get_running_loop()
         what = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         if isinstance(exc, TimeoutError):
             what = f"no answer within {self.write_timeout:g}s"
         if self._db_down_since is None:
-            self._db_down_since = loop.time()
+            self._db_down_since = time.monotonic()
             self._db_retry.reset()
             delay = self._db_retry.next_delay()
-            log.warning("call log: database unavailable (%s); spooling to %s", what, self.spool.dir)
+            log.warning(
+                "call log: database unavailable (%s); records wait in the journal %s",
+                what,
+                self.spool.dir,
+            )
         else:
             delay = self._db_retry.next_delay()
             log.info("call log: database still unavailable (%s); next try in %gs", what, delay)
-        self._retry_at = loop.time() + delay
+        self._retry_at = time.monotonic() + delay
 
     def _db_ok(self) -> None:
         if self._db_down_since is not None:
-            down = asyncio.get_running_loop().time() - self._db_down_since
+            down = time.monotonic() - self._db_down_since
             log.warning("call log: database back after %.0fs", down)
             self._db_down_since = None
             self._db_retry.reset()
             self._retry_at = 0.0
 
     async def _stash(self, records: list[Record], *, force: bool = False) -> None:
-        """Records that cannot go to the database now: to the spool, else to memory."""
+        """Records for the journal: to the spool (fsync'd), else held in memory."""
         if not records and not self._held:
             return
         now = time.monotonic()

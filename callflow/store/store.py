@@ -57,6 +57,7 @@ class Store:
             privacy=privacy,
             batch_size=d.batch_size,
             flush_interval=d.flush_interval,
+            commit_interval=d.commit_interval,
             write_timeout=d.write_timeout,
             memory_limit=d.memory_limit,
         )

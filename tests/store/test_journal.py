@@ -1,0 +1,113 @@
+"""The write-ahead journal: every record reaches the spool within ``commit_interval``, before
+and whatever the database does, so a kill of the daemon loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callflow.store.models import Call
+from callflow.store.recorder import Recorder
+from callflow.store.spool import decode_line
+
+from .conftest import REPO
+from .support import counts, play_call
+
+CALLS = 40
+STEPS = 3
+RECORDS = CALLS * (STEPS + 2)  # start, steps, end
+
+
+def journaled(spool: Path) -> list[dict[str, object]]:
+    """The records in the spool's segments, as a new process would read them."""
+    out = []
+    for seg in sorted(spool.glob("segment-*.jsonl")):
+        for line in seg.read_bytes().splitlines(keepends=True):
+            with contextlib.suppress(ValueError):  # a line being written
+                out.append(decode_line(line))
+    return out
+
+
+async def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_records_reach_the_journal_before_any_database_write(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    # The database is fed once an hour: only the journal can put the records on disk.
+    rec = Recorder(engine, spool, flush_interval=3600.0, commit_interval=0.05)
+    async with rec:
+        await rec.flush()  # a database feed now: the next one is an hour away
+        for n in range(CALLS):
+            play_call(rec, f"c{n}", STEPS)
+        await poll(lambda: len(journaled(spool)) == RECORDS, "the group commit")
+        assert await counts(engine) == (0, 0, 0)  # nothing in the database yet
+        assert rec.queue_depth == 0 and rec.spool_size == RECORDS
+        await rec.flush()  # the database is fed from the journal, which empties
+        assert await counts(engine) == (CALLS, CALLS * STEPS, 0)
+        assert rec.spool_size == 0 and journaled(spool) == []
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {repo!r})
+    from pathlib import Path
+    from callflow.store.db import create_engine
+    from callflow.store.recorder import Recorder
+    from tests.store.support import play_call
+
+    async def main() -> None:
+        # A database that never answers: whatever reaches the disk went through the journal.
+        engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+        rec = Recorder(engine, Path({spool!r}), flush_interval=3600.0, commit_interval=0.05)
+        async with rec:
+            for n in range({calls}):
+                play_call(rec, f"c{{n}}", {steps})
+            print("queued", flush=True)
+            await asyncio.Event().wait()  # until killed
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_killed_daemon_loses_no_record(engine: AsyncEngine, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    code = CHILD.format(repo=str(REPO), spool=str(spool), calls=CALLS, steps=STEPS)
+    child = subprocess.Popen(  # noqa: ASYNC220 - a process to kill, not awaited
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "queued"
+        # No flush, no close: the group commit alone puts the records on disk.
+        await poll(lambda: len(journaled(spool)) == RECORDS, "the child's group commit")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    assert child.returncode == -signal.SIGKILL
+    # The next start replays the journal into the database: every record, once.
+    async with Recorder(engine, spool) as rec:
+        await rec.flush()
+    assert await counts(engine) == (CALLS, CALLS * STEPS, 0)
+    assert journaled(spool) == []
+    async with engine.connect() as conn:
+        outcomes = (await conn.execute(select(Call.outcome))).scalars().all()
+    assert len(outcomes) == CALLS and None not in outcomes  # every call closed, none twice
