@@ -622,11 +622,9 @@ async def test_observer_calls_do_not_touch_the_database(tmp_path: Path) -> None:
 
     dead = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     rec = make_recorder(dead, tmp_path / "spool", write_timeout=1.0)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for n in range(200):
+    for n in range(200):  # synchronous calls: they cannot wait for anything
         play_call(rec, f"c{n}", 5)
-    assert loop.time() - t0 < 0.5 and rec.queue_depth == 1400
+    assert rec.queue_depth == 1400  # queued only: nothing was written on their way
     await rec.close()  # the database is unreachable: everything goes to the spool
     assert rec.spool_size == 1400 and rec.dropped == 0
     await dead.dispose()
