@@ -12,15 +12,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from .continuity import audit
+from .continuity_report import format_report
 from .errors import FlowError, UserError
-from .flow.engine import Engine
 from .flow.events import Outcome, StepKind, StepRecord
 from .flow.oncall import on_call_timeline
 from .flow.registry import FlowSet, LoadedFlow, flow_files, load_flows
-from .flow.services import InOrder, MemoryCallbacks, Services
-from .schedule import OverrideStore, format_timeline, timeline
+from .schedule import format_timeline, timeline
 from .settings import Settings
-from .simulate import Scenario, SimulatedCall, Transcript
+from .simulate import Scenario, Transcript, simulate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate flow files or folders")
     c.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    c.add_argument(
+        "--horizon",
+        help="also audit continuity: play every caller path over this span, e.g. 60d "
+        "(exit 1 when a caller would reach no one)",
+    )
+    c.add_argument("--from", dest="start", help="start of the audit, 'YYYY-MM-DD HH:MM' (now)")
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="play a simulated call through a flow")
@@ -341,7 +347,30 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     out.write(
         f"{len(files)} file{'s' if len(files) != 1 else ''} OK: {', '.join(sorted(flows.flows))}\n"
     )
-    return 0
+    if args.horizon is None:
+        return 0
+    horizon = _horizon(args.horizon)
+    gaps = 0
+    for name in sorted(flows.flows):
+        flow = flows.flows[name]
+        start = parse_local(args.start, flow) if args.start else datetime.now(flow.tz)
+        report = asyncio.run(audit(flow, start, horizon))
+        out.write(format_report(report, flow.tz))
+        gaps += len(report.gaps)
+    return 1 if gaps else 0
+
+
+def _horizon(text: str) -> timedelta:
+    """``60d``, ``2w``, ``12h``: the span of a continuity audit."""
+    units = {"d": 1.0, "w": 7.0, "h": 1 / 24}
+    t = text.strip().lower()
+    try:
+        days = float(t[:-1]) * units[t[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise UserError(f"invalid horizon {text!r}: expected e.g. 60d, 8w or 48h") from None
+    if not 0 < days <= 366:
+        raise UserError(f"invalid horizon {text!r}: between 1h and 366d")
+    return timedelta(days=days)
 
 
 # -- simulate -------------------------------------------------------------------------------
@@ -416,22 +445,6 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"  {_step_line(r)}\n")
     out.write(f"outcome: {describe(outcome)}\n")
     return 0
-
-
-async def simulate(
-    flow: LoadedFlow, scenario: Scenario, at: datetime, *, caller: str, dialed: str
-) -> tuple[Transcript, Outcome]:
-    transcript = Transcript()
-    services = Services(
-        clock=lambda: at.astimezone(UTC),
-        overrides=OverrideStore(),
-        trunks=InOrder(),
-        callbacks=MemoryCallbacks(),
-        observer=transcript,
-    )
-    call = SimulatedCall(flow, scenario, caller=caller, dialed=dialed)
-    outcome = await Engine(services).run(flow, call)
-    return transcript, outcome
 
 
 def _step_line(r: StepRecord) -> str:

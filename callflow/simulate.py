@@ -9,11 +9,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .errors import CallerHangup
+from .flow.engine import Engine
 from .flow.events import CallAnswered, CallInfo, Outcome, StepKind, StepRecord
 from .flow.registry import LoadedFlow
+from .flow.services import InOrder, MemoryCallbacks, Services
+from .schedule import OverrideStore
 from .telephony import DialResult, DialStatus
 
 
@@ -179,3 +182,26 @@ class Transcript:
     def path(self) -> list[str]:
         inside = (StepKind.ATTEMPT, StepKind.FALLBACK)
         return [r.step for r in self.steps if r.kind not in inside]
+
+
+async def simulate(
+    flow: LoadedFlow,
+    scenario: Scenario,
+    at: datetime,
+    *,
+    caller: str,
+    dialed: str,
+    overrides: OverrideStore | None = None,
+) -> tuple[Transcript, Outcome]:
+    """Run one simulated call through ``flow`` at the instant ``at``."""
+    transcript = Transcript()
+    services = Services(
+        clock=lambda: at.astimezone(UTC),
+        overrides=overrides or OverrideStore(),
+        trunks=InOrder(),
+        callbacks=MemoryCallbacks(),
+        observer=transcript,
+    )
+    call = SimulatedCall(flow, scenario, caller=caller, dialed=dialed)
+    outcome = await Engine(services).run(flow, call)
+    return transcript, outcome
