@@ -17,8 +17,6 @@ RUN groupadd --system --gid 10001 callflow \
     && useradd --system --uid 10001 --gid callflow --home-dir /var/lib/callflow \
         --create-home --shell /usr/sbin/nologin callflow
 COPY --from=build /install /usr/local
-# callflow.store.db finds its alembic migrations beside the installed package.
-COPY migrations /usr/local/lib/python3.11/site-packages/migrations
 COPY dialplans /etc/callflow/dialplans
 COPY docker/callflow.toml /etc/callflow/callflow.toml
 USER 10001:10001

@@ -1,4 +1,4 @@
-"""Connecting to the call log, and its schema version (alembic migrations in ``migrations/``).
+"""Connecting to the call log, and its schema version (alembic migrations in ``store/migrations/``).
 
 ``[database] url`` names the database without its password: SQLite
 (``sqlite+aiosqlite:///var/callflow.db``, a relative path is relative to the settings file)
@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ..errors import SettingsError, UserError
 from ..settings import Settings, read_secret
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+# The migrations ship inside the package, so an installed wheel can create its schema.
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 

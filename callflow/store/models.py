@@ -1,4 +1,4 @@
-"""The call log's tables (SQLAlchemy 2).  The migrations in ``migrations/`` create them.
+"""The call log's tables (SQLAlchemy 2).  The migrations in ``store/migrations/`` create them.
 
 Every time is stored in UTC.  PostgreSQL keeps ``timestamptz``; SQLite has no time zone type
 and gives back naive values: ``UTCDateTime`` writes UTC and reads back aware UTC datetimes on
