@@ -31,6 +31,8 @@ from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
 from .settings import Settings, read_secret
+from .store.aftercrash import AfterCrash
+from .store.cdr import CdrFile
 from .store.store import Store
 from .tasks import Tasks
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
@@ -144,10 +146,31 @@ class Daemon:
             stop_grace=settings.daemon.stop_grace,
         )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
+        # Calls the daemon never saw (Asterisk's CDRs) and calls a crash left open.
+        cdr = settings.cdr
+        self.after_crash = AfterCrash(
+            self.store.engine,
+            recorder,
+            self._live_channels,
+            cdr_file=CdrFile(settings.resolve(cdr.file)) if cdr.file else None,
+            privacy=self.store.privacy,
+            flow_of=self._flow_of,
+            poll_interval=cdr.poll_interval,
+            settle=cdr.settle,
+        )
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
         return self.ari_client.connected
+
+    async def _live_channels(self) -> set[str] | None:
+        if not self.ari_client.connected:
+            return None
+        return {str(c.get("id")) for c in await self.ari_client.list_channels()}
+
+    def _flow_of(self, dialed: str) -> str:
+        flow = self.flows.for_number(dialed)
+        return "" if flow is None else flow.name
 
     def _ami_connected(self) -> bool:
         return self.ami is not None and self.ami.connected
@@ -201,8 +224,9 @@ class Daemon:
 
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
-        The call service comes last: its stop lets calls finish while ARI still delivers
-        their events, and hands the rest to the dialplan fallback.
+        The call service comes next: its stop lets calls finish while ARI still delivers
+        their events, and hands the rest to the dialplan fallback.  Last, the closing of
+        what a crash left open (it needs the call log and ARI up).
         """
         parts = [Part("call log", self.store), Part("retention purge", self._purging())]
         if self.ami is not None and self.monitor is not None:
@@ -212,6 +236,7 @@ class Daemon:
             Part("ARI events", self._events),  # the pump ends when the ARI client closes
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
+            Part("after crash", self.after_crash),  # CDR import, open calls closed
         ]
         return parts
 

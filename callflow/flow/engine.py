@@ -108,7 +108,8 @@ class _Run:
             self.call.dialed,
         )
         try:
-            outcome = await (self._walk() if rescue is None else self._fallback(rescue))
+            walk = self._walk() if rescue is None else self._fallback(rescue, rescued=True)
+            outcome = await walk
         except CallLost as exc:
             # Not the caller's doing: the PBX lost the call (it restarted, say).
             outcome = self.reached or Outcome(
@@ -441,8 +442,9 @@ class _Run:
             setup_timeout=setup,
         )
 
-    async def _fallback(self, why: str) -> Outcome:
-        """The flow cannot carry on: ring the fallback destination so a human is reached."""
+    async def _fallback(self, why: str, *, rescued: bool = False) -> Outcome:
+        """The flow cannot carry on: ring the fallback destination so a human is reached.
+        ``rescued``: a call a crash had left stranded; reached, it ends ``recovered``."""
         step = self.step_name or self.spec.start
         name = self.spec.fallback
         if name is None:
@@ -465,6 +467,8 @@ class _Run:
         )
         if rung.status is DialStatus.ANSWER:
             kind = OutcomeKind.FORWARDED if rung.trunk else OutcomeKind.ANSWERED
+            if rescued:
+                kind = OutcomeKind.RECOVERED
             res.outcome = Outcome(kind, step, name, rung.trunk, self.tier, f"fallback: {why}")
         else:
             res.outcome = Outcome(OutcomeKind.FAILED, step, name, None, self.tier, why)

@@ -106,7 +106,9 @@ def parse_line(line: str) -> CdrCall | None:
     )
 
 
-def merge_calls(calls: Iterable[CdrCall], into: dict[str, CdrCall] | None = None) -> dict[str, CdrCall]:
+def merge_calls(
+    calls: Iterable[CdrCall], into: dict[str, CdrCall] | None = None
+) -> dict[str, CdrCall]:
     """CDRs merged by ``uniqueid`` (into ``into`` when given, which is returned)."""
     out = {} if into is None else into
     for c in calls:

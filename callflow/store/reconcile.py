@@ -98,8 +98,7 @@ def _without_cdr(call: OpenCall, since: datetime) -> Closing:
         call.id,
         OutcomeKind.LOST,
         since,
-        "left open by a crash of the daemon; gone at the restart, and Asterisk has no "
-        "record of it",
+        "left open by a crash of the daemon; gone at the restart, and Asterisk has no record of it",
         step=call.step,
     )
 

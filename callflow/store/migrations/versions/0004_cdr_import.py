@@ -34,9 +34,7 @@ def upgrade() -> None:
         sa.Column("action", sa.String(), nullable=False),
         sa.Column("at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("uniqueid", name=op.f("pk_cdr_imports")),
-        sa.CheckConstraint(
-            "action IN ('imported', 'closed')", name=op.f("ck_cdr_imports_action")
-        ),
+        sa.CheckConstraint("action IN ('imported', 'closed')", name=op.f("ck_cdr_imports_action")),
     )
     op.create_index(op.f("ix_cdr_imports_at"), "cdr_imports", ["at"])
 
