@@ -33,6 +33,12 @@ ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
 AMI_SECRET = "callflow-test"
 API_TOKEN = "bench-token-0123456789abcdef"
+# The CDRs the sandbox's Asterisk writes (asterisk-conf/cdr_custom.conf), seen from the host.
+SANDBOX_ROOT = Path(
+    os.environ.get("CALLFLOW_SANDBOX_ROOT")
+    or Path(os.environ.get("CALLFLOW_SANDBOX") or REPO / ".sandbox") / "asterisk-root"
+)
+CDR_FILE = SANDBOX_ROOT / "var/log/asterisk/cdr-custom/callflow-cdr.json"
 
 # Address plan (tests/integration/asterisk/pjsip.conf).
 PEERS = {
@@ -143,6 +149,7 @@ class Daemon:
     workdir: Path
     flows_dir: Path
     db_url: str | None = None  # default: a SQLite file in the workdir
+    cdr: bool = False  # import the sandbox's CDRs (every call of earlier tests too)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -165,6 +172,11 @@ class Daemon:
             f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///var/callflow.db"}"\n'
             'spool_dir = "var/spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
             '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
+            + (
+                f'[cdr]\nfile = "{CDR_FILE}"\npoll_interval = 0.5\nsettle = 3.0\n'
+                if self.cdr
+                else ""
+            )
         )
         (self.workdir / "api-tokens").write_text(f"bench:{API_TOKEN}\n")
         self.db_path = self.workdir / "var" / "callflow.db"

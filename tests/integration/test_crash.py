@@ -1,0 +1,93 @@
+"""Nothing lost across a crash: kill -9 the daemon while calls run, place calls while it is
+down, start it again; every call SIPp placed is in the call log once, with an outcome."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+from .harness import Bench, Daemon, Sipp, wait_until
+
+_numbers = itertools.count(1)
+_RUN = int(time.time()) % 100_000  # the sandbox's CDR file holds the calls of earlier runs
+
+
+def caller() -> str:
+    """A caller number no other call of the sandbox's CDR file has."""
+    return f"07{_RUN:05d}{next(_numbers):03d}"
+
+
+def log_by_caller(daemon: Daemon, callers: set[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """The calls of ``callers`` in the daemon's call log: (id, outcome, detail, destination)."""
+    try:
+        rows = daemon.query("SELECT caller, id, outcome, detail, destination FROM calls")
+    except Exception:  # being written, or not created yet
+        return {}
+    out: dict[str, list[tuple[Any, ...]]] = {c: [] for c in callers}
+    for row in rows:
+        if row[0] in out:
+            out[row[0]].append(row[1:])
+    return out
+
+
+def all_logged_once_with_an_outcome(daemon: Daemon, callers: set[str]) -> bool:
+    log = log_by_caller(daemon, callers)
+    return bool(log) and all(len(v) == 1 and v[0][1] is not None for v in log.values())
+
+
+def test_kill_9_during_calls_then_calls_while_down_every_call_logged_once(
+    tmp_path: Path, flows_dir: Path, bench: Bench
+) -> None:
+    daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
+    daemon.start()
+    patients: dict[str, Sipp] = {}
+    try:
+        bench.peer("accueil", "uas-answer.xml", hangup_ms="2000", keep_running="1")
+        # In the menu when the daemon dies: some give up while it is down, some wait.
+        give_up = {caller() for _ in range(3)}
+        wait = {caller() for _ in range(3)}
+        for c in give_up:
+            patients[c] = bench.patient("100", caller=c, hold_ms="5000")
+        for c in wait:
+            patients[c] = bench.patient("100", caller=c, hold_ms="90000")
+        started = give_up | wait
+        wait_until(
+            lambda: len({s["call_id"] for s in daemon.steps() if s["step"] == "welcome"}) >= 6,
+            60,
+            "the six calls in the flow",
+        )
+        daemon.kill()  # SIGKILL: the calls stay open in the call log
+
+        # While it is down, the dialplan fallback answers (the secretariat picks up).
+        down = {caller() for _ in range(3)}
+        for c in down:
+            patients[c] = bench.patient("100", caller=c, hold_ms="30000")
+        for c in give_up | down:
+            assert patients[c].wait(90) == 0, patients[c].log()
+
+        daemon.start(wait=False)  # the same journal and database
+        daemon.wait_connected(count=2, timeout=60)
+        everyone = started | down
+        wait_until(
+            lambda: all_logged_once_with_an_outcome(daemon, everyone),
+            120,
+            f"every call logged once with an outcome: {log_by_caller(daemon, everyone)}\n"
+            f"{daemon.log()[-3000:]}",
+        )
+        for c in wait:
+            assert patients[c].wait(90) == 0, patients[c].log()
+        log = log_by_caller(daemon, everyone)
+        outcomes = {c: log[c][0][1] for c in everyone}
+        assert {outcomes[c] for c in down} == {"fallback"}, log
+        assert all("secretariat=" in log[c][0][2] for c in down), log
+        assert {outcomes[c] for c in give_up} == {"abandoned"}, log
+        assert {outcomes[c] for c in wait} == {"recovered"}, log
+        assert {log[c][0][3] for c in wait} == {"secretariat"}, log
+    finally:
+        for p in patients.values():
+            p.stop()
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
