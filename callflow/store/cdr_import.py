@@ -80,6 +80,16 @@ async def import_fallback_calls(
         if not new:
             return []
         insert = _insert(conn)
+        # Claim the CDRs first: of two daemons importing at once, the second waits for the
+        # first's commit, then claims nothing (RETURNING gives only the rows inserted here).
+        claimed = await conn.execute(
+            insert(IMPORTS).on_conflict_do_nothing().returning(IMPORTS.c.uniqueid),
+            [_import_row(c, "imported", now) for c in new],
+        )
+        mine = {r.uniqueid for r in claimed}
+        new = [c for c in new if c.uniqueid in mine]
+        if not new:
+            return []
         calls = [
             {
                 "id": c.uniqueid,
@@ -97,10 +107,6 @@ async def import_fallback_calls(
             for c in new
         ]
         await conn.execute(insert(CALLS).on_conflict_do_nothing(), calls)
-        await conn.execute(
-            insert(IMPORTS).on_conflict_do_nothing(),
-            [_import_row(c, "imported", now) for c in new],
-        )
     return [c.uniqueid for c in new]
 
 

@@ -20,6 +20,10 @@ callback requests *created* in it, optionally for one flow):
 * **calls by tier**: the triage tier of the call's escalation (``none`` without one).
 * **forwarding**: calls that ended *forwarded* (to an outside number), by destination,
   and their share of all calls.
+* **without the daemon**, shown apart: *fallback* calls the dialplan fallback handled alone
+  while the daemon was down (imported from Asterisk's CDRs), *shed* calls the overloaded
+  daemon handed to the dialplan, and the calls a crash left open: *recovered* (rescued, or
+  taken by the fallback) and *lost*; with their share of all calls.
 * **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
   time, default Europe/Paris, DST included).
 """
@@ -45,6 +49,8 @@ from .models import OUTCOMES, Call, CallbackRequestRow
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
 REACHED = ("answered", "forwarded", "emergency")
+# Calls the daemon did not carry to their end, shown apart in the report.
+WITHOUT_DAEMON = ("fallback", "shed", "recovered", "lost")
 
 
 def p90(values: Sequence[float]) -> float | None:
@@ -120,6 +126,10 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "by_outcome": {o: outcomes[o] for o in OUTCOMES},
         },
         "missed": {"count": missed, "rate": _ratio(missed, total)},
+        "without_daemon": {
+            **{o: outcomes[o] for o in WITHOUT_DAEMON},
+            "rate": _ratio(sum(outcomes[o] for o in WITHOUT_DAEMON), total),
+        },
         "time_to_answer": {
             "calls": len(waits),
             "average_s": average(waits),
@@ -163,6 +173,7 @@ def _secs(x: float | None) -> str:
 
 def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
     c, cb, t, f = r["calls"], r["callbacks"], r["time_to_answer"], r["forwarding"]
+    w = r["without_daemon"]
     rows = [
         ("calls", str(c["total"])),
         *((f"  {o}", str(n)) for o, n in c["by_outcome"].items() if n),
@@ -174,6 +185,13 @@ def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
             "missed-call rate (abandoned + failed + lost)",
             f"{_pct(r['missed']['rate'])} ({r['missed']['count']})",
         ),
+        (
+            "without the daemon (fallback, shed, crash)",
+            f"{_pct(w['rate'])} ({sum(w[o] for o in WITHOUT_DAEMON)})",
+        ),
+        ("  dialplan fallback alone (daemon down)", str(w["fallback"])),
+        ("  shed (daemon overloaded)", str(w["shed"])),
+        ("  crash: recovered / lost", f"{w['recovered']} / {w['lost']}"),
         (f"time to answer, average ({t['calls']} calls)", _secs(t["average_s"])),
         ("time to answer, p90", _secs(t["p90_s"])),
         ("callbacks requested", str(cb["requested"])),

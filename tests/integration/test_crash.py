@@ -81,7 +81,7 @@ def test_kill_9_during_calls_then_calls_while_down_every_call_logged_once(
         log = log_by_caller(daemon, everyone)
         outcomes = {c: log[c][0][1] for c in everyone}
         assert {outcomes[c] for c in down} == {"fallback"}, log
-        assert all("secretariat=" in log[c][0][2] for c in down), log
+        assert all("dialplan fallback: secretariat" in log[c][0][2] for c in down), log
         assert {outcomes[c] for c in give_up} == {"abandoned"}, log
         assert {outcomes[c] for c in wait} == {"recovered"}, log
         assert {log[c][0][3] for c in wait} == {"secretariat"}, log

@@ -45,6 +45,7 @@ PARTS = [
     "ARI events",
     "ARI client",
     "call service",
+    "after crash",
 ]
 STEPS = 3  # steps per call played
 
