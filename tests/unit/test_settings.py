@@ -77,3 +77,13 @@ def test_secret_from_env_or_file(tmp_path: Path) -> None:
         read_secret("PW", None, "ari", tmp_path, env={})
     with pytest.raises(SettingsError, match="cannot read secret file"):
         read_secret(None, "missing", "ari", tmp_path, env={})
+
+
+def test_cdr_settings_and_their_bad_values(tmp_path: Path) -> None:
+    p = write(tmp_path, '[cdr]\nfile = "cdr/callflow-cdr.json"\npoll_interval = 0.5\n')
+    s = load_settings(p, env={"CALLFLOW_CDR_SETTLE": "2"})
+    assert (s.cdr.poll_interval, s.cdr.settle) == (0.5, 2.0)
+    assert s.resolve(s.cdr.file) == tmp_path / "cdr" / "callflow-cdr.json"
+    assert load_settings(None, env={}).cdr.file == ""  # no import unless asked
+    with pytest.raises(SettingsError, match=r"\[cdr\] poll_interval must be positive"):
+        load_settings(write(tmp_path, "[cdr]\npoll_interval = 0\n"), env={})
