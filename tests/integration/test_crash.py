@@ -91,3 +91,60 @@ def test_kill_9_during_calls_then_calls_while_down_every_call_logged_once(
         code = daemon.stop()
     assert code == 0, daemon.log()[-3000:]
     assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
+
+
+# -- more of the fault matrix, under a steady stream of calls ------------------------------
+
+HOSTILE = [
+    "0" + "6" * 250,  # very long
+    "0'OR'1'='1';DROP",  # SQL
+    "$(reboot)&&id;x",  # shell
+    "%E2%98%8E%C3%A9%00x",  # unicode and a NUL, escaped in the SIP URI
+]
+
+
+def test_hostile_caller_ids_and_a_dtmf_flood_every_call_logged_once(
+    tmp_path: Path, flows_dir: Path, bench: Bench
+) -> None:
+    daemon = Daemon(tmp_path / "d", flows_dir)  # a fresh call log: every row is ours
+    daemon.start()
+    patients: list[Sipp] = []
+    try:
+        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        for n, number in enumerate(HOSTILE * 2):
+            if n % 2:  # a DTMF flood: every key, fast, three rounds
+                flood = "1234567890*#" * 3
+                sets = {"digits": flood, "digits2": flood, "digits3": flood, "tone_ms": "60"}
+                sets |= {"wait2_ms": "1500", "wait3_ms": "1500"}
+            else:
+                sets = {"digits": "1", "wait_ms": "1500"}
+            patients.append(bench.patient("100", caller=number, hold_ms="6000", **sets))
+            time.sleep(0.5)  # a steady stream, not a burst
+        for p in patients:
+            assert p.wait(120) == 0, p.log()
+
+        def rows() -> list[tuple[Any, ...]]:
+            try:
+                return daemon.query("SELECT id, outcome, caller FROM calls")
+            except Exception:  # being written
+                return []
+
+        wait_until(
+            lambda: len(rows()) == len(patients) and all(r[1] for r in rows()),
+            60,
+            f"{len(patients)} calls with an outcome in the call log: {rows()}",
+        )
+        assert len({r[0] for r in rows()}) == len(patients)  # none logged twice
+        callers = {r[2] for r in rows()}
+        # As Asterisk hands them over (it cuts at ";", at a NUL and at 80 characters), stored
+        # as given: bound, never spliced into SQL; unicode intact.
+        assert {"0'OR'1'='1'", "\u260e\u00e9", "$reboot&&id"} <= callers, callers
+        text = daemon.log()
+        for secret in ("DROP", "reboot", "6" * 20):
+            assert secret not in text  # caller numbers are masked in the log
+    finally:
+        for p in patients:
+            p.stop()
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
+    assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
