@@ -64,6 +64,8 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.daemon.log_level.upper())
     # aiohttp's access-level chatter is not ours to show at INFO.
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    # aiosqlite's DEBUG lines carry every SQL parameter: callers' numbers, never logged.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 class Daemon:
