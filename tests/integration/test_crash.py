@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import Bench, Daemon, Sipp, wait_until
+from .harness import Bench, Daemon, Sipp, sandbox, wait_until
 
 _numbers = itertools.count(1)
 _RUN = int(time.time()) % 100_000  # the sandbox's CDR file holds the calls of earlier runs
@@ -148,3 +148,54 @@ def test_hostile_caller_ids_and_a_dtmf_flood_every_call_logged_once(
         code = daemon.stop()
     assert code == 0, daemon.log()[-3000:]
     assert "Traceback" not in daemon.log(), daemon.log()[-4000:]
+
+
+def test_asterisk_restart_under_load_every_call_logged_once(
+    tmp_path: Path, flows_dir: Path, bench: Bench
+) -> None:
+    daemon = Daemon(tmp_path / "d", flows_dir)  # a fresh call log: every row is ours
+    daemon.start()
+    patients: list[Sipp] = []
+
+    def call(**sets: str) -> None:
+        patients.append(bench.patient("100", caller=caller(), **sets))
+        time.sleep(0.5)  # a steady stream, not a burst
+
+    try:
+        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        for _ in range(4):  # in the menu when Asterisk goes
+            call(hold_ms="20000")
+        wait_until(
+            lambda: len({s["call_id"] for s in daemon.steps() if s["step"] == "welcome"}) >= 4,
+            60,
+            "four calls in the flow",
+        )
+        sandbox("restart")  # the calls in progress die with it
+        for _ in range(2):
+            call(digits="1", wait_ms="1500", hold_ms="4000")
+        daemon.wait_connected(count=2, timeout=60)
+        for _ in range(2):
+            call(digits="1", wait_ms="1500", hold_ms="4000")
+        for p in patients:
+            assert p.wait(120) == 0, p.log()  # every call reached Asterisk
+
+        def rows() -> list[tuple[Any, ...]]:
+            try:
+                return daemon.query("SELECT id, outcome FROM calls")
+            except Exception:  # being written
+                return []
+
+        wait_until(
+            lambda: len(rows()) == len(patients) and all(r[1] for r in rows()),
+            90,
+            f"{len(patients)} calls with an outcome in the call log: {rows()}\n"
+            f"{daemon.log()[-3000:]}",
+        )
+        assert len({r[0] for r in rows()}) == len(patients)  # none logged twice
+        # The calls placed after the restart were served as usual.
+        assert sum(1 for r in rows() if r[1] == "answered") >= 2, rows()
+    finally:
+        for p in patients:
+            p.stop()
+        code = daemon.stop()
+    assert code == 0, daemon.log()[-3000:]
