@@ -65,8 +65,17 @@ class Engine:
         return await _Run(self.services, flow, call).run()
 
     async def rescue(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
-        """Send a call found stranded (e.g. after a restart) straight to the fallback."""
-        return await _Run(self.services, flow, call).run(rescue=why)
+        """Send a call found stranded (e.g. after a restart) straight to the fallback.
+        Its records are numbered from ``RESCUE_SEQ``: they follow, and never collide
+        with, what the run a crash interrupted had recorded for the same call."""
+        run = _Run(self.services, flow, call)
+        run.seq = RESCUE_SEQ
+        return await run.run(rescue=why)
+
+
+#: The first step number of a rescue, past any run's records (``max_steps`` steps, each
+#: with its attempts).
+RESCUE_SEQ = 100_000
 
 
 def mask(number: str) -> str:

@@ -13,12 +13,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callflow.flow.engine import RESCUE_SEQ
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
 from callflow.store.aftercrash import AfterCrash
 from callflow.store.cdr import CdrCall, CdrFile
 from callflow.store.cdr_import import import_fallback_calls
 from callflow.store.db import create_engine
-from callflow.store.models import Call, CdrImport
+from callflow.store.models import Call, CallStep, CdrImport
 from callflow.store.privacy import CallerPrivacy
 from callflow.store.recorder import Recorder
 
@@ -273,3 +274,28 @@ async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110 - polls the part's own state
             await asyncio.sleep(0.01)
+
+
+async def test_a_call_rescued_after_a_crash_keeps_its_start_and_every_step(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The rescue reports the call again (its start, its steps from RESCUE_SEQ on)."""
+    crashed = Recorder(engine, tmp_path / "spool-a")
+    async with crashed:
+        crashed.call_started(info("r1"))
+        crashed.step(step("r1", 1, step="menu", kind=StepKind.MENU))
+    later = T0 + timedelta(minutes=2)
+    rec = Recorder(engine, tmp_path / "spool-b")
+    async with rec:
+        rec.call_started(info("r1", started=later))
+        rec.step(step("r1", RESCUE_SEQ + 1, at=later, step="menu", kind=StepKind.FALLBACK))
+        rec.call_ended(
+            info("r1", started=later),
+            Outcome(OutcomeKind.RECOVERED, "menu", "secretariat"),
+            later + timedelta(seconds=20),
+        )
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call.started, Call.outcome))).one()
+        seqs = (await conn.execute(select(CallStep.seq).order_by(CallStep.seq))).scalars().all()
+    assert (row.started, row.outcome) == (T0, "recovered")
+    assert list(seqs) == [1, RESCUE_SEQ + 1]
