@@ -1,5 +1,8 @@
 """Nothing lost across a crash: kill -9 the daemon while calls run, place calls while it is
-down, start it again; every call SIPp placed is in the call log once, with an outcome."""
+down, start it again; every call SIPp placed is in the call log once, with an outcome.  And
+more of the fault matrix (Asterisk restarted, hostile caller IDs, a DTMF flood): each test
+adds its row to the table printed at the end of the run (fault x placed / served / logged /
+without outcome / duplicated)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,41 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .harness import Bench, Daemon, Sipp, sandbox, wait_until
+
+MATRIX: list[tuple[str, int, int, int, int, int]] = []
+HEADER = ("fault", "placed", "served", "logged", "without outcome", "duplicated")
+
+
+def matrix_row(fault: str, patients: list[Sipp], calls: list[tuple[Any, ...]]) -> None:
+    """One row: calls placed (SIPp), served (SIPp ended well), and in the log: the calls,
+    those without an outcome, those logged more than once (``calls``: (key, outcome))."""
+    served = sum(1 for p in patients if p.proc.poll() == 0)
+    keys = [c[0] for c in calls]
+    duplicated = len(keys) - len(set(keys))
+    missing = sum(1 for c in calls if c[1] is None)
+    MATRIX.append((fault, len(patients), served, len(set(keys)), missing, duplicated))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def print_matrix(request: pytest.FixtureRequest) -> Any:
+    yield
+    if not MATRIX:
+        return
+    widths = [max(len(str(r[i])) for r in [HEADER, *MATRIX]) for i in range(len(HEADER))]
+    lines = [
+        "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) + " |"
+        for r in [HEADER, *MATRIX]
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\nfault matrix (tests/integration/test_crash.py):")
+        for line in lines:
+            reporter.write_line(line)
+
 
 _numbers = itertools.count(1)
 _RUN = int(time.time()) % 100_000  # the sandbox's CDR file holds the calls of earlier runs
@@ -79,6 +116,11 @@ def test_kill_9_during_calls_then_calls_while_down_every_call_logged_once(
         for c in wait:
             assert patients[c].wait(90) == 0, patients[c].log()
         log = log_by_caller(daemon, everyone)
+        matrix_row(
+            "kill -9 the daemon, calls while down, restart",
+            list(patients.values()),
+            [(c, row[1]) for c, rows in log.items() for row in rows],
+        )
         outcomes = {c: log[c][0][1] for c in everyone}
         assert {outcomes[c] for c in down} == {"fallback"}, log
         assert all("dialplan fallback: secretariat" in log[c][0][2] for c in down), log
@@ -134,6 +176,7 @@ def test_hostile_caller_ids_and_a_dtmf_flood_every_call_logged_once(
             60,
             f"{len(patients)} calls with an outcome in the call log: {rows()}",
         )
+        matrix_row("hostile caller IDs and a DTMF flood", patients, [(r[0], r[1]) for r in rows()])
         assert len({r[0] for r in rows()}) == len(patients)  # none logged twice
         callers = {r[2] for r in rows()}
         # As Asterisk hands them over (it cuts at ";", at a NUL and at 80 characters), stored
@@ -191,6 +234,7 @@ def test_asterisk_restart_under_load_every_call_logged_once(
             f"{len(patients)} calls with an outcome in the call log: {rows()}\n"
             f"{daemon.log()[-3000:]}",
         )
+        matrix_row("restart Asterisk", patients, [(r[0], r[1]) for r in rows()])
         assert len({r[0] for r in rows()}) == len(patients)  # none logged twice
         # The calls placed after the restart were served as usual.
         assert sum(1 for r in rows() if r[1] == "answered") >= 2, rows()
