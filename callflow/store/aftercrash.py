@@ -101,6 +101,8 @@ class AfterCrash:
         """One pass: read new CDRs, feed the journal, import, close what can be closed."""
         if self.cdr_file is not None:
             merge_calls(await asyncio.to_thread(self.cdr_file.read_new), self._cdrs)
+        if not self.recorder.database_up:
+            return  # the recorder retries the database at its own pace: no forced feed
         await self.recorder.flush()
         if not self.recorder.database_up:
             return  # the journal was not fed: the database lacks calls the daemon logged
