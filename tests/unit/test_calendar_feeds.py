@@ -47,7 +47,8 @@ def book() -> FeedBook:
 
 def office(feeds: FeedBook | None = None) -> Calendar:
     spec = CalendarSpec.model_validate(OFFICE)
-    return Calendar("office", spec, PARIS, book() if feeds is None else feeds, Path(__file__).parent)
+    here = Path(__file__).parent
+    return Calendar("office", spec, PARIS, book() if feeds is None else feeds, here)
 
 
 def at(text: str) -> datetime:
