@@ -14,7 +14,8 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
   from the call log's typed step records: for each ``dial``/``forward``/``escalate`` step
   that began before the answer, the time from its start (``at - duration``) to its end
   or to the answer (``calls.answered``, from the engine's ``CallAnswered``), whichever
-  comes first, summed.  Menus, messages and other steps do not count.  A call answered
+  comes first, summed (``report.response_time``).  Menus, messages and other steps do
+  not count.  A call answered
   with no such step recorded (none expected) is left out.
 * **callback completion rate** = requests done / requests created in the period (pending
   and cancelled count as not done); **time to callback** = completed - created for the
@@ -31,7 +32,7 @@ from __future__ import annotations
 import html
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -41,14 +42,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..flow.events import MISSED as MISSED_OUTCOMES
-from ..flow.events import OutcomeKind, StepKind
-from .models import Call, CallbackRequestRow, CallStep
-from .report import average, p90
+from .models import Call, CallbackRequestRow
+from .report import STAFF, average, p90, response_time, ringing_steps
 
 ALL = "*"  # the key of the figures over every flow
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
-STAFF = str(OutcomeKind.ANSWERED)
-RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
 
 MONTHS = (
     "janvier",
@@ -136,19 +134,6 @@ class _CallbackRow:
     completed: datetime | None
 
 
-def response_time(answered: datetime, steps: Iterable[tuple[datetime, float]]) -> float | None:
-    """Seconds spent being rung for before ``answered``: ``steps`` are the ringing steps'
-    (end, duration); each counts from its start to its end or the answer.  None: none."""
-    total, found = 0.0, False
-    for end, duration in steps:
-        start = end - timedelta(seconds=duration)
-        if start > answered:
-            continue
-        found = True
-        total += (min(end, answered) - start).total_seconds()
-    return total if found else None
-
-
 async def build_quality(
     engine: AsyncEngine, year: int, month: int, tz: ZoneInfo, flow: str | None = None
 ) -> dict[str, Any]:
@@ -159,12 +144,6 @@ async def build_quality(
     calls_q = select(Call.id, Call.flow, Call.started, Call.answered, Call.outcome).where(
         Call.started >= lo, Call.started < hi
     )
-    steps_q = (
-        select(CallStep.call_id, CallStep.at, CallStep.duration)
-        .join(Call, Call.id == CallStep.call_id)
-        .where(Call.started >= lo, Call.started < hi, Call.outcome == STAFF)
-        .where(CallStep.kind.in_(RINGING))
-    )
     cb_q = select(
         CallbackRequestRow.flow,
         CallbackRequestRow.status,
@@ -173,11 +152,10 @@ async def build_quality(
     ).where(CallbackRequestRow.created >= lo, CallbackRequestRow.created < hi)
     if flow is not None:
         calls_q = calls_q.where(Call.flow == flow)
-        steps_q = steps_q.where(Call.flow == flow)
         cb_q = cb_q.where(CallbackRequestRow.flow == flow)
     async with engine.connect() as conn:
         calls = [_CallRow(*row) for row in (await conn.execute(calls_q)).all()]
-        step_rows = (await conn.execute(steps_q)).all()
+        step_rows = (await conn.execute(ringing_steps(calls_q))).all()
         callbacks = [_CallbackRow(*row) for row in (await conn.execute(cb_q)).all()]
     ringing: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for call_id, at, duration in step_rows:

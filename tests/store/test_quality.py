@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callflow.store.commands import parse_bound
 from callflow.store.maintenance import complete_callback
 from callflow.store.models import CallbackRequestRow
 from callflow.store.quality import (
@@ -25,6 +26,7 @@ from callflow.store.quality import (
     response_time,
     week_spans,
 )
+from callflow.store.report import Period, build_report, render_text
 from callflow.store.writer import write_records
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -301,3 +303,22 @@ async def test_an_empty_month(engine: AsyncEngine) -> None:
     figures = r["months"][0]["figures"]["*"]
     assert figures["calls"] == 0 and figures["missed"]["rate"] is None
     assert "n/d" in render_quality_text(r)
+
+
+async def test_the_period_report_gives_the_staff_response_time(fixture: AsyncEngine) -> None:
+    march = Period(
+        parse_bound("2026-03-01", PARIS, end=False),
+        parse_bound("2026-03-31", PARIS, end=True),
+        PARIS,
+    )
+    r = await build_report(fixture, march)
+    assert r["response_time"] == {
+        "calls": 3,
+        "average_s": pytest.approx(49 / 3),
+        "p90_s": pytest.approx(27.0),
+    }
+    # The time to answer still counts from the call's start, menus included, for the
+    # forwarded and emergency calls too: a1 52, a2 48, f1 50, e1 5, o1 7.
+    assert r["time_to_answer"]["average_s"] == pytest.approx(162 / 5)
+    lines = [" ".join(line.split()) for line in render_text(r).splitlines()]
+    assert "response time, staff only, average (3 calls) 16.3 s" in lines
