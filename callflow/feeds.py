@@ -183,6 +183,8 @@ class FeedFetcher:
             )
             return False
         self.book.put(location, feed)
+        if status.up is False:
+            log.info("calendar feed %s: read again after %d failures", status.feed, status.failures)
         status.up = True
         status.cached = False
         status.last_success = self.clock()
