@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -183,6 +184,12 @@ class FeedFetcher:
             )
             return False
         self.book.put(location, feed)
+        # Expand this year and the next now, so that a rule the library cannot expand is
+        # said here (the calendars then do without that feed's events for those years).
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        feed.events(now, now + timedelta(days=366), UTC)
+        if feed.errors:
+            log.warning("calendar feed %s: events not expanded: %s", status.feed, feed.errors[0])
         if status.up is False:
             log.info("calendar feed %s: read again after %d failures", status.feed, status.failures)
         status.up = True

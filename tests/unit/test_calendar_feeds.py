@@ -160,3 +160,55 @@ def test_webcal_urls_are_read_over_https() -> None:
     spec = CalendarSpec.model_validate({"open_feeds": ["webcal://cal.example.org/a.ics"]})
     cal = Calendar("c", spec, PARIS)
     assert cal.feed_locations == [("https://cal.example.org/a.ics", True)]
+
+
+ZONES = b"""BEGIN:VCALENDAR\r
+VERSION:2.0\r
+PRODID:-//test//zones//EN\r
+BEGIN:VEVENT\r
+UID:ny@x\r
+DTSTART;TZID=America/New_York:20261207T090000\r
+DTEND;TZID=America/New_York:20261207T100000\r
+SUMMARY:Visio New York\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:floating@x\r
+DTSTART:20261208T100000\r
+DTEND:20261208T110000\r
+SUMMARY:Heure flottante\r
+END:VEVENT\r
+BEGIN:VEVENT\r
+UID:broken@x\r
+DTSTART:20261209T100000\r
+DURATION:PT1H\r
+SUMMARY:Avec DURATION\r
+END:VEVENT\r
+END:VCALENDAR\r
+"""
+
+
+def test_time_zones_of_feed_events() -> None:
+    spec = CalendarSpec.model_validate(
+        {"weekly": {"mon-fri": ["08:00-19:00"]}, "closed_feeds": ["z.ics"]}
+    )
+    cal = Calendar("c", spec, PARIS, FeedBook({"/f/z.ics": parse_feed(ZONES, "z.ics")}), Path("/f"))
+    # 09:00-10:00 in New York is 15:00-16:00 in Paris.
+    assert cal.state_at(at("2026-12-07 15:30")).label == "Visio New York"
+    assert cal.state_at(at("2026-12-07 09:30")).source is Source.WEEKLY
+    assert cal.state_at(at("2026-12-07 15:00")).until == at("2026-12-07 16:00")
+    # A floating time is the flow's wall-clock time; DURATION gives the end.
+    assert cal.state_at(at("2026-12-08 10:30")).label == "Heure flottante"
+    assert cal.state_at(at("2026-12-09 10:59")).label == "Avec DURATION"
+    assert cal.state_at(at("2026-12-09 11:00")).source is Source.WEEKLY
+
+
+def test_a_feed_whose_rules_cannot_be_expanded_still_answers() -> None:
+    bad = ZONES.replace(b"DURATION:PT1H", b"RRULE:FREQ=NEVERLY")
+    feed = parse_feed(bad, "z.ics")
+    spec = CalendarSpec.model_validate(
+        {"weekly": {"mon-fri": ["08:00-19:00"]}, "closed_feeds": ["z.ics"]}
+    )
+    cal = Calendar("c", spec, PARIS, FeedBook({"/f/z.ics": feed}), Path("/f"))
+    state = cal.state_at(at("2026-12-08 10:30"))  # a call's schedule step gets an answer
+    assert state.open and state.source is Source.WEEKLY
+    assert feed.errors and feed.errors[0].startswith("2026: ")
