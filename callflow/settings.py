@@ -8,6 +8,7 @@ refused by name so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -113,13 +114,20 @@ class PrivacySettings:
 class HttpSettings:
     """The admin HTTP API, ``/metrics``, ``/healthz`` and the practice's page (``callflow.api``).
 
-    Every ``/api/`` route needs a bearer token from ``token_file`` (lines ``name:token``, or
-    a bare token named "admin"); without a ``token_file`` they are refused (401).
+    Who may use ``/api/``: the staff accounts of ``accounts_file`` (``callflow account add``;
+    each logs in with a TOTP second factor) and the service tokens of ``token_file`` (lines
+    ``name:token`` or ``name:role:token``); with neither, every ``/api/`` route is refused.
+    Both are re-read on SIGHUP.  A ``listen`` address other than loopback serves HTTPS
+    (``tls_cert``, ``tls_key``), or needs ``behind_proxy = true`` (a TLS proxy in front).
     """
 
     enabled: bool = True
     listen: str = "127.0.0.1:8089"  # host:port; loopback only unless you mean otherwise
+    accounts_file: str | None = None
     token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    behind_proxy: bool = False
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -127,6 +135,23 @@ class HttpSettings:
             raise SettingsError(
                 f"[http] listen must be host:port (e.g. 127.0.0.1:8089), got {self.listen!r}"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("[http] tls_cert and tls_key go together")
+        if not self.loopback and self.tls_cert is None and not self.behind_proxy:
+            raise SettingsError(
+                f"[http] listen {self.listen} is reachable from the network: set tls_cert and "
+                "tls_key (HTTPS), or behind_proxy = true if a TLS proxy fronts it"
+            )
+
+    @property
+    def loopback(self) -> bool:
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name: it may resolve to anything
 
     @property
     def host(self) -> str:
