@@ -98,7 +98,9 @@ class PrivacySettings:
 
     caller_numbers: str = "clear"  # clear | pseudonymised (keyed HMAC-SHA256)
     key_file: str | None = None  # the HMAC key, required when pseudonymised
+    old_key_files: tuple[str, ...] = ()  # earlier keys: their pseudonyms are still found
     retention_days: int = 365  # calls and steps older than this are deleted
+    callback_erase_days: int = 30  # a callback's number is erased this long after it is done
 
     def __post_init__(self) -> None:
         if self.caller_numbers not in ("clear", "pseudonymised"):
@@ -108,6 +110,8 @@ class PrivacySettings:
             )
         if self.retention_days < 1:
             raise SettingsError("[privacy] retention_days must be at least 1")
+        if not 0 <= self.callback_erase_days <= self.retention_days:
+            raise SettingsError("[privacy] callback_erase_days must be 0 to retention_days")
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,12 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def _convert(section: str, key: str, value: Any, target: Any, source: str) -> Any:
     where = f"{source}: [{section}] {key}"
     types = str(target)
+    if types.startswith("tuple[str"):  # a list of texts; comma-separated in the environment
+        if isinstance(value, str) and source.startswith("environment"):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"{where}: expected a list of texts, got {value!r}")
     if isinstance(value, str) and source.startswith("environment"):
         # Environment values are strings: convert them to the declared type.
         if types == "bool":
