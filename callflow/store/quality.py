@@ -42,6 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..flow.events import MISSED as MISSED_OUTCOMES
+from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
 from .report import STAFF, average, p90, response_time, ringing_steps
 
@@ -112,9 +113,8 @@ def week_spans(month: Span, tz: ZoneInfo) -> list[Span]:
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:
-    # Local midnight exists in every zone the practice may use (no DST change at 00:00
-    # in Europe); fold 0 keeps it the first occurrence elsewhere.
-    return datetime(day.year, day.month, day.day, tzinfo=tz)
+    """The instant local ``day`` begins (where DST changes at midnight, its first instant)."""
+    return day_start(day, tz).astimezone(tz)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ February, per flow and per week, in Europe/Paris (summer time starts on 29 March
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -322,3 +323,14 @@ async def test_the_period_report_gives_the_staff_response_time(fixture: AsyncEng
     assert r["time_to_answer"]["average_s"] == pytest.approx(162 / 5)
     lines = [" ".join(line.split()) for line in render_text(r).splitlines()]
     assert "response time, staff only, average (3 calls) 16.3 s" in lines
+
+
+def test_weeks_where_dst_changes_at_midnight() -> None:
+    # Santiago: clocks jump from 00:00 to 01:00 on Sunday 6 September 2026.
+    santiago = ZoneInfo("America/Santiago")
+    weeks = week_spans(month_span(2026, 9, santiago), santiago)
+    assert weeks[0].label == "semaine du 31 août (à partir du 1 septembre)"
+    assert weeks[1].start.isoformat() == "2026-09-07T00:00:00-03:00"
+    assert all(a.end == b.start for a, b in itertools.pairwise(weeks))
+    first = weeks[0].end.astimezone(UTC) - weeks[0].start.astimezone(UTC)
+    assert first == timedelta(days=6, hours=-1)  # 1-6 September, one hour skipped
