@@ -25,7 +25,7 @@ from .call import LEG_ROLE_VAR, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
 from .faults import AriError
-from .overload import Shedder
+from .overload import Shedder, go_first
 
 log = logging.getLogger("callflow.ari")
 
@@ -144,6 +144,8 @@ class CallService:
             if rescue is None
             else self.engine.rescue(flow, call, rescue)
         )
+        if flow.spec.never_shed:
+            coro = _going_first(coro)  # an emergency line: its requests skip the queue
         task = self._call_tasks.spawn(coro, f"call-{call.id}", report=False)  # _call_done logs
         if task is None:  # only after stop(), which no longer starts calls
             log.error("call=%s not started: the call service has stopped", call.id)
@@ -285,6 +287,11 @@ class CallService:
         finally:  # whatever failed above, no task outlives the service
             await self._call_tasks.aclose()
             await self._background.aclose()
+
+
+async def _going_first(coro: Coroutine[Any, Any, Outcome]) -> Outcome:
+    go_first()  # in the call's own task, so in its context alone
+    return await coro
 
 
 class BridgeWatch:
