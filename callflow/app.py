@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from .api import (
 )
 from .api.server import tls_context
 from .ari.client import AriClient, AriConfig
+from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
 from .errors import SettingsError
 from .feeds import FeedFetcher
@@ -40,6 +42,7 @@ from .flow.live import LiveFlows, ReloadResult
 from .flow.registry import FlowSet
 from .flow.services import Services
 from .lifetime import Lifetime, Part
+from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
 from .schedule import FeedBook
@@ -163,12 +166,36 @@ class Daemon:
             self.admin = AdminServer(create_app(ctx), http.host, http.port, tls=tls)
         # Read at scrape time by metrics and /healthz; connected once the events flow.
         self.ari_client = AriClient(self.ari_config)
+        # Overload: the loop's lag and the client's requests in flight decide, when a call
+        # arrives, whether it is run or shed to the dialplan fallback.
+        ov = settings.overload
+        self.looplag = LoopLag(ov.lag_interval)
+        self.shedder: Shedder | None = None
+        if ov.enabled:
+            budgets = Budgets(
+                max_in_flight=ov.max_in_flight,
+                max_answer_latency=ov.max_answer_latency,
+                max_loop_lag=ov.max_loop_lag,
+                resume_ratio=ov.resume_ratio,
+                hold=ov.hold,
+                latency_window=ov.latency_window,
+            )
+            self.shedder = Shedder(
+                budgets,
+                in_flight=lambda: self.ari_client.in_flight,
+                loop_lag=lambda: self.looplag.lag,
+                clock=time.monotonic,
+            )
+        else:
+            log.warning("overload shedding disabled: calls are never shed")
         self.service = CallService(
             self.ari_client,
             self.engine,
             self.flows,
             sounds_prefix=settings.flows.sounds_prefix,
             stop_grace=settings.daemon.stop_grace,
+            shedder=self.shedder,
+            on_answered=self.metrics.observe_answer_latency,
         )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         self._stop = asyncio.Event()
@@ -200,7 +227,17 @@ class Daemon:
             ),
             flows_loaded=lambda: len(self.flows.current.flows),
             feeds=self.feeds.statuses,
+            loop_lag=lambda: self.looplag.take_worst(),
+            ari_in_flight=lambda: self.ari_client.in_flight,
+            shedding=self._shedding,
+            calls_shed=lambda: (
+                {} if self.shedder is None else {str(r): n for r, n in self.shedder.shed.items()}
+            ),
         )
+
+    def _shedding(self) -> bool:
+        # Read the signals now, so the gauge is true between calls as well.
+        return self.shedder is not None and self.shedder.check() is not None
 
     def _write_trunk_snapshot(self) -> None:
         try:
@@ -248,6 +285,7 @@ class Daemon:
         """
         parts = [
             Part("call log", self.store),
+            Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once
         ]

@@ -1,6 +1,7 @@
 """What the daemon's parts report, read *at scrape time*: ARI and AMI connected and their
-reconnect counters, the call log's queue and spool, trunk states and round-trip times,
-calendars and their iCal feeds, flows loaded, and the callback backlog.
+reconnect counters, overload (event-loop lag, ARI requests in flight, shedding, calls
+shed), the call log's queue and spool, trunk states and round-trip times, calendars and
+their iCal feeds, flows loaded, and the callback backlog.
 
 Each value comes from a callable of ``Probes``, handed in by the composition root: nothing
 is copied, so a value is never stale, and this module imports none of the parts it
@@ -91,6 +92,12 @@ class Probes:
     calendars: Callable[[], Iterable[CalendarReading]] | None = None
     flows_loaded: Callable[[], int] | None = None
     feeds: Callable[[], Iterable[FeedReading]] | None = None
+    # Overload: event-loop lag (worst since the last scrape), ARI requests awaiting an
+    # answer, 1 while new calls are shed, and calls shed so far by reason.
+    loop_lag: Callable[[], float] | None = None
+    ari_in_flight: Callable[[], int] | None = None
+    shedding: Callable[[], bool] | None = None
+    calls_shed: Callable[[], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,22 @@ class ScrapeTime(Collector):
             p.trunk_feed_live,
         )
         yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
+        yield from _gauge(
+            "callflow_event_loop_lag_seconds",
+            "Worst lateness of the event loop since the previous scrape.",
+            p.loop_lag,
+        )
+        yield from _gauge(
+            "callflow_ari_requests_in_flight",
+            "ARI REST requests sent and not yet answered.",
+            p.ari_in_flight,
+        )
+        yield from _gauge(
+            "callflow_shedding",
+            "1 while new calls are sent straight to the dialplan fallback (overload).",
+            p.shedding,
+        )
+        yield from self._shed(p.calls_shed)
         yield from self._trunks(p.trunks)
         yield from self._calendars(p.calendars)
         yield from self._feeds(p.feeds)
@@ -210,6 +233,19 @@ class ScrapeTime(Collector):
             if t.rtt_ms is not None:
                 rtt.add_metric([t.name], t.rtt_ms / 1000.0)
         yield from (up, state, breaker, rtt)
+
+    def _shed(self, probe: Callable[[], Mapping[str, int]] | None) -> Iterator[Metric]:
+        counts = _read(probe, "calls_shed")
+        if counts is None:
+            return
+        shed = CounterMetricFamily(
+            "callflow_calls_shed",
+            "Calls sent straight to the dialplan fallback because the daemon was behind.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(counts.items()):
+            shed.add_metric([reason], float(n))
+        yield shed
 
     def _calendars(self, probe: Callable[[], Iterable[CalendarReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "calendars")
