@@ -1,0 +1,180 @@
+"""The engine driving a real AriCall over the fake Asterisk, on a virtual clock: what an ARI
+failure mid-call does to the call and its log, and how many REST requests each step kind
+costs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from callflow.ari.call import AriCall
+from callflow.ari.channels import ChannelRegistry
+from callflow.flow.engine import Engine
+from callflow.flow.events import (
+    CallAnswered,
+    CallInfo,
+    Outcome,
+    OutcomeKind,
+    StepKind,
+    StepRecord,
+    StepResult,
+)
+from callflow.flow.services import Services
+from tests.support.fake_asterisk import (
+    ANSWER,
+    FakeAsterisk,
+    Leg,
+    client_for,
+    route_to,
+)
+from tests.support.flows import compile_flow
+
+pytestmark = pytest.mark.looptime
+
+CALLER = "caller-1"
+TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class Log:
+    """The call log as the engine reports it."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+        self.outcomes: list[Outcome] = []
+
+    def call_started(self, info: CallInfo) -> None:
+        pass
+
+    def step(self, record: StepRecord) -> None:
+        self.steps.append(record)
+
+    def call_answered(self, event: CallAnswered) -> None:
+        pass
+
+    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
+        self.outcomes.append(outcome)
+
+
+FLOW = """
+version: 1
+flow: t
+numbers: ["100"]
+timezone: Europe/Paris
+fallback: desk
+destinations:
+  desk: {endpoint: PJSIP/desk}
+  doctor: {endpoint: PJSIP/doctor}
+start: welcome
+steps:
+  welcome:
+    play: [custom/welcome]
+    next: choose
+  choose:
+    menu: {prompt: custom/menu, options: {"1": talk, "2": bye, "3": done}, attempts: 2}
+    failed: bye
+  talk:
+    dial: doctor
+    failed: bye
+  bye:
+    hangup: {announce: custom/goodbye}
+  done:
+    hangup: {}
+"""
+
+
+async def call_through(
+    pbx: FakeAsterisk, registry: ChannelRegistry, flow: str = FLOW
+) -> tuple[Outcome, Log]:
+    channel = pbx.add_caller(CALLER)
+    call = AriCall(client_for(pbx), registry, channel, dialed="100")
+    log = Log()
+    services = Services(clock=lambda: TUESDAY_10H, observer=log)
+    async with asyncio.timeout(3600):  # virtual seconds: a stuck call fails the test
+        outcome = await Engine(services).run(compile_flow(flow), call)
+    return outcome, log
+
+
+def make(endpoints: dict[str, Leg] | None = None) -> tuple[FakeAsterisk, ChannelRegistry]:
+    registry = ChannelRegistry()
+    return FakeAsterisk(endpoints, sink=route_to(registry)), registry
+
+
+# -- an ARI failure mid-call -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "result"),
+    [
+        ("stall", StepResult.PBX_TIMEOUT),
+        ("500", StepResult.PBX_ERROR),
+        ("drop", StepResult.PBX_DISCONNECTED),
+    ],
+)
+async def test_an_ari_failure_mid_call_goes_to_the_dialplan_fallback_logged_failed(
+    fault: str, result: StepResult
+) -> None:
+    # The welcome fails: the flow's fallback destination (rung over the failing link) must
+    # not be tried, and no goodbye-and-hangup: the caller goes to the dialplan fallback.
+    pbx, registry = make({"PJSIP/desk": ANSWER})
+    path = f"/channels/{CALLER}/play"
+    if fault == "stall":
+        pbx.stall("POST", path)
+    elif fault == "500":
+        pbx.reply("POST", path, 500, {"message": "Internal Server Error"})
+    else:
+        pbx.drop("POST", path)
+    outcome, log = await call_through(pbx, registry)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.step == "welcome"
+    failed = log.steps[-1]
+    assert (failed.step, failed.kind, failed.result) == ("welcome", StepKind.PLAY, result)
+    assert failed.outcome is OutcomeKind.FAILED
+    assert "PBX link failed" in failed.detail and "PBX link failed" in outcome.detail
+    assert log.outcomes == [outcome]  # exactly one outcome, never hangup
+    assert all(s.outcome is not OutcomeKind.HANGUP for s in log.steps)
+    # Handed to the dialplan fallback, not hung up, no fallback destination rung.
+    assert pbx.sent("POST", f"/channels/{CALLER}/continue")[0].params["context"] == (
+        "callflow-fallback"
+    )
+    assert pbx.hung_up() == []
+    assert pbx.sent("POST", "/channels") == []
+
+
+# -- round trips per step kind ---------------------------------------------------------------
+
+
+async def counted(flow: str, keys: str = "", endpoints: dict[str, Leg] | None = None) -> list[str]:
+    pbx, registry = make(endpoints)
+    if keys:
+        pbx.press(CALLER, keys, after=0.5, gap=0.5)
+    await call_through(pbx, registry, flow)
+    return [line.replace(CALLER, "C") for line in pbx.lines()]
+
+
+def _flow(steps: str, *, fallback: bool = False) -> str:
+    head = (
+        "version: 1\nflow: t\nnumbers: ['100']\ntimezone: Europe/Paris\n"
+        + ("fallback: desk\n" if fallback else "")
+        + "destinations:\n  desk: {endpoint: PJSIP/desk}\nstart: s\nsteps:\n"
+    )
+    return head + steps
+
+
+async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
+    # Issue #11 at 200 cps: the answer timed out, the menu's ``failed`` branch led to a
+    # plain hangup step, and the call was logged ``hangup`` as if the caller was served.
+    flow = FLOW.replace("start: welcome", "start: choose").replace("failed: bye", "failed: done")
+    pbx, registry = make()
+    pbx.stall("POST", f"/channels/{CALLER}/answer")
+    outcome, log = await call_through(pbx, registry, flow)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert [(s.step, s.result, s.outcome) for s in log.steps] == [
+        ("choose", StepResult.PBX_TIMEOUT, OutcomeKind.FAILED)
+    ]
+    assert pbx.lines() == [
+        f"POST /channels/{CALLER}/answer",
+        f"POST /channels/{CALLER}/continue",
+    ]
