@@ -166,13 +166,15 @@ def _flow(steps: str, *, fallback: bool = False) -> str:
 async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
     # Issue #11 at 200 cps: the answer timed out, the menu's ``failed`` branch led to a
     # plain hangup step, and the call was logged ``hangup`` as if the caller was served.
-    flow = FLOW.replace("start: welcome", "start: choose").replace("failed: bye", "failed: done")
+    flow = FLOW.replace("    play: [custom/welcome]\n    next: choose", "    goto: choose")
+    flow = flow.replace("failed: bye", "failed: done")
     pbx, registry = make()
     pbx.stall("POST", f"/channels/{CALLER}/answer")
     outcome, log = await call_through(pbx, registry, flow)
     assert outcome.kind is OutcomeKind.FAILED
     assert [(s.step, s.result, s.outcome) for s in log.steps] == [
-        ("choose", StepResult.PBX_TIMEOUT, OutcomeKind.FAILED)
+        ("welcome", StepResult.GOTO, None),
+        ("choose", StepResult.PBX_TIMEOUT, OutcomeKind.FAILED),
     ]
     assert pbx.lines() == [
         f"POST /channels/{CALLER}/answer",
