@@ -180,3 +180,104 @@ async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
         f"POST /channels/{CALLER}/answer",
         f"POST /channels/{CALLER}/continue",
     ]
+
+
+# -- round trips per step kind ---------------------------------------------------------------
+
+C = "/channels/C"
+# Each case: the flow's steps (``h`` is a plain hangup), keys the caller presses from 0.5 s,
+# and every REST request the call makes, in order.  A needless request added to a step kind
+# (a stop before a hangup, a GET of what is known) fails this test.
+ROUND_TRIPS: dict[str, tuple[str, str, list[str]]] = {
+    "play": (
+        "  s: {play: [a, b], next: h}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/play", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "menu, key during the prompt, then hangup": (
+        "  s: {menu: {prompt: p, options: {'1': h}, attempts: 1}, failed: h}\n",
+        "1",
+        [f"POST {C}/answer", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "menu, key during the prompt, then play": (
+        "  s: {menu: {prompt: p, options: {'1': x}, attempts: 1}, failed: h}\n"
+        "  x: {play: [a], next: h}\n",
+        "1",
+        [
+            f"POST {C}/answer",
+            f"POST {C}/play",
+            "DELETE /playbacks/C:pb:1",  # the prompt would hold the next sound back
+            f"POST {C}/play",
+            f"DELETE {C}",
+        ],
+    ),
+    "menu, no input then failed": (
+        "  s: {menu: {prompt: p, options: {'1': h}, attempts: 2, no_input: n}, failed: h}\n",
+        "",
+        [f"POST {C}/answer"] + [f"POST {C}/play"] * 4 + [f"DELETE {C}"],
+    ),
+    "hangup with an announce": (
+        "  s: {hangup: {announce: bye}}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "set": (
+        "  s: {set: {A: b, B: c}, next: h}\n",
+        "",
+        [f"POST {C}/variable"] * 2 + [f"DELETE {C}"],
+    ),
+    "voicemail": (
+        "  s: {voicemail: {box: '1'}, failed: h}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/variable", f"POST {C}/continue"],
+    ),
+    "dial, answered": (
+        "  s: {dial: desk, next: h}\n",
+        "",
+        [
+            "POST /channels",  # originate the leg
+            f"POST {C}/ring",  # ringback while it rings (the caller is not answered yet)
+            f"POST {C}/answer",
+            "POST /bridges",
+            "POST /bridges/bridge-1/addChannel",
+            "DELETE /bridges/bridge-1",  # the caller hung up: the leg went with the bridge
+            "DELETE /channels/LEG",
+        ],
+    ),
+    "escalate tier 1, message over before the answer": (
+        "  s: {escalate: {tier: 1, announce: [m], to: desk}, failed: h}\n",
+        "",
+        [
+            "POST /channels",  # nothing stands before the emergency call
+            f"POST {C}/answer",
+            f"POST {C}/play",  # the message while it rings; over by itself: no stop
+            "POST /bridges",
+            "POST /bridges/bridge-1/addChannel",
+            "DELETE /bridges/bridge-1",
+            "DELETE /channels/LEG",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUND_TRIPS))
+async def test_rest_requests_per_step_kind(case: str) -> None:
+    steps, keys, expected = ROUND_TRIPS[case]
+    flow = (
+        "version: 1\nflow: t\nnumbers: ['100']\ntimezone: Europe/Paris\n"
+        "destinations:\n  desk: {endpoint: PJSIP/desk}\nstart: s\nsteps:\n"
+        + steps
+        + ("  h: {hangup: {}}\n" if " h}" in steps or "h," in steps else "")
+    )
+    pbx, registry = make({"PJSIP/desk": ANSWER})
+    if keys:
+        pbx.press(CALLER, keys, after=0.5)
+    if "dial" in case or "escalate" in case:
+        pbx.hang_up(CALLER, after=60)  # a minute of conversation, then the caller leaves
+    await call_through(pbx, registry, flow)
+    legs = [c.params["channelId"] for c in pbx.sent("POST", "/channels")]
+    lines = [line.replace(CALLER, "C") for line in pbx.lines()]
+    for leg in legs:
+        lines = [line.replace(leg, "LEG") for line in lines]
+    assert lines == expected, lines
+    assert not any(line.startswith("GET ") for line in lines)  # nothing asked twice
