@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp.http_websocket import WSMessageNoDecodeText
 
-from callflow.ari.faults import AriConnectionError, AriSocketDropped
+from callflow.ari.faults import AriSocketDropped
 from callflow.ari.transport import RestResponse, RestTransport
 
 __all__ = ["TRANSPORTS", "SocketTransport", "TransportMode"]
@@ -161,7 +161,13 @@ class SocketTransport:
                 try:
                     await ws.send_str(json.dumps(_frame(rid, method, path, params, body)))
                 except (ConnectionError, aiohttp.ClientError) as exc:
-                    raise AriConnectionError(f"{method} {path}: websocket send: {exc}") from exc
+                    # Not sent: the socket is closing and the reader has not noticed yet.
+                    # Nothing reached Asterisk, so HTTP may carry it without doing it twice.
+                    log.info(
+                        "ARI REST: %s %s over HTTP: websocket send failed: %s", method, path, exc
+                    )
+                    self._pending.pop(rid, None)
+                    return await self._http.request(method, path, params, body, timeout=timeout)
                 return await fut
         finally:
             self._pending.pop(rid, None)

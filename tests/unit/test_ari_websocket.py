@@ -22,6 +22,8 @@ from callflow.ari import (
     AriServerError,
     AriSocketDropped,
     AriTimeout,
+    RestResponse,
+    SocketTransport,
 )
 from callflow.errors import LinkFault, PbxLinkError
 from callflow.metrics.parts import Probes, ScrapeTime
@@ -256,3 +258,34 @@ def test_transport_metrics() -> None:
     assert 'callflow_ari_transport{transport="http"} 0.0' in text
     assert 'callflow_ari_requests_total{transport="websocket"} 7.0' in text
     assert 'callflow_ari_requests_total{transport="http"} 2.0' in text
+
+
+class ClosingSocket:
+    """A socket that is closing: every send fails (the reader has not noticed yet)."""
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        raise AssertionError("not read in websocket mode")
+
+
+class RecordingHttp:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def request(
+        self, method: str, path: str, params: Any, body: Any, *, timeout: float
+    ) -> RestResponse:
+        self.sent.append(f"{method} {path}")
+        return RestResponse(204)
+
+
+async def test_a_request_the_closing_socket_could_not_send_goes_over_http() -> None:
+    http = RecordingHttp()
+    rest = SocketTransport(http, "websocket", probe_timeout=1)
+    await rest.attach(ClosingSocket())
+    assert rest.in_use == "websocket"
+    answer = await rest.request("DELETE", "/channels/c1", None, None, timeout=5)
+    assert answer.status == 204
+    assert http.sent == ["DELETE /channels/c1"] and rest.pending == 0
