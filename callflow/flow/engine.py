@@ -183,16 +183,13 @@ class _Run:
 
     def _link_failed(self, name: str, kind: StepKind, exc: PbxLinkError, t0: float) -> Outcome:
         why = f"PBX link failed ({exc.fault}): {type(exc).__name__}: {exc}"
+        failed = Outcome(OutcomeKind.FAILED, name, tier=self.tier, detail=why)
         # Someone already reached keeps the call's outcome (as when the PBX loses the call).
-        outcome = (
-            None if self.reached else Outcome(OutcomeKind.FAILED, name, tier=self.tier, detail=why)
-        )
-        res = _Result(StepResult.of_fault(exc.fault), detail=why, outcome=outcome)
+        res = _Result(StepResult.of_fault(exc.fault), detail=why)
+        res.outcome = None if self.reached else failed
         self._record(name, kind, res, t0)
-        log.warning(
-            "call=%s step=%s PBX link failed (%s): dialplan fallback", self.call.id, name, exc.fault
-        )
-        return self.reached or Outcome(OutcomeKind.FAILED, name, tier=self.tier, detail=why)
+        log.warning("call=%s step=%s PBX link failed (%s)", self.call.id, name, exc.fault)
+        return self.reached or failed
 
     async def _step(self, name: str, step: schema.Strict) -> _Result:
         match step:

@@ -30,6 +30,7 @@ from tests.support.fake_asterisk import (
     route_to,
 )
 from tests.support.flows import compile_flow
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.looptime
 
@@ -143,26 +144,6 @@ async def test_an_ari_failure_mid_call_goes_to_the_dialplan_fallback_logged_fail
     assert pbx.sent("POST", "/channels") == []
 
 
-# -- round trips per step kind ---------------------------------------------------------------
-
-
-async def counted(flow: str, keys: str = "", endpoints: dict[str, Leg] | None = None) -> list[str]:
-    pbx, registry = make(endpoints)
-    if keys:
-        pbx.press(CALLER, keys, after=0.5, gap=0.5)
-    await call_through(pbx, registry, flow)
-    return [line.replace(CALLER, "C") for line in pbx.lines()]
-
-
-def _flow(steps: str, *, fallback: bool = False) -> str:
-    head = (
-        "version: 1\nflow: t\nnumbers: ['100']\ntimezone: Europe/Paris\n"
-        + ("fallback: desk\n" if fallback else "")
-        + "destinations:\n  desk: {endpoint: PJSIP/desk}\nstart: s\nsteps:\n"
-    )
-    return head + steps
-
-
 async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
     # Issue #11 at 200 cps: the answer timed out, the menu's ``failed`` branch led to a
     # plain hangup step, and the call was logged ``hangup`` as if the caller was served.
@@ -180,6 +161,26 @@ async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
         f"POST /channels/{CALLER}/answer",
         f"POST /channels/{CALLER}/continue",
     ]
+
+
+async def test_an_ari_failure_after_someone_was_reached_keeps_the_answered_outcome() -> None:
+    flow = FLOW.replace("    dial: doctor\n    failed: bye", "    dial: doctor\n    next: bye")
+    pbx, registry = make({"PJSIP/doctor": ANSWER})
+    pbx.press(CALLER, "1", after=1.5)  # the welcome, then "1" during the menu: the doctor
+
+    async def the_doctor_hangs_up_then_the_goodbye_fails() -> None:
+        await wait_until(lambda: any(len(m) == 2 for m in pbx.bridges.values()), 600)
+        pbx.reply("POST", f"/channels/{CALLER}/play", 503, {"message": "overloaded"})
+        (leg,) = [c for c in pbx.channels if c.startswith("leg-")]
+        pbx.hang_up(leg, after=30)
+
+    (outcome, log), _ = await asyncio.gather(
+        call_through(pbx, registry, flow), the_doctor_hangs_up_then_the_goodbye_fails()
+    )
+    assert (outcome.kind, outcome.destination) == (OutcomeKind.ANSWERED, "doctor")
+    bye = log.steps[-1]
+    assert (bye.step, bye.result, bye.outcome) == ("bye", StepResult.PBX_ERROR, None)
+    assert log.outcomes == [outcome]
 
 
 # -- round trips per step kind ---------------------------------------------------------------
