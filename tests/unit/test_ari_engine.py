@@ -241,8 +241,8 @@ ROUND_TRIPS: dict[str, tuple[str, str, list[str]]] = {
             f"POST {C}/answer",
             "POST /bridges",
             "POST /bridges/bridge-1/addChannel",
-            "DELETE /bridges/bridge-1",  # the caller hung up: the leg went with the bridge
-            "DELETE /channels/LEG",
+            "DELETE /bridges/bridge-1",  # the caller hung up: the bridge goes,
+            "DELETE /channels/LEG",  # and the callee's leg with it
         ],
     ),
     "escalate tier 1, message over before the answer": (
@@ -268,7 +268,7 @@ async def test_rest_requests_per_step_kind(case: str) -> None:
         "version: 1\nflow: t\nnumbers: ['100']\ntimezone: Europe/Paris\n"
         "destinations:\n  desk: {endpoint: PJSIP/desk}\nstart: s\nsteps:\n"
         + steps
-        + ("  h: {hangup: {}}\n" if " h}" in steps or "h," in steps else "")
+        + ("" if "hangup:" in steps else "  h: {hangup: {}}\n")
     )
     pbx, registry = make({"PJSIP/desk": ANSWER})
     if keys:
