@@ -11,6 +11,7 @@ import pytest
 
 from callflow.ari.call import AriCall
 from callflow.ari.channels import ChannelRegistry
+from callflow.ari.service import CallService
 from callflow.flow.engine import Engine
 from callflow.flow.events import (
     CallAnswered,
@@ -282,3 +283,10 @@ async def test_rest_requests_per_step_kind(case: str) -> None:
         lines = [line.replace(leg, "LEG") for line in lines]
     assert lines == expected, lines
     assert not any(line.startswith("GET ") for line in lines)  # nothing asked twice
+
+
+async def test_a_first_connection_with_nothing_stranded_costs_one_request() -> None:
+    pbx, registry = make()
+    service = CallService(client_for(pbx), engine=None, flows=None, registry=registry)  # type: ignore[arg-type]
+    await service.recover()
+    assert pbx.lines() == ["GET /applications/callflow"]  # no GET /channels: no call to check
