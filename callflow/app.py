@@ -34,6 +34,7 @@ from .ari.client import AriClient, AriConfig
 from .ari.service import CallService
 from .ari.websocket import TRANSPORTS, TransportMode
 from .errors import SettingsError
+from .feeds import FeedFetcher
 from .flow.engine import Engine
 from .flow.events import FanOut
 from .flow.live import LiveFlows, ReloadResult
@@ -42,6 +43,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .schedule import FeedBook
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -83,7 +85,18 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
-        self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
+        # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
+        self.feed_book = FeedBook()
+        self.flows = LiveFlows(
+            settings.resolve(settings.flows.dir), settings.flows.default, self.feed_book
+        )
+        self.feeds = FeedFetcher(
+            self.feed_book,
+            lambda: self.flows.current.feed_locations(),
+            settings.resolve(settings.daemon.state_dir) / "feeds",
+            interval=settings.flows.feed_refresh,
+            timeout=settings.flows.feed_timeout,
+        )
         self.ari_config = AriConfig(
             url=ari.url,
             app=ari.app,
@@ -190,6 +203,7 @@ class Daemon:
                 self.flows.current, self.overrides, datetime.now(UTC)
             ),
             flows_loaded=lambda: len(self.flows.current.flows),
+            feeds=self.feeds.statuses,
         )
 
     def _write_trunk_snapshot(self) -> None:
@@ -218,6 +232,7 @@ class Daemon:
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
+            self.feeds.wake()  # a new feed is read now, not at the next refresh
             trunks = route_trunks(self.flows.current)
             if self.monitor is not None:
                 self.monitor.watch(trunks)
@@ -235,7 +250,11 @@ class Daemon:
         The call service comes last: its stop lets calls finish while ARI still delivers
         their events, and hands the rest to the dialplan fallback.
         """
-        parts = [Part("call log", self.store), Part("retention purge", self._purging())]
+        parts = [
+            Part("call log", self.store),
+            Part("retention purge", self._purging()),
+            Part("calendar feeds", self.feeds),  # before calls: closures known at once
+        ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
         parts += [

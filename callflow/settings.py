@@ -57,6 +57,14 @@ class FlowsSettings:
     dir: str = "dialplans"
     default: str | None = None  # flow for a dialed number that no flow claims
     sounds_prefix: str = "sound:"  # media URI prefix for a sound name in a flow
+    feed_refresh: float = 900.0  # seconds between two reads of the calendars' iCal feeds
+    feed_timeout: float = 30.0  # seconds one feed may take to download
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.feed_refresh <= 86_400:
+            raise SettingsError("[flows] feed_refresh must be between 10 and 86400 seconds")
+        if not 0 < self.feed_timeout <= 300:
+            raise SettingsError("[flows] feed_timeout must be between 0 and 300 seconds")
 
 
 @dataclass(frozen=True)

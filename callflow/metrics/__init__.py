@@ -20,7 +20,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.process_collector import ProcessCollector
 
 from .calls import CallMetrics, tier_label
-from .parts import CalendarReading, CallbackBacklog, Probes, ScrapeTime, TrunkReading
+from .parts import (
+    CalendarReading,
+    CallbackBacklog,
+    FeedReading,
+    Probes,
+    ScrapeTime,
+    TrunkReading,
+)
 
 #: The Content-Type of ``Metrics.render()``: Prometheus' text format 0.0.4, which every
 #: Prometheus 2 and 3 reads (names are plain, nothing needs the 1.0.0 escaping).
@@ -70,6 +77,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CalendarReading",
     "CallbackBacklog",
+    "FeedReading",
     "Metrics",
     "Probes",
     "TrunkReading",

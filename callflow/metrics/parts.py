@@ -1,6 +1,6 @@
 """What the daemon's parts report, read *at scrape time*: ARI and AMI connected and their
 reconnect counters, the call log's queue and spool, trunk states and round-trip times,
-calendars, flows loaded, and the callback backlog.
+calendars and their iCal feeds, flows loaded, and the callback backlog.
 
 Each value comes from a callable of ``Probes``, handed in by the composition root: nothing
 is copied, so a value is never stale, and this module imports none of the parts it
@@ -55,6 +55,19 @@ class CalendarReading(Protocol):
     def overridden(self) -> bool: ...
 
 
+class FeedReading(Protocol):
+    """One calendar feed (``callflow.feeds.FeedStatus`` is one)."""
+
+    @property
+    def feed(self) -> str: ...
+    @property
+    def last_success(self) -> float | None: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def up(self) -> bool | None: ...
+
+
 @dataclass
 class Probes:
     """Values read at scrape time.  Each is optional: a missing one leaves its metrics out.
@@ -79,6 +92,7 @@ class Probes:
     trunk_feed_live: Callable[[], bool] | None = None
     calendars: Callable[[], Iterable[CalendarReading]] | None = None
     flows_loaded: Callable[[], int] | None = None
+    feeds: Callable[[], Iterable[FeedReading]] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,7 @@ class ScrapeTime(Collector):
         yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
         yield from self._trunks(p.trunks)
         yield from self._calendars(p.calendars)
+        yield from self._feeds(p.feeds)
         yield from self._backlog()
 
     def _ari_transport(
@@ -242,6 +257,33 @@ class ScrapeTime(Collector):
             override.add_metric([c.flow, c.calendar], 1.0 if c.overridden else 0.0)
         yield from (is_open, override)
 
+    def _feeds(self, probe: Callable[[], Iterable[FeedReading]] | None) -> Iterator[Metric]:
+        readings = _read_all(probe, "feeds")
+        if readings is None:
+            return
+        last = GaugeMetricFamily(
+            "callflow_calendar_feed_last_success_timestamp_seconds",
+            "Unix time of the last good read of the calendar feed (absent: none yet).",
+            labels=["feed"],
+        )
+        up = GaugeMetricFamily(
+            "callflow_calendar_feed_up",
+            "1 if the last read of the feed succeeded, 0 if the calendars use an old copy.",
+            labels=["feed"],
+        )
+        failures = CounterMetricFamily(
+            "callflow_calendar_feed_failures",
+            "Failed reads of the calendar feed (down, timeout, not iCalendar).",
+            labels=["feed"],
+        )
+        for f in readings:
+            if f.last_success is not None:
+                last.add_metric([f.feed], f.last_success)
+            if f.up is not None:
+                up.add_metric([f.feed], 1.0 if f.up else 0.0)
+            failures.add_metric([f.feed], float(f.failures))
+        yield from (last, up, failures)
+
     def _backlog(self) -> Iterator[Metric]:
         b = self.backlog()
         if b is None:
@@ -291,4 +333,11 @@ def _counter(name: str, doc: str, probe: Callable[[], int] | None) -> Iterator[M
         yield CounterMetricFamily(name, doc, value=float(value))
 
 
-__all__ = ["CalendarReading", "CallbackBacklog", "Probes", "ScrapeTime", "TrunkReading"]
+__all__ = [
+    "CalendarReading",
+    "CallbackBacklog",
+    "FeedReading",
+    "Probes",
+    "ScrapeTime",
+    "TrunkReading",
+]
