@@ -87,3 +87,11 @@ def test_cdr_settings_and_their_bad_values(tmp_path: Path) -> None:
     assert load_settings(None, env={}).cdr.file == ""  # no import unless asked
     with pytest.raises(SettingsError, match=r"\[cdr\] poll_interval must be positive"):
         load_settings(write(tmp_path, "[cdr]\npoll_interval = 0\n"), env={})
+
+
+def test_ari_transport(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).ari.transport == "auto"
+    s = load_settings(None, env={"CALLFLOW_ARI_TRANSPORT": "websocket"})
+    assert s.ari.transport == "websocket"
+    with pytest.raises(SettingsError, match=r"\[ari\] transport must be"):
+        load_settings(write(tmp_path, '[ari]\ntransport = "pigeon"\n'), env={})
