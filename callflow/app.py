@@ -83,7 +83,7 @@ class Daemon:
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
         self.selector = HealthAwareSelector(self.health)
-        self.trunk_snapshot = settings.resolve(settings.daemon.state_dir) / SNAPSHOT_FILE
+        self.trunk_snapshot = settings.state_dir / SNAPSHOT_FILE
         self.selector.subscribe(self._write_trunk_snapshot)
         self.ami: AmiClient | None = None
         self.monitor: AmiTrunkMonitor | None = None
@@ -105,9 +105,7 @@ class Daemon:
             )
         )
         # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(
-            settings.resolve(settings.daemon.state_dir) / OVERRIDES_FILE, datetime.now(UTC)
-        )
+        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,

@@ -162,8 +162,8 @@ class Daemon:
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
-            f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///var/callflow.db"}"\n'
-            'spool_dir = "var/spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
+            f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///callflow.db"}"\n'
+            'spool_dir = "spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
             '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
         )
         (self.workdir / "api-tokens").write_text(f"bench:{API_TOKEN}\n")
