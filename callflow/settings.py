@@ -88,9 +88,8 @@ class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///callflow.db"
     password_env: str = "CALLFLOW_DATABASE_PASSWORD"  # the password for a url that needs one
     password_file: str | None = None
-    spool_dir: str = (
-        "spool"  # (relative to state_dir) the journal: every record, fsync'd, before the database
-    )
+    # The journal (relative to state_dir): every record, fsync'd, before the database.
+    spool_dir: str = "spool"
     batch_size: int = 500  # rows per write transaction
     flush_interval: float = 1.0  # seconds between database writes when traffic is low
     commit_interval: float = 0.05  # seconds a record may wait for the journal (group commit)

@@ -4,6 +4,7 @@ restart finds out.  Every problem is collected, so that one run lists them all."
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from .errors import UserError
@@ -31,12 +32,13 @@ def settings_problems(settings: Settings, env: Mapping[str, str] | None = None) 
     attempt(lambda: CallerPrivacy.from_settings(settings))
     if settings.http.enabled and settings.http.token_file:
         attempt(lambda: load_tokens(settings.resolve(settings.http.token_file or "")))
-    for what, file in (
-        ("[ari] password", settings.ari.password_file),
-        ("[ami] secret", settings.ami.secret_file if settings.ami.enabled else None),
-    ):
+    secret_files = {
+        "[ari] password": settings.ari.password_file,
+        "[ami] secret": settings.ami.secret_file if settings.ami.enabled else None,
+    }
+    for what, file in secret_files.items():
         if file:
-            attempt(lambda w=what, f=file: read_secret(None, f, w, settings.base_dir, env))
+            attempt(partial(read_secret, None, file, what, settings.base_dir, env))
     state = settings.state_dir
     if state.exists() and not state.is_dir():
         problems.append(f"[daemon] state_dir {state} is not a directory")
