@@ -30,6 +30,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .sdnotify import Notifier
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -142,6 +143,7 @@ class Daemon:
             stop_grace=settings.daemon.stop_grace,
         )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
+        self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
@@ -199,8 +201,9 @@ class Daemon:
 
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
-        The call service comes last: its stop lets calls finish while ARI still delivers
-        their events, and hands the rest to the dialplan fallback.
+        The call service comes last but one: its stop lets calls finish while ARI still
+        delivers their events, and hands the rest to the dialplan fallback.  systemd hears
+        READY once all of them are up, and STOPPING first.
         """
         parts = [Part("call log", self.store), Part("retention purge", self._purging())]
         if self.ami is not None and self.monitor is not None:
@@ -210,6 +213,7 @@ class Daemon:
             Part("ARI events", self._events),  # the pump ends when the ARI client closes
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
+            Part("systemd notify", self.notifier),  # entered last: everything is up
         ]
         return parts
 
