@@ -72,7 +72,11 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
-        self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
+        self.flows = LiveFlows(
+            settings.resolve(settings.flows.dir),
+            settings.flows.default,
+            language=settings.daemon.language,
+        )
         self.ari_config = AriConfig(
             url=ari.url,
             app=ari.app,
@@ -131,6 +135,7 @@ class Daemon:
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
+                language=settings.daemon.language,
             )
             self.admin = AdminServer(create_app(ctx), settings.http.host, settings.http.port)
         # Read at scrape time by metrics and /healthz; connected once the events flow.

@@ -20,6 +20,7 @@ from .auth import USER_HEADER, acting_user
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
 from .http import CONTEXT, STATIC, TOKEN_NAME, WHO, ApiError, json_response
+from .i18n import render_page
 
 log = logging.getLogger("callflow.api")
 
@@ -34,6 +35,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/", to_page)
     r.add_get("/page", to_page)
     r.add_get("/page/", page)
+    r.add_get("/page/index.html", page)  # the template, filled, never served raw
     r.add_get("/api/calendars", get_calendars)
     r.add_post("/api/calendars/{flow}/{calendar}/override", set_override)
     r.add_delete("/api/calendars/{flow}/{calendar}/override", cancel_override)
@@ -51,7 +53,9 @@ async def to_page(request: web.Request) -> web.StreamResponse:
 
 
 async def page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
+    template = (STATIC / "index.html").read_text("utf-8")
+    text = render_page(template, _ctx(request).language)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -42,13 +42,16 @@ class FlowSet:
         return self.by_number.get(dialed)
 
 
-def compile_document(doc: Document) -> LoadedFlow:
+def compile_document(doc: Document, *, language: str = "en") -> LoadedFlow:
+    """A checked flow; ``language`` names its calendars' holidays ("fr" or "en")."""
     spec = parse_document(doc)
     diags = validate_flow(spec, doc)
     if diags:
         raise FlowError(diags)
     tz = ZoneInfo(spec.timezone)
-    calendars = {name: Calendar(name, cal, tz) for name, cal in spec.calendars.items()}
+    calendars = {
+        name: Calendar(name, cal, tz, language=language) for name, cal in spec.calendars.items()
+    }
     return LoadedFlow(spec, doc.file, doc.digest, tz, calendars, doc)
 
 
@@ -65,7 +68,7 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_flows(paths: Sequence[Path]) -> FlowSet:
+def load_flows(paths: Sequence[Path], *, language: str = "en") -> FlowSet:
     """Load and check every flow file; raise ``FlowError`` listing all problems of all files."""
     files = flow_files(paths)
     if not files:
@@ -74,7 +77,7 @@ def load_flows(paths: Sequence[Path]) -> FlowSet:
     loaded: list[LoadedFlow] = []
     for f in files:
         try:
-            loaded.append(compile_document(load_file(f)))
+            loaded.append(compile_document(load_file(f), language=language))
         except FlowError as exc:
             diags.extend(exc.diagnostics)
     flows: dict[str, LoadedFlow] = {}

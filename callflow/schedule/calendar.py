@@ -106,8 +106,11 @@ class _Period:
 
 
 class Calendar:
-    def __init__(self, name: str, spec: CalendarSpec, tz: ZoneInfo) -> None:
+    def __init__(
+        self, name: str, spec: CalendarSpec, tz: ZoneInfo, *, language: str = "en"
+    ) -> None:
         self.name = name
+        self.language = language  # of holiday names: "fr" for the practice, "en" for logs
         self.spec = spec
         self.tz = tz
         self._weekly: dict[int, list[TimeRange]] = {d: [] for d in range(7)}
@@ -147,7 +150,7 @@ class Calendar:
                 subdiv=spec.subdivision,
                 years=day.year,
                 expand=False,
-                language=_language(spec.country),
+                language=_language(spec.country, self.language),
             )
             self._holidays[day.year] = table
         name: str | None = table.get(day)
@@ -328,12 +331,13 @@ def _next(day: date) -> date:
 
 
 @cache
-def _language(country: str) -> str | None:
-    """Holiday names in English when the country has them, so that logs and reasons do
-    not depend on the daemon's LANG (the holidays package reads it by default)."""
+def _language(country: str, language: str = "en") -> str | None:
+    """Holiday names in ``language`` ("fr", "en") when the country has them, else in the
+    country's own; never from the daemon's LANG (the holidays package reads it by default)."""
     entity = holidays.country_holidays(country, years=())
     supported: tuple[str, ...] = tuple(entity.supported_languages)
-    if "en_US" in supported:
-        return "en_US"
+    for code in (language, "en_US" if language == "en" else language):
+        if code in supported:
+            return code
     default: str | None = entity.default_language
     return default

@@ -76,6 +76,11 @@ def add_commands(sub: Any) -> None:
     r.add_argument(
         "--timezone", default="Europe/Paris", help="local time of the table (default %(default)s)"
     )
+    r.add_argument(
+        "--language",
+        choices=("fr", "en"),
+        help="words of the text and HTML report (default: [daemon] language)",
+    )
     config(r)
     r.set_defaults(func=cmd_report)
     _add_callback_commands(sub, config)
@@ -274,7 +279,8 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         await db.check_schema(engine)
         return await build_report(engine, period)
 
-    out.write(RENDERERS[args.format](_run(settings, job)))
+    language = args.language or settings.daemon.language
+    out.write(RENDERERS[args.format](_run(settings, job), language))
     return 0
 
 

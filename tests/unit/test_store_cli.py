@@ -106,7 +106,10 @@ def test_purge_export_report(run_cli: Run, config: Path) -> None:
     assert report["calls"]["total"] == 2 and report["missed"]["rate"] == 1.0
     r = run_cli("report", "--from", day, "--to", day, "--format", "html", "--config", config)
     assert r.code == 0 and "<svg" in r.out
+    assert '<html lang="fr">' in r.out  # [daemon] language: French by default
     r = run_cli("report", "--from", day, "--to", day, "--config", config)
+    assert r.code == 0 and "taux d'appels manqués" in r.out
+    r = run_cli("report", "--from", day, "--to", day, "--language", "en", "--config", config)
     assert r.code == 0 and "missed-call rate" in r.out
 
 
