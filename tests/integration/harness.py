@@ -143,6 +143,8 @@ class Daemon:
     workdir: Path
     flows_dir: Path
     db_url: str | None = None  # default: a SQLite file in the workdir
+    # The `callflow` command: this checkout's by default, an installed one's for a wheel.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "callflow.cli"])
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -173,7 +175,7 @@ class Daemon:
         """A ``callflow`` command with this daemon's settings."""
         env = dict(os.environ, CALLFLOW_DATABASE_PASSWORD=self.db_password)
         return subprocess.run(
-            [sys.executable, "-m", "callflow.cli", *args, "--config", str(self.config)],
+            [*self.command, *args, "--config", str(self.config)],
             env=env,
             check=check,
             capture_output=True,
@@ -202,7 +204,7 @@ class Daemon:
         )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callflow.cli", "run", "--config", str(self.config)],
+            [*self.command, "run", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
