@@ -76,7 +76,7 @@ def test_the_installed_callflow_runs_from_its_virtualenv(venv: Path, tmp_path: P
     assert r.returncode == 0 and r.stdout.startswith("callflow 0.")
 
 
-def test_db_upgrade_check_and_a_real_call_from_the_wheel(installed: Daemon) -> None:
+def test_db_upgrade_check_and_a_real_call_from_the_wheel(installed: Daemon, bench: Bench) -> None:
     d = installed
     r = d.cli("db", "upgrade")
     assert "schema upgraded from nothing to" in r.stdout, r.stderr
@@ -85,17 +85,12 @@ def test_db_upgrade_check_and_a_real_call_from_the_wheel(installed: Daemon) -> N
     assert r.returncode == 0, r.stderr
     assert f"settings OK: {d.config}" in r.stdout and "OK: " in r.stdout.splitlines()[-1]
     d.start()
-    bench = Bench(d.workdir / "bench")
-    try:
-        accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
-        patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
-        assert accueil.wait(40) == 0, accueil.log()
-        assert patient.wait(40) == 0, patient.log()
-        out = d.wait_outcome()
-    finally:
-        bench.close()
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert patient.wait(40) == 0, patient.log()
+    out = d.wait_outcome()
     assert (out["flow"], out["outcome"], out["destination"]) == ("bench", "answered", "secretariat")
     assert d.stop() == 0, d.log()[-3000:]
     assert "Traceback" not in d.log()
-    rows = d.query("SELECT outcome FROM calls")
-    assert rows == [("answered",)]
+    assert d.query("SELECT outcome FROM calls") == [("answered",)]
