@@ -19,9 +19,20 @@ from typing import Any
 
 from .ami.manager import AmiClient, AmiConfig
 from .ami.qualify import AmiTrunkMonitor
-from .api import AdminContext, AdminServer, calendar_states, create_app, load_tokens
+from .api import (
+    Account,
+    AdminContext,
+    AdminServer,
+    Credentials,
+    calendar_states,
+    create_app,
+    load_accounts,
+    load_tokens,
+)
+from .api.server import tls_context
 from .ari.client import AriClient, AriConfig
 from .ari.service import CallService
+from .errors import SettingsError
 from .flow.engine import Engine
 from .flow.events import FanOut
 from .flow.live import LiveFlows, ReloadResult
@@ -120,10 +131,9 @@ class Daemon:
         )
         self.engine = Engine(self.services)
         self.admin: AdminServer | None = None
+        # Who may use the admin API (none: it refuses every /api/ request, and says so).
+        self.credentials = Credentials(self._read_credentials())
         if settings.http.enabled:
-            tokens = {}  # none: the API refuses every /api/ request (it says so at start)
-            if settings.http.token_file:
-                tokens = dict(load_tokens(settings.resolve(settings.http.token_file)))
             ctx = AdminContext(
                 flows=self.flows,
                 overrides=self.overrides,
@@ -131,13 +141,17 @@ class Daemon:
                 trunks=self.selector,
                 db=self.store.engine,
                 metrics=self.metrics,
-                tokens=tokens,
+                credentials=self.credentials,
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
                 language=settings.daemon.language,
             )
-            self.admin = AdminServer(create_app(ctx), settings.http.host, settings.http.port)
+            http = settings.http
+            tls = None
+            if http.tls_cert is not None and http.tls_key is not None:
+                tls = tls_context(settings.resolve(http.tls_cert), settings.resolve(http.tls_key))
+            self.admin = AdminServer(create_app(ctx), http.host, http.port, tls=tls)
         # Read at scrape time by metrics and /healthz; connected once the events flow.
         self.ari_client = AriClient(self.ari_config)
         self.service = CallService(
@@ -188,7 +202,20 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _read_credentials(self) -> list[Account]:
+        http, accounts = self.settings.http, []
+        if http.accounts_file:
+            accounts += load_accounts(self.settings.resolve(http.accounts_file))
+        if http.token_file:
+            accounts += load_tokens(self.settings.resolve(http.token_file))
+        return accounts
+
     def reload(self) -> ReloadResult:
+        try:  # the credentials too: a revoked account loses its sessions at once
+            self.credentials.replace(self._read_credentials())
+            log.info("reload: %d admin credential(s)", len(self.credentials))
+        except SettingsError as exc:
+            log.error("reload: credentials kept as they were: %s", exc)
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))

@@ -168,9 +168,11 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--calendar", help="only this calendar")
     k.set_defaults(func=cmd_calendar)
 
+    from .api.staff import add_commands as add_staff_commands  # account: the admin API's
     from .store.commands import add_commands  # db, export, report, callbacks: the call log
 
     add_commands(sub)
+    add_staff_commands(sub)
     return p
 
 

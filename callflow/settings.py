@@ -15,6 +15,7 @@ beside the settings in ``/etc/callflow``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -111,7 +112,9 @@ class PrivacySettings:
 
     caller_numbers: str = "clear"  # clear | pseudonymised (keyed HMAC-SHA256)
     key_file: str | None = None  # the HMAC key, required when pseudonymised
+    old_key_files: tuple[str, ...] = ()  # earlier keys: their pseudonyms are still found
     retention_days: int = 365  # calls and steps older than this are deleted
+    callback_erase_days: int = 30  # a callback's number is erased this long after it is done
 
     def __post_init__(self) -> None:
         if self.caller_numbers not in ("clear", "pseudonymised"):
@@ -121,19 +124,28 @@ class PrivacySettings:
             )
         if self.retention_days < 1:
             raise SettingsError("[privacy] retention_days must be at least 1")
+        if not 0 <= self.callback_erase_days <= self.retention_days:
+            raise SettingsError("[privacy] callback_erase_days must be 0 to retention_days")
 
 
 @dataclass(frozen=True)
 class HttpSettings:
     """The admin HTTP API, ``/metrics``, ``/healthz`` and the practice's page (``callflow.api``).
 
-    Every ``/api/`` route needs a bearer token from ``token_file`` (lines ``name:token``, or
-    a bare token named "admin"); without a ``token_file`` they are refused (401).
+    Who may use ``/api/``: the staff accounts of ``accounts_file`` (``callflow account add``;
+    each logs in with a TOTP second factor) and the service tokens of ``token_file`` (lines
+    ``name:token`` or ``name:role:token``); with neither, every ``/api/`` route is refused.
+    Both are re-read on SIGHUP.  A ``listen`` address other than loopback serves HTTPS
+    (``tls_cert``, ``tls_key``), or needs ``behind_proxy = true`` (a TLS proxy in front).
     """
 
     enabled: bool = True
     listen: str = "127.0.0.1:8089"  # host:port; loopback only unless you mean otherwise
+    accounts_file: str | None = None
     token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    behind_proxy: bool = False
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -141,6 +153,23 @@ class HttpSettings:
             raise SettingsError(
                 f"[http] listen must be host:port (e.g. 127.0.0.1:8089), got {self.listen!r}"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("[http] tls_cert and tls_key go together")
+        if not self.loopback and self.tls_cert is None and not self.behind_proxy:
+            raise SettingsError(
+                f"[http] listen {self.listen} is reachable from the network: set tls_cert and "
+                "tls_key (HTTPS), or behind_proxy = true if a TLS proxy fronts it"
+            )
+
+    @property
+    def loopback(self) -> bool:
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name: it may resolve to anything
 
     @property
     def host(self) -> str:
@@ -201,6 +230,12 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def _convert(section: str, key: str, value: Any, target: Any, source: str) -> Any:
     where = f"{source}: [{section}] {key}"
     types = str(target)
+    if types.startswith("tuple[str"):  # a list of texts; comma-separated in the environment
+        if isinstance(value, str) and source.startswith("environment"):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"{where}: expected a list of texts, got {value!r}")
     if isinstance(value, str) and source.startswith("environment"):
         # Environment values are strings: convert them to the declared type.
         if types == "bool":

@@ -16,7 +16,7 @@ def settings_problems(settings: Settings, env: Mapping[str, str] | None = None) 
 
     Secrets held in the environment are not required here (the daemon's environment is not
     the admin's shell), but a secret *file* that is named must be readable."""
-    from .api import load_tokens
+    from .api import load_accounts, load_tokens
     from .store import db
     from .store.privacy import CallerPrivacy
 
@@ -32,6 +32,8 @@ def settings_problems(settings: Settings, env: Mapping[str, str] | None = None) 
     attempt(lambda: CallerPrivacy.from_settings(settings))
     if settings.http.enabled and settings.http.token_file:
         attempt(lambda: load_tokens(settings.resolve(settings.http.token_file or "")))
+    if settings.http.enabled and settings.http.accounts_file:
+        attempt(lambda: load_accounts(settings.resolve(settings.http.accounts_file or "")))
     secret_files = {
         "[ari] password": settings.ari.password_file,
         "[ami] secret": settings.ami.secret_file if settings.ami.enabled else None,

@@ -193,6 +193,7 @@ def cmd_db_current(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
     from . import db
+    from .leftovers import purge_leftovers
     from .maintenance import purge
 
     settings = _settings(args)
@@ -200,13 +201,16 @@ def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
 
     async def job(engine: AsyncEngine) -> Any:
         await db.check_schema(engine)
-        return await purge(engine, datetime.now(UTC), days, who=_who())
+        erase = settings.privacy.callback_erase_days
+        return await purge(engine, datetime.now(UTC), days, callback_erase_days=erase, who=_who())
 
     r = _run(settings, job)
+    left = purge_leftovers(settings.state_path(settings.database.spool_dir), r.cutoff)
     out.write(
         f"purged calls started before {r.cutoff:%Y-%m-%d %H:%M} UTC ({days} days): "
         f"{r.calls} calls, {r.steps} steps deleted; {r.callbacks_anonymised} callback "
-        f"requests anonymised ({r.callbacks_cancelled} still pending were cancelled)\n"
+        f"requests anonymised ({r.callbacks_cancelled} still pending were cancelled); "
+        f"{left.rejected} rejected records and {left.corrupt} corrupt segments removed\n"
     )
     return 0
 
