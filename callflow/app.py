@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,16 +32,20 @@ from .api import (
 )
 from .api.server import tls_context
 from .ari.client import AriClient, AriConfig
+from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
 from .errors import SettingsError
+from .feeds import FeedFetcher
 from .flow.engine import Engine
 from .flow.events import FanOut
 from .flow.live import LiveFlows, ReloadResult
 from .flow.registry import FlowSet
 from .flow.services import Services
 from .lifetime import Lifetime, Part
+from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
 from .store.store import Store
@@ -83,10 +88,20 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
+        # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
+        self.feed_book = FeedBook()
         self.flows = LiveFlows(
             settings.resolve(settings.flows.dir),
             settings.flows.default,
+            self.feed_book,
             language=settings.daemon.language,
+        )
+        self.feeds = FeedFetcher(
+            self.feed_book,
+            lambda: self.flows.current.feed_locations(),
+            settings.state_dir / "feeds",
+            interval=settings.flows.feed_refresh,
+            timeout=settings.flows.feed_timeout,
         )
         self.ari_config = AriConfig(
             url=ari.url,
@@ -154,12 +169,36 @@ class Daemon:
             self.admin = AdminServer(create_app(ctx), http.host, http.port, tls=tls)
         # Read at scrape time by metrics and /healthz; connected once the events flow.
         self.ari_client = AriClient(self.ari_config)
+        # Overload: the loop's lag and the client's requests in flight decide, when a call
+        # arrives, whether it is run or shed to the dialplan fallback.
+        ov = settings.overload
+        self.looplag = LoopLag(ov.lag_interval)
+        self.shedder: Shedder | None = None
+        if ov.enabled:
+            budgets = Budgets(
+                max_in_flight=ov.max_in_flight,
+                max_answer_latency=ov.max_answer_latency,
+                max_loop_lag=ov.max_loop_lag,
+                resume_ratio=ov.resume_ratio,
+                hold=ov.hold,
+                latency_window=ov.latency_window,
+            )
+            self.shedder = Shedder(
+                budgets,
+                in_flight=lambda: self.ari_client.in_flight,
+                loop_lag=lambda: self.looplag.lag,
+                clock=time.monotonic,
+            )
+        else:
+            log.warning("overload shedding disabled: calls are never shed")
         self.service = CallService(
             self.ari_client,
             self.engine,
             self.flows,
             sounds_prefix=settings.flows.sounds_prefix,
             stop_grace=settings.daemon.stop_grace,
+            shedder=self.shedder,
+            on_answered=self.metrics.observe_answer_latency,
         )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
@@ -191,7 +230,18 @@ class Daemon:
                 self.flows.current, self.overrides, datetime.now(UTC)
             ),
             flows_loaded=lambda: len(self.flows.current.flows),
+            feeds=self.feeds.statuses,
+            loop_lag=lambda: self.looplag.take_worst(),
+            ari_in_flight=lambda: self.ari_client.in_flight,
+            shedding=self._shedding,
+            calls_shed=lambda: (
+                {} if self.shedder is None else {str(r): n for r, n in self.shedder.shed.items()}
+            ),
         )
+
+    def _shedding(self) -> bool:
+        # Read the signals now, so the gauge is true between calls as well.
+        return self.shedder is not None and self.shedder.check() is not None
 
     def _write_trunk_snapshot(self) -> None:
         try:
@@ -219,6 +269,7 @@ class Daemon:
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
+            self.feeds.wake()  # a new feed is read now, not at the next refresh
             trunks = route_trunks(self.flows.current)
             if self.monitor is not None:
                 self.monitor.watch(trunks)
@@ -237,7 +288,12 @@ class Daemon:
         delivers their events, and hands the rest to the dialplan fallback.  systemd hears
         READY once all of them are up, and STOPPING first.
         """
-        parts = [Part("call log", self.store), Part("retention purge", self._purging())]
+        parts = [
+            Part("call log", self.store),
+            Part("event-loop lag", self.looplag),
+            Part("retention purge", self._purging()),
+            Part("calendar feeds", self.feeds),  # before calls: closures known at once
+        ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
         parts += [

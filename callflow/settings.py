@@ -62,6 +62,14 @@ class FlowsSettings:
     dir: str = "dialplans"
     default: str | None = None  # flow for a dialed number that no flow claims
     sounds_prefix: str = "sound:"  # media URI prefix for a sound name in a flow
+    feed_refresh: float = 900.0  # seconds between two reads of the calendars' iCal feeds
+    feed_timeout: float = 30.0  # seconds one feed may take to download
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.feed_refresh <= 86_400:
+            raise SettingsError("[flows] feed_refresh must be between 10 and 86400 seconds")
+        if not 0 < self.feed_timeout <= 300:
+            raise SettingsError("[flows] feed_timeout must be between 0 and 300 seconds")
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,35 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class OverloadSettings:
+    """Overload shedding: when the daemon is behind, new calls go straight to the dialplan
+    fallback (a caller never waits in silence for the daemon).  Shedding starts when one
+    budget is exceeded and stops when every signal is under ``resume_ratio`` of its budget
+    and it has lasted ``hold`` seconds.  A flow with ``never_shed: true`` is never shed."""
+
+    enabled: bool = True
+    max_in_flight: int = 100  # ARI requests awaiting Asterisk's answer
+    max_answer_latency: float = 1.0  # seconds from arrival in Stasis to answered
+    max_loop_lag: float = 0.25  # seconds the event loop wakes up late
+    resume_ratio: float = 0.5
+    hold: float = 5.0  # seconds
+    latency_window: float = 10.0  # seconds an answer latency counts for
+    lag_interval: float = 0.1  # seconds between two event-loop lag measurements
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise SettingsError("[overload] max_in_flight must be at least 1")
+        if min(self.max_answer_latency, self.max_loop_lag, self.latency_window) <= 0:
+            raise SettingsError(
+                "[overload] max_answer_latency, max_loop_lag and latency_window must be positive"
+            )
+        if not 0 < self.resume_ratio <= 1:
+            raise SettingsError("[overload] resume_ratio must be > 0 and <= 1")
+        if self.hold < 0 or self.lag_interval <= 0:
+            raise SettingsError("[overload] hold must be >= 0 and lag_interval positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
@@ -189,6 +226,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
     source: Path | None = None  # the settings file (None: defaults and environment only)
 
@@ -220,6 +258,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseSettings,
     "privacy": PrivacySettings,
     "http": HttpSettings,
+    "overload": OverloadSettings,
 }
 
 

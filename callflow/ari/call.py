@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from ..telephony import DialResult, DialStatus
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
 from .faults import AriError, AriNotFound
+from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
 
@@ -105,8 +107,12 @@ class AriCall:
         sounds_prefix: str = "sound:",
         voicemail_context: str = "callflow-voicemail",
         fallback_context: str = "callflow-fallback",
+        on_answered: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
+        # Seconds from the call's arrival (this object) to Asterisk's answer: overload.
+        self._arrived = time.monotonic()
+        self._on_answered = on_answered
         self.registry = registry
         self._chan = _Channel(str(channel["id"]))
         caller = channel.get("caller") or {}
@@ -240,6 +246,8 @@ class AriCall:
         if not self.answered:
             await self._caller_op(self.client.answer(self.id))
             self.answered = True
+            if self._on_answered is not None:
+                self._on_answered(time.monotonic() - self._arrived)
 
     async def _play_on(self, chan: _Channel, prompts: Sequence[str], barge_in: bool) -> str:
         for prompt in prompts:
@@ -497,11 +505,12 @@ class AriCall:
             with contextlib.suppress(AriError):
                 await self.client.stop_playback(pb_id)
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         """Nobody could be reached: hand the caller to the dialplan fallback, which rings
-        the secretariat, the outside secretariat and voicemail on its own."""
+        the secretariat, the outside secretariat and voicemail on its own.  False when the
+        caller was gone, or hung up because the dialplan could not be reached."""
         if self.gone or self.left:
-            return
+            return self.left and not self.gone
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         try:
@@ -510,6 +519,8 @@ class AriCall:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             await self.hangup()
+            return False
+        return True
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""
@@ -531,6 +542,9 @@ class AriCall:
             with contextlib.suppress(AriNotFound):
                 await self.client.hangup(self.id)
         self.close()
+
+    def go_first(self) -> None:
+        go_first()  # this task's (the call's) requests skip the client's queue
 
     def close(self) -> None:
         """Forget every channel of this call (the router stops sending its events)."""

@@ -36,6 +36,7 @@ from callflow.ari.faults import (
     AriTimeout,
     error_for_status,
 )
+from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
 from callflow.reconnect import Backoff, Supervisor
 
@@ -160,6 +161,11 @@ class AriClient:
             clock=clock,
         )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self.in_flight = 0  # REST requests asked for and not yet answered
+        # Ordinary requests share these slots, in order; an emergency call's skip them.  Two
+        # of the pool's connections are kept out of them: one holds the events websocket,
+        # the other stays free for an emergency call's request.
+        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2))
         self._events_active = False
         self._transport: RestTransport = transport or HttpTransport(
             self._require_session, config.rest_url, self._headers
@@ -237,12 +243,22 @@ class AriClient:
             raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
+        self.in_flight += 1  # read by the overload shedding and the metrics
         try:
-            resp = await self._transport.request(method, path, query, json, timeout=total)
+            async with asyncio.timeout(total):  # the wait for a slot counts too
+                if goes_first():  # an emergency call: never held behind the others
+                    resp = await self._transport.request(method, path, query, json, timeout=total)
+                else:
+                    async with self._slots:
+                        resp = await self._transport.request(
+                            method, path, query, json, timeout=total
+                        )
         except TimeoutError as exc:
             raise AriTimeout(
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
             ) from exc
+        finally:
+            self.in_flight -= 1
         status, body = resp.status, resp.body
         log.debug("ARI %s %s -> %d", method, path, status)
         if not 200 <= status < 300:

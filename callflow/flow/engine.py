@@ -68,6 +68,11 @@ class Engine:
         """Send a call found stranded (e.g. after a restart) straight to the fallback."""
         return await _Run(self.services, flow, call).run(rescue=why)
 
+    async def shed(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
+        """The daemon is overloaded: hand a new call straight to the PBX's last resort
+        (the dialplan fallback) without running a step, and log it ``shed`` with ``why``."""
+        return await _Run(self.services, flow, call).shed(why)
+
 
 def mask(number: str) -> str:
     """A caller number for logs: enough to tell calls apart, not to identify a patient."""
@@ -97,7 +102,7 @@ class _Run:
 
     # -- the main loop -------------------------------------------------------------------
 
-    async def run(self, rescue: str | None = None) -> Outcome:
+    def _begin(self) -> None:
         self.s.observer.call_started(self.info)
         log.info(
             "call=%s flow=%s version=%s event=start caller=%s dialed=%s",
@@ -107,6 +112,25 @@ class _Run:
             mask(self.call.caller),
             self.call.dialed,
         )
+
+    async def shed(self, why: str) -> Outcome:
+        self._begin()
+        try:
+            handed = await self.call.last_resort()
+        except asyncio.CancelledError:
+            self._end(Outcome(OutcomeKind.FAILED, None, detail=f"shed ({why}); daemon stopped"))
+            raise
+        if handed:
+            outcome = Outcome(OutcomeKind.SHED, None, detail=why)
+        else:  # the caller was gone, or hung up: the dialplan could not be reached
+            outcome = Outcome(
+                OutcomeKind.FAILED, None, detail=f"shed ({why}); dialplan fallback not reached"
+            )
+        self._end(outcome)
+        return outcome
+
+    async def run(self, rescue: str | None = None) -> Outcome:
+        self._begin()
         try:
             outcome = await (self._walk() if rescue is None else self._fallback(rescue))
         except CallLost as exc:
@@ -293,6 +317,8 @@ class _Run:
     async def _escalate(self, name: str, step: schema.EscalateStep) -> _Result:
         spec = step.escalate
         self.tier = spec.tier
+        if spec.tier == 1:
+            self.call.go_first()  # an emergency: held behind no other call
         if spec.announce and spec.tier != 1:
             await self._answer()
             await self.call.play(spec.announce)

@@ -14,6 +14,8 @@ EN: Final[dict[str, str]] = {
     "missed": "missed-call rate (abandoned + failed + lost)",
     "tta_average": "time to answer, average ({n} calls)",
     "tta_p90": "time to answer, p90",
+    "rt_average": "response time, staff only, average ({n} calls)",
+    "rt_p90": "response time, staff only, p90",
     "cb_requested": "callbacks requested",
     "cb_split": "done / pending / cancelled",
     "cb_rate": "callback completion rate",
@@ -28,7 +30,8 @@ EN: Final[dict[str, str]] = {
     "definitions": (
         "Definitions: see <code>callflow/store/report.py</code> (missed = abandoned + failed "
         "+ lost over all calls; time to answer = answered - started for answered, forwarded "
-        "and emergency calls; p90 = nearest rank)."
+        "and emergency calls; response time = ring time before the answer, staff-answered "
+        "calls only, no menus; p90 = nearest rank)."
     ),
 }
 
@@ -40,6 +43,8 @@ FR: Final[dict[str, str]] = {
     "missed": "taux d'appels manqués (abandonnés + échoués + perdus)",
     "tta_average": "délai de prise d'appel, moyenne ({n} appels)",
     "tta_p90": "délai de prise d'appel, 90e centile",
+    "rt_average": "temps de réponse, équipe seule, moyenne ({n} appels)",
+    "rt_p90": "temps de réponse, équipe seule, 90e centile",
     "cb_requested": "rappels demandés",
     "cb_split": "faits / en attente / annulés",
     "cb_rate": "taux de rappels faits",
@@ -54,7 +59,9 @@ FR: Final[dict[str, str]] = {
     "definitions": (
         "Définitions : voir <code>callflow/store/report.py</code> (manqués = abandonnés + "
         "échoués + perdus sur tous les appels ; délai de prise = décroché - début pour les "
-        "appels pris, renvoyés et d'urgence ; 90e centile = rang le plus proche)."
+        "appels pris, renvoyés et d'urgence ; temps de réponse = sonnerie avant le décroché, "
+        "appels pris par l'équipe seulement, sans les menus ; 90e centile = rang le plus "
+        "proche)."
     ),
 }
 

@@ -131,6 +131,7 @@ def report() -> dict[str, object]:
         "calls": {"total": 4, "by_outcome": {"answered": 3, "abandoned": 1}, "unfinished": 0},
         "missed": {"rate": 0.25, "count": 1},
         "time_to_answer": {"calls": 3, "average_s": 12.5, "p90_s": 20.0},
+        "response_time": {"calls": 2, "average_s": 8.0, "p90_s": 10.0},
         "callbacks": {
             "requested": 0,
             "done": 0,
@@ -155,6 +156,7 @@ def test_the_html_report_in_french() -> None:
     assert page.startswith('<!DOCTYPE html>\n<html lang="fr">')
     for words in (
         "rapport du 2026-12-01 au 2026-12-08",
+        "temps de réponse, équipe seule",
         "taux d&#x27;appels manqués",
         "25,0 %",
         "pris",
