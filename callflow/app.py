@@ -34,6 +34,7 @@ from .api.server import tls_context
 from .ari.client import AriClient, AriConfig
 from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
+from .ari.websocket import TRANSPORTS, TransportMode
 from .errors import SettingsError
 from .feeds import FeedFetcher
 from .flow.engine import Engine
@@ -110,6 +111,7 @@ class Daemon:
             password=password,
             request_timeout=ari.request_timeout,
             pool_size=ari.pool_size,
+            transport=transport_mode(ari.transport),
         )
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
@@ -216,6 +218,8 @@ class Daemon:
             ari_connected=self._ari_connected,
             ari_reconnects=lambda: self.ari_client.reconnects,
             ari_recoveries=lambda: self.service.recoveries,
+            ari_transport=lambda: self.ari_client.rest_transport,
+            ari_requests=lambda: self.ari_client.rest_requests,
             ami_connected=self._ami_connected,
             ami_reconnects=lambda: self.ami.reconnects if self.ami else 0,
             recorder_queue_depth=lambda: recorder.queue_depth,
@@ -399,3 +403,11 @@ def route_trunks(flows: FlowSet) -> list[str]:
             t for f in flows.flows.values() for route in f.spec.routes.values() for t in route
         )
     )
+
+
+def transport_mode(value: str) -> TransportMode:
+    """``[ari] transport`` as the client's type (the settings already refused other values)."""
+    for mode in TRANSPORTS:
+        if mode == value:
+            return mode
+    raise ValueError(f"unknown ARI transport {value!r}")

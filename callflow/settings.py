@@ -42,6 +42,13 @@ class AriSettings:
     password_file: str | None = None
     request_timeout: float = 10.0
     pool_size: int = 20
+    transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("auto", "websocket", "http"):
+            raise SettingsError(
+                f"[ari] transport must be 'auto', 'websocket' or 'http', got {self.transport!r}"
+            )
 
 
 @dataclass(frozen=True)

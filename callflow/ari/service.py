@@ -196,7 +196,11 @@ class CallService:
         hung up; stranded callers go to their flow's fallback (or the dialplan's)."""
         try:
             ids = await self.client.channels_in_app()
-            alive = {str(c.get("id")) for c in await self.client.list_channels()}
+            # Every channel (a ringing leg is not in the application yet), but only when a
+            # call in progress needs checking: at a first connection, none does.
+            alive: set[str] = set()
+            if self.calls:
+                alive = {str(c.get("id")) for c in await self.client.list_channels()}
         except AriError as exc:
             log.error("recovery: cannot list channels: %s", exc)
             return

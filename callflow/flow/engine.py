@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..errors import CallerHangup, CallLost, TelephonyError
+from ..errors import CallerHangup, CallLost, PbxLinkError, TelephonyError
 from ..schedule import Source
 from ..telephony import Call, DialResult, DialStatus
 from . import schema
@@ -182,6 +182,11 @@ class _Run:
             except CallerHangup:
                 self._record(name, kind, _Result(StepResult.ABANDONED, detail="caller hung up"), t0)
                 raise
+            except PbxLinkError as exc:
+                # The link to the PBX failed, not the step: the flow's ``failed`` branch and
+                # its fallback destination would need that same link (and might end in a
+                # deliberate hangup), so the call goes to the PBX's own last resort.
+                return self._link_failed(name, kind, exc, t0)
             except TelephonyError as exc:
                 detail = f"{type(exc).__name__}: {exc}"
                 res = _Result(StepResult.ERROR, _failed_branch(step), detail=detail)
@@ -199,6 +204,16 @@ class _Run:
             elif res.next is None:
                 return await self._fallback(f"step '{name}' ended with {res.result}")
             name = res.next
+
+    def _link_failed(self, name: str, kind: StepKind, exc: PbxLinkError, t0: float) -> Outcome:
+        why = f"PBX link failed ({exc.fault}): {type(exc).__name__}: {exc}"
+        failed = Outcome(OutcomeKind.FAILED, name, tier=self.tier, detail=why)
+        # Someone already reached keeps the call's outcome (as when the PBX loses the call).
+        res = _Result(StepResult.of_fault(exc.fault), detail=why)
+        res.outcome = None if self.reached else failed
+        self._record(name, kind, res, t0)
+        log.warning("call=%s step=%s PBX link failed (%s)", self.call.id, name, exc.fault)
+        return self.reached or failed
 
     async def _step(self, name: str, step: schema.Strict) -> _Result:
         match step:

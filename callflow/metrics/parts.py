@@ -79,6 +79,8 @@ class Probes:
     ari_connected: Callable[[], bool] | None = None
     ari_reconnects: Callable[[], int] | None = None
     ari_recoveries: Callable[[], int] | None = None
+    ari_transport: Callable[[], str] | None = None  # "websocket" or "http": REST now
+    ari_requests: Callable[[], Mapping[str, int]] | None = None  # REST sent, by transport
     ami_connected: Callable[[], bool] | None = None
     ami_reconnects: Callable[[], int] | None = None
     recorder_queue_depth: Callable[[], int] | None = None
@@ -136,6 +138,7 @@ class ScrapeTime(Collector):
             "Recoveries that found calls stranded in the Stasis application.",
             p.ari_recoveries,
         )
+        yield from self._ari_transport(p.ari_transport, p.ari_requests)
         yield from _gauge("callflow_ami_connected", "1 while logged in to AMI.", p.ami_connected)
         yield from _counter(
             "callflow_ami_reconnects", "Times AMI logged in again.", p.ami_reconnects
@@ -196,6 +199,32 @@ class ScrapeTime(Collector):
         yield from self._calendars(p.calendars)
         yield from self._feeds(p.feeds)
         yield from self._backlog()
+
+    def _ari_transport(
+        self,
+        in_use: Callable[[], str] | None,
+        requests: Callable[[], Mapping[str, int]] | None,
+    ) -> Iterator[Metric]:
+        now = _read(in_use, "ari_transport")
+        if now is not None:
+            gauge = GaugeMetricFamily(
+                "callflow_ari_transport",
+                "1 for the way ARI REST requests travel now (websocket or http).",
+                labels=["transport"],
+            )
+            for name in ("websocket", "http"):
+                gauge.add_metric([name], 1.0 if now == name else 0.0)
+            yield gauge
+        sent = _read(requests, "ari_requests")
+        if sent is not None:
+            counter = CounterMetricFamily(
+                "callflow_ari_requests",
+                "ARI REST requests sent, by transport.",
+                labels=["transport"],
+            )
+            for name, count in sorted(sent.items()):
+                counter.add_metric([name], float(count))
+            yield counter
 
     def _trunks(self, probe: Callable[[], Iterable[TrunkReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "trunks")

@@ -134,7 +134,13 @@ async def ari() -> AsyncIterator[AriHttpServer]:
 
 
 def config(url: str, **overrides: Any) -> AriConfig:
-    values: dict[str, Any] = {"app": "callflow", "username": USER, "password": PASSWORD}
+    # HTTP and the events socket alone; REST over the socket: test_ari_websocket.py.
+    values: dict[str, Any] = {
+        "app": "callflow",
+        "username": USER,
+        "password": PASSWORD,
+        "transport": "http",
+    }
     values.update(overrides)
     return AriConfig(url=url, **values)
 

@@ -77,3 +77,11 @@ def test_secret_from_env_or_file(tmp_path: Path) -> None:
         read_secret("PW", None, "ari", tmp_path, env={})
     with pytest.raises(SettingsError, match="cannot read secret file"):
         read_secret(None, "missing", "ari", tmp_path, env={})
+
+
+def test_ari_transport(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).ari.transport == "auto"
+    s = load_settings(None, env={"CALLFLOW_ARI_TRANSPORT": "websocket"})
+    assert s.ari.transport == "websocket"
+    with pytest.raises(SettingsError, match=r"\[ari\] transport must be"):
+        load_settings(write(tmp_path, '[ari]\ntransport = "pigeon"\n'), env={})
