@@ -47,6 +47,7 @@ from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
 from .schedule import FeedBook
+from .sdnotify import Notifier
 from .settings import Settings, read_secret
 from .store.aftercrash import AfterCrash
 from .store.cdr import CdrFile
@@ -95,12 +96,15 @@ class Daemon:
         # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
         self.feed_book = FeedBook()
         self.flows = LiveFlows(
-            settings.resolve(settings.flows.dir), settings.flows.default, self.feed_book
+            settings.resolve(settings.flows.dir),
+            settings.flows.default,
+            self.feed_book,
+            language=settings.daemon.language,
         )
         self.feeds = FeedFetcher(
             self.feed_book,
             lambda: self.flows.current.feed_locations(),
-            settings.resolve(settings.daemon.state_dir) / "feeds",
+            settings.state_dir / "feeds",
             interval=settings.flows.feed_refresh,
             timeout=settings.flows.feed_timeout,
         )
@@ -116,7 +120,7 @@ class Daemon:
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
         self.selector = HealthAwareSelector(self.health)
-        self.trunk_snapshot = settings.resolve(settings.daemon.state_dir) / SNAPSHOT_FILE
+        self.trunk_snapshot = settings.state_dir / SNAPSHOT_FILE
         self.selector.subscribe(self._write_trunk_snapshot)
         self.ami: AmiClient | None = None
         self.monitor: AmiTrunkMonitor | None = None
@@ -138,9 +142,7 @@ class Daemon:
             )
         )
         # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(
-            settings.resolve(settings.daemon.state_dir) / OVERRIDES_FILE, datetime.now(UTC)
-        )
+        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
@@ -164,6 +166,7 @@ class Daemon:
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
+                language=settings.daemon.language,
             )
             http = settings.http
             tls = None
@@ -216,6 +219,7 @@ class Daemon:
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
         )
+        self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
@@ -310,8 +314,9 @@ class Daemon:
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
         The call service comes next: its stop lets calls finish while ARI still delivers
-        their events, and hands the rest to the dialplan fallback.  Last, the closing of
-        what a crash left open (it needs the call log and ARI up).
+        their events, and hands the rest to the dialplan fallback.  Then the closing of what
+        a crash left open (it needs the call log and ARI up).  systemd hears READY once all
+        of them are up, and STOPPING first.
         """
         parts = [
             Part("call log", self.store),
@@ -327,6 +332,7 @@ class Daemon:
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
             Part("after crash", self.after_crash),  # CDR import, open calls closed
+            Part("systemd notify", self.notifier),  # entered last: everything is up
         ]
         return parts
 

@@ -64,6 +64,7 @@ class AdminContext:
     checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
     db_timeout: float = 5.0  # seconds a database query of the API may take
     backlog_interval: float = 15.0  # seconds between two callback backlog queries (/metrics)
+    language: str = "en"  # the page's words; the daemon passes [daemon] language (fr default)
 
 
 __all__ = ["AdminContext", "AuditFn", "FlowSource", "TrunkSource"]

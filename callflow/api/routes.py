@@ -32,6 +32,7 @@ from .http import (
     json_response,
     refused,
 )
+from .i18n import render_page
 
 log = logging.getLogger("callflow.api")
 
@@ -52,6 +53,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/", to_page)
     r.add_get("/page", to_page)
     r.add_get("/page/", page)
+    r.add_get("/page/index.html", page)  # the template, filled, never served raw
     # Who may do what: the secretariat works the callback queue and the calendars; the
     # admin also reloads, reads the call log and the audit trail.
     secretariat, admin = Role.SECRETARIAT, Role.ADMIN
@@ -75,7 +77,9 @@ async def to_page(request: web.Request) -> web.StreamResponse:
 
 
 async def page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
+    template = (STATIC / "index.html").read_text("utf-8")
+    text = render_page(template, _ctx(request).language)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -24,15 +24,23 @@ class LiveFlows:
     """Holds the current ``FlowSet``.  A reload swaps it whole or not at all; calls keep
     the ``LoadedFlow`` they started with, so they finish on that version."""
 
-    def __init__(self, directory: Path, default: str | None, feeds: FeedBook | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        default: str | None,
+        feeds: FeedBook | None = None,
+        *,
+        language: str = "en",
+    ) -> None:
         self.directory = directory
         self.default = default
         self.feeds = feeds  # the iCal feeds read so far, shared by every version's calendars
+        self.language = language  # of holiday names, which the page and the API show
         self.current = self._load()
         self.generation = 1
 
     def _load(self) -> FlowSet:
-        flows = load_flows([self.directory], self.feeds)
+        flows = load_flows([self.directory], self.feeds, language=self.language)
         if self.default is not None and self.default not in flows.flows:
             raise UserError(
                 f"flows.default = '{self.default}' is not a flow in {self.directory} "

@@ -1,7 +1,7 @@
 """Connecting to the call log, and its schema version (alembic migrations in ``store/migrations/``).
 
 ``[database] url`` names the database without its password: SQLite
-(``sqlite+aiosqlite:///var/callflow.db``, a relative path is relative to the settings file)
+(``sqlite+aiosqlite:///callflow.db``, a relative path is relative to ``[daemon] state_dir``)
 or PostgreSQL (``postgresql+asyncpg://callflow@db.example/callflow``, production).  The
 password comes from ``password_file`` or the environment variable ``password_env``, never
 from the file.  SQLite connections use WAL (readers never block the writer), a busy timeout
@@ -50,11 +50,13 @@ def database_url(settings: Settings, env: Mapping[str, str] | None = None) -> UR
             raise SettingsError("[database] url: use sqlite+aiosqlite:///PATH for SQLite")
         path = url.database or ""
         if path and path != ":memory:" and not path.startswith("file:"):
-            p = Path(path)
-            url = url.set(
-                database=str(p if p.is_absolute() else (settings.base_dir / p).absolute())
-            )
+            url = url.set(database=str(settings.state_path(path).absolute()))
         return url
+    if url.get_backend_name() != "postgresql":
+        raise SettingsError(
+            "[database] url: the call log lives in SQLite (sqlite+aiosqlite:///PATH) or "
+            f"PostgreSQL (postgresql+asyncpg://...), not {url.drivername}"
+        )
     if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+asyncpg":
         raise SettingsError("[database] url: use postgresql+asyncpg://... for PostgreSQL")
     if db.password_file:
@@ -145,10 +147,37 @@ async def check_schema(engine: AsyncEngine) -> None:
             f"database schema is at {current}, unknown to this callflow (it needs {head}): "
             "was it upgraded by a newer callflow?"
         )
+    how = "run `callflow db upgrade`"
+    if current is None and engine.dialect.name != "sqlite":
+        # Only the embedded SQLite file gets its schema from the daemon; a server's schema
+        # is the admin's to create, with the rights that needs.
+        how = f"{engine.dialect.name}: the daemon does not create the schema, {how}"
     raise UserError(
         f"database schema is at {current or 'nothing (empty database)'}, this callflow needs "
-        f"{head}: run `callflow db upgrade`"
+        f"{head}: {how}"
     )
+
+
+def missing_sqlite_file(url: URL) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist (connecting would create it)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    path = url.database or ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return None if Path(path).exists() else Path(path)
+
+
+async def ensure_schema(engine: AsyncEngine) -> bool:
+    """The daemon's start: an empty SQLite database gets the newest schema (the embedded
+    default needs no setup step); anything else must already be at head (``check_schema``).
+    True when the schema was created."""
+    created = False
+    if engine.dialect.name == "sqlite" and await current_revision(engine) is None:
+        await upgrade(engine, "head")
+        created = True
+    await check_schema(engine)
+    return created
 
 
 async def _migrate(engine: AsyncEngine, fn: Any, revision: str) -> None:
@@ -190,6 +219,7 @@ __all__ = [
     "current_revision",
     "database_url",
     "downgrade",
+    "ensure_schema",
     "head_revision",
     "upgrade",
 ]

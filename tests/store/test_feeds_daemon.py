@@ -43,7 +43,7 @@ def make_daemon(tmp_path: Path) -> Daemon:
         flows=FlowsSettings(dir="flows", feed_refresh=3600),
         daemon=DaemonSettings(stop_grace=0.1, state_dir="var"),
         database=DatabaseSettings(
-            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="var/spool"
+            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="spool"
         ),
         http=HttpSettings(enabled=False),
         base_dir=tmp_path,

@@ -48,6 +48,7 @@ PARTS = [
     "ARI client",
     "call service",
     "after crash",
+    "systemd notify",
 ]
 STEPS = 3  # steps per call played
 
@@ -67,7 +68,7 @@ def make_daemon(tmp_path: Path, port: int) -> Daemon:
         flows=FlowsSettings(dir=str(REPO / "dialplans")),
         daemon=DaemonSettings(stop_grace=0.1, state_dir="var"),
         database=DatabaseSettings(
-            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="var/spool"
+            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="spool"
         ),
         http=HttpSettings(listen="127.0.0.1:0"),
         base_dir=tmp_path,

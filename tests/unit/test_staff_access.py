@@ -252,6 +252,7 @@ async def test_sighup_rereads_the_accounts_and_a_removed_person_loses_her_sessio
     conf.write_text(
         f'[flows]\ndir = "flows"\n[http]\nlisten = "127.0.0.1:0"\naccounts_file = "{f.name}"\n'
         '[ami]\nenabled = false\n[database]\nurl = "sqlite+aiosqlite:///callflow.db"\n'
+        '[daemon]\nstate_dir = "."\n'  # the data beside this file, not in /var/lib/callflow
     )
     daemon = Daemon(load_settings(conf, {}), {"CALLFLOW_ARI_PASSWORD": "x" * 20})
     assert daemon.admin is not None
