@@ -144,6 +144,7 @@ class Daemon:
             stop_grace=settings.daemon.stop_grace,
         )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
+        self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
@@ -183,8 +184,13 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def reload(self) -> ReloadResult:
-        result = self.flows.reload()
+    def _reload_signal(self) -> None:
+        """SIGHUP: reload in an owned task, so the handler returns to the loop at once."""
+        self._reloads.spawn(self.reload(), "reload")
+
+    async def reload(self) -> ReloadResult:
+        """Reload the flows (SIGHUP, the admin API); the files are parsed off the loop."""
+        result = await self.flows.reload_async()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
             trunks = route_trunks(self.flows.current)
@@ -204,7 +210,11 @@ class Daemon:
         The call service comes last: its stop lets calls finish while ARI still delivers
         their events, and hands the rest to the dialplan fallback.
         """
-        parts = [Part("call log", self.store), Part("retention purge", self._purging())]
+        parts = [
+            Part("call log", self.store),
+            Part("retention purge", self._purging()),
+            Part("reloads", self._reloads),
+        ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
         parts += [
@@ -222,7 +232,7 @@ class Daemon:
         for sig, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
-            (signal.SIGHUP, self.reload),
+            (signal.SIGHUP, self._reload_signal),
         ):
             loop.add_signal_handler(sig, handler)
         names = ", ".join(sorted(self.flows.current.flows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -241,7 +242,8 @@ async def cancel_override(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    result = ctx.reload()
+    outcome = ctx.reload()  # the daemon's reload is a coroutine (it parses off the loop)
+    result = await outcome if inspect.isawaitable(outcome) else outcome
     errors = result.errors[:MAX_ERRORS]
     _audit(
         ctx,
