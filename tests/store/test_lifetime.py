@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 PARTS = [
     "call log",
     "retention purge",
+    "reloads",
     "AMI",
     "admin API",
     "ARI events",
