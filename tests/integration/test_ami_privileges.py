@@ -47,5 +47,20 @@ async def test_the_daemon_account_watches_trunks_but_cannot_originate_or_run_com
             )
         with pytest.raises(AmiActionError, match="Permission denied"):
             await ami.action("Command", {"Command": "core show version"})
-        with pytest.raises(AmiActionError, match="Permission denied"):
-            await ami.action("GetConfig", {"Filename": "manager.conf"})
+        with pytest.raises(AmiActionError, match="Permission denied"):  # config class
+            await ami.action(
+                "UpdateConfig",
+                {
+                    "SrcFilename": "extensions.conf",
+                    "DstFilename": "extensions.conf",
+                    "Action-000000": "Append",
+                    "Cat-000000": "from-internal",
+                    "Var-000000": "exten",
+                    "Value-000000": "666,1,System(touch /tmp/callflow-pwned)",
+                },
+            )
+        # Residual risk, documented in manager.conf: Asterisk 22 registers GetConfig as
+        # "system or config", and the PJSIP listings need "system", so this account can
+        # read the configuration files. Shown here so that a change is noticed.
+        answer = await ami.action("GetConfig", {"Filename": "rtp.conf"})
+        assert answer.ok
