@@ -30,6 +30,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .pbxconf import refuse_placeholder
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -71,6 +72,7 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
+        refuse_placeholder(password, "[ari] password")
         self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
         self.ari_config = AriConfig(
             url=ari.url,
@@ -92,6 +94,7 @@ class Daemon:
             secret = read_secret(
                 ami.secret_env, ami.secret_file, "[ami] secret", settings.base_dir, env
             )
+            refuse_placeholder(secret, "[ami] secret")
             self.ami = AmiClient(AmiConfig.from_settings(ami, secret))
             self.monitor = AmiTrunkMonitor(self.ami, self.health)
         else:
