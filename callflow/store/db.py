@@ -10,6 +10,7 @@ from the file.  SQLite connections use WAL (readers never block the writer), a b
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,6 +83,9 @@ def create_engine(
         path = url.database or ""
         if path and path != ":memory:" and not path.startswith("file:"):
             private_file(Path(path))
+        # aiosqlite logs every statement with its parameters (caller numbers) at DEBUG:
+        # a daemon run with log_level = "debug" must not write them out.
+        logging.getLogger("aiosqlite").setLevel(max(logging.INFO, _level("aiosqlite")))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -91,6 +95,10 @@ def create_engine(
     if write_timeout is not None:
         connect_args.setdefault("command_timeout", write_timeout)
     return create_async_engine(url, **kwargs)
+
+
+def _level(name: str) -> int:
+    return logging.getLogger(name).level
 
 
 def private_file(path: Path) -> None:

@@ -4,13 +4,15 @@ callback request (sealed until it is written to the database)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from callflow.flow.events import Outcome
 from callflow.flow.services import CallbackRequest
@@ -102,3 +104,23 @@ def test_a_sealed_number_opens_only_with_its_key() -> None:
     with pytest.raises(ValueError, match="does not open with this key"):
         b.unseal(sealed)
     assert CallerPrivacy().seal(NUMBER) == NUMBER  # clear mode: nothing to hide
+
+
+async def test_the_database_driver_never_echoes_a_number(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Even an engine someone switched to echo=True, or a statement that fails, shows no
+    # parameter: caller numbers travel as parameters.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", echo=True)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE t (n TEXT UNIQUE)"))
+                await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": NUMBER})
+                with pytest.raises(IntegrityError) as info:
+                    await conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": NUMBER})
+        assert any("INSERT INTO t" in r.getMessage() for r in caplog.records)
+        assert not any(NUMBER in r.getMessage() for r in caplog.records)
+        assert NUMBER not in str(info.value)
+    finally:
+        await engine.dispose()
