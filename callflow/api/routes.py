@@ -24,6 +24,7 @@ from .http import CONTEXT, STATIC, TOKEN_NAME, WHO, ApiError, json_response
 
 log = logging.getLogger("callflow.api")
 
+MAX_ID = 2**63 - 1  # ids are 64-bit database integers
 MAX_ERRORS = 50  # reload errors shown (and audited) at most
 
 
@@ -282,6 +283,8 @@ async def callback_done(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     db = _db(ctx)
     callback_id = int(request.match_info["id"])
+    if callback_id > MAX_ID:  # the database's integers have 64 bits: no such request
+        raise BadRequest(f"callback id out of range: {request.match_info['id'][:40]}")
     body = await _body(request)
     if not isinstance(body, dict) or set(body) - {"who", "status"}:
         raise BadRequest('expected a JSON object {"who": "...", "status": "done"|"cancelled"}')
