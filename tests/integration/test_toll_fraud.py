@@ -48,3 +48,29 @@ def test_an_invite_from_an_unknown_address_is_refused(bench: Bench) -> None:
     assert stranger.wait(90) != 0  # refused (401/403), never answered
     assert "SIP/2.0 40" in stranger.messages()
     assert invites(trunk_a) == []
+
+
+def register(bench: Bench, ip: str, password: str, expires: str = "60") -> Sipp:
+    """A phone at ``ip`` registering as 'roaming' (tests/integration/asterisk/pjsip.conf)."""
+    args = ["127.0.0.1:5060", "-sf", str(SIPP_DIR / "register.xml"), "-s", "roaming"]
+    args += ["-au", "roaming", "-ap", password, "-i", ip, "-p", "5201"]
+    args += ["-m", "1", "-timeout", "30s", "-timeout_error", "-set", "expires", expires]
+    return bench._run("register", args)
+
+
+PASSWORD = "roaming-bench-4f9c2a"
+
+
+def test_a_wrong_password_and_a_second_device_cannot_register(bench: Bench) -> None:
+    wrong = register(bench, "127.0.0.21", "guessed-password")
+    assert wrong.wait(60) != 0
+    assert wrong.messages().count("SIP/2.0 401") >= 2  # challenged, then refused
+    assert register(bench, "127.0.0.21", PASSWORD).wait(60) == 0  # the real phone
+    try:
+        # Someone with the password on another device: refused while the phone is
+        # registered (remove_existing = no), so the front desk's calls are not stolen.
+        thief = register(bench, "127.0.0.22", PASSWORD)
+        assert thief.wait(60) != 0
+        assert "SIP/2.0 403" in thief.messages(), thief.messages()[-2000:]
+    finally:
+        assert register(bench, "127.0.0.21", PASSWORD, expires="0").wait(60) == 0

@@ -186,3 +186,10 @@ def test_the_shipped_asterisk_config_logs_no_caller_number_and_no_dtmf() -> None
     logger = _options(CONF / "logger.conf", "logfiles")
     assert all("dtmf" not in v for v in logger.values()), logger
     assert all("verbose(3)" not in v for v in logger.values()), logger
+
+
+def test_the_bench_registering_phone_keeps_its_contact_like_production() -> None:
+    shipped = _options(CONF / "pjsip.conf", "phone-aor")
+    bench = _options(BENCH / "pjsip.conf", "roaming")
+    assert shipped["remove_existing"] == bench["remove_existing"] == "no"
+    assert shipped["max_contacts"] == bench["max_contacts"] == "1"
