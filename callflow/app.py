@@ -30,7 +30,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
-from .pbxconf import refuse_placeholder
+from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -73,6 +73,8 @@ class Daemon:
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
         refuse_placeholder(password, "[ari] password")
+        if settings.daemon.asterisk_conf:
+            refuse_placeholders_in(settings.resolve(settings.daemon.asterisk_conf))
         self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
         self.ari_config = AriConfig(
             url=ari.url,

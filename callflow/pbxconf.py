@@ -59,6 +59,23 @@ def refuse_placeholder(value: str, what: str) -> None:
         )
 
 
+def refuse_placeholders_in(directory: Path) -> None:
+    """The daemon's guard on the PBX it shares a machine with (``[daemon] asterisk_conf``):
+    a placeholder or guessable secret or PIN there stops the start; the other findings
+    of ``check-asterisk`` are the admin's to weigh."""
+    try:
+        problems = check_dir(directory)
+    except (OSError, UserError) as exc:
+        raise SettingsError(f"[daemon] asterisk_conf: cannot check {directory}: {exc}") from None
+    secrets_left = [p for p in problems if "secret" in p.message or "PIN" in p.message]
+    if secrets_left:
+        listed = "; ".join(str(p) for p in secrets_left[:5])
+        raise SettingsError(
+            f"{directory}: {len(secrets_left)} placeholder or guessable secret(s) in Asterisk's "
+            f"configuration ({listed}): run callflow asterisk-secrets {directory}"
+        )
+
+
 # -- reading Asterisk's INI dialect ------------------------------------------------------
 
 
@@ -276,4 +293,11 @@ def cmd_asterisk_secrets(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-__all__ = ["Problem", "check_dir", "fill_secrets", "refuse_placeholder", "weak"]
+__all__ = [
+    "Problem",
+    "check_dir",
+    "fill_secrets",
+    "refuse_placeholder",
+    "refuse_placeholders_in",
+    "weak",
+]

@@ -57,6 +57,9 @@ class DaemonSettings:
     log_format: str = "text"  # text | json
     stop_grace: float = 30.0  # seconds calls may take to finish on SIGTERM
     state_dir: str = "var"  # runtime state shared with the CLI (trunks.json)
+    # Asterisk's config folder on this machine (e.g. /etc/asterisk): the daemon refuses to
+    # start while a secret or PIN there is a placeholder or guessable. None: not checked.
+    asterisk_conf: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from callflow.app import Daemon
 from callflow.cli import main
 from callflow.errors import SettingsError
 from callflow.pbxconf import check_dir, check_file, fill_secrets, parse
-from callflow.settings import AmiSettings, AriSettings, FlowsSettings, Settings
+from callflow.settings import AmiSettings, AriSettings, DaemonSettings, FlowsSettings, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "asterisk-conf"
@@ -193,3 +193,23 @@ def test_the_bench_registering_phone_keeps_its_contact_like_production() -> None
     bench = _options(BENCH / "pjsip.conf", "roaming")
     assert shipped["remove_existing"] == bench["remove_existing"] == "no"
     assert shipped["max_contacts"] == bench["max_contacts"] == "1"
+
+
+def test_the_daemon_refuses_a_pbx_config_with_placeholders(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    shutil.copytree(CONF, etc)
+
+    def daemon() -> Daemon:
+        settings = Settings(
+            ari=AriSettings(password_env="ARI"),
+            ami=AmiSettings(enabled=False),
+            flows=FlowsSettings(dir=str(REPO / "dialplans")),
+            daemon=DaemonSettings(asterisk_conf=str(etc)),
+            base_dir=tmp_path,
+        )
+        return Daemon(settings, {"ARI": "a-real-random-secret"})
+
+    with pytest.raises(SettingsError, match=r"pjsip\.conf:\d+: \[accueil\] password"):
+        daemon()
+    fill_secrets(etc, tmp_path / "keys")
+    assert daemon().settings.daemon.asterisk_conf == str(etc)
