@@ -46,6 +46,7 @@ from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
@@ -93,6 +94,9 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
+        refuse_placeholder(password, "[ari] password")
+        if settings.daemon.asterisk_conf:
+            refuse_placeholders_in(settings.resolve(settings.daemon.asterisk_conf))
         # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
         self.feed_book = FeedBook()
         self.flows = LiveFlows(
@@ -129,6 +133,7 @@ class Daemon:
             secret = read_secret(
                 ami.secret_env, ami.secret_file, "[ami] secret", settings.base_dir, env
             )
+            refuse_placeholder(secret, "[ami] secret")
             self.ami = AmiClient(AmiConfig.from_settings(ami, secret))
             self.monitor = AmiTrunkMonitor(self.ami, self.health)
         else:
@@ -220,6 +225,7 @@ class Daemon:
             settle=cdr.settle,
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
+        self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
         self._stop = asyncio.Event()
 
     def _ari_connected(self) -> bool:
@@ -289,13 +295,19 @@ class Daemon:
             accounts += load_tokens(self.settings.resolve(http.token_file))
         return accounts
 
-    def reload(self) -> ReloadResult:
+    def _reload_signal(self) -> None:
+        """SIGHUP: reload in an owned task, so the handler returns to the loop at once."""
+        self._reloads.spawn(self.reload(), "reload")
+
+    async def reload(self) -> ReloadResult:
+        """Reload the credentials and the flows (SIGHUP, the admin API); the flow files are
+        parsed off the loop."""
         try:  # the credentials too: a revoked account loses its sessions at once
             self.credentials.replace(self._read_credentials())
             log.info("reload: %d admin credential(s)", len(self.credentials))
         except SettingsError as exc:
             log.error("reload: credentials kept as they were: %s", exc)
-        result = self.flows.reload()
+        result = await self.flows.reload_async()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
             self.feeds.wake()  # a new feed is read now, not at the next refresh
@@ -323,6 +335,7 @@ class Daemon:
             Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once
+            Part("reloads", self._reloads),
         ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
@@ -343,7 +356,7 @@ class Daemon:
         for sig, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
-            (signal.SIGHUP, self.reload),
+            (signal.SIGHUP, self._reload_signal),
         ):
             loop.add_signal_handler(sig, handler)
         names = ", ".join(sorted(self.flows.current.flows))

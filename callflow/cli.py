@@ -27,6 +27,9 @@ from .simulate import Scenario, Transcript, simulate
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Files the daemon and the CLI create (call log, spool, state, exports) may hold
+    # patient numbers: readable by their owner only.
+    os.umask(0o077)
     try:
         code: int = args.func(args, sys.stdout)
         return code
@@ -176,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_staff_commands(sub)
+    from .pbxconf import add_commands as add_pbx_commands  # check-asterisk, asterisk-secrets
+
+    add_pbx_commands(sub)
     return p
 
 

@@ -87,6 +87,9 @@ class DaemonSettings:
     # The daemon's data: the SQLite call log, the spool, trunks.json, overrides.  Relative
     # to the settings file when relative; the data paths of [database] are relative to it.
     state_dir: str = STATE_DIR
+    # Asterisk's config folder on this machine (e.g. /etc/asterisk): the daemon refuses to
+    # start while a secret or PIN there is a placeholder or guessable. None: not checked.
+    asterisk_conf: str | None = None
     language: str = "fr"  # what staff read: the page, the HTML report, holiday names (fr | en)
 
     def __post_init__(self) -> None:

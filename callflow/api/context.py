@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,7 +53,7 @@ class AdminContext:
 
     flows: FlowSource
     overrides: OverrideStore
-    reload: Callable[[], ReloadResult]
+    reload: Callable[[], ReloadResult | Awaitable[ReloadResult]]
     clock: Callable[[], datetime] = utc_now
     trunks: TrunkSource | None = None
     db: AsyncEngine | None = None

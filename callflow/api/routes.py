@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from .i18n import render_page
 
 log = logging.getLogger("callflow.api")
 
+MAX_ID = 2**63 - 1  # ids are 64-bit database integers
 MAX_ERRORS = 50  # reload errors shown (and audited) at most
 
 
@@ -307,7 +309,8 @@ async def cancel_override(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    result = ctx.reload()
+    outcome = ctx.reload()  # the daemon's reload is a coroutine (it parses off the loop)
+    result = await outcome if inspect.isawaitable(outcome) else outcome
     errors = result.errors[:MAX_ERRORS]
     _audit(
         ctx,
@@ -346,6 +349,8 @@ async def callback_done(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     db = _db(ctx)
     callback_id = int(request.match_info["id"])
+    if callback_id > MAX_ID:  # the database's integers have 64 bits: no such request
+        raise BadRequest(f"callback id out of range: {request.match_info['id'][:40]}")
     body = await _body(request)
     if not isinstance(body, dict) or set(body) - {"status"}:
         raise BadRequest('expected a JSON object {"status": "done"|"cancelled"}')

@@ -10,6 +10,7 @@ from the file.  SQLite connections use WAL (readers never block the writer), a b
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,10 +78,16 @@ def create_engine(
     pinged connections, a connect timeout and (``write_timeout``) a statement timeout on
     the client side, so that a database that stops answering cannot hang the writer."""
     url = make_url(url)
+    # A failed statement's message must not carry its parameters (caller numbers) into
+    # logs and exceptions, nor may an engine's echo.
+    kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if path and path != ":memory:" and not path.startswith("file:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
+        # aiosqlite logs every statement with its parameters (caller numbers) at DEBUG:
+        # a daemon run with log_level = "debug" must not write them out.
+        logging.getLogger("aiosqlite").setLevel(max(logging.INFO, _level("aiosqlite")))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -90,6 +97,24 @@ def create_engine(
     if write_timeout is not None:
         connect_args.setdefault("command_timeout", write_timeout)
     return create_async_engine(url, **kwargs)
+
+
+def _level(name: str) -> int:
+    return logging.getLogger(name).level
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by its owner only, or narrow an existing
+    one to that: the call log holds patient numbers.  SQLite gives its -wal and -shm
+    files the database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

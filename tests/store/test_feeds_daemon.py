@@ -77,7 +77,7 @@ async def test_the_daemon_reads_the_feeds_its_flows_name(tmp_path: Path) -> None
                 "closed_feeds: [fermetures.ics]\n    open_feeds: [permanences.ics]",
             ),
         )
-        assert daemon.reload().ok
+        assert (await daemon.reload()).ok
         office = daemon.flows.current.flows["parc"].calendars["office"]
         await wait_until(lambda: office.state_at(SUNDAY).open, 30)
         assert office.state_at(SUNDAY).feed == "Permanences Cal.com"

@@ -42,6 +42,7 @@ PARTS = [
     "event-loop lag",
     "retention purge",
     "calendar feeds",
+    "reloads",
     "AMI",
     "admin API",
     "ARI events",

@@ -265,10 +265,10 @@ async def test_sighup_rereads_the_accounts_and_a_removed_person_loses_her_sessio
         async with client.get("/api/calendars", headers=auth) as resp:
             assert resp.status == 200
         f.write_text("".join(account_entry(a) for a in accounts()[1:2]))  # marie removed
-        assert daemon.reload().ok
+        assert (await daemon.reload()).ok
         assert daemon.credentials.get("marie") is None
         async with client.get("/api/calendars", headers=auth) as resp:
             assert resp.status == 401
         f.write_text("[accounts.broken\n")  # a broken file keeps the accounts in force
-        daemon.reload()
+        await daemon.reload()
         assert daemon.credentials.get("dr.root") is not None
