@@ -208,6 +208,7 @@ def main() -> int:
     p.add_argument("--rates", default="25,50,100", help="calls per second, comma-separated")
     p.add_argument("--seconds", type=int, default=10, help="how long each rate is held")
     p.add_argument("--targets", default="dialplan,reference,callflow")
+    p.add_argument("--keep", type=Path, help="keep each run's files (SIPp traces, daemon log) here")
     args = p.parse_args()
     if shutil.which("sipp") is None:
         print("sipp is missing: apt-get install sip-tester", file=sys.stderr)
@@ -217,9 +218,11 @@ def main() -> int:
     print(f"# SIPp IVR load, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory(prefix="callflow-load-") as tmp:
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         for rate in rates:
             for target in targets:
-                print(bench(target, rate, args.seconds, Path(tmp)).row(), flush=True)
+                print(bench(target, rate, args.seconds, root).row(), flush=True)
     return 0
 
 
