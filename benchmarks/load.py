@@ -44,6 +44,7 @@ from tests.integration.harness import (  # noqa: E402  (the bench's own daemon r
     ARI_PASSWORD,
     ARI_URL,
     ARI_USER,
+    SANDBOX_ROOT,
     Daemon,
     asterisk_cli,
     sandbox,
@@ -51,6 +52,8 @@ from tests.integration.harness import (  # noqa: E402  (the bench's own daemon r
 )
 
 HERE = Path(__file__).resolve().parent / "load"
+RTP_END = 29999  # Asterisk's RTP ports 10000-29999; SIPp's media ports start above them
+SIPP_MEDIA = 40000
 NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903"}
 # The dialplan IVR and the reference's entry, added at run time (nothing in asterisk-conf/).
 DIALPLAN = [
@@ -124,6 +127,11 @@ HEADER = (
 
 
 def restart_asterisk() -> int:
+    # The shipped rtp.conf gives Asterisk 1,000 RTP ports (about 500 calls at once), enough
+    # for a practice; a load run holds more calls than that, and Asterisk would refuse them
+    # (488) before any IVR sees them.  Widen it in the sandbox for the run only.
+    rtp = SANDBOX_ROOT / "etc/asterisk/rtp.conf"
+    rtp.write_text(rtp.read_text().replace("rtpend = 10999", f"rtpend = {RTP_END}"))
     sandbox("restart", timeout=120)
     for line in DIALPLAN:
         asterisk_cli(f"dialplan add extension {line}")
@@ -133,7 +141,7 @@ def restart_asterisk() -> int:
 def sipp(number: str, rate: int, calls: int, workdir: Path) -> tuple[list[float], list[float]]:
     """Place ``calls`` at ``rate``; the times to answer and key-to-hangup (ms) SIPp measured."""
     args = ["sipp", "127.0.0.1:5060", "-sf", str(HERE / "ivr.xml"), "-s", number]
-    args += ["-i", "127.0.0.1", "-p", "5070", "-mi", "127.0.0.1", "-mp", "16000"]
+    args += ["-i", "127.0.0.1", "-p", "5070", "-mi", "127.0.0.1", "-mp", str(SIPP_MEDIA)]
     args += ["-r", str(rate), "-m", str(calls), "-l", str(rate * 30), "-nostdin"]
     args += ["-trace_rtt", "-rtt_freq", "1", "-timeout", f"{calls // rate + 90}s"]
     subprocess.run(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
