@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .agi import AgiConfig, AgiServer
 from .ami.manager import AmiClient, AmiConfig
 from .ami.qualify import AmiTrunkMonitor
 from .api import AdminContext, AdminServer, calendar_states, create_app, load_tokens
@@ -143,6 +144,19 @@ class Daemon:
             sounds_prefix=settings.flows.sounds_prefix,
             stop_grace=settings.daemon.stop_grace,
         )
+        # FastAGI: the same engine (one log, one set of metrics) for AGI() entries.
+        self.agi: AgiServer | None = None
+        if settings.agi.enabled:
+            agi = settings.agi
+            config = AgiConfig(
+                host=agi.host,
+                port=agi.port,
+                allow=agi.networks,
+                request_timeout=agi.request_timeout,
+                command_timeout=agi.command_timeout,
+                stop_grace=settings.daemon.stop_grace,
+            )
+            self.agi = AgiServer(self.engine, self.flows, config)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         self._stop = asyncio.Event()
 
@@ -201,8 +215,8 @@ class Daemon:
 
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
-        The call service comes last: its stop lets calls finish while ARI still delivers
-        their events, and hands the rest to the dialplan fallback.
+        The call service comes last (then FastAGI, when enabled): its stop lets calls finish
+        while ARI still delivers their events, and hands the rest to the dialplan fallback.
         """
         parts = [Part("call log", self.store), Part("retention purge", self._purging())]
         if self.ami is not None and self.monitor is not None:
@@ -213,6 +227,8 @@ class Daemon:
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
         ]
+        if self.agi is not None:  # last in, first out: it stops taking calls first
+            parts.append(Part("FastAGI", self.agi))
         return parts
 
     async def run(self) -> int:

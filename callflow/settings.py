@@ -8,6 +8,7 @@ refused by name so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -129,6 +130,57 @@ class HttpSettings:
         return int(self.listen.rpartition(":")[2])
 
 
+def _listen(section: str, listen: str, example: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(
+            f"[{section}] listen must be host:port (e.g. {example}), got {listen!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    """The FastAGI listener (``callflow.agi``), for dialplans entering flows with
+    ``AGI(agi://host:port/FLOW)``.  Off unless ``enabled``; only ``allow``ed addresses
+    (Asterisk's) may connect."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:4573"  # host:port
+    allow: str = "127.0.0.1, ::1"  # addresses or networks, comma-separated
+    request_timeout: float = 5.0  # seconds for Asterisk's request headers
+    command_timeout: float = 10.0  # seconds for a command other than a prompt, wait or dial
+
+    def __post_init__(self) -> None:
+        _listen("agi", self.listen, "127.0.0.1:4573")
+        if self.request_timeout <= 0 or self.command_timeout <= 0:
+            raise SettingsError("[agi] request_timeout and command_timeout must be positive")
+        if not self.networks:
+            raise SettingsError("[agi] allow names no address: every connection would be refused")
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allow`` as networks (an address is a network of one)."""
+        nets = []
+        for part in (p.strip() for p in self.allow.split(",")):
+            if part:
+                try:
+                    nets.append(ipaddress.ip_network(part, strict=False))
+                except ValueError:
+                    raise SettingsError(
+                        f"[agi] allow: not an address or network: {part!r}"
+                    ) from None
+        return tuple(nets)
+
+    @property
+    def host(self) -> str:
+        return _listen("agi", self.listen, "")[0]
+
+    @property
+    def port(self) -> int:
+        return _listen("agi", self.listen, "")[1]
+
+
 @dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
@@ -138,6 +190,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
 
     def resolve(self, path: str) -> Path:
@@ -153,6 +206,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseSettings,
     "privacy": PrivacySettings,
     "http": HttpSettings,
+    "agi": AgiSettings,
 }
 
 

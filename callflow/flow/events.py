@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from ..telephony import DialStatus
+from ..telephony import DialStatus, Driver
 
 
 class OutcomeKind(StrEnum):
@@ -106,6 +106,7 @@ class CallInfo:
     caller: str
     dialed: str
     started: datetime
+    driver: Driver = Driver.ARI  # ARI or FastAGI: the same records, marked with it
 
 
 @dataclass(frozen=True)

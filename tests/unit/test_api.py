@@ -211,7 +211,7 @@ async def test_metrics_need_no_token_and_show_the_callback_backlog(env: Env) -> 
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()
-    assert 'callflow_calls_total{flow="parc",outcome="abandoned"} 1.0' in text
+    assert 'callflow_calls_total{driver="ari",flow="parc",outcome="abandoned"} 1.0' in text
     assert 'callflow_callbacks_pending{tier="2"} 1.0' in text
     assert 'callflow_callbacks_pending{tier="none"} 1.0' in text
     assert 'callflow_callbacks_overdue{tier="2"} 1.0' in text  # 5 h > the queue's 4 h
