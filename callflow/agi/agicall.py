@@ -302,8 +302,8 @@ class AgiCall:
     async def last_resort(self) -> None:
         """Nobody could be reached: the dialplan fallback rings the secretariat, the
         outside secretariat and voicemail on its own."""
-        if self.gone or self.left:
-            return
+        if self.gone or self.left or self.session.closed:
+            return  # hung up, handed over already, or Asterisk is gone with the call
         try:
             await self.continue_to(self._fallback)
         except (TelephonyError, AgiError) as exc:
