@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -64,22 +65,43 @@ def test_agi_daemon_down_the_dialplan_still_reaches_a_human(bench: Bench) -> Non
     assert accueil.messages().count("INVITE sip:") >= 1
 
 
+NOBODY = """
+version: 1
+flow: nobody
+numbers: ["300"]
+timezone: Europe/Paris
+destinations:
+  doctor: {endpoint: PJSIP/dr-a, ring: 4s}
+start: doctor
+steps:
+  doctor:
+    dial: doctor
+"""
+
+
 def test_agi_flow_reaching_nobody_hands_the_caller_to_the_dialplan_fallback(
-    daemon: Daemon, bench: Bench
+    tmp_path: Path, flows_dir: Path, bench: Bench
 ) -> None:
-    # The secretariat rings out (the flow's fallback is the secretariat too): the daemon
-    # sends the caller to [callflow-fallback], which rings it once more on its own.
-    first = bench.peer("accueil", "uas-ringout.xml")
-    patient = bench.patient("100", ip=AGI_PATIENT_IP, digits="1", wait_ms="1500", hold_ms="40000")
-    out = daemon.wait_outcome(timeout=60)
-    assert out["outcome"] == "failed"
-    assert first.wait(30) == 0, first.log()
-    again = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
-    assert again.wait(40) == 0, again.log()  # rung by the dialplan, not by the daemon
-    patient.stop()
-    steps = daemon.steps(out["call"])
-    assert [s["kind"] for s in steps][-1] == "fallback"
-    assert len(daemon.outcomes()) == 1
+    # The doctor rings out and the flow has no fallback of its own: the daemon sends the
+    # caller to [callflow-fallback], which rings the secretariat on its own.
+    (flows_dir / "nobody.yaml").write_text(NOBODY)
+    daemon = Daemon(tmp_path / "daemon", flows_dir)
+    daemon.start()
+    try:
+        dr_a = bench.peer("dr-a", "uas-ringout.xml")
+        accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
+        patient = bench.patient("300", ip=AGI_PATIENT_IP, hold_ms="40000")
+        out = daemon.wait_outcome(timeout=60)
+        assert (out["flow"], out["outcome"]) == ("nobody", "failed")
+        assert dr_a.wait(30) == 0, dr_a.log()
+        assert accueil.wait(40) == 0, accueil.log()  # rung by the dialplan, not the daemon
+        patient.stop()
+        kinds = [(s["kind"], s["result"]) for s in daemon.steps(out["call"])]
+        assert kinds == [("attempt", "noanswer"), ("dial", "noanswer"), ("fallback", "none")]
+        assert len(daemon.outcomes()) == 1
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+    assert "Traceback" not in daemon.log()
 
 
 @dataclass(frozen=True)
