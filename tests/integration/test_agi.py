@@ -8,6 +8,7 @@ through both drivers: the call log must show the same path.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,38 @@ def test_agi_daemon_down_the_dialplan_still_reaches_a_human(bench: Bench) -> Non
     assert accueil.wait(40) == 0, accueil.log()
     assert patient.wait(40) == 0, patient.log()
     assert accueil.messages().count("INVITE sip:") >= 1
+
+
+def test_agi_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
+    daemon: Daemon, bench: Bench
+) -> None:
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", ip=AGI_PATIENT_IP, hold_ms="30000")
+    daemon.wait_step("hours")
+    daemon.signal(signal.SIGTERM)  # stop_grace is 5 s in the bench settings
+    assert daemon.proc is not None
+    assert daemon.proc.wait(30) == 0
+    # The caller was still in the menu: the session closed, AGI() returned, and the
+    # dialplan fallback rang the secretariat.
+    assert accueil.wait(40) == 0, accueil.log()
+    [out] = daemon.outcomes()
+    assert (out["outcome"], out["detail"]) == ("failed", "daemon stopped during the call")
+    patient.stop()
+
+
+def test_agi_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
+    tmp_path: Path, flows_dir: Path, bench: Bench
+) -> None:
+    daemon = Daemon(tmp_path / "a", flows_dir)
+    daemon.start()
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", ip=AGI_PATIENT_IP, hold_ms="30000")
+    try:
+        daemon.wait_step("welcome")
+        daemon.kill()  # SIGKILL: the kernel closes the AGI connection, AGI() returns
+        assert accueil.wait(40) == 0, accueil.log()
+    finally:
+        patient.stop()
 
 
 NOBODY = """
