@@ -110,10 +110,14 @@ class AgiCall:
 
     # -- commands ------------------------------------------------------------------------
 
-    async def _cmd(self, line: str, timeout: float | None = None) -> AgiReply:
+    async def _cmd(
+        self, line: str, timeout: float | None = None, *, dead_ok: bool = False
+    ) -> AgiReply:
         """One command; the caller's hangup and a lost connection become the engine's
-        ``CallerHangup`` / ``CallLost``, any other failure a ``TelephonyError``."""
-        if self.session.hung_up:
+        ``CallerHangup`` / ``CallLost``, any other failure a ``TelephonyError``.
+        ``dead_ok``: a command Asterisk still carries out on a hung-up channel (variables:
+        what a Dial ended with, when the caller hung up during the conversation)."""
+        if self.session.hung_up and not dead_ok:
             raise CallerHangup(f"caller hung up ({self.id})")
         try:
             return await self.session.command(line, timeout=timeout)
@@ -129,11 +133,11 @@ class AgiCall:
         await self._cmd("CHANNEL STATUS")
 
     async def get_variable(self, name: str) -> str:
-        reply = await self._cmd(f"GET VARIABLE {quote(name)}")
+        reply = await self._cmd(f"GET VARIABLE {quote(name)}", dead_ok=True)
         return reply.data if reply.result == 1 else ""
 
     async def set_variable(self, name: str, value: str) -> None:
-        await self._cmd(f"SET VARIABLE {quote(name)} {quote(value)}")
+        await self._cmd(f"SET VARIABLE {quote(name)} {quote(value)}", dead_ok=True)
 
     # -- the Call protocol ---------------------------------------------------------------
 

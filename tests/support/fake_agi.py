@@ -27,6 +27,7 @@ class Dialed:
     ring_ms: int = 1500
     talk_ms: int = 4000
     accepted: bool = True
+    caller_hangs_up: bool = False  # the caller ends the conversation
 
 
 @dataclass
@@ -102,8 +103,8 @@ class FakeAgiAsterisk:
         return str(ord(key)) if key else "0"
 
     def answer(self, command: str) -> list[str]:
-        if self.hung_up:
-            return [DEAD]
+        if self.hung_up and not command.startswith(("GET VARIABLE", "SET VARIABLE")):
+            return [DEAD]  # res_agi still runs these two on a dead channel
         if self.hangup_on is not None and command.startswith(self.hangup_on):
             self.hung_up = True
             return ["200 result=-1 endpos=0", "HANGUP"]
@@ -143,6 +144,9 @@ class FakeAgiAsterisk:
         self.variables["ANSWEREDTIME_MS"] = str(talk)
         if answered and "U(" in command:
             self.variables["CALLFLOW_CONFIRM"] = "accepted" if d.accepted else "declined"
+        if d.caller_hangs_up:
+            self.hung_up = True
+            return ["HANGUP", "200 result=-1"]  # the notice may come first
         return ["200 result=0"]
 
     @property

@@ -322,6 +322,18 @@ async def test_caller_hanging_up_mid_prompt_is_abandoned(server: AgiServer, log:
     assert p.closed_by_daemon and not p.context[0]
 
 
+async def test_a_conversation_the_caller_ends_is_answered_not_abandoned(
+    server: AgiServer, log: Log
+) -> None:
+    p = await call(server, keys=["", "1"], dials=[Dialed("ANSWER", caller_hangs_up=True)])
+    assert log.path()[-2:] == [
+        ("desk-call", "attempt", "answer"),
+        ("desk-call", "dial", "answered"),
+    ]
+    assert log.ended[0][1].kind == "answered"
+    assert "HANGUP" not in p.commands  # nothing asked of the dead channel but its variables
+
+
 async def test_asterisk_gone_mid_command_is_a_lost_call(server: AgiServer, log: Log) -> None:
     await call(server, keys=["", "1"], drop_on="EXEC Dial")
     await wait_until(lambda: bool(log.ended), 10)
