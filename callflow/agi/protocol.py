@@ -11,6 +11,13 @@ the headers ``MAX_HEADERS`` lines and a 520 block ``MAX_USAGE_LINES``, and every
 timeout, so a client that stalls, floods or sends garbage costs one connection and nothing
 else.  Arguments we send are checked: a newline or a quote in one would let a flow file or
 a caller's data write a second command.
+
+Why not panoramisk's FastAGI server (1.4): its handler reads the request with
+``reader.read(100)`` until a blank line, with no bound and no timeout (and spins for ever on
+a peer that closes first), routes by the script path in a dict of endpoints, has no
+address check, reads replies with no timeout, takes Asterisk's asynchronous ``HANGUP`` line
+for a command's reply, and runs each connection as a task of ``asyncio.start_server``'s,
+which no part of ours would own.  What callflow needs of the protocol fits in this module.
 """
 
 from __future__ import annotations
