@@ -455,6 +455,7 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
                     answered=start + timedelta(seconds=12),
                     ended=start + timedelta(seconds=70),
                     outcome="answered",
+                    driver="agi" if i == 2 else "ari",
                 )
             )
             for seq in (1, 2):
@@ -473,7 +474,7 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
                 )
     status, body = await env.call("GET", "/api/calls?limit=2")
     assert status == 200
-    assert [c["id"] for c in body["calls"]] == ["call-2", "call-1"]
+    assert [(c["id"], c["driver"]) for c in body["calls"]] == [("call-2", "agi"), ("call-1", "ari")]
     first = body["calls"][0]
     assert first["answer_seconds"] == 12 and first["duration_seconds"] == 70
     assert [s["step"] for s in first["steps"]] == ["hours", "desk-call"]
