@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,17 +21,33 @@ from typing import Any
 from .agi import AgiConfig, AgiServer
 from .ami.manager import AmiClient, AmiConfig
 from .ami.qualify import AmiTrunkMonitor
-from .api import AdminContext, AdminServer, calendar_states, create_app, load_tokens
+from .api import (
+    Account,
+    AdminContext,
+    AdminServer,
+    Credentials,
+    calendar_states,
+    create_app,
+    load_accounts,
+    load_tokens,
+)
+from .api.server import tls_context
 from .ari.client import AriClient, AriConfig
+from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
+from .ari.websocket import TRANSPORTS, TransportMode
+from .errors import SettingsError
+from .feeds import FeedFetcher
 from .flow.engine import Engine
 from .flow.events import FanOut
 from .flow.live import LiveFlows, ReloadResult
 from .flow.registry import FlowSet
 from .flow.services import Services
 from .lifetime import Lifetime, Part
+from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .schedule import FeedBook
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -72,7 +89,18 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
-        self.flows = LiveFlows(settings.resolve(settings.flows.dir), settings.flows.default)
+        # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
+        self.feed_book = FeedBook()
+        self.flows = LiveFlows(
+            settings.resolve(settings.flows.dir), settings.flows.default, self.feed_book
+        )
+        self.feeds = FeedFetcher(
+            self.feed_book,
+            lambda: self.flows.current.feed_locations(),
+            settings.resolve(settings.daemon.state_dir) / "feeds",
+            interval=settings.flows.feed_refresh,
+            timeout=settings.flows.feed_timeout,
+        )
         self.ari_config = AriConfig(
             url=ari.url,
             app=ari.app,
@@ -80,6 +108,7 @@ class Daemon:
             password=password,
             request_timeout=ari.request_timeout,
             pool_size=ari.pool_size,
+            transport=transport_mode(ari.transport),
         )
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
@@ -118,10 +147,9 @@ class Daemon:
         )
         self.engine = Engine(self.services)
         self.admin: AdminServer | None = None
+        # Who may use the admin API (none: it refuses every /api/ request, and says so).
+        self.credentials = Credentials(self._read_credentials())
         if settings.http.enabled:
-            tokens = {}  # none: the API refuses every /api/ request (it says so at start)
-            if settings.http.token_file:
-                tokens = dict(load_tokens(settings.resolve(settings.http.token_file)))
             ctx = AdminContext(
                 flows=self.flows,
                 overrides=self.overrides,
@@ -129,20 +157,48 @@ class Daemon:
                 trunks=self.selector,
                 db=self.store.engine,
                 metrics=self.metrics,
-                tokens=tokens,
+                credentials=self.credentials,
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
             )
-            self.admin = AdminServer(create_app(ctx), settings.http.host, settings.http.port)
+            http = settings.http
+            tls = None
+            if http.tls_cert is not None and http.tls_key is not None:
+                tls = tls_context(settings.resolve(http.tls_cert), settings.resolve(http.tls_key))
+            self.admin = AdminServer(create_app(ctx), http.host, http.port, tls=tls)
         # Read at scrape time by metrics and /healthz; connected once the events flow.
         self.ari_client = AriClient(self.ari_config)
+        # Overload: the loop's lag and the client's requests in flight decide, when a call
+        # arrives, whether it is run or shed to the dialplan fallback.
+        ov = settings.overload
+        self.looplag = LoopLag(ov.lag_interval)
+        self.shedder: Shedder | None = None
+        if ov.enabled:
+            budgets = Budgets(
+                max_in_flight=ov.max_in_flight,
+                max_answer_latency=ov.max_answer_latency,
+                max_loop_lag=ov.max_loop_lag,
+                resume_ratio=ov.resume_ratio,
+                hold=ov.hold,
+                latency_window=ov.latency_window,
+            )
+            self.shedder = Shedder(
+                budgets,
+                in_flight=lambda: self.ari_client.in_flight,
+                loop_lag=lambda: self.looplag.lag,
+                clock=time.monotonic,
+            )
+        else:
+            log.warning("overload shedding disabled: calls are never shed")
         self.service = CallService(
             self.ari_client,
             self.engine,
             self.flows,
             sounds_prefix=settings.flows.sounds_prefix,
             stop_grace=settings.daemon.stop_grace,
+            shedder=self.shedder,
+            on_answered=self.metrics.observe_answer_latency,
         )
         # FastAGI: the same engine (one log, one set of metrics) for AGI() entries.
         self.agi: AgiServer | None = None
@@ -156,9 +212,16 @@ class Daemon:
                 command_timeout=agi.command_timeout,
                 stop_grace=settings.daemon.stop_grace,
             )
-            self.agi = AgiServer(self.engine, self.flows, config)
+            self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         self._stop = asyncio.Event()
+
+    def _admit_agi(self, never_shed: bool) -> str | None:
+        """The overload decision for a new FastAGI call: the same shedder as over ARI."""
+        if self.shedder is None:
+            return None
+        reason = self.shedder.admit(never_shed)
+        return None if reason is None else self.shedder.explain(reason)
 
     def _ari_connected(self) -> bool:
         return self.ari_client.connected
@@ -172,6 +235,8 @@ class Daemon:
             ari_connected=self._ari_connected,
             ari_reconnects=lambda: self.ari_client.reconnects,
             ari_recoveries=lambda: self.service.recoveries,
+            ari_transport=lambda: self.ari_client.rest_transport,
+            ari_requests=lambda: self.ari_client.rest_requests,
             ami_connected=self._ami_connected,
             ami_reconnects=lambda: self.ami.reconnects if self.ami else 0,
             recorder_queue_depth=lambda: recorder.queue_depth,
@@ -186,7 +251,18 @@ class Daemon:
                 self.flows.current, self.overrides, datetime.now(UTC)
             ),
             flows_loaded=lambda: len(self.flows.current.flows),
+            feeds=self.feeds.statuses,
+            loop_lag=lambda: self.looplag.take_worst(),
+            ari_in_flight=lambda: self.ari_client.in_flight,
+            shedding=self._shedding,
+            calls_shed=lambda: (
+                {} if self.shedder is None else {str(r): n for r, n in self.shedder.shed.items()}
+            ),
         )
+
+    def _shedding(self) -> bool:
+        # Read the signals now, so the gauge is true between calls as well.
+        return self.shedder is not None and self.shedder.check() is not None
 
     def _write_trunk_snapshot(self) -> None:
         try:
@@ -197,10 +273,24 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _read_credentials(self) -> list[Account]:
+        http, accounts = self.settings.http, []
+        if http.accounts_file:
+            accounts += load_accounts(self.settings.resolve(http.accounts_file))
+        if http.token_file:
+            accounts += load_tokens(self.settings.resolve(http.token_file))
+        return accounts
+
     def reload(self) -> ReloadResult:
+        try:  # the credentials too: a revoked account loses its sessions at once
+            self.credentials.replace(self._read_credentials())
+            log.info("reload: %d admin credential(s)", len(self.credentials))
+        except SettingsError as exc:
+            log.error("reload: credentials kept as they were: %s", exc)
         result = self.flows.reload()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
+            self.feeds.wake()  # a new feed is read now, not at the next refresh
             trunks = route_trunks(self.flows.current)
             if self.monitor is not None:
                 self.monitor.watch(trunks)
@@ -218,7 +308,12 @@ class Daemon:
         The call service comes last (then FastAGI, when enabled): its stop lets calls finish
         while ARI still delivers their events, and hands the rest to the dialplan fallback.
         """
-        parts = [Part("call log", self.store), Part("retention purge", self._purging())]
+        parts = [
+            Part("call log", self.store),
+            Part("event-loop lag", self.looplag),
+            Part("retention purge", self._purging()),
+            Part("calendar feeds", self.feeds),  # before calls: closures known at once
+        ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
         parts += [
@@ -325,3 +420,11 @@ def route_trunks(flows: FlowSet) -> list[str]:
             t for f in flows.flows.values() for route in f.spec.routes.values() for t in route
         )
     )
+
+
+def transport_mode(value: str) -> TransportMode:
+    """``[ari] transport`` as the client's type (the settings already refused other values)."""
+    for mode in TRANSPORTS:
+        if mode == value:
+            return mode
+    raise ValueError(f"unknown ARI transport {value!r}")

@@ -18,7 +18,7 @@ from .errors import FlowError, UserError
 from .flow.events import Outcome, StepKind, StepRecord
 from .flow.oncall import on_call_timeline
 from .flow.registry import FlowSet, LoadedFlow, flow_files, load_flows
-from .schedule import format_timeline, timeline
+from .schedule import FeedBook, format_timeline, timeline
 from .settings import Settings
 from .simulate import Scenario, Transcript, simulate
 
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "(exit 1 when a caller would reach no one)",
     )
     c.add_argument("--from", dest="start", help="start of the audit, 'YYYY-MM-DD HH:MM' (now)")
+    _feeds_config(c)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="play a simulated call through a flow")
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         "--hangup-after", type=int, metavar="N", help="the caller hangs up after N prompts"
     )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
+    _feeds_config(s)
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run the daemon: attach to Asterisk and run the flows")
@@ -135,12 +137,46 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--from", dest="start", default=None, help="first day, YYYY-MM-DD (today)")
     k.add_argument("--days", type=int, default=7)
     k.add_argument("--calendar", help="only this calendar")
+    _feeds_config(k)
     k.set_defaults(func=cmd_calendar)
 
+    from .api.staff import add_commands as add_staff_commands  # account: the admin API's
     from .store.commands import add_commands  # db, export, report, callbacks: the call log
 
     add_commands(sub)
+    add_staff_commands(sub)
     return p
+
+
+def _feeds_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="settings file: where the daemon caches the calendars' iCal feeds "
+        "([daemon] state_dir), used when a feed cannot be read now",
+    )
+
+
+def _load_with_feeds(paths: Sequence[Path], config: Path | None) -> FlowSet:
+    """The flows, their calendars' iCal feeds read once (the daemon's cached copy of a
+    feed that is down; a warning on stderr)."""
+    from .feeds import read_feeds_once
+    from .settings import load_settings
+
+    book = FeedBook()
+    flows = load_flows(paths, book)
+    locations = flows.feed_locations()
+    if locations:
+        settings = load_settings(config)
+        cache = settings.resolve(settings.daemon.state_dir) / "feeds"
+        timeout = settings.flows.feed_timeout
+        for status in asyncio.run(read_feeds_once(book, locations, cache, timeout=timeout)):
+            if not status.up:
+                copy = "its cached copy" if status.cached else "no copy: its events are missing"
+                print(f"callflow: calendar feed {status.feed} unreadable, {copy}", file=sys.stderr)
+    return flows
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -343,7 +379,11 @@ def _process_exists(pid: int) -> bool:
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     files = flow_files(args.paths)
-    flows = load_flows(args.paths)
+    flows = (
+        load_flows(args.paths)
+        if args.horizon is None
+        else _load_with_feeds(args.paths, args.config)
+    )
     out.write(
         f"{len(files)} file{'s' if len(files) != 1 else ''} OK: {', '.join(sorted(flows.flows))}\n"
     )
@@ -412,7 +452,7 @@ def _check_names(flow: LoadedFlow, names: list[str], what: str, known: Sequence[
 
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
-    flows = load_flows([args.file])
+    flows = _load_with_feeds([args.file], args.config)
     flow = _pick_flow(flows, args.number)
     at = parse_local(args.at, flow)
     dests = list(flow.spec.destinations)
@@ -514,7 +554,7 @@ def _as_json(t: Transcript, o: Outcome) -> dict[str, object]:
 
 
 def cmd_calendar(args: argparse.Namespace, out: TextIO) -> int:
-    flows = load_flows([args.file])
+    flows = _load_with_feeds([args.file], args.config)
     flow = _pick_flow(flows, None)
     if args.start:
         try:

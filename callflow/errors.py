@@ -7,6 +7,7 @@ printed as a message, never as a traceback.  Telephony errors end one step of on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class CallflowError(Exception):
@@ -60,3 +61,19 @@ class CallerHangup(TelephonyError):
 class CallLost(CallerHangup):
     """The call's channel vanished without the caller hanging up (the PBX restarted, or its
     events were lost while disconnected): the call is logged as failed, not abandoned."""
+
+
+class LinkFault(StrEnum):
+    """Why the link to the PBX failed in the middle of a call."""
+
+    TIMEOUT = "timeout"  # no answer in time (the PBX is overloaded, or the link is dead)
+    DISCONNECTED = "disconnected"  # the connection dropped, or the PBX cannot be reached
+    SERVER_ERROR = "server error"  # the PBX answered with a 5xx: it failed, not the request
+
+
+class PbxLinkError(TelephonyError):
+    """The link to the PBX failed, not the action asked of it: the daemon cannot drive the
+    call any further, so the call goes to the PBX's own last resort (the dialplan fallback)
+    and is logged ``failed``, whatever branch the flow gives for a failed step."""
+
+    fault: LinkFault = LinkFault.DISCONNECTED

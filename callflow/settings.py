@@ -30,6 +30,13 @@ class AriSettings:
     password_file: str | None = None
     request_timeout: float = 10.0
     pool_size: int = 20
+    transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("auto", "websocket", "http"):
+            raise SettingsError(
+                f"[ari] transport must be 'auto', 'websocket' or 'http', got {self.transport!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,14 @@ class FlowsSettings:
     dir: str = "dialplans"
     default: str | None = None  # flow for a dialed number that no flow claims
     sounds_prefix: str = "sound:"  # media URI prefix for a sound name in a flow
+    feed_refresh: float = 900.0  # seconds between two reads of the calendars' iCal feeds
+    feed_timeout: float = 30.0  # seconds one feed may take to download
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.feed_refresh <= 86_400:
+            raise SettingsError("[flows] feed_refresh must be between 10 and 86400 seconds")
+        if not 0 < self.feed_timeout <= 300:
+            raise SettingsError("[flows] feed_timeout must be between 0 and 300 seconds")
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,9 @@ class PrivacySettings:
 
     caller_numbers: str = "clear"  # clear | pseudonymised (keyed HMAC-SHA256)
     key_file: str | None = None  # the HMAC key, required when pseudonymised
+    old_key_files: tuple[str, ...] = ()  # earlier keys: their pseudonyms are still found
     retention_days: int = 365  # calls and steps older than this are deleted
+    callback_erase_days: int = 30  # a callback's number is erased this long after it is done
 
     def __post_init__(self) -> None:
         if self.caller_numbers not in ("clear", "pseudonymised"):
@@ -100,19 +117,28 @@ class PrivacySettings:
             )
         if self.retention_days < 1:
             raise SettingsError("[privacy] retention_days must be at least 1")
+        if not 0 <= self.callback_erase_days <= self.retention_days:
+            raise SettingsError("[privacy] callback_erase_days must be 0 to retention_days")
 
 
 @dataclass(frozen=True)
 class HttpSettings:
     """The admin HTTP API, ``/metrics``, ``/healthz`` and the practice's page (``callflow.api``).
 
-    Every ``/api/`` route needs a bearer token from ``token_file`` (lines ``name:token``, or
-    a bare token named "admin"); without a ``token_file`` they are refused (401).
+    Who may use ``/api/``: the staff accounts of ``accounts_file`` (``callflow account add``;
+    each logs in with a TOTP second factor) and the service tokens of ``token_file`` (lines
+    ``name:token`` or ``name:role:token``); with neither, every ``/api/`` route is refused.
+    Both are re-read on SIGHUP.  A ``listen`` address other than loopback serves HTTPS
+    (``tls_cert``, ``tls_key``), or needs ``behind_proxy = true`` (a TLS proxy in front).
     """
 
     enabled: bool = True
     listen: str = "127.0.0.1:8089"  # host:port; loopback only unless you mean otherwise
+    accounts_file: str | None = None
     token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    behind_proxy: bool = False
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -120,6 +146,23 @@ class HttpSettings:
             raise SettingsError(
                 f"[http] listen must be host:port (e.g. 127.0.0.1:8089), got {self.listen!r}"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError("[http] tls_cert and tls_key go together")
+        if not self.loopback and self.tls_cert is None and not self.behind_proxy:
+            raise SettingsError(
+                f"[http] listen {self.listen} is reachable from the network: set tls_cert and "
+                "tls_key (HTTPS), or behind_proxy = true if a TLS proxy fronts it"
+            )
+
+    @property
+    def loopback(self) -> bool:
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a name: it may resolve to anything
 
     @property
     def host(self) -> str:
@@ -182,6 +225,35 @@ class AgiSettings:
 
 
 @dataclass(frozen=True)
+class OverloadSettings:
+    """Overload shedding: when the daemon is behind, new calls go straight to the dialplan
+    fallback (a caller never waits in silence for the daemon).  Shedding starts when one
+    budget is exceeded and stops when every signal is under ``resume_ratio`` of its budget
+    and it has lasted ``hold`` seconds.  A flow with ``never_shed: true`` is never shed."""
+
+    enabled: bool = True
+    max_in_flight: int = 100  # ARI requests awaiting Asterisk's answer
+    max_answer_latency: float = 1.0  # seconds from arrival in Stasis to answered
+    max_loop_lag: float = 0.25  # seconds the event loop wakes up late
+    resume_ratio: float = 0.5
+    hold: float = 5.0  # seconds
+    latency_window: float = 10.0  # seconds an answer latency counts for
+    lag_interval: float = 0.1  # seconds between two event-loop lag measurements
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise SettingsError("[overload] max_in_flight must be at least 1")
+        if min(self.max_answer_latency, self.max_loop_lag, self.latency_window) <= 0:
+            raise SettingsError(
+                "[overload] max_answer_latency, max_loop_lag and latency_window must be positive"
+            )
+        if not 0 < self.resume_ratio <= 1:
+            raise SettingsError("[overload] resume_ratio must be > 0 and <= 1")
+        if self.hold < 0 or self.lag_interval <= 0:
+            raise SettingsError("[overload] hold must be >= 0 and lag_interval positive")
+
+
+@dataclass(frozen=True)
 class Settings:
     ari: AriSettings = field(default_factory=AriSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
@@ -191,6 +263,7 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
 
     def resolve(self, path: str) -> Path:
@@ -207,6 +280,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "privacy": PrivacySettings,
     "http": HttpSettings,
     "agi": AgiSettings,
+    "overload": OverloadSettings,
 }
 
 
@@ -217,6 +291,12 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 def _convert(section: str, key: str, value: Any, target: Any, source: str) -> Any:
     where = f"{source}: [{section}] {key}"
     types = str(target)
+    if types.startswith("tuple[str"):  # a list of texts; comma-separated in the environment
+        if isinstance(value, str) and source.startswith("environment"):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SettingsError(f"{where}: expected a list of texts, got {value!r}")
     if isinstance(value, str) and source.startswith("environment"):
         # Environment values are strings: convert them to the declared type.
         if types == "bool":

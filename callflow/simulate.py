@@ -152,13 +152,17 @@ class SimulatedCall:
     async def set_variable(self, name: str, value: str) -> None:
         self.actions.append(f"set {name}={value}")
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         self.actions.append("last resort")
         self.hung_up = True
+        return True
 
     async def hangup(self) -> None:
         self.hung_up = True
         self.actions.append("hangup")
+
+    def go_first(self) -> None:
+        pass  # a simulated call queues behind nobody
 
 
 class Transcript:

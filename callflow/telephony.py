@@ -124,9 +124,15 @@ class Call(Protocol):
 
     async def set_variable(self, name: str, value: str) -> None: ...
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         """The flow reached nobody: hand the call to the PBX's own last-resort path (the
-        dialplan fallback), or hang up where there is none.  Never raises."""
+        dialplan fallback), or hang up where there is none.  True when the caller was
+        handed over; False when they were gone or had to be hung up.  Never raises."""
         ...
 
     async def hangup(self) -> None: ...
+
+    def go_first(self) -> None:
+        """The call reached an emergency tier: from now on its requests to the PBX go
+        before those of other calls (called from the call's own task)."""
+        ...

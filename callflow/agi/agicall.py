@@ -303,19 +303,27 @@ class AgiCall:
         await self._cmd("SET PRIORITY 1")
         self.left = True
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         """Nobody could be reached: the dialplan fallback rings the secretariat, the
-        outside secretariat and voicemail on its own."""
+        outside secretariat and voicemail on its own.  False when the caller was gone (or
+        Asterisk with them), or had to be hung up because the dialplan was unreachable."""
         if self.gone or self.left or self.session.closed:
-            return  # hung up, handed over already, or Asterisk is gone with the call
+            return self.left and not self.gone
         try:
             await self.continue_to(self._fallback)
         except (TelephonyError, AgiError) as exc:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
+            self.left = False
             await self.hangup()
+            return False
+        return True
 
     async def hangup(self) -> None:
         if self.gone or self.left or self.session.closed:
             return
         with contextlib.suppress(CallerHangup):
             await self._cmd("HANGUP")
+
+    def go_first(self) -> None:
+        """Nothing to reorder: each AGI call has its own connection, and its commands
+        wait behind no other call's (over ARI they share the client's queue)."""

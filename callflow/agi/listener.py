@@ -19,7 +19,7 @@ import contextlib
 import ipaddress
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -56,11 +56,24 @@ class AgiConfig:
     stop_grace: float = 30.0
 
 
+# Overload admission, the daemon's one for both drivers: given whether the flow may never
+# be shed, None to run a new call, else why it is shed.
+Admission = Callable[[bool], str | None]
+
+
 class AgiServer:
-    def __init__(self, engine: Engine, flows: LiveFlows, config: AgiConfig) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        flows: LiveFlows,
+        config: AgiConfig,
+        *,
+        admit: Admission | None = None,
+    ) -> None:
         self.engine = engine
         self.flows = flows
         self.config = config
+        self.admit = admit  # None: never shed
         self.calls: dict[str, AgiCall] = {}
         self.accepting = False
         self.refused = 0  # connections from an address not allowed
@@ -145,6 +158,11 @@ class AgiServer:
         if flow is None:
             log.error("call=%s: no flow and no default: dialplan fallback", call.id)
             await call.last_resort()
+            return
+        why = self.admit(flow.spec.never_shed) if self.admit is not None else None
+        if why is not None:
+            log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
+            await self.engine.shed(flow, call, why)  # logged once, as shed (or failed)
             return
         self.calls[call.id] = call
         try:

@@ -14,6 +14,7 @@ from ..flow.registry import FlowSet
 from ..flow.services import utc_now
 from ..metrics import Metrics
 from ..schedule import OverrideStore
+from .accounts import Credentials
 
 
 class FlowSource(Protocol):
@@ -44,9 +45,10 @@ class AdminContext:
     ``overrides`` must be the engine's own ``OverrideStore`` (``Services.overrides``) so
     that an override takes effect on the next call.  ``reload`` reloads the flows like
     SIGHUP does (and returns the ``ReloadResult``).  ``db`` is the call log's engine
-    (None: the callback and call routes answer 503).  ``tokens`` by name: empty refuses
-    every ``/api/`` route.  ``ari_connected`` decides readiness (with the flows);
-    ``checks`` are reported by ``/healthz`` without deciding it (database, AMI ...).
+    (None: the callback and call routes answer 503).  ``credentials``: who may use the API
+    (none refuses every ``/api/`` route); the daemon replaces them on SIGHUP.
+    ``ari_connected`` decides readiness (with the flows); ``checks`` are reported by
+    ``/healthz`` without deciding it (database, AMI ...).
     """
 
     flows: FlowSource
@@ -56,7 +58,7 @@ class AdminContext:
     trunks: TrunkSource | None = None
     db: AsyncEngine | None = None
     metrics: Metrics | None = None
-    tokens: Mapping[str, str] = field(default_factory=dict)
+    credentials: Credentials = field(default_factory=Credentials)
     audit: AuditFn | None = None
     ari_connected: Callable[[], bool] = _never
     checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)

@@ -1,5 +1,6 @@
 """What every admin route and middleware shares: the app's keys, JSON errors, the page's
-files, the token check and the security headers.  A leaf: it imports no route.
+files, who may call which route (roles), and the security headers.  A leaf: it imports no
+route.
 """
 
 from __future__ import annotations
@@ -14,24 +15,29 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from .auth import USER_HEADER, acting_user, token_name
+from .accounts import Account, Role
 from .calendars import BadRequest
 from .context import AdminContext
+from .sessions import Brake, Sessions
 
 log = logging.getLogger("callflow.api")
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 STATIC = Path(__file__).resolve().parent / "static"
 CONTEXT = web.AppKey("callflow_admin_context", AdminContext)
-TOKEN_NAME = web.RequestKey("callflow_token_name", str)  # the token's name
-WHO = web.RequestKey("callflow_who", str)  # who acts, for the audit trail
+#: The role each handler needs; None: open to all (the login).  Unlisted: admin only.
+ACCESS = web.AppKey("callflow_access", dict[Handler, Role | None])
+SESSIONS = web.AppKey("callflow_sessions", Sessions)
+BRAKE = web.AppKey("callflow_brake", Brake)
+ACCOUNT = web.RequestKey("callflow_account", Account)  # who acts, from the credential
+WHO = web.RequestKey("callflow_who", str)  # their name, for the audit trail
 MAX_BODY = 64 * 1024
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(Exception):
@@ -81,23 +87,63 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal error (see the daemon's log)")
 
 
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    return given.strip() or None if scheme.lower() == "bearer" else None
+
+
+def refused(request: web.Request, why: str) -> web.Response:
+    """A 401, logged (never with what was offered) and counted against the client."""
+    client = client_address(request)
+    request.app[BRAKE].failed(client)
+    log.warning("401 %s %s from %s: %s", request.method, request.path, client, why)
+    return error_response(401, why, {"WWW-Authenticate": 'Bearer realm="callflow"'})
+
+
+def _account(request: web.Request, ctx: AdminContext) -> Account | None:
+    given = bearer(request)
+    if given is None:
+        return None
+    account = request.app[SESSIONS].get(given)
+    if account is not None:
+        return account
+    account = ctx.credentials.by_token(given)
+    # A person's token alone opens nothing: it logs in, with the second factor.
+    return None if account is None or account.needs_second_factor else account
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/api/`` needs a bearer token; sets ``request[WHO]`` for the audit trail."""
+    """``/api/`` needs a session or a service token, and the route's role; sets
+    ``request[ACCOUNT]`` and ``request[WHO]``.  Too many failures from one address: 429."""
     if not request.path.startswith("/api/"):
         return await handler(request)
     ctx = request.app[CONTEXT]
-    if not ctx.tokens:
-        raise ApiError(401, "the admin API is disabled: no [http] token_file is set")
-    name = token_name(ctx.tokens, request.headers.get("Authorization"))
-    if name is None:
+    if not ctx.credentials:
+        raise ApiError(401, "the admin API is disabled: no [http] accounts_file or token_file")
+    wait = request.app[BRAKE].retry_after(client_address(request))
+    if wait is not None:
+        log.warning("429 %s %s from %s", request.method, request.path, client_address(request))
         return error_response(
-            401,
-            "a valid token is required (Authorization: Bearer <token>)",
-            {"WWW-Authenticate": 'Bearer realm="callflow"'},
+            429, "too many failed attempts: try again later", {"Retry-After": str(int(wait))}
         )
-    request[TOKEN_NAME] = name
-    request[WHO] = acting_user(name, request.headers.get(USER_HEADER))
+    needed = request.app[ACCESS].get(request.match_info.handler, Role.ADMIN)
+    if needed is None:
+        return await handler(request)
+    account = _account(request, ctx)
+    if account is None:
+        return refused(request, "a valid session or token is required (Authorization: Bearer)")
+    if not account.role.allows(needed):
+        log.warning(
+            "403 %s %s for %s (%s)", request.method, request.path, account.name, account.role
+        )
+        raise ApiError(403, f"this needs the {needed} role; {account.name} is {account.role}")
+    request[ACCOUNT] = account
+    request[WHO] = account.name
     return await handler(request)
 
 
@@ -113,15 +159,22 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 
 __all__ = [
+    "ACCESS",
+    "ACCOUNT",
+    "BRAKE",
     "CONTEXT",
     "MAX_BODY",
+    "SESSIONS",
     "STATIC",
-    "TOKEN_NAME",
     "WHO",
     "ApiError",
+    "Handler",
     "auth_middleware",
+    "bearer",
+    "client_address",
     "error_response",
     "errors_middleware",
     "json_response",
+    "refused",
     "security_headers",
 ]

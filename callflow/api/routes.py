@@ -16,10 +16,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..metrics import CONTENT_TYPE
 from ..store.maintenance import complete_callback
 from . import queries
-from .auth import USER_HEADER, acting_user
+from .accounts import NAME, Role
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
-from .http import CONTEXT, STATIC, TOKEN_NAME, WHO, ApiError, json_response
+from .http import (
+    ACCESS,
+    CONTEXT,
+    SESSIONS,
+    STATIC,
+    WHO,
+    ApiError,
+    Handler,
+    bearer,
+    client_address,
+    json_response,
+    refused,
+)
 
 log = logging.getLogger("callflow.api")
 
@@ -28,22 +40,34 @@ MAX_ERRORS = 50  # reload errors shown (and audited) at most
 
 def add_routes(app: web.Application) -> None:
     app[_BACKLOG] = _Backlog()
+    access: dict[Handler, Role | None] = {}
+
+    def api(method: str, path: str, handler: Handler, role: Role | None) -> None:
+        app.router.add_route(method, path, handler)
+        access[handler] = role
+
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
     r.add_get("/", to_page)
     r.add_get("/page", to_page)
     r.add_get("/page/", page)
-    r.add_get("/api/calendars", get_calendars)
-    r.add_post("/api/calendars/{flow}/{calendar}/override", set_override)
-    r.add_delete("/api/calendars/{flow}/{calendar}/override", cancel_override)
-    r.add_post("/api/reload", reload)
-    r.add_get("/api/callbacks", get_callbacks)
-    r.add_post(r"/api/callbacks/{id:\d+}/done", callback_done)
-    r.add_get("/api/calls", get_calls)
-    r.add_get("/api/calls/{id}", get_call)
-    r.add_get("/api/trunks", get_trunks)
-    r.add_get("/api/audit", get_audit)
+    # Who may do what: the secretariat works the callback queue and the calendars; the
+    # admin also reloads, reads the call log and the audit trail.
+    secretariat, admin = Role.SECRETARIAT, Role.ADMIN
+    api("POST", "/api/login", login, None)
+    api("POST", "/api/logout", logout, secretariat)
+    api("GET", "/api/calendars", get_calendars, secretariat)
+    api("POST", "/api/calendars/{flow}/{calendar}/override", set_override, secretariat)
+    api("DELETE", "/api/calendars/{flow}/{calendar}/override", cancel_override, secretariat)
+    api("GET", "/api/callbacks", get_callbacks, secretariat)
+    api("POST", r"/api/callbacks/{id:\d+}/done", callback_done, secretariat)
+    api("GET", "/api/trunks", get_trunks, secretariat)
+    api("POST", "/api/reload", reload, admin)
+    api("GET", "/api/calls", get_calls, admin)
+    api("GET", "/api/calls/{id}", get_call, admin)
+    api("GET", "/api/audit", get_audit, admin)
+    app[ACCESS] = access
 
 
 async def to_page(request: web.Request) -> web.StreamResponse:
@@ -104,6 +128,44 @@ def _audit(ctx: AdminContext, who: str, action: str, detail: Mapping[str, Any]) 
         log.warning("audit trail unavailable: %s %s %s", who, action, dict(detail))
         return
     ctx.audit(who, action, detail)
+
+
+# -- logging in -----------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    """A person's name, token and TOTP code open a session (its bearer is the answer)."""
+    ctx = _ctx(request)
+    body = await _body(request)
+    fields = ("name", "token", "code")
+    if not isinstance(body, dict) or set(body) != set(fields):
+        raise BadRequest('expected a JSON object {"name": ..., "token": ..., "code": ...}')
+    name, token, code = (body[f] for f in fields)
+    if not all(isinstance(v, str) for v in (name, token, code)) or not NAME.match(name):
+        raise BadRequest('"name", "token" and "code" must be texts')
+    opened = request.app[SESSIONS].login(name, token, code.strip(), ctx.clock())
+    if opened is None:
+        return refused(request, "the name, token or code is wrong (or the code was used)")
+    session, state = opened
+    who = state.account.name
+    log.info("login: %s (%s) from %s", who, state.account.role, client_address(request))
+    _audit(ctx, who, "login", {"role": str(state.account.role)})
+    lifetime = round(state.expires - time.monotonic())
+    return json_response(
+        {"session": session, "name": who, "role": str(state.account.role), "expires_in": lifetime}
+    )
+
+
+async def logout(request: web.Request) -> web.Response:
+    given = bearer(request)
+    if given is not None:
+        request.app[SESSIONS].logout(given)
+    return json_response({"ok": True})
+
+
+def _audit_read(ctx: AdminContext, request: web.Request, what: str, ids: list[Any]) -> None:
+    """Reads of personal data are audited: who saw which records (ids, never their content)."""
+    _audit(ctx, request[WHO], "read", {"what": what, "count": len(ids), "ids": ids})
 
 
 # -- health and metrics ---------------------------------------------------------------------
@@ -271,9 +333,9 @@ async def get_callbacks(request: web.Request) -> web.Response:
         rows = await queries.list_callbacks(_db(ctx), status=status, limit=limit)
     now = ctx.clock()
     flows = ctx.flows.current
-    return json_response(
-        {"now": now.isoformat(), "callbacks": [queries.callback_json(r, flows, now) for r in rows]}
-    )
+    shown = [queries.callback_json(r, flows, now) for r in rows]
+    _audit_read(ctx, request, "callbacks", [c["id"] for c in shown])
+    return json_response({"now": now.isoformat(), "callbacks": shown})
 
 
 async def callback_done(request: web.Request) -> web.Response:
@@ -281,15 +343,12 @@ async def callback_done(request: web.Request) -> web.Response:
     db = _db(ctx)
     callback_id = int(request.match_info["id"])
     body = await _body(request)
-    if not isinstance(body, dict) or set(body) - {"who", "status"}:
-        raise BadRequest('expected a JSON object {"who": "...", "status": "done"|"cancelled"}')
+    if not isinstance(body, dict) or set(body) - {"status"}:
+        raise BadRequest('expected a JSON object {"status": "done"|"cancelled"}')
     status = body.get("status", "done")
     if status not in ("done", "cancelled"):
         raise BadRequest('"status" must be "done" or "cancelled"')
-    user = body.get("who")
-    if user is not None and not isinstance(user, str):
-        raise BadRequest('"who" must be a text')
-    who = acting_user(request[TOKEN_NAME], user or request.headers.get(USER_HEADER))
+    who = request[WHO]  # from the credential, never from the request
     now = ctx.clock()
     async with asyncio.timeout(ctx.db_timeout):
         row = await queries.get_callback(db, callback_id)
@@ -322,6 +381,7 @@ async def get_calls(request: web.Request) -> web.Response:
     flow = request.query.get("flow") or None
     async with asyncio.timeout(ctx.db_timeout):
         calls = await queries.recent_calls(_db(ctx), limit=limit, flow=flow)
+    _audit_read(ctx, request, "calls", [c["id"] for c in calls])
     return json_response({"calls": calls})
 
 
@@ -332,6 +392,7 @@ async def get_call(request: web.Request) -> web.Response:
         call = await queries.get_call(_db(ctx), call_id)
     if call is None:
         raise ApiError(404, f"no call {call_id!r} in the call log")
+    _audit_read(ctx, request, "call", [call_id])
     return json_response(call)
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
+
+from ..errors import SettingsError
 
 log = logging.getLogger("callflow.api")
 
@@ -17,11 +21,18 @@ class AdminServer:
     up to ``shutdown_timeout`` seconds).  ``async with`` does both."""
 
     def __init__(
-        self, app: web.Application, host: str, port: int, *, shutdown_timeout: float = 5.0
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        shutdown_timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self._port = port
+        self._tls = tls
         self._runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
         self._site: web.TCPSite | None = None
 
@@ -38,11 +49,12 @@ class AdminServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port)
+        self._site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._tls)
         try:
             await self._site.start()
         except OSError:
@@ -69,4 +81,15 @@ class AdminServer:
             await self._runner.cleanup()
 
 
-__all__ = ["AdminServer"]
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context of TLS 1.2 or newer; ``SettingsError`` when the files do not load."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"[http] tls_cert {cert} / tls_key {key}: {exc}") from None
+    return ctx
+
+
+__all__ = ["AdminServer", "tls_context"]

@@ -14,13 +14,17 @@ from callflow.ari.faults import (
     AriError,
     AriHTTPError,
     AriNotFound,
+    AriServerError,
+    AriSocketDropped,
     AriTimeout,
 )
 from callflow.ari.transport import HttpTransport, RestResponse, RestTransport
+from callflow.ari.websocket import TRANSPORTS, SocketTransport, TransportMode
 
 __all__ = [
     "EVENT_CONNECTED",
     "EVENT_DISCONNECTED",
+    "TRANSPORTS",
     "AriBadRequest",
     "AriClient",
     "AriConfig",
@@ -29,9 +33,13 @@ __all__ = [
     "AriError",
     "AriHTTPError",
     "AriNotFound",
+    "AriServerError",
+    "AriSocketDropped",
     "AriTimeout",
     "HttpTransport",
     "ParamValue",
     "RestResponse",
     "RestTransport",
+    "SocketTransport",
+    "TransportMode",
 ]

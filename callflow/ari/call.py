@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from ..telephony import DialResult, DialStatus, Driver
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
 from .faults import AriError, AriNotFound
+from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
 
@@ -105,8 +107,12 @@ class AriCall:
         sounds_prefix: str = "sound:",
         voicemail_context: str = "callflow-voicemail",
         fallback_context: str = "callflow-fallback",
+        on_answered: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
+        # Seconds from the call's arrival (this object) to Asterisk's answer: overload.
+        self._arrived = time.monotonic()
+        self._on_answered = on_answered
         self.registry = registry
         self._chan = _Channel(str(channel["id"]))
         caller = channel.get("caller") or {}
@@ -153,9 +159,12 @@ class AriCall:
         chan = self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
         if kind in ("PlaybackFinished", "PlaybackFailed"):
             pb = event.get("playback") or {}
-            fut = self._playbacks.pop(str(pb.get("id")), None)
+            pb_id = str(pb.get("id"))
+            fut = self._playbacks.pop(pb_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(str(pb.get("state", "done")))
+            if chan is not None and chan.playing == pb_id:
+                chan.playing = None  # over by itself: nothing left to stop
             return
         if chan is None:
             return
@@ -233,6 +242,16 @@ class AriCall:
             self._chan.gone.set()
             raise CallerHangup(f"caller channel {self.id} is gone") from None
 
+    async def _quiet(self, chan: _Channel) -> None:
+        """Stop what still plays on ``chan`` (a prompt a key interrupted) before a request
+        Asterisk would queue behind it.  The stop is put off until then, so that a hangup
+        (which ends the prompt anyway) costs no stop request."""
+        pb_id = chan.playing
+        if pb_id is not None:
+            chan.playing = None
+            with contextlib.suppress(AriError):
+                await self.client.stop_playback(pb_id)
+
     def _hung_up(self) -> CallerHangup:
         if self.lost:
             return CallLost(f"channel {self.id} vanished (Asterisk restarted or events lost)")
@@ -244,11 +263,14 @@ class AriCall:
         if not self.answered:
             await self._caller_op(self.client.answer(self.id))
             self.answered = True
+            if self._on_answered is not None:
+                self._on_answered(time.monotonic() - self._arrived)
 
     async def _play_on(self, chan: _Channel, prompts: Sequence[str], barge_in: bool) -> str:
         for prompt in prompts:
             if barge_in and not chan.dtmf.empty():
                 return chan.dtmf.get_nowait()
+            await self._quiet(chan)
             pb_id = chan.next_playback_id()
             fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._playbacks[pb_id] = fut
@@ -269,9 +291,8 @@ class AriCall:
                         if not key_task.done():
                             key_task.cancel()
                     if key_task in done[0]:
-                        with contextlib.suppress(AriError):
-                            await self.client.stop_playback(pb_id)
-                        chan.playing = None
+                        # The prompt is stopped by the next request that needs it stopped
+                        # (``_quiet``), not now: if that is a hangup, it costs nothing.
                         return key_task.result()
                     state = fut.result()
                 chan.playing = None
@@ -301,6 +322,8 @@ class AriCall:
         digits = ""
         if prompt:
             digits = await self.play([prompt], barge_in=barge_in)
+        if digits and len(digits) < max_digits:
+            await self._quiet(self._chan)  # more keys to come: the prompt must not go on
         while len(digits) < max_digits:
             wait = first_timeout if not digits else inter_timeout
             try:
@@ -343,6 +366,7 @@ class AriCall:
 
     async def _hold(self, on: bool) -> None:
         """Music on hold for an answered caller while a leg rings (ringback if unanswered)."""
+        await self._quiet(self._chan)
         with contextlib.suppress(AriError):
             if on and self.answered:
                 await self.client.start_moh(self.id)
@@ -377,6 +401,8 @@ class AriCall:
         bridge_id = str(bridge["id"])
         self.bridged = True
         try:
+            await self._quiet(self._chan)
+            await self._quiet(leg)  # a callee who confirmed during the announce
             await self.client.add_channel(bridge_id, [self.id, leg.id])
             with contextlib.suppress(_Gone, CallerHangup):
                 await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
@@ -451,6 +477,7 @@ class AriCall:
         """Start playing ``prompts`` to the caller without waiting for them to end."""
         try:
             await self.answer()
+            await self._quiet(self._chan)
             pb_id = self._chan.next_playback_id()
             self._chan.playing = pb_id
             media = [self._prefix + p for p in prompts]
@@ -463,10 +490,10 @@ class AriCall:
         return pb_id
 
     async def _stop_message(self, pb_id: str) -> None:
-        # A playing channel queues the bridge request: stop the message first.
-        with contextlib.suppress(AriError):
-            await self.client.stop_playback(pb_id)
-        self._chan.playing = None
+        # A playing channel queues the bridge request: stop the message first (unless it
+        # is over already: then the stop would be a needless round trip).
+        if self._chan.playing == pb_id:
+            await self._quiet(self._chan)
 
     async def _confirm(
         self, leg: _Channel, key: str, announce: Sequence[str], wait: float
@@ -484,6 +511,7 @@ class AriCall:
 
     async def voicemail(self, box: str) -> bool:
         # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail.
+        await self._quiet(self._chan)
         await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))
         self.left = True
         try:
@@ -501,11 +529,12 @@ class AriCall:
             with contextlib.suppress(AriError):
                 await self.client.stop_playback(pb_id)
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         """Nobody could be reached: hand the caller to the dialplan fallback, which rings
-        the secretariat, the outside secretariat and voicemail on its own."""
+        the secretariat, the outside secretariat and voicemail on its own.  False when the
+        caller was gone, or hung up because the dialplan could not be reached."""
         if self.gone or self.left:
-            return
+            return self.left and not self.gone
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         try:
@@ -514,18 +543,18 @@ class AriCall:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             await self.hangup()
+            return False
+        return True
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""
-        if self._chan.playing is not None:
-            # Asterisk queues every request behind a running prompt: end it first.
-            with contextlib.suppress(AriError):
-                await self.client.stop_playback(self._chan.playing)
-            self._chan.playing = None
+        # Asterisk queues every request behind a running prompt: end it first.
+        await self._quiet(self._chan)
         self.left = True
         await self._caller_op(self.client.continue_in_dialplan(self.id, context, extension, 1))
 
     async def set_variable(self, name: str, value: str) -> None:
+        await self._quiet(self._chan)
         await self._caller_op(self.client.set_variable(self.id, name, value))
 
     async def hangup(self) -> None:
@@ -535,6 +564,9 @@ class AriCall:
             with contextlib.suppress(AriNotFound):
                 await self.client.hangup(self.id)
         self.close()
+
+    def go_first(self) -> None:
+        go_first()  # this task's (the call's) requests skip the client's queue
 
     def close(self) -> None:
         """Forget every channel of this call (the router stops sending its events)."""

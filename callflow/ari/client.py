@@ -36,7 +36,9 @@ from callflow.ari.faults import (
     AriTimeout,
     error_for_status,
 )
+from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
+from callflow.ari.websocket import HTTP, TRANSPORTS, WEBSOCKET, SocketTransport, TransportMode
 from callflow.reconnect import Backoff, Supervisor
 
 __all__ = [
@@ -73,6 +75,11 @@ class AriConfig:
     ``sessionlimit`` is 100 by default); the events websocket holds one of its connections.
     ``heartbeat`` (seconds, ``None`` to disable) pings the events websocket so a dead peer
     is noticed; a connection that stayed up ``stable_after`` seconds resets the backoff.
+
+    ``transport`` says how REST requests travel: ``http`` (the pool), ``websocket`` (over
+    the events websocket, see ``callflow.ari.websocket``) or ``auto`` (the websocket when
+    Asterisk answers a probe over it within ``probe_timeout`` s at connect, else HTTP).
+    Whatever the mode, requests go over HTTP while the events websocket is down.
     """
 
     url: str
@@ -85,6 +92,8 @@ class AriConfig:
     backoff_max: float = 30.0
     heartbeat: float | None = 20.0
     stable_after: float = 10.0
+    transport: TransportMode = "auto"
+    probe_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         url = yarl.URL(self.url)
@@ -106,6 +115,10 @@ class AriConfig:
             raise ValueError("ARI heartbeat must be > 0 (or None)")
         if self.stable_after < 0:
             raise ValueError("ARI stable_after must be >= 0")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"ARI transport must be one of {', '.join(TRANSPORTS)}")
+        if self.probe_timeout <= 0:
+            raise ValueError("ARI probe_timeout must be > 0")
 
     @property
     def rest_url(self) -> str:
@@ -160,10 +173,20 @@ class AriClient:
             clock=clock,
         )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self.in_flight = 0  # REST requests asked for and not yet answered
+        # Ordinary requests share these slots, in order; an emergency call's skip them.  Two
+        # of the pool's connections are kept out of them: one holds the events websocket,
+        # the other stays free for an emergency call's request.
+        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2))
         self._events_active = False
-        self._transport: RestTransport = transport or HttpTransport(
-            self._require_session, config.rest_url, self._headers
-        )
+        http = transport or HttpTransport(self._require_session, config.rest_url, self._headers)
+        # REST over the events websocket where the mode allows it (HTTP while it is down).
+        self._socket_rest: SocketTransport | None = None
+        if config.transport != HTTP:
+            probe = min(config.probe_timeout, config.request_timeout)
+            self._socket_rest = SocketTransport(http, config.transport, probe)
+        self._transport: RestTransport = self._socket_rest or http
+        self._sent: dict[str, int] = {WEBSOCKET: 0, HTTP: 0}
 
     def __repr__(self) -> str:
         return (
@@ -212,6 +235,16 @@ class AriClient:
         """True while the events websocket is open."""
         return self._ws is not None and not self._ws.closed
 
+    @property
+    def rest_transport(self) -> str:
+        """How REST requests travel now: ``websocket`` or ``http``."""
+        return HTTP if self._socket_rest is None else self._socket_rest.in_use
+
+    @property
+    def rest_requests(self) -> dict[str, int]:
+        """REST requests sent since the start, by transport (``websocket``, ``http``)."""
+        return dict(self._sent)
+
     # -- REST ------------------------------------------------------------------------------
 
     async def request(
@@ -237,12 +270,25 @@ class AriClient:
             raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
+        self.in_flight += 1  # read by the overload shedding and the metrics
+        self._sent[self.rest_transport] += 1
         try:
-            resp = await self._transport.request(method, path, query, json, timeout=total)
+            async with asyncio.timeout(total):  # the wait for a slot counts too
+                # An emergency call is never held behind the others; over the websocket
+                # there is no pool to queue for.
+                if goes_first() or self.rest_transport == WEBSOCKET:
+                    resp = await self._transport.request(method, path, query, json, timeout=total)
+                else:
+                    async with self._slots:
+                        resp = await self._transport.request(
+                            method, path, query, json, timeout=total
+                        )
         except TimeoutError as exc:
             raise AriTimeout(
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
             ) from exc
+        finally:
+            self.in_flight -= 1
         status, body = resp.status, resp.body
         log.debug("ARI %s %s -> %d", method, path, status)
         if not 200 <= status < 300:
@@ -407,21 +453,30 @@ class AriClient:
             async with contextlib.aclosing(self._supervisor.sessions()) as sessions:
                 async for ws in sessions:
                     self._ws = ws
-                    log.info("ARI events: connected (app %s)", self.config.app)
+                    rest = self._socket_rest
                     reason = "closed"
                     try:
+                        # What the probe read besides its answer comes first, in order.
+                        backlog = await rest.attach(ws) if rest is not None else []
+                        log.info(
+                            "ARI events: connected (app %s; REST over %s)",
+                            self.config.app,
+                            self.rest_transport,
+                        )
                         yield {"type": EVENT_CONNECTED}
                         while True:
-                            msg = await ws.receive()
+                            msg = backlog.pop(0) if backlog else await ws.receive()
                             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                                 event = _parse_frame(msg.data)
-                                if event is not None:
+                                if event is not None and not (rest and rest.feed(event)):
                                     yield event
                             else:
                                 reason = _drop_reason(ws, msg.type, msg.data)
                                 break
                     finally:
                         self._ws = None
+                        if rest is not None:  # requests waiting on this socket fail now
+                            rest.detach(reason)
                         await ws.close()
                     if self.closed:
                         return

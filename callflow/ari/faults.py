@@ -5,28 +5,43 @@ action ends one step of one call)::
 
     AriError
     ├── AriConnectionError      Asterisk cannot be reached, or the client is closed
-    │   └── AriTimeout          no complete answer within the request timeout
+    │   ├── AriTimeout          no complete answer within the request timeout
+    │   └── AriSocketDropped    the events websocket carrying the request dropped
     └── AriHTTPError            Asterisk answered with an error status
         ├── AriBadRequest       400 or 422: bad parameters or body
         ├── AriNotFound         404: e.g. the channel is gone (the caller hung up)
-        └── AriConflict         409: e.g. the channel is not in a Stasis application
+        ├── AriConflict         409: e.g. the channel is not in a Stasis application
+        └── AriServerError      5xx: Asterisk itself failed
+
+``AriConnectionError`` (and so its subclasses) and ``AriServerError`` are also
+``PbxLinkError``: the link failed, not the action, and the engine sends the call to the
+dialplan fallback instead of following the flow's ``failed`` branch.
 """
 
 from __future__ import annotations
 
-from callflow.errors import TelephonyError
+from callflow.errors import LinkFault, PbxLinkError, TelephonyError
 
 
 class AriError(TelephonyError):
     """Base of every error raised by the ARI client."""
 
 
-class AriConnectionError(AriError):
+class AriConnectionError(AriError, PbxLinkError):
     """Asterisk cannot be reached (refused, reset, DNS, TLS...) or the client is closed."""
+
+    fault = LinkFault.DISCONNECTED
 
 
 class AriTimeout(AriConnectionError):
     """Asterisk did not answer within the request timeout."""
+
+    fault = LinkFault.TIMEOUT
+
+
+class AriSocketDropped(AriConnectionError):
+    """The events websocket that carried the request dropped before its answer came: the
+    request may or may not have been carried out, so it is not sent again."""
 
 
 class AriHTTPError(AriError):
@@ -59,6 +74,12 @@ class AriConflict(AriHTTPError):
     """409: the resource is in the wrong state (e.g. the channel is not in Stasis)."""
 
 
+class AriServerError(AriHTTPError, PbxLinkError):
+    """5xx: Asterisk failed to carry out a well-formed request (it is overloaded or broken)."""
+
+    fault = LinkFault.SERVER_ERROR
+
+
 _BY_STATUS: dict[int, type[AriHTTPError]] = {
     400: AriBadRequest,
     404: AriNotFound,
@@ -69,5 +90,5 @@ _BY_STATUS: dict[int, type[AriHTTPError]] = {
 
 def error_for_status(status: int, message: str, method: str, path: str) -> AriHTTPError:
     """Build the ``AriHTTPError`` subclass that matches ``status``."""
-    cls = _BY_STATUS.get(status, AriHTTPError)
+    cls = _BY_STATUS.get(status, AriServerError if 500 <= status < 600 else AriHTTPError)
     return cls(status, message, method, path)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +25,7 @@ from .call import LEG_ROLE_VAR, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
 from .faults import AriError
+from .overload import Shedder, go_first
 
 log = logging.getLogger("callflow.ari")
 
@@ -40,6 +41,8 @@ class CallService:
         sounds_prefix: str = "sound:",
         fallback_context: str = "callflow-fallback",
         stop_grace: float = 30.0,
+        shedder: Shedder | None = None,
+        on_answered: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
@@ -53,6 +56,8 @@ class CallService:
         self._call_tasks = Tasks("calls", log)  # the tasks of self.calls
         self._background = Tasks("call service", log)
         self.recoveries = 0
+        self.shedder = shedder  # None: never shed (overload shedding disabled)
+        self._on_answered = on_answered  # a call's answer latency, for the metrics
 
     async def __aenter__(self) -> Self:
         return self
@@ -112,7 +117,26 @@ class CallService:
             )
             self._spawn(self._to_dialplan(call, "no flow"), "fallback")
             return
+        if self.shedder is not None:
+            reason = self.shedder.admit(flow.spec.never_shed)
+            if reason is not None:
+                why = self.shedder.explain(reason)
+                log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
+                self._spawn(self._shed(call, flow, why), "shed")
+                return
         self._start(call, flow, rescue=None)
+
+    async def _shed(self, call: AriCall, flow: LoadedFlow, why: str) -> None:
+        try:
+            await self.engine.shed(flow, call, why)  # logged once, as shed (or failed)
+        finally:
+            call.close()
+
+    def _answered(self, latency: float) -> None:
+        if self.shedder is not None:
+            self.shedder.answered(latency)
+        if self._on_answered is not None:
+            self._on_answered(latency)
 
     def _start(self, call: AriCall, flow: LoadedFlow, rescue: str | None) -> None:
         coro = (
@@ -120,6 +144,8 @@ class CallService:
             if rescue is None
             else self.engine.rescue(flow, call, rescue)
         )
+        if flow.spec.never_shed:
+            coro = _going_first(coro)  # an emergency line: its requests skip the queue
         task = self._call_tasks.spawn(coro, f"call-{call.id}", report=False)  # _call_done logs
         if task is None:  # only after stop(), which no longer starts calls
             log.error("call=%s not started: the call service has stopped", call.id)
@@ -150,6 +176,7 @@ class CallService:
             dialed=dialed,
             sounds_prefix=self.sounds_prefix,
             fallback_context=self.fallback_context,
+            on_answered=self._answered,
         )
 
     async def _to_dialplan(self, call: AriCall, why: str) -> None:
@@ -169,7 +196,11 @@ class CallService:
         hung up; stranded callers go to their flow's fallback (or the dialplan's)."""
         try:
             ids = await self.client.channels_in_app()
-            alive = {str(c.get("id")) for c in await self.client.list_channels()}
+            # Every channel (a ringing leg is not in the application yet), but only when a
+            # call in progress needs checking: at a first connection, none does.
+            alive: set[str] = set()
+            if self.calls:
+                alive = {str(c.get("id")) for c in await self.client.list_channels()}
         except AriError as exc:
             log.error("recovery: cannot list channels: %s", exc)
             return
@@ -260,6 +291,11 @@ class CallService:
         finally:  # whatever failed above, no task outlives the service
             await self._call_tasks.aclose()
             await self._background.aclose()
+
+
+async def _going_first(coro: Coroutine[Any, Any, Outcome]) -> Outcome:
+    go_first()  # in the call's own task, so in its context alone
+    return await coro
 
 
 class BridgeWatch:

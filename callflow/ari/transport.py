@@ -4,7 +4,8 @@
 onto the ``AriError`` tree and parses the answer; a ``RestTransport`` only carries one
 request to Asterisk and brings back its answer, whatever the status.  ``HttpTransport``
 does it over the client's aiohttp keep-alive pool; a fake Asterisk does it in the unit
-tests; REST over the events websocket (Asterisk 20+) would be a third.
+tests; ``SocketTransport`` (``callflow.ari.websocket``) carries them over the events
+websocket, with this one for when the socket is down.
 """
 
 from __future__ import annotations

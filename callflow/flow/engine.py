@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..errors import CallerHangup, CallLost, TelephonyError
+from ..errors import CallerHangup, CallLost, PbxLinkError, TelephonyError
 from ..schedule import Source
 from ..telephony import Call, DialResult, DialStatus
 from . import schema
@@ -68,6 +68,11 @@ class Engine:
         """Send a call found stranded (e.g. after a restart) straight to the fallback."""
         return await _Run(self.services, flow, call).run(rescue=why)
 
+    async def shed(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
+        """The daemon is overloaded: hand a new call straight to the PBX's last resort
+        (the dialplan fallback) without running a step, and log it ``shed`` with ``why``."""
+        return await _Run(self.services, flow, call).shed(why)
+
 
 def mask(number: str) -> str:
     """A caller number for logs: enough to tell calls apart, not to identify a patient."""
@@ -98,7 +103,7 @@ class _Run:
 
     # -- the main loop -------------------------------------------------------------------
 
-    async def run(self, rescue: str | None = None) -> Outcome:
+    def _begin(self) -> None:
         self.s.observer.call_started(self.info)
         log.info(
             "call=%s flow=%s version=%s event=start driver=%s caller=%s dialed=%s",
@@ -109,6 +114,25 @@ class _Run:
             mask(self.call.caller),
             self.call.dialed,
         )
+
+    async def shed(self, why: str) -> Outcome:
+        self._begin()
+        try:
+            handed = await self.call.last_resort()
+        except asyncio.CancelledError:
+            self._end(Outcome(OutcomeKind.FAILED, None, detail=f"shed ({why}); daemon stopped"))
+            raise
+        if handed:
+            outcome = Outcome(OutcomeKind.SHED, None, detail=why)
+        else:  # the caller was gone, or hung up: the dialplan could not be reached
+            outcome = Outcome(
+                OutcomeKind.FAILED, None, detail=f"shed ({why}); dialplan fallback not reached"
+            )
+        self._end(outcome)
+        return outcome
+
+    async def run(self, rescue: str | None = None) -> Outcome:
+        self._begin()
         try:
             outcome = await (self._walk() if rescue is None else self._fallback(rescue))
         except CallLost as exc:
@@ -160,6 +184,11 @@ class _Run:
             except CallerHangup:
                 self._record(name, kind, _Result(StepResult.ABANDONED, detail="caller hung up"), t0)
                 raise
+            except PbxLinkError as exc:
+                # The link to the PBX failed, not the step: the flow's ``failed`` branch and
+                # its fallback destination would need that same link (and might end in a
+                # deliberate hangup), so the call goes to the PBX's own last resort.
+                return self._link_failed(name, kind, exc, t0)
             except TelephonyError as exc:
                 detail = f"{type(exc).__name__}: {exc}"
                 res = _Result(StepResult.ERROR, _failed_branch(step), detail=detail)
@@ -177,6 +206,16 @@ class _Run:
             elif res.next is None:
                 return await self._fallback(f"step '{name}' ended with {res.result}")
             name = res.next
+
+    def _link_failed(self, name: str, kind: StepKind, exc: PbxLinkError, t0: float) -> Outcome:
+        why = f"PBX link failed ({exc.fault}): {type(exc).__name__}: {exc}"
+        failed = Outcome(OutcomeKind.FAILED, name, tier=self.tier, detail=why)
+        # Someone already reached keeps the call's outcome (as when the PBX loses the call).
+        res = _Result(StepResult.of_fault(exc.fault), detail=why)
+        res.outcome = None if self.reached else failed
+        self._record(name, kind, res, t0)
+        log.warning("call=%s step=%s PBX link failed (%s)", self.call.id, name, exc.fault)
+        return self.reached or failed
 
     async def _step(self, name: str, step: schema.Strict) -> _Result:
         match step:
@@ -295,6 +334,8 @@ class _Run:
     async def _escalate(self, name: str, step: schema.EscalateStep) -> _Result:
         spec = step.escalate
         self.tier = spec.tier
+        if spec.tier == 1:
+            self.call.go_first()  # an emergency: held behind no other call
         if spec.announce and spec.tier != 1:
             await self._answer()
             await self.call.play(spec.announce)

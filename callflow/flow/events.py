@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from ..errors import LinkFault
 from ..telephony import DialStatus, Driver
 
 
@@ -88,10 +89,25 @@ class StepResult(StrEnum):
     ERROR = "error"  # the PBX failed to carry it out, or a bug
     ABANDONED = "abandoned"  # the caller hung up
     LOST = "lost"  # the PBX lost the call
+    # The link to the PBX failed mid-step (the call went to the dialplan fallback).
+    PBX_TIMEOUT = "pbx timeout"  # no answer from the PBX in time
+    PBX_DISCONNECTED = "pbx disconnected"  # the connection dropped or was refused
+    PBX_ERROR = "pbx error"  # the PBX answered with a server error (5xx)
 
     @classmethod
     def of_dial(cls, status: DialStatus) -> StepResult:
         return cls(status.value.lower())
+
+    @classmethod
+    def of_fault(cls, fault: LinkFault) -> StepResult:
+        return _OF_FAULT[fault]
+
+
+_OF_FAULT = {
+    LinkFault.TIMEOUT: StepResult.PBX_TIMEOUT,
+    LinkFault.DISCONNECTED: StepResult.PBX_DISCONNECTED,
+    LinkFault.SERVER_ERROR: StepResult.PBX_ERROR,
+}
 
 
 #: Step results that mean the step put the call through to someone.

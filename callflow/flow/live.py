@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FlowError, UserError
+from ..schedule import FeedBook
 from .registry import FlowSet, LoadedFlow, load_flows
 
 log = logging.getLogger("callflow.flows")
@@ -23,14 +24,15 @@ class LiveFlows:
     """Holds the current ``FlowSet``.  A reload swaps it whole or not at all; calls keep
     the ``LoadedFlow`` they started with, so they finish on that version."""
 
-    def __init__(self, directory: Path, default: str | None) -> None:
+    def __init__(self, directory: Path, default: str | None, feeds: FeedBook | None = None) -> None:
         self.directory = directory
         self.default = default
+        self.feeds = feeds  # the iCal feeds read so far, shared by every version's calendars
         self.current = self._load()
         self.generation = 1
 
     def _load(self) -> FlowSet:
-        flows = load_flows([self.directory])
+        flows = load_flows([self.directory], self.feeds)
         if self.default is not None and self.default not in flows.flows:
             raise UserError(
                 f"flows.default = '{self.default}' is not a flow in {self.directory} "

@@ -8,7 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ..errors import Diagnostic, FlowError, UserError
-from ..schedule import Calendar
+from ..schedule import Calendar, FeedBook
 from . import schema
 from .loader import Document, load_file
 from .parse import parse_document
@@ -41,14 +41,28 @@ class FlowSet:
     def for_number(self, dialed: str) -> LoadedFlow | None:
         return self.by_number.get(dialed)
 
+    def feed_locations(self) -> list[str]:
+        """Every iCal feed the calendars of these flows read, in first-seen order."""
+        return list(
+            dict.fromkeys(
+                loc
+                for f in self.flows.values()
+                for cal in f.calendars.values()
+                for loc, _ in cal.feed_locations
+            )
+        )
 
-def compile_document(doc: Document) -> LoadedFlow:
+
+def compile_document(doc: Document, feeds: FeedBook | None = None) -> LoadedFlow:
+    """A checked flow; its calendars read their iCal feeds from ``feeds`` (none: no feed
+    event counts), relative feed paths being relative to the flow file."""
     spec = parse_document(doc)
     diags = validate_flow(spec, doc)
     if diags:
         raise FlowError(diags)
     tz = ZoneInfo(spec.timezone)
-    calendars = {name: Calendar(name, cal, tz) for name, cal in spec.calendars.items()}
+    base = Path(doc.file).parent
+    calendars = {name: Calendar(name, cal, tz, feeds, base) for name, cal in spec.calendars.items()}
     return LoadedFlow(spec, doc.file, doc.digest, tz, calendars, doc)
 
 
@@ -65,7 +79,7 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_flows(paths: Sequence[Path]) -> FlowSet:
+def load_flows(paths: Sequence[Path], feeds: FeedBook | None = None) -> FlowSet:
     """Load and check every flow file; raise ``FlowError`` listing all problems of all files."""
     files = flow_files(paths)
     if not files:
@@ -74,7 +88,7 @@ def load_flows(paths: Sequence[Path]) -> FlowSet:
     loaded: list[LoadedFlow] = []
     for f in files:
         try:
-            loaded.append(compile_document(load_file(f)))
+            loaded.append(compile_document(load_file(f), feeds))
         except FlowError as exc:
             diags.extend(exc.diagnostics)
     flows: dict[str, LoadedFlow] = {}

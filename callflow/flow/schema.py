@@ -276,6 +276,9 @@ class FlowFile(Strict):
     numbers: list[Annotated[str, Field(pattern=DIALED_PATTERN)]] = Field(min_length=1)
     timezone: str
     fallback: Name | None = None  # destination for calls the flow cannot carry on
+    # An emergency line: its calls are never shed when the daemon is overloaded, and their
+    # ARI requests go before the others'.
+    never_shed: bool = False
     calendars: dict[Name, CalendarSpec] = Field(default_factory=dict)
     destinations: dict[Name, Destination] = Field(default_factory=dict)
     routes: dict[Name, list[Name]] = Field(default_factory=dict)

@@ -15,16 +15,25 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Info, disable_created_metrics
+from prometheus_client import CollectorRegistry, Histogram, Info, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from .calls import CallMetrics, tier_label
-from .parts import CalendarReading, CallbackBacklog, Probes, ScrapeTime, TrunkReading
+from .parts import (
+    CalendarReading,
+    CallbackBacklog,
+    FeedReading,
+    Probes,
+    ScrapeTime,
+    TrunkReading,
+)
 
 #: The Content-Type of ``Metrics.render()``: Prometheus' text format 0.0.4, which every
 #: Prometheus 2 and 3 reads (names are plain, nothing needs the 1.0.0 escaping).
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+ANSWER_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class Metrics(CallMetrics):
@@ -42,6 +51,13 @@ class Metrics(CallMetrics):
             {"version": _version()}
         )
         self._backlog: CallbackBacklog | None = None
+        # The caller's wait for the daemon: arrival in Stasis to Asterisk's answer.
+        self.answer_latency = Histogram(
+            "callflow_answer_latency_seconds",
+            "From a call's arrival in the Stasis application to its answer by Asterisk.",
+            buckets=ANSWER_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(ScrapeTime(self.probes, lambda: self._backlog))
         if process:
             ProcessCollector(registry=self.registry)
@@ -49,6 +65,9 @@ class Metrics(CallMetrics):
     def render(self) -> bytes:
         """The metrics in Prometheus' text format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
+
+    def observe_answer_latency(self, seconds: float) -> None:
+        self.answer_latency.observe(seconds)
 
     def set_callback_backlog(self, backlog: CallbackBacklog) -> None:
         """The pending callback requests now (read from the database)."""
@@ -70,6 +89,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CalendarReading",
     "CallbackBacklog",
+    "FeedReading",
     "Metrics",
     "Probes",
     "TrunkReading",

@@ -1,6 +1,7 @@
 """What the daemon's parts report, read *at scrape time*: ARI and AMI connected and their
-reconnect counters, the call log's queue and spool, trunk states and round-trip times,
-calendars, flows loaded, and the callback backlog.
+reconnect counters, overload (event-loop lag, ARI requests in flight, shedding, calls
+shed), the call log's queue and spool, trunk states and round-trip times, calendars and
+their iCal feeds, flows loaded, and the callback backlog.
 
 Each value comes from a callable of ``Probes``, handed in by the composition root: nothing
 is copied, so a value is never stale, and this module imports none of the parts it
@@ -55,6 +56,19 @@ class CalendarReading(Protocol):
     def overridden(self) -> bool: ...
 
 
+class FeedReading(Protocol):
+    """One calendar feed (``callflow.feeds.FeedStatus`` is one)."""
+
+    @property
+    def feed(self) -> str: ...
+    @property
+    def last_success(self) -> float | None: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def up(self) -> bool | None: ...
+
+
 @dataclass
 class Probes:
     """Values read at scrape time.  Each is optional: a missing one leaves its metrics out.
@@ -65,6 +79,8 @@ class Probes:
     ari_connected: Callable[[], bool] | None = None
     ari_reconnects: Callable[[], int] | None = None
     ari_recoveries: Callable[[], int] | None = None
+    ari_transport: Callable[[], str] | None = None  # "websocket" or "http": REST now
+    ari_requests: Callable[[], Mapping[str, int]] | None = None  # REST sent, by transport
     ami_connected: Callable[[], bool] | None = None
     ami_reconnects: Callable[[], int] | None = None
     recorder_queue_depth: Callable[[], int] | None = None
@@ -77,6 +93,13 @@ class Probes:
     trunk_feed_live: Callable[[], bool] | None = None
     calendars: Callable[[], Iterable[CalendarReading]] | None = None
     flows_loaded: Callable[[], int] | None = None
+    feeds: Callable[[], Iterable[FeedReading]] | None = None
+    # Overload: event-loop lag (worst since the last scrape), ARI requests awaiting an
+    # answer, 1 while new calls are shed, and calls shed so far by reason.
+    loop_lag: Callable[[], float] | None = None
+    ari_in_flight: Callable[[], int] | None = None
+    shedding: Callable[[], bool] | None = None
+    calls_shed: Callable[[], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,7 @@ class ScrapeTime(Collector):
             "Recoveries that found calls stranded in the Stasis application.",
             p.ari_recoveries,
         )
+        yield from self._ari_transport(p.ari_transport, p.ari_requests)
         yield from _gauge("callflow_ami_connected", "1 while logged in to AMI.", p.ami_connected)
         yield from _counter(
             "callflow_ami_reconnects", "Times AMI logged in again.", p.ami_reconnects
@@ -155,9 +179,52 @@ class ScrapeTime(Collector):
             p.trunk_feed_live,
         )
         yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
+        yield from _gauge(
+            "callflow_event_loop_lag_seconds",
+            "Worst lateness of the event loop since the previous scrape.",
+            p.loop_lag,
+        )
+        yield from _gauge(
+            "callflow_ari_requests_in_flight",
+            "ARI REST requests sent and not yet answered.",
+            p.ari_in_flight,
+        )
+        yield from _gauge(
+            "callflow_shedding",
+            "1 while new calls are sent straight to the dialplan fallback (overload).",
+            p.shedding,
+        )
+        yield from self._shed(p.calls_shed)
         yield from self._trunks(p.trunks)
         yield from self._calendars(p.calendars)
+        yield from self._feeds(p.feeds)
         yield from self._backlog()
+
+    def _ari_transport(
+        self,
+        in_use: Callable[[], str] | None,
+        requests: Callable[[], Mapping[str, int]] | None,
+    ) -> Iterator[Metric]:
+        now = _read(in_use, "ari_transport")
+        if now is not None:
+            gauge = GaugeMetricFamily(
+                "callflow_ari_transport",
+                "1 for the way ARI REST requests travel now (websocket or http).",
+                labels=["transport"],
+            )
+            for name in ("websocket", "http"):
+                gauge.add_metric([name], 1.0 if now == name else 0.0)
+            yield gauge
+        sent = _read(requests, "ari_requests")
+        if sent is not None:
+            counter = CounterMetricFamily(
+                "callflow_ari_requests",
+                "ARI REST requests sent, by transport.",
+                labels=["transport"],
+            )
+            for name, count in sorted(sent.items()):
+                counter.add_metric([name], float(count))
+            yield counter
 
     def _trunks(self, probe: Callable[[], Iterable[TrunkReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "trunks")
@@ -196,6 +263,19 @@ class ScrapeTime(Collector):
                 rtt.add_metric([t.name], t.rtt_ms / 1000.0)
         yield from (up, state, breaker, rtt)
 
+    def _shed(self, probe: Callable[[], Mapping[str, int]] | None) -> Iterator[Metric]:
+        counts = _read(probe, "calls_shed")
+        if counts is None:
+            return
+        shed = CounterMetricFamily(
+            "callflow_calls_shed",
+            "Calls sent straight to the dialplan fallback because the daemon was behind.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(counts.items()):
+            shed.add_metric([reason], float(n))
+        yield shed
+
     def _calendars(self, probe: Callable[[], Iterable[CalendarReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "calendars")
         if readings is None:
@@ -212,6 +292,33 @@ class ScrapeTime(Collector):
             is_open.add_metric([c.flow, c.calendar], 1.0 if c.open else 0.0)
             override.add_metric([c.flow, c.calendar], 1.0 if c.overridden else 0.0)
         yield from (is_open, override)
+
+    def _feeds(self, probe: Callable[[], Iterable[FeedReading]] | None) -> Iterator[Metric]:
+        readings = _read_all(probe, "feeds")
+        if readings is None:
+            return
+        last = GaugeMetricFamily(
+            "callflow_calendar_feed_last_success_timestamp_seconds",
+            "Unix time of the last good read of the calendar feed (absent: none yet).",
+            labels=["feed"],
+        )
+        up = GaugeMetricFamily(
+            "callflow_calendar_feed_up",
+            "1 if the last read of the feed succeeded, 0 if the calendars use an old copy.",
+            labels=["feed"],
+        )
+        failures = CounterMetricFamily(
+            "callflow_calendar_feed_failures",
+            "Failed reads of the calendar feed (down, timeout, not iCalendar).",
+            labels=["feed"],
+        )
+        for f in readings:
+            if f.last_success is not None:
+                last.add_metric([f.feed], f.last_success)
+            if f.up is not None:
+                up.add_metric([f.feed], 1.0 if f.up else 0.0)
+            failures.add_metric([f.feed], float(f.failures))
+        yield from (last, up, failures)
 
     def _backlog(self) -> Iterator[Metric]:
         b = self.backlog()
@@ -262,4 +369,11 @@ def _counter(name: str, doc: str, probe: Callable[[], int] | None) -> Iterator[M
         yield CounterMetricFamily(name, doc, value=float(value))
 
 
-__all__ = ["CalendarReading", "CallbackBacklog", "Probes", "ScrapeTime", "TrunkReading"]
+__all__ = [
+    "CalendarReading",
+    "CallbackBacklog",
+    "FeedReading",
+    "Probes",
+    "ScrapeTime",
+    "TrunkReading",
+]

@@ -14,6 +14,7 @@ from callflow.schedule.calendar import (
     Source,
     timeline,
 )
+from callflow.schedule.ical import FeedBook, FeedError, FeedEvent, ParsedFeed, parse_feed
 from callflow.schedule.localtime import localize
 from callflow.schedule.render import format_timeline
 from callflow.schedule.spec import (
@@ -31,16 +32,21 @@ __all__ = [
     "Calendar",
     "CalendarSpec",
     "CalendarState",
+    "FeedBook",
+    "FeedError",
+    "FeedEvent",
     "HolidaySpec",
     "Interval",
     "Override",
     "OverrideStore",
+    "ParsedFeed",
     "PeriodSpec",
     "Source",
     "TimeRange",
     "format_timeline",
     "localize",
     "parse_days",
+    "parse_feed",
     "parse_time_range",
     "parse_timezone",
     "timeline",

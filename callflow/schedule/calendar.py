@@ -7,8 +7,10 @@ Precedence, highest first; the first layer that applies decides:
 
 1. override        -- set at runtime (e.g. "closed until tomorrow 08:00"), ignored once
                       its ``until`` has passed, so it reverts by itself;
-2. opening         -- ``open:`` exceptional openings (they beat holidays and closures);
-3. closure         -- ``closed:`` absences and vacations;
+2. opening         -- ``open:`` exceptional openings, and the events of ``open_feeds``
+                      (they beat holidays and closures);
+3. closure         -- ``closed:`` absences and vacations, and the events of
+                      ``closed_feeds`` (iCal feeds, :mod:`callflow.schedule.ical`);
 4. holiday         -- public holidays of ``holidays:``, closed 00:00-24:00 local time;
                       a weekly range crossing midnight is closed only on the holiday's
                       side of midnight;
@@ -24,14 +26,16 @@ the early hours of Sunday.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import cache
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import holidays
 
+from callflow.schedule.ical import FeedBook, feed_location
 from callflow.schedule.localtime import day_start, to_utc, wall_to_utc
 from callflow.schedule.spec import (
     DAY_NAMES,
@@ -46,6 +50,8 @@ from callflow.schedule.spec import (
 # `until` is searched this far ahead: far enough to cross a long weekend or a holiday
 # week, short enough to stay cheap when evaluated on every call.
 HORIZON = timedelta(days=14)
+# The smallest step of a datetime: [t, t + _INSTANT) asks for what covers instant t.
+_INSTANT = timedelta(microseconds=1)
 
 
 class Source(StrEnum):
@@ -86,6 +92,7 @@ class CalendarState:
     reason: str
     label: str | None
     until: datetime | None = None
+    feed: str | None = None  # the feed whose event decided (its name), if one did
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,29 @@ class _Period:
     end: datetime  # UTC
     label: str | None
     text: str
+    feed: str | None = None
 
 
 class Calendar:
-    def __init__(self, name: str, spec: CalendarSpec, tz: ZoneInfo) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: CalendarSpec,
+        tz: ZoneInfo,
+        feeds: FeedBook | None = None,
+        base: Path = Path("."),
+    ) -> None:
+        """``feeds`` holds the feeds read so far (the daemon refreshes it); ``base`` is the
+        folder that relative feed paths are relative to (the flow file's)."""
         self.name = name
         self.spec = spec
         self.tz = tz
+        self.feeds = feeds if feeds is not None else FeedBook()
+        #: (location, is an opening feed) for each feed of the spec, in order.
+        self.feed_locations: list[tuple[str, bool]] = [
+            *((feed_location(f, base), True) for f in spec.open_feeds),
+            *((feed_location(f, base), False) for f in spec.closed_feeds),
+        ]
         self._weekly: dict[int, list[TimeRange]] = {d: [] for d in range(7)}
         for key, ranges in spec.weekly.items():
             for day in parse_days(key):
@@ -130,6 +153,30 @@ class Calendar:
 
     def __repr__(self) -> str:
         return f"Calendar({self.name!r}, tz={self.tz.key!r})"
+
+    def _feed_periods(self, opening: bool, lo: datetime, hi: datetime) -> list[_Period]:
+        """The feeds' events of one kind overlapping UTC ``[lo, hi)``."""
+        found: list[_Period] = []
+        for location, is_open in self.feed_locations:
+            feed = self.feeds.get(location) if is_open is opening else None
+            if feed is None:
+                continue
+            for e in feed.events(lo, hi, self.tz):
+                text = f"{e.start.astimezone(self.tz):%Y-%m-%d %H:%M} to "
+                text += f"{e.end.astimezone(self.tz):%Y-%m-%d %H:%M}"
+                found.append(_Period(e.start, e.end, e.summary, text, e.feed))
+        return found
+
+    def _layers(self, lo: datetime, hi: datetime) -> list[tuple[Source, list[_Period]]]:
+        """Openings, then closures, that may overlap UTC ``[lo, hi)``: the flow's own
+        (all of them: few) and the feeds' (only those overlapping)."""
+        return [
+            (Source.OPENING, [*self._openings, *self._feed_periods(True, lo, hi)]),
+            (Source.CLOSURE, [*self._closures, *self._feed_periods(False, lo, hi)]),
+        ]
+
+    def _period_bounds(self, lo: datetime, hi: datetime) -> set[datetime]:
+        return {b for _, ps in self._layers(lo, hi) for p in ps for b in (p.start, p.end)}
 
     # -- holidays ----------------------------------------------------------------------
 
@@ -167,11 +214,14 @@ class Calendar:
         """State at UTC ``t`` without ``until``, and the end of the period that decided it."""
         if override is not None and t < override.until:
             return _override_state(override, self.tz), override.until
-        for src, periods in ((Source.OPENING, self._openings), (Source.CLOSURE, self._closures)):
+        for src, periods in self._layers(t, t + _INSTANT):
             for p in periods:
                 if p.start <= t < p.end:
                     reason = f"{src}: {p.label or p.text}"
-                    return CalendarState(src is Source.OPENING, src, reason, p.label), p.end
+                    if p.feed is not None:
+                        reason += f" ({p.text}, feed {p.feed})"
+                    state = CalendarState(src is Source.OPENING, src, reason, p.label, feed=p.feed)
+                    return state, p.end
         today = t.astimezone(self.tz).date()
         # Neighbouring days too: a weekly range of yesterday may run past midnight, and
         # this keeps the answer right in zones whose DST change happens at midnight.
@@ -208,8 +258,7 @@ class Calendar:
         found: set[datetime] = set()
         if override is not None:
             found.add(override.until.astimezone(UTC))
-        for p in (*self._openings, *self._closures):
-            found.update((p.start, p.end))
+        found.update(self._period_bounds(after, upto + _INSTANT))
         day = after.astimezone(self.tz).date() - timedelta(days=1)
         last = upto.astimezone(self.tz).date() + timedelta(days=1)
         while day <= last:
@@ -234,7 +283,7 @@ class Calendar:
             # Inside an opening or closure only another period can change the state (the
             # override is over), so skip the weekly and holiday boundaries: a closure of
             # several weeks still gets its exact end.
-            bounds = {b for p in (*self._openings, *self._closures) for b in (p.start, p.end)}
+            bounds = self._period_bounds(t, period_end + _INSTANT)
             for boundary in sorted(b for b in bounds if t < b <= period_end):
                 if self._eval(boundary, override)[0] != state:
                     return boundary
@@ -320,7 +369,7 @@ def _override_state(override: Override, tz: ZoneInfo) -> CalendarState:
 
 def _with_until(state: CalendarState, until: datetime | None, tz: ZoneInfo) -> CalendarState:
     local = until.astimezone(tz) if until is not None else None
-    return CalendarState(state.open, state.source, state.reason, state.label, local)
+    return replace(state, until=local)
 
 
 def _next(day: date) -> date:

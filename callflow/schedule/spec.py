@@ -109,6 +109,24 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown timezone {name!r}") from None
 
 
+_FEED_SCHEMES = ("http", "https", "webcal", "file")
+
+
+def _check_feed(text: str) -> str:
+    """A feed is an http(s) / webcal URL or a file path (relative to the flow file)."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty feed: give an https:// URL or a file path of an .ics file")
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme.lower() not in _FEED_SCHEMES:
+        raise ValueError(
+            f"unsupported feed {scheme!r}: give an https://, http://, webcal:// URL or a file path"
+        )
+    if sep and scheme.lower() != "file" and not rest.split("/")[0]:
+        raise ValueError(f"invalid feed URL {value!r}: no host")
+    return value
+
+
 def _check_range(text: str) -> str:
     parse_time_range(text)
     return text
@@ -266,6 +284,9 @@ class CalendarSpec(BaseModel):
     holidays: HolidaySpec | None = None
     closed: list[PeriodSpec] = []
     open: list[PeriodSpec] = []
+    # iCal feeds (URL or file) whose events are closures / exceptional openings.
+    closed_feeds: list[Annotated[str, AfterValidator(_check_feed)]] = []
+    open_feeds: list[Annotated[str, AfterValidator(_check_feed)]] = []
 
     @field_validator("weekly", mode="wrap")
     @classmethod

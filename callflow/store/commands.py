@@ -68,9 +68,14 @@ def add_commands(sub: Any) -> None:
     config(e)
     e.set_defaults(func=cmd_export)
 
-    r = sub.add_parser("report", help="calls, missed calls, answer times, callbacks, volume")
-    r.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD[ HH:MM]")
-    r.add_argument("--to", dest="end", required=True, help="last day (included), YYYY-MM-DD")
+    r = sub.add_parser(
+        "report",
+        help="the monthly quality report (default), or --from/--to: calls, missed calls, "
+        "answer times, callbacks, volume",
+    )
+    r.add_argument("--month", help="the quality report of YYYY-MM (default: last month)")
+    r.add_argument("--from", dest="start", help="first day, YYYY-MM-DD[ HH:MM]")
+    r.add_argument("--to", dest="end", help="last day (included), YYYY-MM-DD")
     r.add_argument("--flow", help="only this flow")
     r.add_argument("--format", choices=("text", "json", "html"), default="text")
     r.add_argument(
@@ -176,6 +181,7 @@ def cmd_db_current(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
     from . import db
+    from .leftovers import purge_leftovers
     from .maintenance import purge
 
     settings = _settings(args)
@@ -183,13 +189,16 @@ def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
 
     async def job(engine: AsyncEngine) -> Any:
         await db.check_schema(engine)
-        return await purge(engine, datetime.now(UTC), days, who=_who())
+        erase = settings.privacy.callback_erase_days
+        return await purge(engine, datetime.now(UTC), days, callback_erase_days=erase, who=_who())
 
     r = _run(settings, job)
+    left = purge_leftovers(settings.resolve(settings.database.spool_dir), r.cutoff)
     out.write(
         f"purged calls started before {r.cutoff:%Y-%m-%d %H:%M} UTC ({days} days): "
         f"{r.calls} calls, {r.steps} steps deleted; {r.callbacks_anonymised} callback "
-        f"requests anonymised ({r.callbacks_cancelled} still pending were cancelled)\n"
+        f"requests anonymised ({r.callbacks_cancelled} still pending were cancelled); "
+        f"{left.rejected} rejected records and {left.corrupt} corrupt segments removed\n"
     )
     return 0
 
@@ -246,12 +255,29 @@ def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
     return t
 
 
+def parse_month(text: str | None, today: datetime) -> tuple[int, int]:
+    """``YYYY-MM``; None: the month before ``today``'s (the last whole month)."""
+    if text is None:
+        return (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    try:
+        first = datetime.strptime(text.strip(), "%Y-%m")
+    except ValueError:
+        raise UserError(f"invalid month {text!r}: expected YYYY-MM, e.g. 2026-03") from None
+    if not 1900 <= first.year <= 2999:
+        raise UserError(f"invalid month {text!r}: the year must be between 1900 and 2999")
+    return first.year, first.month
+
+
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from . import db
     from .report import RENDERERS, Period, build_report
 
     settings = _settings(args)
     tz = _zone(args.timezone)
+    if args.start is None and args.end is None:
+        return _quality_report(args, settings, tz, out)
+    if args.start is None or args.end is None or args.month is not None:
+        raise UserError("give --from and --to together, or --month (the quality report)")
     start = parse_bound(args.start, tz, end=False)
     end = parse_bound(args.end, tz, end=True)
     if end <= start:
@@ -266,7 +292,21 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-__all__ = ["add_commands", "parse_bound"]
+def _quality_report(args: argparse.Namespace, settings: Settings, tz: ZoneInfo, out: TextIO) -> int:
+    from . import db
+    from .quality import QUALITY_RENDERERS, build_quality
+
+    year, month = parse_month(args.month, datetime.now(tz))
+
+    async def job(engine: AsyncEngine) -> dict[str, Any]:
+        await db.check_schema(engine)
+        return await build_quality(engine, year, month, tz, args.flow)
+
+    out.write(QUALITY_RENDERERS[args.format](_run(settings, job)))
+    return 0
+
+
+__all__ = ["add_commands", "parse_bound", "parse_month"]
 
 
 # -- callbacks -------------------------------------------------------------------------------

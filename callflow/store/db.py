@@ -97,6 +97,9 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable once checkpointed
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows (purged calls, erased callback numbers) are overwritten, not left in
+        # free pages where a copy of the file would still show them.
+        cursor.execute("PRAGMA secure_delete=ON")
     finally:
         cursor.close()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import UserError
@@ -67,12 +67,20 @@ class PurgeResult:
 
 
 async def purge(
-    engine: AsyncEngine, now: datetime, retention_days: int, *, who: str = "callflow"
+    engine: AsyncEngine,
+    now: datetime,
+    retention_days: int,
+    *,
+    callback_erase_days: int | None = None,
+    who: str = "callflow",
 ) -> PurgeResult:
-    """Delete calls and steps older than the retention period; anonymise old callbacks."""
+    """Delete calls and steps older than the retention period; anonymise old callbacks, and
+    those done or cancelled more than ``callback_erase_days`` ago (their number served its
+    purpose; kept, it would re-identify a pseudonymised call by a join)."""
     if now.tzinfo is None:
         raise ValueError("purge: now must be an aware datetime")
     cutoff = now - timedelta(days=retention_days)
+    erase = cutoff if callback_erase_days is None else now - timedelta(days=callback_erase_days)
     async with engine.begin() as conn:
         old_calls = select(Call.id).where(Call.started < cutoff)
         steps = await conn.execute(delete(CallStep).where(CallStep.call_id.in_(old_calls)))
@@ -82,9 +90,16 @@ async def purge(
             .where(CallbackRequestRow.created < cutoff, CallbackRequestRow.status == "pending")
             .values(status="cancelled", completed=now, completed_by="retention")
         )
+        closed = CallbackRequestRow.status.in_(("done", "cancelled"))
         anonymised = await conn.execute(
             update(CallbackRequestRow)
-            .where(CallbackRequestRow.created < cutoff, CallbackRequestRow.caller.is_not(None))
+            .where(
+                or_(
+                    CallbackRequestRow.created < cutoff,
+                    and_(closed, CallbackRequestRow.completed < erase),
+                ),
+                CallbackRequestRow.caller.is_not(None),
+            )
             .values(caller=None)
         )
         result = PurgeResult(
@@ -120,7 +135,7 @@ async def export_caller(
     wanted = [n for n in numbers if normalise(n)]
     if not wanted:
         raise UserError("export: give the caller's number")
-    keys = sorted({privacy.protect(n) for n in wanted})
+    keys = sorted({form for n in wanted for form in privacy.stored_forms(n)})
     clear = sorted({normalise(n) for n in wanted})
     async with engine.begin() as conn:
         calls = (

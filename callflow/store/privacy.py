@@ -1,7 +1,12 @@
 """How caller numbers are kept: in clear, or pseudonymised with a keyed HMAC (GDPR).
 
-``[privacy] caller_numbers = "pseudonymised"`` stores ``hmac:<HMAC-SHA256(key, number)>``
-instead of the number.  The key comes from ``key_file`` (never from the settings file): a
+``[privacy] caller_numbers = "pseudonymised"`` stores ``hmac:<key id>:<HMAC-SHA256(key,
+number)>`` instead of the number.  The number is first written in E.164 (``06 12 34 56 78``,
+``0033612345678`` and ``+33612345678`` are one patient, one pseudonym), and the key id (the
+first 8 hex digits of the key's SHA-256) says which key made it, so that a new key can be
+brought in while the old pseudonyms stay recognisable (``old_key_files``).
+
+The key comes from ``key_file`` (never from the settings file): a
 plain hash of a phone number is no protection (there are only 10^10 French numbers to try),
 a keyed HMAC is, as long as the key stays secret.  The same number always gives the same
 value, so calls from one patient can still be counted and found (``callflow export``
@@ -9,14 +14,18 @@ computes the HMAC of the number it is given).  Losing the key makes the stored v
 unlinkable to anyone: keep it backed up with the database, and never change it silently.
 
 Callback requests keep the number in clear: calling the patient back is their purpose.
-``purge`` anonymises them once they are older than the retention period.
+``purge`` erases it ``callback_erase_days`` after the callback was done or cancelled, and
+from every request older than the retention period.  The key file must be readable by its
+owner only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +42,32 @@ def normalise(number: str) -> str:
     return _FORMATTING.sub("", number or "")
 
 
+def e164(number: str, country: str = "33") -> str:
+    """``number`` in E.164 where its form says which: a national 10-digit French number
+    (``0612345678``) or an international prefix (``0033…``, ``+33…``) becomes
+    ``+33612345678``; a short or withheld number stays as it is."""
+    clean = normalise(number)
+    if clean.startswith("+") and clean[1:].isdigit():
+        return clean
+    if clean.startswith("00") and clean[2:].isdigit() and len(clean) > 4:
+        return "+" + clean[2:]
+    if len(clean) == 10 and clean.startswith("0") and clean.isdigit():
+        return f"+{country}{clean[1:]}"
+    return clean
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def _hmac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class CallerPrivacy:
     key: bytes | None = None  # None: numbers are stored in clear
+    old_keys: tuple[bytes, ...] = ()  # keys of earlier pseudonyms, still recognised
 
     @property
     def pseudonymised(self) -> bool:
@@ -43,11 +75,20 @@ class CallerPrivacy:
 
     def protect(self, number: str) -> str:
         """What the call log stores for ``number``."""
-        clean = normalise(number)
         if self.key is None:
-            return clean
-        digest = hmac.new(self.key, clean.encode("utf-8"), hashlib.sha256).hexdigest()
-        return PREFIX + digest
+            return normalise(number)
+        return f"{PREFIX}{key_id(self.key)}:{_hmac(self.key, e164(number))}"
+
+    def stored_forms(self, number: str) -> set[str]:
+        """Every value the call log may hold for ``number``: its clear form, and its
+        pseudonym under the current and the old keys, including the first scheme's
+        (``hmac:<digest>`` of the number as dialled, without key id nor E.164)."""
+        forms = {normalise(number)}
+        for key in (self.key, *self.old_keys):
+            if key is not None:
+                forms.add(f"{PREFIX}{key_id(key)}:{_hmac(key, e164(number))}")
+                forms.add(PREFIX + _hmac(key, normalise(number)))
+        return forms
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallerPrivacy:
@@ -59,17 +100,23 @@ class CallerPrivacy:
                 "[privacy] caller_numbers = 'pseudonymised' needs key_file: a file holding a "
                 "secret key (e.g. `head -c 32 /dev/urandom > key; chmod 600 key`)"
             )
-        return cls(read_key(settings.resolve(p.key_file)))
+        old = tuple(read_key(settings.resolve(f)) for f in p.old_key_files)
+        return cls(read_key(settings.resolve(p.key_file)), old)
 
 
 def read_key(path: Path) -> bytes:
     try:
+        st = path.stat()
         key = path.read_bytes().strip()
     except OSError as exc:
         raise SettingsError(
             f"[privacy] key_file: cannot read {path}: {exc.strerror}; callers cannot be "
             "pseudonymised without it"
         ) from None
+    # Anyone who can read the key can re-identify every caller: refuse a key others may
+    # read.  (A docker secret belongs to root: its owner is not us, its mode not ours.)
+    if st.st_uid == os.getuid() and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"[privacy] key_file: {path} is readable by others: chmod 600 it")
     if len(key) < MIN_KEY_BYTES:
         raise SettingsError(
             f"[privacy] key_file: {path} holds {len(key)} bytes; the key must have at least "
@@ -78,4 +125,4 @@ def read_key(path: Path) -> bytes:
     return key
 
 
-__all__ = ["PREFIX", "CallerPrivacy", "normalise", "read_key"]
+__all__ = ["PREFIX", "CallerPrivacy", "e164", "key_id", "normalise", "read_key"]

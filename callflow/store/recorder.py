@@ -62,6 +62,7 @@ from ..flow.events import CallAnswered, CallInfo, Outcome, StepRecord
 from ..flow.services import CallbackRequest
 from ..reconnect import Backoff
 from ..tasks import Tasks
+from .leftovers import REJECTED
 from .privacy import CallerPrivacy
 from .spool import Spool
 from .writer import write_records
@@ -166,7 +167,7 @@ class Recorder:
         self.retry_max = retry_max
         self.clock = clock
         self.spool = Spool(spool_dir, segment_records=segment_records)
-        self.rejected_file = spool_dir / "rejected.jsonl"
+        self.rejected_file = spool_dir / REJECTED
         self._queue: deque[Event] = deque()  # typed events, newest last
         self._held: deque[Record] = deque()  # records the spool could not take (disk full)
         self._wake = asyncio.Event()
@@ -579,7 +580,9 @@ class Recorder:
     def _reject(self, rec: Record, exc: BaseException) -> None:
         self.rejected += 1
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        line = json.dumps({"error": error, "rec": rec}, ensure_ascii=False, default=str) + "\n"
+        at = datetime.now(UTC).isoformat()  # for the retention purge (leftovers.py)
+        entry = {"at": at, "error": error, "rec": rec}
+        line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
         try:
             with self.rejected_file.open("a", encoding="utf-8") as f:
                 f.write(line)

@@ -14,6 +14,10 @@ callback requests *created* in it, optionally for one flow):
   *forwarded* or *emergency* and have an answer time: average and p90.  p90 is the
   nearest-rank 90th percentile: the smallest time such that at least 90 % of the times are
   less or equal (``sorted[ceil(0.9 n) - 1]``).
+* **response time (staff)** = the time to answer of the calls answered by the practice's
+  staff only (outcome *answered*), without menu time: the ring time of their dial /
+  forward / escalate steps up to the answer (``response_time``; the quality report's
+  definition, :mod:`callflow.store.quality`).
 * **callback completion rate** = done / requested (pending and cancelled requests count
   as not completed); **callback delay** = completed - created for the done ones: average
   and p90.
@@ -29,22 +33,64 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..flow.events import MISSED as MISSED_OUTCOMES
-from .models import OUTCOMES, Call, CallbackRequestRow
+from ..flow.events import OutcomeKind, StepKind
+from .models import OUTCOMES, Call, CallbackRequestRow, CallStep
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
 REACHED = ("answered", "forwarded", "emergency")
+STAFF = str(OutcomeKind.ANSWERED)  # a person of the practice or an on-call doctor
+RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
+
+
+def response_time(answered: datetime, steps: Iterable[tuple[datetime, float]]) -> float | None:
+    """Seconds spent being rung for before ``answered``: ``steps`` are the ringing steps'
+    (end, duration); each counts from its start to its end or the answer, whichever is
+    first (a step's record ends after the conversation).  None: no ringing step."""
+    total, found = 0.0, False
+    for end, duration in steps:
+        start = end - timedelta(seconds=duration)
+        if start > answered:
+            continue
+        found = True
+        total += (min(end, answered) - start).total_seconds()
+    return total if found else None
+
+
+def ringing_steps(calls: Select[*tuple[Any, ...]]) -> Select[str, datetime, float]:
+    """(call id, end, duration) of the ringing steps of the staff-answered calls among
+    ``calls`` (a select of calls with their filters)."""
+    ids = calls.with_only_columns(Call.id).where(Call.outcome == STAFF).scalar_subquery()
+    return select(CallStep.call_id, CallStep.at, CallStep.duration).where(
+        CallStep.call_id.in_(ids), CallStep.kind.in_(RINGING)
+    )
+
+
+async def staff_response_times(
+    conn: AsyncConnection, calls: Select[*tuple[Any, ...]], rows: Iterable[Any]
+) -> dict[str, float]:
+    """Response time of each staff-answered call of ``rows`` (with id, answered, outcome)."""
+    rings: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for call_id, at, duration in (await conn.execute(ringing_steps(calls))).all():
+        rings[call_id].append((at, duration))
+    out: dict[str, float] = {}
+    for c in rows:
+        if c.outcome == STAFF and c.answered is not None:
+            t = response_time(c.answered, rings.get(c.id, ()))
+            if t is not None:
+                out[c.id] = t
+    return out
 
 
 def p90(values: Sequence[float]) -> float | None:
@@ -73,9 +119,9 @@ class Period:
 
 async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
     """The report's figures, JSON-ready (see the module's definitions)."""
-    calls_q = select(Call.started, Call.answered, Call.outcome, Call.tier, Call.destination).where(
-        Call.started >= period.start, Call.started < period.end
-    )
+    calls_q = select(
+        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination
+    ).where(Call.started >= period.start, Call.started < period.end)
     cb_q = select(
         CallbackRequestRow.status, CallbackRequestRow.created, CallbackRequestRow.completed
     ).where(CallbackRequestRow.created >= period.start, CallbackRequestRow.created < period.end)
@@ -85,6 +131,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
     async with engine.connect() as conn:
         calls = (await conn.execute(calls_q)).all()
         callbacks = (await conn.execute(cb_q)).all()
+        staff = list((await staff_response_times(conn, calls_q, calls)).values())
 
     total = len(calls)
     outcomes = Counter(c.outcome for c in calls)
@@ -125,6 +172,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "average_s": average(waits),
             "p90_s": p90(waits),
         },
+        "response_time": {"calls": len(staff), "average_s": average(staff), "p90_s": p90(staff)},
         "callbacks": {
             "requested": len(callbacks),
             "done": statuses["done"],
@@ -176,6 +224,11 @@ def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (f"time to answer, average ({t['calls']} calls)", _secs(t["average_s"])),
         ("time to answer, p90", _secs(t["p90_s"])),
+        (
+            f"response time, staff only, average ({r['response_time']['calls']} calls)",
+            _secs(r["response_time"]["average_s"]),
+        ),
+        ("response time, staff only, p90", _secs(r["response_time"]["p90_s"])),
         ("callbacks requested", str(cb["requested"])),
         ("  done / pending / cancelled", f"{cb['done']} / {cb['pending']} / {cb['cancelled']}"),
         ("callback completion rate", _pct(cb["completion_rate"])),
@@ -264,7 +317,8 @@ def render_html(r: dict[str, Any]) -> str:
         f"{heatmap_svg(r)}"
         "<p><small>Definitions: see <code>callflow/store/report.py</code> "
         "(missed = abandoned + failed + lost over all calls; time to answer = answered - started "
-        "for answered, forwarded and emergency calls; p90 = nearest rank).</small></p>"
+        "for answered, forwarded and emergency calls; response time = ring time before the "
+        "answer, staff-answered calls only, no menus; p90 = nearest rank).</small></p>"
         "</body></html>\n"
     )
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import CallflowError
 from ..settings import Settings
 from . import db
+from .leftovers import purge_leftovers
 from .maintenance import PurgeResult, purge
 from .privacy import CallerPrivacy
 from .recorder import Recorder
@@ -39,11 +40,13 @@ class Store:
         *,
         privacy: CallerPrivacy,
         retention_days: int = 365,
+        callback_erase_days: int | None = None,
     ) -> None:
         self.engine = engine
         self.recorder = recorder
         self.privacy = privacy
         self.retention_days = retention_days
+        self.callback_erase_days = callback_erase_days
 
     @classmethod
     def from_settings(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Store:
@@ -62,7 +65,11 @@ class Store:
             memory_limit=d.memory_limit,
         )
         return cls(
-            engine, recorder, privacy=privacy, retention_days=settings.privacy.retention_days
+            engine,
+            recorder,
+            privacy=privacy,
+            retention_days=settings.privacy.retention_days,
+            callback_erase_days=settings.privacy.callback_erase_days,
         )
 
     async def __aenter__(self) -> Self:
@@ -94,7 +101,12 @@ class Store:
             raise StoreUnavailable(f"database unavailable: {exc}".splitlines()[0]) from exc
 
     async def purge(self, now: datetime) -> PurgeResult:
-        return await purge(self.engine, now, self.retention_days)
+        """The retention purge: the database, then the journal's leftovers (off the loop)."""
+        result = await purge(
+            self.engine, now, self.retention_days, callback_erase_days=self.callback_erase_days
+        )
+        await asyncio.to_thread(purge_leftovers, self.recorder.spool.dir, result.cutoff)
+        return result
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pyotp
 import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.api import AdminContext, AdminServer, create_app
+from callflow.api.accounts import Account, Credentials, Role, digest
 from callflow.flow.live import LiveFlows
 from callflow.schedule import Override, OverrideStore
 from callflow.store.db import create_engine, upgrade
@@ -35,6 +37,7 @@ from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, Tru
 from tests.support.flows import write_flow
 
 TOKEN = "browser-test-token-0123456789"
+TOTP = pyotp.random_base32()
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -202,7 +205,7 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
         reload=store.reload,
         trunks=HealthAwareSelector(health),
         db=db,
-        tokens={"staff": TOKEN},
+        credentials=Credentials([Account("marie", Role.SECRETARIAT, digest(TOKEN), TOTP)]),
         audit=lambda who, action, detail: audit.append((who, action, dict(detail))),
         ari_connected=lambda: True,
     )
@@ -217,14 +220,28 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
             )
             assert await page.js("document.getElementById('main').hidden") is True
 
-            # Log in: the token goes to sessionStorage, the name to the audit trail.
-            await page.js(
-                f"""document.getElementById('token').value = {json.dumps(TOKEN)};
-                document.getElementById('user').value = 'Marie';
+            # Log in with the account, its token and the authenticator's code: a wrong code
+            # is refused; the right one opens a session (the token itself is not kept).
+            login = """document.getElementById('user').value = 'marie';
+                document.getElementById('token').value = %s;
+                document.getElementById('code').value = %s;
                 document.getElementById('login-button').click(); true"""
-            )
+            await page.js(login % (json.dumps(TOKEN), json.dumps("000000")))
+            await page.wait_for("!document.getElementById('error').hidden")
+            assert "wrong" in await page.js("document.getElementById('error').textContent")
+            assert await page.js("document.getElementById('main').hidden") is True
+            await page.js(login % (json.dumps(TOKEN), json.dumps(pyotp.TOTP(TOTP).now())))
             await page.wait_for("document.body.dataset.loaded === 'yes'")
-            assert await page.js("sessionStorage.getItem('callflow.token')") == TOKEN
+            stored = await page.js("JSON.stringify(Object.values(sessionStorage))")
+            assert TOKEN not in stored and TOTP not in stored
+            assert await page.js("sessionStorage.getItem('callflow.session')")
+
+            # The secretariat's session is refused an admin route.
+            status = await page.js(
+                """fetch('/api/reload', {method: 'POST', headers: {Authorization:
+                'Bearer ' + sessionStorage.getItem('callflow.session')}}).then(r => r.status)"""
+            )
+            assert status == 403
 
             # The callbacks to make: the tier 2 one first, overdue (5 h > 4 h).
             rows = await page.js(
@@ -286,7 +303,7 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
             )
             lab_override = overrides.get("parc/lab", datetime.now(UTC))
             assert lab_override is not None and not lab_override.open
-            assert lab_override.set_by == "staff/Marie"
+            assert lab_override.set_by == "marie"
             assert f"{lab_override.until:%H:%M}" == "08:00"
 
             # Back to the calendar, by clicking.
@@ -313,9 +330,12 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
         )
         actions = (await conn.execute(select(AdminAction))).mappings().all()
     await db.dispose()
-    assert row["status"] == "done" and row["completed_by"] == "staff/Marie"
-    assert [(a["who"], a["action"]) for a in actions] == [("staff/Marie", "callback done")]
-    assert [(who, action) for who, action, _ in audit] == [
-        ("staff/Marie", "override set"),
-        ("staff/Marie", "override cancelled"),
+    assert row["status"] == "done" and row["completed_by"] == "marie"
+    assert [(a["who"], a["action"]) for a in actions] == [("marie", "callback done")]
+    assert [(who, action) for who, action, _ in audit if action != "read"] == [
+        ("marie", "login"),
+        ("marie", "override set"),
+        ("marie", "override cancelled"),
     ]
+    reads = [(who, detail["what"]) for who, action, detail in audit if action == "read"]
+    assert reads and set(reads) == {("marie", "callbacks")}

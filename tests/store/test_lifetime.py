@@ -42,7 +42,9 @@ REPO = Path(__file__).resolve().parents[2]
 # Daemon.parts, in order; the test below fails each one's shutdown in turn.
 PARTS = [
     "call log",
+    "event-loop lag",
     "retention purge",
+    "calendar feeds",
     "AMI",
     "admin API",
     "ARI events",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.errors import UserError
+from callflow.store.db import create_engine
+from callflow.store.leftovers import CORRUPT, REJECTED, LeftoversPurged, purge_leftovers
 from callflow.store.maintenance import complete_callback, export_caller, purge
 from callflow.store.models import AdminAction, Call, CallbackRequestRow, CallStep
 from callflow.store.privacy import CallerPrivacy
@@ -175,3 +181,70 @@ async def test_complete_a_callback_once(engine: AsyncEngine) -> None:
     assert row.completed == NOW + timedelta(minutes=5)
     with pytest.raises(ValueError):
         await complete_callback(engine, cid, by="x", at=NOW, status="maybe")
+
+
+async def test_a_callback_number_is_erased_some_days_after_the_callback(
+    engine: AsyncEngine,
+) -> None:
+    day = timedelta(days=1)
+    async with engine.begin() as conn:
+        await write_records(
+            conn,
+            [
+                *records("done-long-ago", NOW - 40 * day, "0611111111"),
+                callback("done-long-ago", NOW - 40 * day, "0611111111"),
+                callback("cancelled-long-ago", NOW - 40 * day, "0622222222"),
+                callback("done-lately", NOW - 40 * day, "0633333333"),
+                callback("still-pending", NOW - 40 * day, "0644444444"),
+            ],
+        )
+        ids = dict(
+            (await conn.execute(select(CallbackRequestRow.call_id, CallbackRequestRow.id))).all()
+        )
+    done = NOW - 31 * day
+    assert await complete_callback(engine, ids["done-long-ago"], by="desk", at=done)
+    assert await complete_callback(
+        engine, ids["cancelled-long-ago"], by="desk", at=done, status="cancelled"
+    )
+    assert await complete_callback(engine, ids["done-lately"], by="desk", at=NOW - 29 * day)
+    result = await purge(engine, NOW, 365, callback_erase_days=30)
+    assert result.callbacks_anonymised == 2 and result.calls == 0
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(CallbackRequestRow))).all()
+    callers = {c.call_id: c.caller for c in rows}
+    assert callers == {
+        "done-long-ago": None,
+        "cancelled-long-ago": None,
+        "done-lately": "0633333333",  # its delay has not passed
+        "still-pending": "0644444444",  # the number is still needed
+    }
+
+
+def test_the_purge_covers_the_journal_leftovers(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    (spool / CORRUPT).mkdir(parents=True)
+    old_seg, new_seg = spool / CORRUPT / "segment-1.log", spool / CORRUPT / "segment-2.log"
+    old_seg.write_text('{"caller": "0611111111"}\n')
+    new_seg.write_text('{"caller": "0622222222"}\n')
+    os.utime(old_seg, (time.time() - 400 * 86400,) * 2)
+    lines = [
+        {"at": (NOW - timedelta(days=400)).isoformat(), "error": "x", "rec": {"c": "0611"}},
+        {"at": (NOW - timedelta(days=2)).isoformat(), "error": "y", "rec": {"c": "0622"}},
+    ]
+    (spool / REJECTED).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = purge_leftovers(spool, NOW - timedelta(days=365))
+    assert (result.rejected, result.corrupt) == (1, 1)
+    assert not old_seg.exists() and new_seg.exists()
+    kept = (spool / REJECTED).read_text()
+    assert "0622" in kept and "0611" not in kept
+    assert (spool / REJECTED).stat().st_mode & 0o777 == 0o600
+    assert purge_leftovers(spool, NOW - timedelta(days=365)) == LeftoversPurged(0, 0)
+
+
+async def test_sqlite_overwrites_what_it_deletes(tmp_path: Path) -> None:
+    sqlite = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    try:
+        async with sqlite.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA secure_delete")).scalar() == 1
+    finally:
+        await sqlite.dispose()

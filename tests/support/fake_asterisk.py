@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from callflow.ari import AriClient, AriConfig, RestResponse
+from callflow.ari import AriClient, AriConfig, AriSocketDropped, RestResponse
 from callflow.ari.channels import ChannelRegistry, Event, event_channel_id
 
 __all__ = [
@@ -143,6 +143,7 @@ class FakeAsterisk:
         self.playbacks: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         self.replies: dict[tuple[str, str], RestResponse] = {}
         self.stalled: set[tuple[str, str]] = set()
+        self.dropped: set[tuple[str, str]] = set()
         self._ids = itertools.count(1)
 
     # -- scripting ------------------------------------------------------------------------
@@ -170,6 +171,10 @@ class FakeAsterisk:
     def stall(self, method: str, path: str) -> None:
         """Never answer ``method path`` (unquoted): the client's timeout must end the wait."""
         self.stalled.add((method, path))
+
+    def drop(self, method: str, path: str) -> None:
+        """The events websocket carrying ``method path`` (unquoted) drops before its answer."""
+        self.dropped.add((method, path))
 
     def press(self, channel_id: str, keys: str, after: float = 0.0, gap: float = 0.5) -> None:
         """The person on ``channel_id`` presses ``keys``, ``gap`` s apart, from ``after`` s."""
@@ -219,6 +224,8 @@ class FakeAsterisk:
         async with asyncio.timeout(timeout):
             if key in self.stalled:
                 await asyncio.Event().wait()
+            if key in self.dropped:
+                raise AriSocketDropped("events websocket dropped (connection lost)")
             if key in self.replies:
                 return self.replies[key]
             try:

@@ -430,3 +430,37 @@ async def test_stopping_stops_listening_and_returns_calls_to_the_dialplan(
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     writer.close()
+
+
+async def test_an_overloaded_daemon_sheds_a_new_agi_call_to_the_dialplan(
+    tmp_path: Path, log: Log
+) -> None:
+    write_flow(tmp_path / "flows", FLOW, "agi.yaml")
+    write_flow(
+        tmp_path / "flows",
+        OTHER.replace("version: 1", "version: 1\nnever_shed: true"),
+        "other.yaml",
+    )
+    engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
+    asked: list[bool] = []
+
+    def admit(never_shed: bool) -> str | None:
+        asked.append(never_shed)
+        return None if never_shed else "overload (loop_lag): event-loop lag 0.5 s, budget 0.25 s"
+
+    config = AgiConfig(port=0, request_timeout=2.0, command_timeout=2.0)
+    async with AgiServer(engine, LiveFlows(tmp_path / "flows", "agi"), config, admit=admit) as srv:
+        shed = await call(srv, keys=["", "1"], dials=[Dialed()])
+        served = await call(srv, uniqueid="2.2", script="other", keys=["", "1"], dials=[Dialed()])
+    assert asked == [False, True]
+    assert [(i.flow, o.kind.value) for i, o in log.ended] == [
+        ("agi", "shed"),
+        ("other", "answered"),
+    ]
+    assert "loop_lag" in log.ended[0][1].detail and log.steps[0].call_id == "2.2"
+    assert shed.commands == [
+        'SET CONTEXT "callflow-fallback"',
+        'SET EXTENSION "s"',
+        "SET PRIORITY 1",
+    ]
+    assert served.dials_made

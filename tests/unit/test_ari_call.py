@@ -89,8 +89,34 @@ async def test_barge_in_stops_the_prompt_and_returns_the_key() -> None:
     pbx.play_time = 60
     pbx.press(CALLER, "2", after=2)
     assert await bounded(call.play(["long"], barge_in=True)) == "2"
-    assert pbx.sent("DELETE", f"/playbacks/{CALLER}:pb:1")
     assert now() < 60
+    # The prompt is stopped by the next request Asterisk would queue behind it...
+    assert pbx.sent("DELETE", f"/playbacks/{CALLER}:pb:1") == []
+    await bounded(call.play(["next"]))
+    assert pbx.lines()[-2:] == [
+        f"DELETE /playbacks/{CALLER}:pb:1",
+        f"POST /channels/{CALLER}/play",
+    ]
+
+
+async def test_a_prompt_a_key_interrupted_is_not_stopped_before_a_hangup() -> None:
+    call, pbx = make()
+    pbx.play_time = 60
+    pbx.press(CALLER, "2", after=2)
+    await bounded(call.play(["long"], barge_in=True))
+    await bounded(call.hangup())  # ...but a hangup ends it anyway: no stop request
+    assert pbx.lines() == [f"POST /channels/{CALLER}/play", f"DELETE /channels/{CALLER}"]
+
+
+async def test_a_prompt_over_by_itself_is_not_stopped() -> None:
+    call, pbx = make()
+    pbx.play_time = 3
+    pbx.press(CALLER, "2", after=1)
+    await bounded(call.play(["short"], barge_in=True))
+    # The prompt ends on its own meanwhile.
+    await wait_until(lambda: any(e["type"] == "PlaybackFinished" for e in pbx.events), LIMIT)
+    await bounded(call.continue_to("callflow-fallback"))
+    assert pbx.sent("DELETE", f"/playbacks/{CALLER}:pb:1") == []
 
 
 async def test_collect_one_key_after_the_prompt() -> None:

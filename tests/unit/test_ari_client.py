@@ -28,6 +28,7 @@ from callflow.ari import (
     AriNotFound,
     AriTimeout,
 )
+from callflow.ari.overload import go_first, goes_first
 
 USER = "callflow"
 PASSWORD = "s3cret-Pa55"
@@ -133,7 +134,13 @@ async def ari() -> AsyncIterator[AriHttpServer]:
 
 
 def config(url: str, **overrides: Any) -> AriConfig:
-    values: dict[str, Any] = {"app": "callflow", "username": USER, "password": PASSWORD}
+    # HTTP and the events socket alone; REST over the socket: test_ari_websocket.py.
+    values: dict[str, Any] = {
+        "app": "callflow",
+        "username": USER,
+        "password": PASSWORD,
+        "transport": "http",
+    }
     values.update(overrides)
     return AriConfig(url=url, **values)
 
@@ -342,16 +349,47 @@ async def test_pool_limit_is_applied(ari: AriHttpServer) -> None:
         return web.json_response({})
 
     ari.responder = held
-    async with AriClient(config(ari.url, pool_size=2)) as client:
+    # Ordinary requests use pool_size - 2 connections: one is the events websocket's, one
+    # is kept for an emergency call's requests.
+    async with AriClient(config(ari.url, pool_size=4)) as client:
         calls = [asyncio.create_task(client.request("GET", f"/channels/c{i}")) for i in range(6)]
         await wait_until(lambda: in_flight == 2)
         await asyncio.sleep(0.1)
         assert peak == 2
+        assert client.in_flight == 6  # asked for and not answered, queued ones included
         gate.set()
         async with asyncio.timeout(5):
             assert await asyncio.gather(*calls) == [{}] * 6
     assert peak == 2
     assert len(ari.requests) == 6
+    assert client.in_flight == 0
+
+
+async def test_an_emergency_call_s_requests_skip_the_queue(ari: AriHttpServer) -> None:
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        if "urgent" not in request.path:
+            await gate.wait()
+        return web.json_response({})
+
+    async def urgent(client: AriClient) -> Any:
+        go_first()  # in this task only, as an emergency call's task does
+        return await client.request("GET", "/channels/urgent")
+
+    ari.responder = held
+    async with AriClient(config(ari.url, pool_size=4)) as client:
+        calls = [asyncio.create_task(client.request("GET", f"/channels/c{i}")) for i in range(6)]
+        await wait_until(lambda: len(seen) == 2)  # two held, four queued behind them
+        async with asyncio.timeout(5):
+            assert await asyncio.create_task(urgent(client)) == {}
+        assert len(seen) == 3 and seen[-1] == "/ari/channels/urgent"
+        assert not goes_first()  # the flag stayed in the urgent task
+        gate.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*calls)
 
 
 async def test_injected_session_is_used_and_not_closed(ari: AriHttpServer) -> None:

@@ -17,6 +17,7 @@ from callflow.ari import (
     AriError,
     AriHTTPError,
     AriNotFound,
+    AriServerError,
     AriTimeout,
 )
 from callflow.errors import TelephonyError
@@ -236,8 +237,8 @@ async def test_helper_rejects_an_unexpected_answer_shape(pbx: FakeAsterisk) -> N
         (422, {"message": "Endpoint not found"}, AriBadRequest, "Endpoint not found"),
         (404, {"message": "Channel not found"}, AriNotFound, "Channel not found"),
         (409, {"message": "Channel not in Stasis application"}, AriConflict, "Channel not in"),
-        (500, {"message": "Allocation failed"}, AriHTTPError, "Allocation failed"),
-        (503, "backend down", AriHTTPError, "backend down"),
+        (500, {"message": "Allocation failed"}, AriServerError, "Allocation failed"),
+        (503, "backend down", AriServerError, "backend down"),
         (401, None, AriHTTPError, "Unauthorized"),
     ],
 )

@@ -100,6 +100,7 @@ class FakeCall:
         self.raise_at = dict(raise_at or {})  # "method" or "method:target/prompt"
         self._id = call_id
         self.delay = delay
+        self.went_first = False
         self.actions: list[tuple[Any, ...]] = []
 
     @property
@@ -177,11 +178,15 @@ class FakeCall:
     async def set_variable(self, name: str, value: str) -> None:
         await self._do("set_variable", name, name, value)
 
-    async def last_resort(self) -> None:
+    async def last_resort(self) -> bool:
         await self._do("last_resort", "")
+        return True
 
     async def hangup(self) -> None:
         await self._do("hangup", "")
+
+    def go_first(self) -> None:
+        self.went_first = True  # not an action: it asks the PBX for nothing
 
     def did(self, method: str) -> list[tuple[Any, ...]]:
         return [a for a in self.actions if a[0] == method]
@@ -647,9 +652,11 @@ async def test_escalate_tier1_second_trunk_answers() -> None:
 
 async def test_escalate_to_with_tier2_is_answered_not_emergency() -> None:
     flow = make_flow(TIER1.replace("tier: 1", "tier: 2"))
-    outcome, _, _ = await run(flow, FakeCall())
+    call = FakeCall()
+    outcome, _, _ = await run(flow, call)
     assert outcome.kind is OutcomeKind.ANSWERED
     assert outcome.tier == 2
+    assert not call.went_first  # only an emergency skips the queue
 
 
 RING_IN_TURN = """

@@ -136,8 +136,13 @@ async def daemon_metrics_text(tmp_path: Path) -> str:
             trunk_feed_live=lambda: health.live,
             calendars=lambda: calendar_states(store.current, overrides, now()),
             flows_loaded=lambda: len(store.current.flows),
+            loop_lag=lambda: 0.002,
+            ari_in_flight=lambda: 3,
+            shedding=lambda: False,
+            calls_shed=lambda: {"loop_lag": 2, "in_flight": 0, "answer_latency": 0},
         )
     )
+    metrics.observe_answer_latency(0.03)
     services = Services(
         clock=now,
         overrides=overrides,
@@ -205,6 +210,9 @@ async def test_every_dashboard_query_reads_metrics_the_daemon_exports(tmp_path: 
         "callflow_escalation_accept_seconds_bucket",
         "callflow_callbacks_overdue",
         "callflow_calendar_open",
+        "callflow_calls_shed_total",
+        "callflow_answer_latency_seconds_bucket",
+        "callflow_event_loop_lag_seconds",
     ):
         assert needed in exported
     # Calls are split by driver (Stasis or FastAGI): the label the dashboard sums by.

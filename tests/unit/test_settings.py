@@ -96,3 +96,11 @@ def test_agi_is_off_by_default_and_checks_its_addresses(tmp_path: Path) -> None:
     ):
         with pytest.raises(SettingsError, match=message):
             load_settings(write(tmp_path, f"[agi]\n{bad}\n"), env={})
+
+
+def test_ari_transport(tmp_path: Path) -> None:
+    assert load_settings(None, env={}).ari.transport == "auto"
+    s = load_settings(None, env={"CALLFLOW_ARI_TRANSPORT": "websocket"})
+    assert s.ari.transport == "websocket"
+    with pytest.raises(SettingsError, match=r"\[ari\] transport must be"):
+        load_settings(write(tmp_path, '[ari]\ntransport = "pigeon"\n'), env={})

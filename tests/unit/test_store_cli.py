@@ -126,6 +126,7 @@ def test_report_arguments(run_cli: Run, config: Path) -> None:
 
 def test_export_pseudonymised_and_audited(run_cli: Run, tmp_path: Path) -> None:
     (tmp_path / "hmac.key").write_bytes(b"s" * 32)
+    (tmp_path / "hmac.key").chmod(0o600)
     config = tmp_path / "callflow.toml"
     config.write_text(
         '[database]\nurl = "sqlite+aiosqlite:///calls.db"\n'
@@ -134,7 +135,7 @@ def test_export_pseudonymised_and_audited(run_cli: Run, tmp_path: Path) -> None:
     )
     assert run_cli("db", "upgrade", "--config", config).code == 0
     record_calls(config, datetime.now(UTC), ["0611111111", "0622222222"])
-    r = run_cli("export", "--caller", "0611111111", "--config", config)
+    r = run_cli("export", "--caller", "+33 6 11 11 11 11", "--config", config)  # any form
     assert r.code == 0, r.err
     data = json.loads(r.out)
     assert data["caller_numbers"] == "pseudonymised"

@@ -11,7 +11,7 @@ import pytest
 from callflow.errors import SettingsError
 from callflow.settings import load_settings
 from callflow.store.db import database_url
-from callflow.store.privacy import CallerPrivacy, normalise
+from callflow.store.privacy import CallerPrivacy, e164, normalise
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -110,15 +110,52 @@ def test_clear_numbers_are_normalised() -> None:
     assert not CallerPrivacy().pseudonymised
 
 
-def test_pseudonymised_is_a_keyed_hmac_not_a_hash() -> None:
+def test_pseudonymised_is_a_keyed_hmac_of_the_e164_number_with_its_key_id() -> None:
     key = b"0123456789abcdef0123456789abcdef"
     p = CallerPrivacy(key)
     value = p.protect("06 12 34 56 78")
-    digest = hmac.new(key, b"0612345678", hashlib.sha256).hexdigest()
-    assert value == "hmac:" + digest
+    digest = hmac.new(key, b"+33612345678", hashlib.sha256).hexdigest()
+    kid = hashlib.sha256(key).hexdigest()[:8]
+    assert value == f"hmac:{kid}:{digest}"
     assert hashlib.sha256(b"0612345678").hexdigest() not in value
-    assert p.protect("0612345678") == value  # stable: calls stay countable and findable
-    assert CallerPrivacy(b"another key, another controller!").protect("0612345678") != value
+    assert hashlib.sha256(b"+33612345678").hexdigest() not in value
+    # One patient, one pseudonym, whatever form the number came in.
+    for form in ("0612345678", "+33612345678", "0033 6 12 34 56 78", "+33 6.12.34.56.78"):
+        assert p.protect(form) == value, form
+    assert p.protect("0612345679") != value
+    other = CallerPrivacy(b"another key, another controller!")
+    assert other.protect("0612345678") != value
+    assert other.protect("0612345678").split(":")[1] != kid
+
+
+def test_e164_canonical_forms() -> None:
+    assert e164("01 23 45 67 89") == "+33123456789"
+    assert e164("0044 20 7946 0000") == "+442079460000"
+    assert e164("+1 (415) 555-0100") == "+14155550100"
+    for kept in ("3624", "anonymous", "", "123"):
+        assert e164(kept) == kept
+
+
+def test_old_pseudonyms_stay_findable_after_a_key_rotation() -> None:
+    old, new = b"o" * 32, b"n" * 32
+    before = CallerPrivacy(old).protect("0612345678")
+    legacy = "hmac:" + hmac.new(old, b"0612345678", hashlib.sha256).hexdigest()  # first scheme
+    rotated = CallerPrivacy(new, old_keys=(old,))
+    assert rotated.protect("0612345678") != before
+    forms = rotated.stored_forms("06 12 34 56 78")
+    assert {before, legacy, rotated.protect("0612345678")} <= forms
+    assert CallerPrivacy(new).stored_forms("0612345678").isdisjoint({before, legacy})
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "hmac.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o640)
+    p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "hmac.key"\n')
+    with pytest.raises(SettingsError, match="readable by others: chmod 600"):
+        CallerPrivacy.from_settings(load_settings(p, env={}))
+    key.chmod(0o600)
+    assert CallerPrivacy.from_settings(load_settings(p, env={})).pseudonymised
 
 
 def test_pseudonymised_needs_a_key_file(tmp_path: Path) -> None:
@@ -129,10 +166,12 @@ def test_pseudonymised_needs_a_key_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"cannot read .*missing\.key"):
         CallerPrivacy.from_settings(load_settings(p, env={}))
     (tmp_path / "short.key").write_bytes(b"tiny")
+    (tmp_path / "short.key").chmod(0o600)
     p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "short.key"\n')
     with pytest.raises(SettingsError, match="at least 16"):
         CallerPrivacy.from_settings(load_settings(p, env={}))
     (tmp_path / "good.key").write_bytes(b"k" * 32 + b"\n")
+    (tmp_path / "good.key").chmod(0o600)
     p = write(tmp_path, '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "good.key"\n')
     privacy = CallerPrivacy.from_settings(load_settings(p, env={}))
     assert privacy.key == b"k" * 32 and privacy.pseudonymised

@@ -1,8 +1,9 @@
 // The practice's page: callbacks to make, calendars, trunks.  Plain JS calling the admin
-// API with the token typed at login (kept in sessionStorage: this tab only).
+// API with the session opened at login by the account, its token and a TOTP code (the
+// session is kept in sessionStorage: this tab only; the token itself is never stored).
 "use strict";
 
-const TOKEN = "callflow.token";
+const SESSION = "callflow.session";
 const USER = "callflow.user";
 const REFRESH_MS = 30000;
 let timer = null;
@@ -31,9 +32,7 @@ function showError(message) {
 class Unauthorized extends Error {}
 
 async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN) };
-  const user = sessionStorage.getItem(USER);
-  if (user) headers["X-Callflow-User"] = encodeURIComponent(user);
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(SESSION) };
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -201,7 +200,8 @@ function showApp() {
 }
 
 function logout(message) {
-  sessionStorage.removeItem(TOKEN);
+  if (sessionStorage.getItem(SESSION)) api("POST", "/api/logout").catch(() => {});
+  sessionStorage.removeItem(SESSION);
   if (timer !== null) { clearInterval(timer); timer = null; }
   $("main").hidden = true;
   $("logout").hidden = true;
@@ -210,14 +210,26 @@ function logout(message) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("login-form").addEventListener("submit", (ev) => {
+  $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    sessionStorage.setItem(TOKEN, $("token").value.trim());
-    sessionStorage.setItem(USER, $("user").value.trim());
+    const body = { name: $("user").value.trim(), token: $("token").value.trim(), code: $("code").value.trim() };
     $("token").value = "";
-    showError("");
-    showApp();
+    $("code").value = "";
+    try {
+      const resp = await fetch("/api/login", {
+        method: "POST", cache: "no-store",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      const data = await resp.json().catch(() => null);
+      if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
+      sessionStorage.setItem(SESSION, data.session);
+      sessionStorage.setItem(USER, data.name + " (" + data.role + ")");
+      showError("");
+      showApp();
+    } catch (e) {
+      showError(e.message);
+    }
   });
   $("logout").addEventListener("click", () => logout(""));
-  if (sessionStorage.getItem(TOKEN)) showApp();
+  if (sessionStorage.getItem(SESSION)) showApp();
 });

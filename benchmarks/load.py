@@ -1,0 +1,219 @@
+"""SIPp load benchmark: the same IVR three ways, on the same Asterisk, in the same run.
+
+    sudo scripts/asterisk-sandbox up            # once (root: the sandbox is a chroot)
+    .venv/bin/python benchmarks/load.py [--rates 25,50,100] [--seconds 10]
+
+SIPp (``load/ivr.xml``) places IVR calls at each rate for ``--seconds``: answer, a prompt,
+the caller presses 1 after 1 s, the IVR hangs up.  Three IVRs answer them:
+
+* ``dialplan``: Asterisk alone (Answer, Background, WaitExten): the floor;
+* ``reference``: a minimal aiohttp ARI application (``load/reference_app.py``): what any
+  ARI program costs;
+* ``callflow``: the daemon with its defaults (SQLite call log, /metrics on) running
+  ``load/flow.yaml``.
+
+Asterisk is restarted before each (target, rate), so no run inherits another's channels.
+For each it prints calls placed, answered, served (the IVR hung up after the key), time
+to answer and key-to-hangup p50/p99 (SIPp's response-time timers), the CPU the IVR
+process and Asterisk used, and, for callflow, the outcomes in its call log: every call
+placed must be there once, and a call that was not served must not read as a hangup.
+The machine is noisy: read callflow beside the two baselines of the same run, not alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.harness import (  # noqa: E402  (the bench's own daemon runner)
+    ARI_PASSWORD,
+    ARI_URL,
+    ARI_USER,
+    Daemon,
+    asterisk_cli,
+    sandbox,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent / "load"
+NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903"}
+# The dialplan IVR and the reference's entry, added at run time (nothing in asterisk-conf/).
+DIALPLAN = [
+    "901,1,Goto(bench-ivr,s,1) into from-trunk",
+    "902,1,Stasis(bench-ref) into from-trunk",
+    "902,2,Hangup() into from-trunk",
+    "s,1,Answer() into bench-ivr",
+    "s,2,Background(vm-intro) into bench-ivr",
+    "s,3,WaitExten(5) into bench-ivr",
+    "1,1,Hangup() into bench-ivr",
+    "t,1,Hangup() into bench-ivr",
+]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+@dataclass
+class Run:
+    target: str
+    rate: int
+    placed: int
+    answer_ms: list[float] = field(default_factory=list)
+    hangup_ms: list[float] = field(default_factory=list)
+    ivr_cpu: float | None = None  # percent of one core over the run
+    asterisk_cpu: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    logged: int | None = None
+
+    def row(self) -> str:
+        def ms(v: float | None) -> str:
+            return "–" if v is None else f"{v:,.0f}"
+
+        a50, a99 = pct(self.answer_ms, 50), pct(self.answer_ms, 99)
+        h50, h99 = pct(self.hangup_ms, 50), pct(self.hangup_ms, 99)
+        cpu = "–" if self.ivr_cpu is None else f"{self.ivr_cpu:.0f}%"
+        log = "–"
+        if self.logged is not None:
+            log = f"{self.logged} " + ", ".join(
+                f"{k} {n}" for k, n in sorted(self.outcomes.items())
+            )
+        return (
+            f"| {self.target} | {self.rate} | {self.placed} | {len(self.answer_ms)} "
+            f"| {len(self.hangup_ms)} | {ms(a50)} / {ms(a99)} | {ms(h50)} / {ms(h99)} "
+            f"| {cpu} | {self.asterisk_cpu:.0f}% | {log} |"
+        )
+
+
+HEADER = (
+    "| IVR | cps | placed | answered | served | answer p50 / p99 ms | key→hangup p50 / p99 ms "
+    "| IVR CPU | Asterisk CPU | call log (outcomes) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def restart_asterisk() -> int:
+    sandbox("restart", timeout=120)
+    for line in DIALPLAN:
+        asterisk_cli(f"dialplan add extension {line}")
+    return int(sandbox("pid", timeout=30).strip())
+
+
+def sipp(number: str, rate: int, calls: int, workdir: Path) -> tuple[list[float], list[float]]:
+    """Place ``calls`` at ``rate``; the times to answer and key-to-hangup (ms) SIPp measured."""
+    args = ["sipp", "127.0.0.1:5060", "-sf", str(HERE / "ivr.xml"), "-s", number]
+    args += ["-i", "127.0.0.1", "-p", "5070", "-mi", "127.0.0.1", "-mp", "16000"]
+    args += ["-r", str(rate), "-m", str(calls), "-l", str(rate * 30), "-nostdin"]
+    args += ["-trace_rtt", "-rtt_freq", "1", "-timeout", f"{calls // rate + 90}s"]
+    subprocess.run(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    answer: list[float] = []
+    hangup: list[float] = []
+    for f in workdir.glob("ivr_*_rtt.csv"):
+        with f.open() as fh:
+            for row in csv.DictReader(fh, delimiter=";"):
+                target = answer if row.get("rtd_no", "").strip() in ("1", "rtd1") else hangup
+                target.append(float(row["response_time_ms"]))
+    return answer, hangup
+
+
+def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
+    calls = rate * seconds
+    work = root / f"{target}-{rate}"
+    work.mkdir()
+    ast_pid = restart_asterisk()
+    run = Run(target, rate, calls)
+    proc: subprocess.Popen[bytes] | None = None
+    daemon: Daemon | None = None
+    ivr_pid: int | None = None
+    try:
+        if target == "reference":
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "reference_app.py"), ARI_URL, ARI_USER, ARI_PASSWORD],
+                stdout=subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            proc.stdout.readline()  # "connected"
+            ivr_pid = proc.pid
+        elif target == "callflow":
+            flows = work / "flows"
+            flows.mkdir()
+            shutil.copy(HERE / "flow.yaml", flows / "load.yaml")
+            daemon = Daemon(work / "daemon", flows)
+            # Its defaults, not the test bench's debug log; AMI off (no trunk in this IVR).
+            os.environ["CALLFLOW_DAEMON_LOG_LEVEL"] = "INFO"
+            os.environ["CALLFLOW_FLOWS_DEFAULT"] = "load"
+            os.environ["CALLFLOW_AMI_ENABLED"] = "false"
+            daemon.start()
+            assert daemon.proc is not None
+            ivr_pid = daemon.proc.pid
+        t0, a0 = time.monotonic(), cpu_seconds(ast_pid)
+        i0 = cpu_seconds(ivr_pid) if ivr_pid else 0.0
+        run.answer_ms, run.hangup_ms = sipp(NUMBERS[target], rate, calls, work)
+        elapsed = time.monotonic() - t0
+        run.asterisk_cpu = 100 * (cpu_seconds(ast_pid) - a0) / elapsed
+        if ivr_pid:
+            run.ivr_cpu = 100 * (cpu_seconds(ivr_pid) - i0) / elapsed
+        if daemon is not None:
+            d = daemon
+            # Every call placed ends up in the log (polled: the journal feeds it); fewer
+            # after a minute are reported as such below.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: len(d.outcomes()) >= calls, 60, "the call log")
+            ended = d.outcomes()
+            run.logged = len(ended)
+            run.outcomes = Counter(str(o["outcome"]) for o in ended)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+    return run
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rates", default="25,50,100", help="calls per second, comma-separated")
+    p.add_argument("--seconds", type=int, default=10, help="how long each rate is held")
+    p.add_argument("--targets", default="dialplan,reference,callflow")
+    args = p.parse_args()
+    if shutil.which("sipp") is None:
+        print("sipp is missing: apt-get install sip-tester", file=sys.stderr)
+        return 2
+    rates = [int(r) for r in args.rates.split(",")]
+    targets = args.targets.split(",")
+    print(f"# SIPp IVR load, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(HEADER, flush=True)
+    with tempfile.TemporaryDirectory(prefix="callflow-load-") as tmp:
+        for rate in rates:
+            for target in targets:
+                print(bench(target, rate, args.seconds, Path(tmp)).row(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Overload shedding on a real Asterisk: budgets so small that the daemon always counts as
+behind.  A new call goes straight back to the dialplan fallback (which rings the
+secretariat itself) and is logged ``shed`` with its reason; a call of a ``never_shed``
+flow (the practice's emergency line) is still run by the daemon."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Bench, Daemon, wait_until
+
+URGENCES = """\
+# The practice's emergency line: never shed, even when the daemon is behind.
+version: 1
+flow: urgences
+numbers: ["300"]
+timezone: Europe/Paris
+never_shed: true
+start: hello
+steps:
+  hello: {play: beep, next: bye}
+  bye: {hangup: {}}
+"""
+
+# Any lateness of the event loop at all (1 us) is over budget, and shedding, once started,
+# lasts an hour: the daemon sheds every call for the whole test.
+OVERLOAD = "[overload]\nmax_loop_lag = 0.000001\nhold = 3600.0\nlag_interval = 0.02\n"
+
+
+@pytest.fixture
+def shedding(tmp_path: Path, flows_dir: Path, asterisk: None) -> Iterator[Daemon]:
+    (flows_dir / "urgences.yaml").write_text(URGENCES)
+    d = Daemon(tmp_path, flows_dir)
+    d.config.write_text(d.config.read_text() + OVERLOAD)
+    d.start()
+    yield d
+    code = d.stop()
+    time.sleep(0.2)
+    log = d.log()
+    assert "Traceback" not in log, log[-4000:]
+    assert code == 0, f"daemon exit code {code}\n{log[-3000:]}"
+
+
+def metric(d: Daemon, line: str) -> bool:
+    status, text = d.http("/metrics", token=False)
+    return status == 200 and re.search(rf"^{re.escape(line)}$", text, re.M) is not None
+
+
+def test_a_new_call_is_shed_to_the_dialplan_and_an_emergency_call_is_served(
+    shedding: Daemon, bench: Bench
+) -> None:
+    d = shedding
+    wait_until(lambda: metric(d, "callflow_shedding 1.0"), 30, "the daemon to start shedding")
+
+    # A patient calls the practice: the dialplan fallback rings the secretariat at once.
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert patient.wait(40) == 0, patient.log()
+    assert accueil.messages().count("INVITE sip:") >= 1
+    shed = d.wait_outcome()
+    assert (shed["flow"], shed["outcome"], shed["step"]) == ("bench", "shed", None)
+    assert shed["detail"].startswith("overload (loop_lag): event-loop lag ")
+    assert d.steps(shed["call"]) == []  # the flow never ran
+    assert re.search(rf"call={re.escape(shed['call'])} shed \(overload \(loop_lag\)", d.log())
+
+    # The emergency line's call is run by the daemon, shedding or not.
+    caller = bench.patient("300", hold_ms="10000")
+    assert caller.wait(40) == 0, caller.log()
+    served = d.wait_outcome(2)
+    assert (served["flow"], served["outcome"]) == ("urgences", "hangup")
+    assert [(s["step"], s["result"]) for s in d.steps(served["call"])] == [
+        ("hello", "played"),
+        ("bye", "done"),
+    ]
+    assert metric(d, 'callflow_calls_shed_total{reason="loop_lag"} 1.0')
+    d.stop()
+    rows = d.query("SELECT id, outcome FROM calls ORDER BY started")
+    assert rows == [(shed["call"], "shed"), (served["call"], "hangup")]  # each logged once

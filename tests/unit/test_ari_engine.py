@@ -1,0 +1,292 @@
+"""The engine driving a real AriCall over the fake Asterisk, on a virtual clock: what an ARI
+failure mid-call does to the call and its log, and how many REST requests each step kind
+costs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from callflow.ari.call import AriCall
+from callflow.ari.channels import ChannelRegistry
+from callflow.ari.service import CallService
+from callflow.flow.engine import Engine
+from callflow.flow.events import (
+    CallAnswered,
+    CallInfo,
+    Outcome,
+    OutcomeKind,
+    StepKind,
+    StepRecord,
+    StepResult,
+)
+from callflow.flow.services import Services
+from tests.support.fake_asterisk import (
+    ANSWER,
+    FakeAsterisk,
+    Leg,
+    client_for,
+    route_to,
+)
+from tests.support.flows import compile_flow
+from tests.support.polling import wait_until
+
+pytestmark = pytest.mark.looptime
+
+CALLER = "caller-1"
+TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class Log:
+    """The call log as the engine reports it."""
+
+    def __init__(self) -> None:
+        self.steps: list[StepRecord] = []
+        self.outcomes: list[Outcome] = []
+
+    def call_started(self, info: CallInfo) -> None:
+        pass
+
+    def step(self, record: StepRecord) -> None:
+        self.steps.append(record)
+
+    def call_answered(self, event: CallAnswered) -> None:
+        pass
+
+    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
+        self.outcomes.append(outcome)
+
+
+FLOW = """
+version: 1
+flow: t
+numbers: ["100"]
+timezone: Europe/Paris
+fallback: desk
+destinations:
+  desk: {endpoint: PJSIP/desk}
+  doctor: {endpoint: PJSIP/doctor}
+start: welcome
+steps:
+  welcome:
+    play: [custom/welcome]
+    next: choose
+  choose:
+    menu: {prompt: custom/menu, options: {"1": talk, "2": bye, "3": done}, attempts: 2}
+    failed: bye
+  talk:
+    dial: doctor
+    failed: bye
+  bye:
+    hangup: {announce: custom/goodbye}
+  done:
+    hangup: {}
+"""
+
+
+async def call_through(
+    pbx: FakeAsterisk, registry: ChannelRegistry, flow: str = FLOW
+) -> tuple[Outcome, Log]:
+    channel = pbx.add_caller(CALLER)
+    call = AriCall(client_for(pbx), registry, channel, dialed="100")
+    log = Log()
+    services = Services(clock=lambda: TUESDAY_10H, observer=log)
+    async with asyncio.timeout(3600):  # virtual seconds: a stuck call fails the test
+        outcome = await Engine(services).run(compile_flow(flow), call)
+    return outcome, log
+
+
+def make(endpoints: dict[str, Leg] | None = None) -> tuple[FakeAsterisk, ChannelRegistry]:
+    registry = ChannelRegistry()
+    return FakeAsterisk(endpoints, sink=route_to(registry)), registry
+
+
+# -- an ARI failure mid-call -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "result"),
+    [
+        ("stall", StepResult.PBX_TIMEOUT),
+        ("500", StepResult.PBX_ERROR),
+        ("drop", StepResult.PBX_DISCONNECTED),
+    ],
+)
+async def test_an_ari_failure_mid_call_goes_to_the_dialplan_fallback_logged_failed(
+    fault: str, result: StepResult
+) -> None:
+    # The welcome fails: the flow's fallback destination (rung over the failing link) must
+    # not be tried, and no goodbye-and-hangup: the caller goes to the dialplan fallback.
+    pbx, registry = make({"PJSIP/desk": ANSWER})
+    path = f"/channels/{CALLER}/play"
+    if fault == "stall":
+        pbx.stall("POST", path)
+    elif fault == "500":
+        pbx.reply("POST", path, 500, {"message": "Internal Server Error"})
+    else:
+        pbx.drop("POST", path)
+    outcome, log = await call_through(pbx, registry)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.step == "welcome"
+    failed = log.steps[-1]
+    assert (failed.step, failed.kind, failed.result) == ("welcome", StepKind.PLAY, result)
+    assert failed.outcome is OutcomeKind.FAILED
+    assert "PBX link failed" in failed.detail and "PBX link failed" in outcome.detail
+    assert log.outcomes == [outcome]  # exactly one outcome, never hangup
+    assert all(s.outcome is not OutcomeKind.HANGUP for s in log.steps)
+    # Handed to the dialplan fallback, not hung up, no fallback destination rung.
+    assert pbx.sent("POST", f"/channels/{CALLER}/continue")[0].params["context"] == (
+        "callflow-fallback"
+    )
+    assert pbx.hung_up() == []
+    assert pbx.sent("POST", "/channels") == []
+
+
+async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
+    # Issue #11 at 200 cps: the answer timed out, the menu's ``failed`` branch led to a
+    # plain hangup step, and the call was logged ``hangup`` as if the caller was served.
+    flow = FLOW.replace("    play: [custom/welcome]\n    next: choose", "    goto: choose")
+    flow = flow.replace("failed: bye", "failed: done")
+    pbx, registry = make()
+    pbx.stall("POST", f"/channels/{CALLER}/answer")
+    outcome, log = await call_through(pbx, registry, flow)
+    assert outcome.kind is OutcomeKind.FAILED
+    assert [(s.step, s.result, s.outcome) for s in log.steps] == [
+        ("welcome", StepResult.GOTO, None),
+        ("choose", StepResult.PBX_TIMEOUT, OutcomeKind.FAILED),
+    ]
+    assert pbx.lines() == [
+        f"POST /channels/{CALLER}/answer",
+        f"POST /channels/{CALLER}/continue",
+    ]
+
+
+async def test_an_ari_failure_after_someone_was_reached_keeps_the_answered_outcome() -> None:
+    flow = FLOW.replace("    dial: doctor\n    failed: bye", "    dial: doctor\n    next: bye")
+    pbx, registry = make({"PJSIP/doctor": ANSWER})
+    pbx.press(CALLER, "1", after=1.5)  # the welcome, then "1" during the menu: the doctor
+
+    async def the_doctor_hangs_up_then_the_goodbye_fails() -> None:
+        await wait_until(lambda: any(len(m) == 2 for m in pbx.bridges.values()), 600)
+        pbx.reply("POST", f"/channels/{CALLER}/play", 503, {"message": "overloaded"})
+        (leg,) = [c for c in pbx.channels if c.startswith("leg-")]
+        pbx.hang_up(leg, after=30)
+
+    (outcome, log), _ = await asyncio.gather(
+        call_through(pbx, registry, flow), the_doctor_hangs_up_then_the_goodbye_fails()
+    )
+    assert (outcome.kind, outcome.destination) == (OutcomeKind.ANSWERED, "doctor")
+    bye = log.steps[-1]
+    assert (bye.step, bye.result, bye.outcome) == ("bye", StepResult.PBX_ERROR, None)
+    assert log.outcomes == [outcome]
+
+
+# -- round trips per step kind ---------------------------------------------------------------
+
+C = "/channels/C"
+# Each case: the flow's steps (``h`` is a plain hangup), keys the caller presses from 0.5 s,
+# and every REST request the call makes, in order.  A needless request added to a step kind
+# (a stop before a hangup, a GET of what is known) fails this test.
+ROUND_TRIPS: dict[str, tuple[str, str, list[str]]] = {
+    "play": (
+        "  s: {play: [a, b], next: h}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/play", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "menu, key during the prompt, then hangup": (
+        "  s: {menu: {prompt: p, options: {'1': h}, attempts: 1}, failed: h}\n",
+        "1",
+        [f"POST {C}/answer", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "menu, key during the prompt, then play": (
+        "  s: {menu: {prompt: p, options: {'1': x}, attempts: 1}, failed: h}\n"
+        "  x: {play: [a], next: h}\n",
+        "1",
+        [
+            f"POST {C}/answer",
+            f"POST {C}/play",
+            "DELETE /playbacks/C:pb:1",  # the prompt would hold the next sound back
+            f"POST {C}/play",
+            f"DELETE {C}",
+        ],
+    ),
+    "menu, no input then failed": (
+        "  s: {menu: {prompt: p, options: {'1': h}, attempts: 2, no_input: n}, failed: h}\n",
+        "",
+        [f"POST {C}/answer"] + [f"POST {C}/play"] * 4 + [f"DELETE {C}"],
+    ),
+    "hangup with an announce": (
+        "  s: {hangup: {announce: bye}}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/play", f"DELETE {C}"],
+    ),
+    "set": (
+        "  s: {set: {A: b, B: c}, next: h}\n",
+        "",
+        [f"POST {C}/variable"] * 2 + [f"DELETE {C}"],
+    ),
+    "voicemail": (
+        "  s: {voicemail: {box: '1'}, failed: h}\n",
+        "",
+        [f"POST {C}/answer", f"POST {C}/variable", f"POST {C}/continue"],
+    ),
+    "dial, answered": (
+        "  s: {dial: desk, next: h}\n",
+        "",
+        [
+            "POST /channels",  # originate the leg
+            f"POST {C}/ring",  # ringback while it rings (the caller is not answered yet)
+            f"POST {C}/answer",
+            "POST /bridges",
+            "POST /bridges/bridge-1/addChannel",
+            "DELETE /bridges/bridge-1",  # the caller hung up: the bridge goes,
+            "DELETE /channels/LEG",  # and the callee's leg with it
+        ],
+    ),
+    "escalate tier 1, message over before the answer": (
+        "  s: {escalate: {tier: 1, announce: [m], to: desk}, failed: h}\n",
+        "",
+        [
+            "POST /channels",  # nothing stands before the emergency call
+            f"POST {C}/answer",
+            f"POST {C}/play",  # the message while it rings; over by itself: no stop
+            "POST /bridges",
+            "POST /bridges/bridge-1/addChannel",
+            "DELETE /bridges/bridge-1",
+            "DELETE /channels/LEG",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUND_TRIPS))
+async def test_rest_requests_per_step_kind(case: str) -> None:
+    steps, keys, expected = ROUND_TRIPS[case]
+    flow = (
+        "version: 1\nflow: t\nnumbers: ['100']\ntimezone: Europe/Paris\n"
+        "destinations:\n  desk: {endpoint: PJSIP/desk}\nstart: s\nsteps:\n"
+        + steps
+        + ("" if "hangup:" in steps else "  h: {hangup: {}}\n")
+    )
+    pbx, registry = make({"PJSIP/desk": ANSWER})
+    if keys:
+        pbx.press(CALLER, keys, after=0.5)
+    if "dial" in case or "escalate" in case:
+        pbx.hang_up(CALLER, after=60)  # a minute of conversation, then the caller leaves
+    await call_through(pbx, registry, flow)
+    legs = [c.params["channelId"] for c in pbx.sent("POST", "/channels")]
+    lines = [line.replace(CALLER, "C") for line in pbx.lines()]
+    for leg in legs:
+        lines = [line.replace(leg, "LEG") for line in lines]
+    assert lines == expected, lines
+    assert not any(line.startswith("GET ") for line in lines)  # nothing asked twice
+
+
+async def test_a_first_connection_with_nothing_stranded_costs_one_request() -> None:
+    pbx, registry = make()
+    service = CallService(client_for(pbx), engine=None, flows=None, registry=registry)  # type: ignore[arg-type]
+    await service.recover()
+    assert pbx.lines() == ["GET /applications/callflow"]  # no GET /channels: no call to check

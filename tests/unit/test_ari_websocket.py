@@ -1,0 +1,291 @@
+"""REST over the ARI events websocket: a real AriClient against an in-process aiohttp server
+that answers ``RESTRequest`` frames the way Asterisk 22 does (or ignores them, like an older
+Asterisk), with HTTP routes beside it for the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+
+from callflow.ari import (
+    AriClient,
+    AriConfig,
+    AriNotFound,
+    AriServerError,
+    AriSocketDropped,
+    AriTimeout,
+    RestResponse,
+    SocketTransport,
+)
+from callflow.errors import LinkFault, PbxLinkError
+from callflow.metrics.parts import Probes, ScrapeTime
+from tests.support.polling import wait_until
+
+
+@dataclass
+class Asterisk:
+    """``speaks_rest``: answers RESTRequest frames (Asterisk 22.4+); ``silent``: paths whose
+    requests get no answer; ``hold``: paths answered only when ``release`` is set."""
+
+    url: str = ""
+    speaks_rest: bool = True
+    silent: set[str] = field(default_factory=set)
+    hold: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    frames: list[dict[str, Any]] = field(default_factory=list)  # RESTRequests received
+    http: list[str] = field(default_factory=list)  # "METHOD /path" over HTTP
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @staticmethod
+    def answer(method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if path == "asterisk/ping":
+            return 200, {"ping": "pong", "asterisk_id": "x"}
+        if path.startswith("channels/gone"):
+            return 404, {"message": "Channel not found"}
+        if path == "broken":
+            return 500, {"message": "Internal Server Error"}
+        return 200, {"method": method, "path": path, "query": query, "body": body}
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        async for msg in ws:
+            frame = json.loads(msg.data)
+            if frame.get("type") != "RESTRequest" or not self.speaks_rest:
+                continue
+            self.frames.append(frame)
+            task = asyncio.ensure_future(self._reply(ws, frame))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return ws
+
+    async def _reply(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        uri = urlsplit(frame["uri"])
+        if uri.path in self.silent:
+            return
+        if uri.path in self.hold:
+            await self.release.wait()
+        body = json.loads(frame["message_body"]) if "message_body" in frame else None
+        status, answer = self.answer(frame["method"], uri.path, dict(parse_qsl(uri.query)), body)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "RESTResponse",
+                    "request_id": frame["request_id"],
+                    "status_code": status,
+                    "reason_phrase": "OK" if status == 200 else "Error",
+                    "uri": frame["uri"],
+                    "content_type": "application/json",
+                    "message_body": json.dumps(answer),
+                }
+            )
+        )
+
+    async def rest(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.removeprefix("/ari/")
+        self.http.append(f"{request.method} /{path}")
+        body = await request.json() if request.can_read_body else None
+        status, answer = self.answer(request.method, path, dict(request.query), body)
+        return web.json_response(answer, status=status)
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[Asterisk]:
+    fake = Asterisk()
+    app = web.Application()
+    app.router.add_get("/ari/events", fake.events)
+    app.router.add_route("*", "/ari/{tail:.*}", fake.rest)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield fake
+    fake.release.set()
+    for ws in fake.sockets:
+        await ws.close()
+    await runner.cleanup()
+
+
+def config(url: str, **overrides: Any) -> AriConfig:
+    values: dict[str, Any] = {"app": "callflow", "username": "u", "password": "p"}
+    values.update(overrides)
+    return AriConfig(url=url, **values)
+
+
+@pytest.fixture
+async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
+    """A client whose events are pumped (as the daemon does) and that has connected."""
+    client = AriClient(config(pbx.url))
+    events: list[dict[str, Any]] = []
+
+    async def pump() -> None:
+        async for event in client.events():
+            events.append(event)
+
+    task = asyncio.ensure_future(pump())
+    await wait_until(lambda: bool(events), timeout=10)
+    yield client
+    await client.close()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_auto_uses_the_socket_where_asterisk_answers(
+    pbx: Asterisk, connected: AriClient
+) -> None:
+    assert connected.rest_transport == "websocket"
+    answer = await connected.request(
+        "POST", "/channels", params={"endpoint": "PJSIP/a b", "timeout": 5}, json={"v": "1"}
+    )
+    assert answer == {
+        "method": "POST",
+        "path": "channels",
+        "query": {"endpoint": "PJSIP/a b", "timeout": "5"},
+        "body": {"v": "1"},
+    }
+    assert pbx.http == []  # nothing over HTTP, not even the probe
+    probe, sent = pbx.frames
+    assert (probe["method"], probe["uri"]) == ("GET", "asterisk/ping")
+    assert sent["type"] == "RESTRequest" and sent["request_id"] != probe["request_id"]
+    assert connected.rest_requests == {"websocket": 1, "http": 0}
+
+
+async def test_error_statuses_map_as_over_http(connected: AriClient) -> None:
+    with pytest.raises(AriNotFound):
+        await connected.request("GET", "/channels/gone")
+    with pytest.raises(AriServerError) as info:
+        await connected.request("GET", "/broken")
+    assert isinstance(info.value, PbxLinkError) and info.value.fault is LinkFault.SERVER_ERROR
+
+
+async def test_answers_are_correlated_by_request_id(pbx: Asterisk, connected: AriClient) -> None:
+    pbx.hold = {"channels/slow"}
+    slow = asyncio.ensure_future(connected.request("GET", "/channels/slow"))
+    await wait_until(lambda: len(pbx.frames) == 2)
+    fast = await connected.request("GET", "/channels/fast")  # answered before the slow one
+    assert fast["path"] == "channels/fast"
+    assert not slow.done()
+    pbx.release.set()
+    assert (await asyncio.wait_for(slow, 10))["path"] == "channels/slow"
+
+
+async def test_a_request_without_answer_times_out(pbx: Asterisk, connected: AriClient) -> None:
+    pbx.silent = {"channels/lost"}
+    with pytest.raises(AriTimeout) as info:
+        await connected.request("GET", "/channels/lost", timeout=0.2)
+    assert info.value.fault is LinkFault.TIMEOUT
+    assert connected._socket_rest is not None and connected._socket_rest.pending == 0
+    assert (await connected.request("GET", "/channels/next"))["path"] == "channels/next"
+
+
+async def test_a_dropped_socket_fails_pending_requests_then_http_carries_them(
+    pbx: Asterisk, connected: AriClient
+) -> None:
+    pbx.hold = {"channels/held"}
+    held = asyncio.ensure_future(connected.request("GET", "/channels/held", timeout=30))
+    await wait_until(lambda: len(pbx.frames) == 2)
+    pbx.speaks_rest = False  # so that a reconnection cannot carry the requests below
+    await pbx.sockets[0].close()  # Asterisk restarts, say
+    with pytest.raises(AriSocketDropped) as info:
+        await asyncio.wait_for(held, 10)
+    assert isinstance(info.value, PbxLinkError) and info.value.fault is LinkFault.DISCONNECTED
+    await wait_until(lambda: connected.rest_transport == "http")
+    # A hangup at recovery still gets through while the socket is down.
+    await connected.request("DELETE", "/channels/c1")
+    assert "DELETE /channels/c1" in pbx.http
+
+
+async def test_auto_falls_back_to_http_when_asterisk_ignores_rest_frames(pbx: Asterisk) -> None:
+    pbx.speaks_rest = False
+    async with AriClient(config(pbx.url, probe_timeout=0.3)) as client:
+        events = client.events()
+        first = await asyncio.wait_for(anext(events), 10)
+        assert first["type"] == "CallflowConnected"
+        assert client.rest_transport == "http"
+        assert (await client.request("GET", "/channels/c1"))["path"] == "channels/c1"
+        assert pbx.http == ["GET /channels/c1"]
+        assert client.rest_requests == {"websocket": 0, "http": 1}
+        await client.close()
+        await events.aclose()
+
+
+async def test_websocket_mode_uses_the_socket_without_a_probe(pbx: Asterisk) -> None:
+    async with AriClient(config(pbx.url, transport="websocket")) as client:
+        events = client.events()
+        await asyncio.wait_for(anext(events), 10)
+        assert client.rest_transport == "websocket"
+        pump = asyncio.ensure_future(anext(events))  # the reader hands answers over
+        assert (await client.request("GET", "/channels/c1"))["path"] == "channels/c1"
+        assert [f["uri"] for f in pbx.frames] == ["channels/c1"]
+        pump.cancel()
+        await client.close()
+
+
+async def test_http_mode_never_uses_the_socket(pbx: Asterisk) -> None:
+    async with AriClient(config(pbx.url, transport="http")) as client:
+        events = client.events()
+        await asyncio.wait_for(anext(events), 10)
+        await client.request("GET", "/channels/c1")
+        assert client.rest_transport == "http"
+        assert pbx.frames == [] and pbx.http == ["GET /channels/c1"]
+        await client.close()
+        await events.aclose()
+
+
+def test_bad_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="transport"):
+        config("http://127.0.0.1:8088", transport="carrier-pigeon")
+
+
+def test_transport_metrics() -> None:
+    probes = Probes(
+        ari_transport=lambda: "websocket", ari_requests=lambda: {"websocket": 7, "http": 2}
+    )
+    registry = CollectorRegistry()
+    registry.register(ScrapeTime(probes))
+    text = generate_latest(registry).decode()
+    assert 'callflow_ari_transport{transport="websocket"} 1.0' in text
+    assert 'callflow_ari_transport{transport="http"} 0.0' in text
+    assert 'callflow_ari_requests_total{transport="websocket"} 7.0' in text
+    assert 'callflow_ari_requests_total{transport="http"} 2.0' in text
+
+
+class ClosingSocket:
+    """A socket that is closing: every send fails (the reader has not noticed yet)."""
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        raise AssertionError("not read in websocket mode")
+
+
+class RecordingHttp:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def request(
+        self, method: str, path: str, params: Any, body: Any, *, timeout: float
+    ) -> RestResponse:
+        self.sent.append(f"{method} {path}")
+        return RestResponse(204)
+
+
+async def test_a_request_the_closing_socket_could_not_send_goes_over_http() -> None:
+    http = RecordingHttp()
+    rest = SocketTransport(http, "websocket", probe_timeout=1)
+    await rest.attach(ClosingSocket())
+    assert rest.in_use == "websocket"
+    answer = await rest.request("DELETE", "/channels/c1", None, None, timeout=5)
+    assert answer.status == 204
+    assert http.sent == ["DELETE /channels/c1"] and rest.pending == 0
