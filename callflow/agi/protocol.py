@@ -27,7 +27,7 @@ import contextlib
 import re
 from dataclasses import dataclass
 
-from ..errors import TelephonyError
+from ..errors import LinkFault, PbxLinkError, TelephonyError
 
 MAX_LINE = 4096  # bytes per line, the StreamReader's limit
 MAX_HEADERS = 64  # agi_* lines in a request (Asterisk sends about 25)
@@ -44,16 +44,22 @@ class AgiError(TelephonyError):
     """The AGI session failed: a bad reply, a timeout, the connection gone."""
 
 
-class AgiProtocolError(AgiError):
-    """The peer sent something that is not FastAGI (garbage, an overlong line...)."""
+class AgiProtocolError(AgiError, PbxLinkError):
+    """The peer sent something that is not FastAGI (garbage, an overlong line...): in a
+    call, the link to the PBX failed, and the call goes to the dialplan fallback."""
+
+    fault = LinkFault.SERVER_ERROR
 
 
 class AgiClosed(AgiError):
     """The connection ended (Asterisk closes it once the channel is gone)."""
 
 
-class AgiTimeout(AgiError):
-    """A command took longer than it may (its reply may still come: the session is over)."""
+class AgiTimeout(AgiError, PbxLinkError):
+    """A command took longer than it may (its reply may still come: the session is over,
+    and the call goes to the dialplan fallback when AGI() returns)."""
+
+    fault = LinkFault.TIMEOUT
 
 
 class AgiDead(AgiError):

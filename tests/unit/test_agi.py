@@ -464,3 +464,19 @@ async def test_an_overloaded_daemon_sheds_a_new_agi_call_to_the_dialplan(
         "SET PRIORITY 1",
     ]
     assert served.dials_made
+
+
+async def test_a_command_asterisk_never_answers_is_a_pbx_link_failure(
+    server: AgiServer, log: Log
+) -> None:
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(FakeAgiAsterisk(server.port).headers())
+    assert await asyncio.wait_for(reader.readline(), 10) == b"ANSWER\n"  # never answered
+    # command_timeout (2 s here) later the session ends: AGI() returns to the dialplan.
+    assert await asyncio.wait_for(reader.read(), 20) == b""
+    await wait_until(lambda: bool(log.ended), 10)
+    outcome = log.ended[0][1]
+    assert outcome.kind == "failed" and "PBX link failed (timeout)" in outcome.detail
+    assert log.path() == [("welcome", "play", "pbx timeout")]
+    writer.close()
