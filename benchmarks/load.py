@@ -15,10 +15,11 @@ the caller presses 1 after 1 s, the IVR hangs up.  Four IVRs answer them:
   (FastAGI: a TCP connection and one res_agi thread in Asterisk per call).
 
 Asterisk is restarted before each (target, rate), so no run inherits another's channels.
-For each it prints calls placed, answered, served (the IVR hung up after the key), time
-to answer and key-to-hangup p50/p99 (SIPp's response-time timers), the CPU the IVR
-process and Asterisk used, and, for callflow, the outcomes in its call log: every call
-placed must be there once, and a call that was not served must not read as a hangup.
+For each it prints calls placed, answered, completed (the IVR hung up after the key) and
+failed, INVITE→answer and DTMF→hangup p50/p99 (SIPp's response-time timers), the CPU the
+IVR process used (percent of a core, and milliseconds per call) and Asterisk's, and, for
+callflow, the outcomes in its call log: every call placed must be there once, and a call
+that was not served must not read as a hangup.
 The machine is noisy: read callflow beside the two baselines of the same run, not alone.
 """
 
@@ -90,6 +91,7 @@ class Run:
     answer_ms: list[float] = field(default_factory=list)
     hangup_ms: list[float] = field(default_factory=list)
     ivr_cpu: float | None = None  # percent of one core over the run
+    ivr_cpu_s: float = 0.0  # CPU seconds the IVR process used
     asterisk_cpu: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     logged: int | None = None
@@ -100,7 +102,11 @@ class Run:
 
         a50, a99 = pct(self.answer_ms, 50), pct(self.answer_ms, 99)
         h50, h99 = pct(self.hangup_ms, 50), pct(self.hangup_ms, 99)
-        cpu = "–" if self.ivr_cpu is None else f"{self.ivr_cpu:.0f}%"
+        cpu = per_call = "–"
+        if self.ivr_cpu is not None:
+            cpu = f"{self.ivr_cpu:.0f}%"
+            per_call = f"{1000 * self.ivr_cpu_s / max(1, self.placed):.1f}"
+        failed = self.placed - len(self.hangup_ms)
         log = "–"
         if self.logged is not None:
             log = f"{self.logged} " + ", ".join(
@@ -108,15 +114,16 @@ class Run:
             )
         return (
             f"| {self.target} | {self.rate} | {self.placed} | {len(self.answer_ms)} "
-            f"| {len(self.hangup_ms)} | {ms(a50)} / {ms(a99)} | {ms(h50)} / {ms(h99)} "
-            f"| {cpu} | {self.asterisk_cpu:.0f}% | {log} |"
+            f"| {len(self.hangup_ms)} | {failed} | {ms(a50)} / {ms(a99)} | {ms(h50)} / {ms(h99)} "
+            f"| {cpu} | {per_call} | {self.asterisk_cpu:.0f}% | {log} |"
         )
 
 
 HEADER = (
-    "| IVR | cps | placed | answered | served | answer p50 / p99 ms | key→hangup p50 / p99 ms "
-    "| IVR CPU | Asterisk CPU | call log (outcomes) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| IVR | cps | placed | answered | completed | failed | INVITE→answer p50 / p99 ms "
+    "| DTMF→hangup p50 / p99 ms | IVR CPU | IVR CPU ms/call | Asterisk CPU "
+    "| logged (outcomes) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -180,7 +187,8 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
         elapsed = time.monotonic() - t0
         run.asterisk_cpu = 100 * (cpu_seconds(ast_pid) - a0) / elapsed
         if ivr_pid:
-            run.ivr_cpu = 100 * (cpu_seconds(ivr_pid) - i0) / elapsed
+            run.ivr_cpu_s = cpu_seconds(ivr_pid) - i0
+            run.ivr_cpu = 100 * run.ivr_cpu_s / elapsed
         if daemon is not None:
             d = daemon
             # Every call placed ends up in the log (polled: the journal feeds it); fewer

@@ -47,7 +47,9 @@ from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
+from .sdnotify import Notifier
 from .settings import Settings, read_secret
 from .store.store import Store
 from .tasks import Tasks
@@ -89,15 +91,21 @@ class Daemon:
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
         )
+        refuse_placeholder(password, "[ari] password")
+        if settings.daemon.asterisk_conf:
+            refuse_placeholders_in(settings.resolve(settings.daemon.asterisk_conf))
         # The calendars' iCal feeds: read by every flow version, filled by the fetcher.
         self.feed_book = FeedBook()
         self.flows = LiveFlows(
-            settings.resolve(settings.flows.dir), settings.flows.default, self.feed_book
+            settings.resolve(settings.flows.dir),
+            settings.flows.default,
+            self.feed_book,
+            language=settings.daemon.language,
         )
         self.feeds = FeedFetcher(
             self.feed_book,
             lambda: self.flows.current.feed_locations(),
-            settings.resolve(settings.daemon.state_dir) / "feeds",
+            settings.state_dir / "feeds",
             interval=settings.flows.feed_refresh,
             timeout=settings.flows.feed_timeout,
         )
@@ -113,7 +121,7 @@ class Daemon:
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
         self.selector = HealthAwareSelector(self.health)
-        self.trunk_snapshot = settings.resolve(settings.daemon.state_dir) / SNAPSHOT_FILE
+        self.trunk_snapshot = settings.state_dir / SNAPSHOT_FILE
         self.selector.subscribe(self._write_trunk_snapshot)
         self.ami: AmiClient | None = None
         self.monitor: AmiTrunkMonitor | None = None
@@ -122,6 +130,7 @@ class Daemon:
             secret = read_secret(
                 ami.secret_env, ami.secret_file, "[ami] secret", settings.base_dir, env
             )
+            refuse_placeholder(secret, "[ami] secret")
             self.ami = AmiClient(AmiConfig.from_settings(ami, secret))
             self.monitor = AmiTrunkMonitor(self.ami, self.health)
         else:
@@ -135,9 +144,7 @@ class Daemon:
             )
         )
         # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(
-            settings.resolve(settings.daemon.state_dir) / OVERRIDES_FILE, datetime.now(UTC)
-        )
+        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
@@ -161,6 +168,7 @@ class Daemon:
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
+                language=settings.daemon.language,
             )
             http = settings.http
             tls = None
@@ -214,6 +222,8 @@ class Daemon:
             )
             self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
+        self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
+        self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
         self._stop = asyncio.Event()
 
     def _admit_agi(self, never_shed: bool) -> str | None:
@@ -281,13 +291,19 @@ class Daemon:
             accounts += load_tokens(self.settings.resolve(http.token_file))
         return accounts
 
-    def reload(self) -> ReloadResult:
+    def _reload_signal(self) -> None:
+        """SIGHUP: reload in an owned task, so the handler returns to the loop at once."""
+        self._reloads.spawn(self.reload(), "reload")
+
+    async def reload(self) -> ReloadResult:
+        """Reload the credentials and the flows (SIGHUP, the admin API); the flow files are
+        parsed off the loop."""
         try:  # the credentials too: a revoked account loses its sessions at once
             self.credentials.replace(self._read_credentials())
             log.info("reload: %d admin credential(s)", len(self.credentials))
         except SettingsError as exc:
             log.error("reload: credentials kept as they were: %s", exc)
-        result = self.flows.reload()
+        result = await self.flows.reload_async()
         if result.ok:
             log.info("reload: %s", ", ".join(result.flows))
             self.feeds.wake()  # a new feed is read now, not at the next refresh
@@ -305,14 +321,16 @@ class Daemon:
 
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
-        The call service comes last (then FastAGI, when enabled): its stop lets calls finish
+        The call service comes next (then FastAGI, when enabled): its stop lets calls finish
         while ARI still delivers their events, and hands the rest to the dialplan fallback.
+        systemd hears READY once all of them are up, and STOPPING first.
         """
         parts = [
             Part("call log", self.store),
             Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once
+            Part("reloads", self._reloads),
         ]
         if self.ami is not None and self.monitor is not None:
             parts.append(Part("AMI", _ami_session(self.ami, self.monitor)))
@@ -322,8 +340,9 @@ class Daemon:
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
         ]
-        if self.agi is not None:  # last in, first out: it stops taking calls first
+        if self.agi is not None:  # after the call service: it stops taking calls first
             parts.append(Part("FastAGI", self.agi))
+        parts.append(Part("systemd notify", self.notifier))  # entered last: everything is up
         return parts
 
     async def run(self) -> int:
@@ -333,7 +352,7 @@ class Daemon:
         for sig, handler in (
             (signal.SIGTERM, self.request_stop),
             (signal.SIGINT, self.request_stop),
-            (signal.SIGHUP, self.reload),
+            (signal.SIGHUP, self._reload_signal),
         ):
             loop.add_signal_handler(sig, handler)
         names = ", ".join(sorted(self.flows.current.flows))

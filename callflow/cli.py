@@ -1,4 +1,5 @@
-"""The ``callflow`` command: check, simulate, calendar (and, later, run, db, report)."""
+"""The ``callflow`` command: run the daemon; check, simulate and calendar the flows; the call
+log (db, report, export, callbacks); trunks."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from .simulate import Scenario, Transcript, simulate
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Files the daemon and the CLI create (call log, spool, state, exports) may hold
+    # patient numbers: readable by their owner only.
+    os.umask(0o077)
     try:
         code: int = args.func(args, sys.stdout)
         return code
@@ -42,19 +46,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+DISTRIBUTION = "callflow-pbx"  # the name on the package index (pyproject.toml)
+
+
+def version() -> str:
+    """The installed distribution's version (a checkout installed with ``pip -e`` too)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callflow", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("check", help="validate flow files or folders")
-    c.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    c = sub.add_parser(
+        "check", help="validate flow files or folders, and with --config the settings too"
+    )
+    c.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="flow files or folders (default: [flows] dir of the settings file)",
+    )
+    c.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also validate this settings file (found the usual way when no PATH is given); "
+        "its state_dir holds the cached iCal feeds --horizon falls back on",
+    )
     c.add_argument(
         "--horizon",
         help="also audit continuity: play every caller path over this span, e.g. 60d "
         "(exit 1 when a caller would reach no one)",
     )
     c.add_argument("--from", dest="start", help="start of the audit, 'YYYY-MM-DD HH:MM' (now)")
-    _feeds_config(c)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="play a simulated call through a flow")
@@ -145,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
     add_staff_commands(sub)
+    from .pbxconf import add_commands as add_pbx_commands  # check-asterisk, asterisk-secrets
+
+    add_pbx_commands(sub)
     return p
 
 
@@ -163,14 +200,14 @@ def _load_with_feeds(paths: Sequence[Path], config: Path | None) -> FlowSet:
     """The flows, their calendars' iCal feeds read once (the daemon's cached copy of a
     feed that is down; a warning on stderr)."""
     from .feeds import read_feeds_once
-    from .settings import load_settings
+    from .settings import discover_settings
 
     book = FeedBook()
     flows = load_flows(paths, book)
     locations = flows.feed_locations()
     if locations:
-        settings = load_settings(config)
-        cache = settings.resolve(settings.daemon.state_dir) / "feeds"
+        settings = discover_settings(config)
+        cache = settings.state_dir / "feeds"
         timeout = settings.flows.feed_timeout
         for status in asyncio.run(read_feeds_once(book, locations, cache, timeout=timeout)):
             if not status.up:
@@ -184,9 +221,9 @@ def _load_with_feeds(paths: Sequence[Path], config: Path | None) -> FlowSet:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .app import Daemon, setup_logging
-    from .settings import load_settings
+    from .settings import discover_settings
 
-    settings = load_settings(args.config)
+    settings = discover_settings(args.config, required=True)
     setup_logging(settings)
     daemon = Daemon(settings)
     return asyncio.run(daemon.run())
@@ -198,11 +235,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_trunks(args: argparse.Namespace, out: TextIO) -> int:
     """The daemon's trunk snapshot (``[daemon] state_dir``/trunks.json); without one, or
     with ``--live``, what Asterisk says over AMI now."""
-    from .settings import load_settings
+    from .settings import discover_settings
     from .trunks import SNAPSHOT_FILE, read_snapshot
 
-    settings = load_settings(args.config)
-    state_dir = args.state_dir or settings.resolve(settings.daemon.state_dir)
+    settings = discover_settings(args.config)
+    state_dir = args.state_dir or settings.state_dir
     path = state_dir / SNAPSHOT_FILE
     missing: str | None = None
     if not args.live:
@@ -378,12 +415,24 @@ def _process_exists(pid: int) -> bool:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    files = flow_files(args.paths)
-    flows = (
-        load_flows(args.paths)
-        if args.horizon is None
-        else _load_with_feeds(args.paths, args.config)
-    )
+    paths: list[Path] = args.paths
+    default: str | None = None
+    if args.config is not None or not paths:
+        from .settings import discover_settings
+        from .settings_check import flows_dir, settings_problems
+
+        settings = discover_settings(args.config, required=True)
+        problems = settings_problems(settings)
+        if problems:
+            raise UserError(f"{settings.origin}:\n  " + "\n  ".join(problems))
+        out.write(f"settings OK: {settings.origin} (data in {settings.state_dir})\n")
+        paths = paths or [flows_dir(settings)]
+        default = settings.flows.default
+    files = flow_files(paths)
+    flows = load_flows(paths) if args.horizon is None else _load_with_feeds(paths, args.config)
+    if default is not None and default not in flows.flows:
+        known = ", ".join(sorted(flows.flows)) or "none"
+        raise UserError(f"[flows] default = {default!r} is not a flow (flows: {known})")
     out.write(
         f"{len(files)} file{'s' if len(files) != 1 else ''} OK: {', '.join(sorted(flows.flows))}\n"
     )

@@ -4,6 +4,13 @@
 ``CALLFLOW_FLOWS_DIR`` ...).  Secrets never sit in the file: the file names an environment
 variable (``password_env``) or a file (``password_file``) that holds them.  Unknown keys are
 refused by name so that a typo never silently falls back to a default.
+
+The file is found the usual way (``find_config``): ``--config``, else ``$CALLFLOW_CONFIG``,
+else ``/etc/callflow/callflow.toml``, else ``./callflow.toml`` (a checkout, for development).
+Relative paths of configuration (flows, token and key files) are relative to the file;
+relative paths of data (the SQLite database, the spool) are relative to ``[daemon]
+state_dir`` (``/var/lib/callflow`` unless said otherwise), so that nothing is written
+beside the settings in ``/etc/callflow``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,11 @@ from typing import Any
 from .errors import SettingsError
 
 ENV_PREFIX = "CALLFLOW_"
+CONFIG_ENV = "CALLFLOW_CONFIG"  # the settings file, when --config is not given
+SYSTEM_CONFIG = Path("/etc/callflow/callflow.toml")
+DEV_CONFIG = Path("callflow.toml")  # a checkout's, in the current directory
+STATE_DIR = "/var/lib/callflow"  # a system install's data (systemd's StateDirectory=callflow)
+LANGUAGES = ("fr", "en")  # what staff read is French by default, English available
 
 
 @dataclass(frozen=True)
@@ -72,18 +84,31 @@ class DaemonSettings:
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
     stop_grace: float = 30.0  # seconds calls may take to finish on SIGTERM
-    state_dir: str = "var"  # runtime state shared with the CLI (trunks.json)
+    # The daemon's data: the SQLite call log, the spool, trunks.json, overrides.  Relative
+    # to the settings file when relative; the data paths of [database] are relative to it.
+    state_dir: str = STATE_DIR
+    # Asterisk's config folder on this machine (e.g. /etc/asterisk): the daemon refuses to
+    # start while a secret or PIN there is a placeholder or guessable. None: not checked.
+    asterisk_conf: str | None = None
+    language: str = "fr"  # what staff read: the page, the HTML report, holiday names (fr | en)
+
+    def __post_init__(self) -> None:
+        if self.language not in LANGUAGES:
+            raise SettingsError(
+                f"[daemon] language must be one of {', '.join(LANGUAGES)}, got {self.language!r}"
+            )
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
     """The call log (``callflow.store``): SQLite by default, PostgreSQL in production."""
 
-    # SQLAlchemy URL, without a password (a relative SQLite path is relative to the file).
-    url: str = "sqlite+aiosqlite:///var/callflow.db"
+    # SQLAlchemy URL, without a password (a relative SQLite path is relative to state_dir).
+    url: str = "sqlite+aiosqlite:///callflow.db"
     password_env: str = "CALLFLOW_DATABASE_PASSWORD"  # the password for a url that needs one
     password_file: str | None = None
-    spool_dir: str = "var/spool"  # the journal: every record, fsync'd, before the database
+    # The journal (relative to state_dir): every record, fsync'd, before the database.
+    spool_dir: str = "spool"
     batch_size: int = 500  # rows per write transaction
     flush_interval: float = 1.0  # seconds between database writes when traffic is low
     commit_interval: float = 0.05  # seconds a record may wait for the journal (group commit)
@@ -265,10 +290,26 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
+    source: Path | None = None  # the settings file (None: defaults and environment only)
 
     def resolve(self, path: str) -> Path:
+        """A configuration path (flows, token or key file): relative to the settings file."""
         p = Path(path)
         return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.daemon.state_dir)
+
+    def state_path(self, path: str) -> Path:
+        """A data path (database, spool, snapshots): relative to the state directory."""
+        p = Path(path)
+        return p if p.is_absolute() else self.state_dir / p
+
+    @property
+    def origin(self) -> str:
+        """Where these settings came from, for messages."""
+        return str(self.source) if self.source else "defaults (no settings file)"
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -380,7 +421,51 @@ def load_settings(path: Path | None, env: Mapping[str, str] | None = None) -> Se
         section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
         if section in _SECTIONS and key not in {f.name for f in fields(_SECTIONS[section])}:
             raise SettingsError(f"environment {var}: no setting '{key}' in [{section}]")
-    return Settings(base_dir=base, **built)
+    return Settings(base_dir=base, source=path, **built)
+
+
+def config_candidates(
+    explicit: Path | None, env: Mapping[str, str] | None = None
+) -> list[tuple[str, Path]]:
+    """Where the settings file is looked for, in order, each with why."""
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return [("--config", explicit)]
+    if env.get(CONFIG_ENV):
+        return [(f"${CONFIG_ENV}", Path(env[CONFIG_ENV]))]
+    return [("system", SYSTEM_CONFIG), ("current directory", DEV_CONFIG)]
+
+
+def find_config(
+    explicit: Path | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    candidates: list[tuple[str, Path]] | None = None,
+) -> Path | None:
+    """The settings file: ``--config``, else ``$CALLFLOW_CONFIG``, else the system's, else
+    ``./callflow.toml``; None when there is none.  A file named by ``--config`` or
+    ``$CALLFLOW_CONFIG`` must exist (a typo never falls back to another file)."""
+    found = config_candidates(explicit, env) if candidates is None else candidates
+    for why, path in found:
+        if path.is_file():
+            return path
+        if why in ("--config", f"${CONFIG_ENV}"):
+            raise SettingsError(f"{path} (from {why}): no such settings file")
+    return None
+
+
+def discover_settings(
+    explicit: Path | None, env: Mapping[str, str] | None = None, *, required: bool = False
+) -> Settings:
+    """``load_settings`` of the file ``find_config`` finds; defaults when there is none,
+    unless ``required`` (the daemon needs a file)."""
+    path = find_config(explicit, env)
+    if path is None and required:
+        looked = ", ".join(str(p) for _, p in config_candidates(explicit, env))
+        raise SettingsError(
+            f"no settings file: looked for {looked}; give --config FILE or set {CONFIG_ENV}"
+        )
+    return load_settings(path, env)
 
 
 def read_secret(

@@ -126,7 +126,10 @@ def parse_override(body: Any, flow: LoadedFlow, now: datetime, who: str) -> Over
         wall = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise BadRequest(f'"until": not a date and time: {raw!r} (e.g. 2026-12-28T08:00)') from None
-    until = localize(wall, flow.tz)
+    try:
+        until = localize(wall, flow.tz)
+    except (OverflowError, ValueError):  # e.g. year 1: no time zone offset applies
+        raise BadRequest(f'"until": out of range: {raw!r} (e.g. 2026-12-28T08:00)') from None
     if until <= now:
         raise BadRequest(f'"until" {until.isoformat()} is not in the future')
     if until - now > MAX_OVERRIDE:

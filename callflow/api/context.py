@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,7 +53,7 @@ class AdminContext:
 
     flows: FlowSource
     overrides: OverrideStore
-    reload: Callable[[], ReloadResult]
+    reload: Callable[[], ReloadResult | Awaitable[ReloadResult]]
     clock: Callable[[], datetime] = utc_now
     trunks: TrunkSource | None = None
     db: AsyncEngine | None = None
@@ -64,6 +64,7 @@ class AdminContext:
     checks: Mapping[str, Callable[[], bool]] = field(default_factory=dict)
     db_timeout: float = 5.0  # seconds a database query of the API may take
     backlog_interval: float = 15.0  # seconds between two callback backlog queries (/metrics)
+    language: str = "en"  # the page's words; the daemon passes [daemon] language (fr default)
 
 
 __all__ = ["AdminContext", "AuditFn", "FlowSource", "TrunkSource"]

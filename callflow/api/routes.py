@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -32,9 +33,11 @@ from .http import (
     json_response,
     refused,
 )
+from .i18n import render_page
 
 log = logging.getLogger("callflow.api")
 
+MAX_ID = 2**63 - 1  # ids are 64-bit database integers
 MAX_ERRORS = 50  # reload errors shown (and audited) at most
 
 
@@ -52,6 +55,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/", to_page)
     r.add_get("/page", to_page)
     r.add_get("/page/", page)
+    r.add_get("/page/index.html", page)  # the template, filled, never served raw
     # Who may do what: the secretariat works the callback queue and the calendars; the
     # admin also reloads, reads the call log and the audit trail.
     secretariat, admin = Role.SECRETARIAT, Role.ADMIN
@@ -75,7 +79,9 @@ async def to_page(request: web.Request) -> web.StreamResponse:
 
 
 async def page(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC / "index.html")
+    template = (STATIC / "index.html").read_text("utf-8")
+    text = render_page(template, _ctx(request).language)
+    return web.Response(text=text, content_type="text/html", charset="utf-8")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -303,7 +309,8 @@ async def cancel_override(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    result = ctx.reload()
+    outcome = ctx.reload()  # the daemon's reload is a coroutine (it parses off the loop)
+    result = await outcome if inspect.isawaitable(outcome) else outcome
     errors = result.errors[:MAX_ERRORS]
     _audit(
         ctx,
@@ -342,6 +349,8 @@ async def callback_done(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     db = _db(ctx)
     callback_id = int(request.match_info["id"])
+    if callback_id > MAX_ID:  # the database's integers have 64 bits: no such request
+        raise BadRequest(f"callback id out of range: {request.match_info['id'][:40]}")
     body = await _body(request)
     if not isinstance(body, dict) or set(body) - {"status"}:
         raise BadRequest('expected a JSON object {"status": "done"|"cancelled"}')

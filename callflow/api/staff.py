@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import pyotp
 
 from ..errors import UserError
-from ..settings import load_settings
+from ..settings import discover_settings
 from .accounts import NAME, Account, Role, account_entry, digest, load_accounts
 
 
@@ -44,7 +44,7 @@ def _file(args: argparse.Namespace) -> Path:
     if args.file is not None:
         path: Path = args.file
         return path
-    settings = load_settings(args.config)
+    settings = discover_settings(args.config)
     if settings.http.accounts_file is None:
         raise UserError("no accounts file: give --file, or set [http] accounts_file")
     return settings.resolve(settings.http.accounts_file)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,6 +80,15 @@ def mask(number: str) -> str:
     return number if len(number) <= 4 else "*" * (len(number) - 2) + number[-2:]
 
 
+_LONG_DIGITS = re.compile(r"\+?\d(?:[\d .-]{4,}\d)")
+
+
+def _no_numbers(text: str) -> str:
+    """Text from elsewhere (an exception, the PBX) for a step's prose: any phone-number-like
+    run of digits masked, since the prose is kept and shown but must never carry one."""
+    return _LONG_DIGITS.sub(lambda m: mask(re.sub(r"\D", "", m.group())), text)
+
+
 class _Run:
     def __init__(self, services: Services, flow: LoadedFlow, call: Call) -> None:
         self.s = services
@@ -138,7 +148,10 @@ class _Run:
         except CallLost as exc:
             # Not the caller's doing: the PBX lost the call (it restarted, say).
             outcome = self.reached or Outcome(
-                OutcomeKind.FAILED, self.step_name, tier=self.tier, detail=f"call lost: {exc}"
+                OutcomeKind.FAILED,
+                self.step_name,
+                tier=self.tier,
+                detail=_no_numbers(f"call lost: {exc}"),
             )
         except CallerHangup:
             # Hanging up after talking to someone is the normal end of a call.
@@ -179,7 +192,8 @@ class _Run:
             try:
                 res = await self._step(name, step)
             except CallLost as exc:
-                self._record(name, kind, _Result(StepResult.LOST, detail=str(exc)), t0)
+                lost = _Result(StepResult.LOST, detail=_no_numbers(str(exc)))
+                self._record(name, kind, lost, t0)
                 raise
             except CallerHangup:
                 self._record(name, kind, _Result(StepResult.ABANDONED, detail="caller hung up"), t0)
@@ -190,7 +204,7 @@ class _Run:
                 # deliberate hangup), so the call goes to the PBX's own last resort.
                 return self._link_failed(name, kind, exc, t0)
             except TelephonyError as exc:
-                detail = f"{type(exc).__name__}: {exc}"
+                detail = _no_numbers(f"{type(exc).__name__}: {exc}")
                 res = _Result(StepResult.ERROR, _failed_branch(step), detail=detail)
             except Exception as exc:  # a bug must not strand the caller
                 log.exception("call=%s step=%s crashed", self.call.id, name)
@@ -498,7 +512,7 @@ class _Run:
             raise
         except TelephonyError as exc:
             rung = _Rung(DialStatus.FAILED)
-            why = f"{why}; fallback failed: {exc}"
+            why = f"{why}; fallback failed: {_no_numbers(str(exc))}"
         res = _Result(
             StepResult.of_dial(rung.status),
             detail=why,

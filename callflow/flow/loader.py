@@ -6,6 +6,12 @@ ourselves rather than with YAML 1.1's rules: only ``null``/``~``/empty, ``true``
 ``false`` are special and every other scalar stays a string.  That way a phone number
 ``0180000000`` keeps its leading zero, ``no`` is not ``False``, ``010`` is not 8 and
 ``12:30`` is not 750; the schema converts strings to numbers where a number is meant.
+
+A flow file is admin input, but a daemon that reloads it must not be frozen by it: aliases
+are expanded here (PyYAML's composer only links nodes), so a few hundred bytes of nested
+aliases ("billion laughs") could build gigabytes.  The file size and the number of nodes
+built, aliases expanded, are bounded (``MAX_BYTES``, ``MAX_NODES``, ``MAX_ALIASES``): a
+real flow is a few thousand nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from ..errors import Diagnostic, FlowError
 PathKey = tuple[str | int, ...]
 
 _NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+#: Limits far above any real flow (the example practice: ~1,500 nodes, 12 kB).
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+MAX_ALIASES = 1_000  # references to an already-defined anchor
+
 _BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
@@ -63,14 +74,37 @@ def _mark(node: yaml.Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+class _TooBig(Exception):
+    def __init__(self, mark: Mark, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
 class _Builder:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.errors: list[Diagnostic] = []
         self.open: set[int] = set()  # collections being built: an alias to one is a cycle
+        self.seen: set[int] = set()  # collections built once: building one again is an alias
+        self.nodes = 0
+        self.aliases = 0
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
-        self.doc.values[path] = _mark(node)
+        mark = _mark(node)
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(
+                mark, f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)"
+            )
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.seen:
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    msg = f"more than {MAX_ALIASES} alias expansions (of the anchor here)"
+                    raise _TooBig(mark, msg)
+            self.seen.add(id(node))
+        self.doc.values[path] = mark
         if isinstance(node, yaml.CollectionNode):
             if id(node) in self.open:
                 m = _mark(node)
@@ -137,7 +171,11 @@ class _Builder:
 
 def load_text(text: str, file: str) -> Document:
     """Parse one YAML document; raise ``FlowError`` with ``file:line:col`` on any problem."""
-    digest = hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:12]
+    data = text.encode(errors="surrogatepass")
+    if len(data) > MAX_BYTES:
+        size = f"{len(data)} bytes, at most {MAX_BYTES}"
+        raise FlowError([Diagnostic(file, 1, 1, f"file too large ({size})")])
+    digest = hashlib.sha256(data).hexdigest()[:12]
     doc = Document(file=file, data=None, digest=digest)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -162,6 +200,8 @@ def load_text(text: str, file: str) -> Document:
     builder = _Builder(doc)
     try:
         doc.data = builder.build(node, ())
+    except _TooBig as exc:
+        raise FlowError([Diagnostic(file, exc.mark.line, exc.mark.col, exc.message)]) from None
     except RecursionError:
         raise FlowError([Diagnostic(file, 1, 1, "YAML error: nesting too deep")]) from None
     if builder.errors:
@@ -171,6 +211,10 @@ def load_text(text: str, file: str) -> Document:
 
 def load_file(path: Path) -> Document:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:  # refused before it is read into memory
+            msg = f"file too large ({size} bytes, at most {MAX_BYTES})"
+            raise FlowError([Diagnostic(str(path), 1, 1, msg)])
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise FlowError([Diagnostic(str(path), 1, 1, f"not UTF-8 text: {exc.reason}")]) from None

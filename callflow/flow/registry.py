@@ -53,16 +53,22 @@ class FlowSet:
         )
 
 
-def compile_document(doc: Document, feeds: FeedBook | None = None) -> LoadedFlow:
+def compile_document(
+    doc: Document, feeds: FeedBook | None = None, *, language: str = "en"
+) -> LoadedFlow:
     """A checked flow; its calendars read their iCal feeds from ``feeds`` (none: no feed
-    event counts), relative feed paths being relative to the flow file."""
+    event counts), relative feed paths being relative to the flow file, and name holidays
+    in ``language`` ("fr" or "en")."""
     spec = parse_document(doc)
     diags = validate_flow(spec, doc)
     if diags:
         raise FlowError(diags)
     tz = ZoneInfo(spec.timezone)
     base = Path(doc.file).parent
-    calendars = {name: Calendar(name, cal, tz, feeds, base) for name, cal in spec.calendars.items()}
+    calendars = {
+        name: Calendar(name, cal, tz, feeds, base, language=language)
+        for name, cal in spec.calendars.items()
+    }
     return LoadedFlow(spec, doc.file, doc.digest, tz, calendars, doc)
 
 
@@ -79,7 +85,9 @@ def flow_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_flows(paths: Sequence[Path], feeds: FeedBook | None = None) -> FlowSet:
+def load_flows(
+    paths: Sequence[Path], feeds: FeedBook | None = None, *, language: str = "en"
+) -> FlowSet:
     """Load and check every flow file; raise ``FlowError`` listing all problems of all files."""
     files = flow_files(paths)
     if not files:
@@ -88,7 +96,7 @@ def load_flows(paths: Sequence[Path], feeds: FeedBook | None = None) -> FlowSet:
     loaded: list[LoadedFlow] = []
     for f in files:
         try:
-            loaded.append(compile_document(load_file(f), feeds))
+            loaded.append(compile_document(load_file(f), feeds, language=language))
         except FlowError as exc:
             diags.extend(exc.diagnostics)
     flows: dict[str, LoadedFlow] = {}

@@ -121,10 +121,14 @@ class Calendar:
         tz: ZoneInfo,
         feeds: FeedBook | None = None,
         base: Path = Path("."),
+        *,
+        language: str = "en",
     ) -> None:
         """``feeds`` holds the feeds read so far (the daemon refreshes it); ``base`` is the
-        folder that relative feed paths are relative to (the flow file's)."""
+        folder that relative feed paths are relative to (the flow file's); ``language``
+        names the holidays ("fr" for the practice, "en" for logs)."""
         self.name = name
+        self.language = language  # of holiday names: "fr" for the practice, "en" for logs
         self.spec = spec
         self.tz = tz
         self.feeds = feeds if feeds is not None else FeedBook()
@@ -194,7 +198,7 @@ class Calendar:
                 subdiv=spec.subdivision,
                 years=day.year,
                 expand=False,
-                language=_language(spec.country),
+                language=_language(spec.country, self.language),
             )
             self._holidays[day.year] = table
         name: str | None = table.get(day)
@@ -377,12 +381,13 @@ def _next(day: date) -> date:
 
 
 @cache
-def _language(country: str) -> str | None:
-    """Holiday names in English when the country has them, so that logs and reasons do
-    not depend on the daemon's LANG (the holidays package reads it by default)."""
+def _language(country: str, language: str = "en") -> str | None:
+    """Holiday names in ``language`` ("fr", "en") when the country has them, else in the
+    country's own; never from the daemon's LANG (the holidays package reads it by default)."""
     entity = holidays.country_holidays(country, years=())
     supported: tuple[str, ...] = tuple(entity.supported_languages)
-    if "en_US" in supported:
-        return "en_US"
+    for code in (language, "en_US" if language == "en" else language):
+        if code in supported:
+            return code
     default: str | None = entity.default_language
     return default

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import UserError
-from ..settings import Settings, load_settings
+from ..settings import Settings, discover_settings
 
 if TYPE_CHECKING:  # sqlalchemy is imported by the commands that need it, not by `callflow`
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -81,6 +81,11 @@ def add_commands(sub: Any) -> None:
     r.add_argument(
         "--timezone", default="Europe/Paris", help="local time of the table (default %(default)s)"
     )
+    r.add_argument(
+        "--language",
+        choices=("fr", "en"),
+        help="words of the text and HTML report (default: [daemon] language)",
+    )
     config(r)
     r.set_defaults(func=cmd_report)
     _add_callback_commands(sub, config)
@@ -100,16 +105,28 @@ def _who() -> str:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    return discover_settings(args.config)
 
 
-def _run(settings: Settings, job: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+def _run(
+    settings: Settings, job: Callable[[AsyncEngine], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``job`` on the call log.  Only ``create`` (``db upgrade``) may bring a SQLite
+    file into being: any other command on a missing file says so instead."""
     from sqlalchemy.exc import DBAPIError
 
     from . import db
 
+    url = db.database_url(settings)
+    missing = db.missing_sqlite_file(url)
+    if missing is not None and not create:
+        raise UserError(
+            f"no call log at {missing} (settings: {settings.origin}): the daemon creates it "
+            "on its first start, or run `callflow db upgrade`; is this the daemon's --config?"
+        )
+
     async def main() -> T:
-        engine = db.create_engine(db.database_url(settings))
+        engine = db.create_engine(url)
         try:
             return await job(engine)
         except (OSError, DBAPIError) as exc:
@@ -140,7 +157,7 @@ def cmd_db_upgrade(args: argparse.Namespace, out: TextIO) -> int:
         await db.upgrade(engine, args.revision)
         return before, await db.current_revision(engine)
 
-    before, after = _run(settings, job)
+    before, after = _run(settings, job, create=True)
     if before == after:
         out.write(f"{_where(settings)}: schema already at {after}\n")
     else:
@@ -193,7 +210,7 @@ def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
         return await purge(engine, datetime.now(UTC), days, callback_erase_days=erase, who=_who())
 
     r = _run(settings, job)
-    left = purge_leftovers(settings.resolve(settings.database.spool_dir), r.cutoff)
+    left = purge_leftovers(settings.state_path(settings.database.spool_dir), r.cutoff)
     out.write(
         f"purged calls started before {r.cutoff:%Y-%m-%d %H:%M} UTC ({days} days): "
         f"{r.calls} calls, {r.steps} steps deleted; {r.callbacks_anonymised} callback "
@@ -288,7 +305,8 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         await db.check_schema(engine)
         return await build_report(engine, period)
 
-    out.write(RENDERERS[args.format](_run(settings, job)))
+    language = args.language or settings.daemon.language
+    out.write(RENDERERS[args.format](_run(settings, job), language))
     return 0
 
 
@@ -343,6 +361,7 @@ def _human(delta: timedelta) -> str:
 
 
 def cmd_callbacks_list(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
     from .callbacks import pending_callbacks
 
     settings = _settings(args)
@@ -350,6 +369,7 @@ def cmd_callbacks_list(args: argparse.Namespace, out: TextIO) -> int:
     now = datetime.now(UTC)
 
     async def job(engine: AsyncEngine) -> list[PendingCallback]:
+        await db.check_schema(engine)
         return await pending_callbacks(engine, flows, now, args.queue)
 
     items = _run(settings, job)
@@ -375,6 +395,7 @@ def cmd_callbacks_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_callbacks_done(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
     from .maintenance import complete_callback
 
     settings = _settings(args)
@@ -382,6 +403,7 @@ def cmd_callbacks_done(args: argparse.Namespace, out: TextIO) -> int:
     status = "cancelled" if args.cancel else "done"
 
     async def job(engine: AsyncEngine) -> bool:
+        await db.check_schema(engine)
         return await complete_callback(engine, args.id, by=who, at=datetime.now(UTC), status=status)
 
     if not _run(settings, job):

@@ -1,7 +1,7 @@
 """Connecting to the call log, and its schema version (alembic migrations in ``store/migrations/``).
 
 ``[database] url`` names the database without its password: SQLite
-(``sqlite+aiosqlite:///var/callflow.db``, a relative path is relative to the settings file)
+(``sqlite+aiosqlite:///callflow.db``, a relative path is relative to ``[daemon] state_dir``)
 or PostgreSQL (``postgresql+asyncpg://callflow@db.example/callflow``, production).  The
 password comes from ``password_file`` or the environment variable ``password_env``, never
 from the file.  SQLite connections use WAL (readers never block the writer), a busy timeout
@@ -10,6 +10,7 @@ from the file.  SQLite connections use WAL (readers never block the writer), a b
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,11 +51,13 @@ def database_url(settings: Settings, env: Mapping[str, str] | None = None) -> UR
             raise SettingsError("[database] url: use sqlite+aiosqlite:///PATH for SQLite")
         path = url.database or ""
         if path and path != ":memory:" and not path.startswith("file:"):
-            p = Path(path)
-            url = url.set(
-                database=str(p if p.is_absolute() else (settings.base_dir / p).absolute())
-            )
+            url = url.set(database=str(settings.state_path(path).absolute()))
         return url
+    if url.get_backend_name() != "postgresql":
+        raise SettingsError(
+            "[database] url: the call log lives in SQLite (sqlite+aiosqlite:///PATH) or "
+            f"PostgreSQL (postgresql+asyncpg://...), not {url.drivername}"
+        )
     if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+asyncpg":
         raise SettingsError("[database] url: use postgresql+asyncpg://... for PostgreSQL")
     if db.password_file:
@@ -75,10 +78,16 @@ def create_engine(
     pinged connections, a connect timeout and (``write_timeout``) a statement timeout on
     the client side, so that a database that stops answering cannot hang the writer."""
     url = make_url(url)
+    # A failed statement's message must not carry its parameters (caller numbers) into
+    # logs and exceptions, nor may an engine's echo.
+    kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if path and path != ":memory:" and not path.startswith("file:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
+        # aiosqlite logs every statement with its parameters (caller numbers) at DEBUG:
+        # a daemon run with log_level = "debug" must not write them out.
+        logging.getLogger("aiosqlite").setLevel(max(logging.INFO, _level("aiosqlite")))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -88,6 +97,24 @@ def create_engine(
     if write_timeout is not None:
         connect_args.setdefault("command_timeout", write_timeout)
     return create_async_engine(url, **kwargs)
+
+
+def _level(name: str) -> int:
+    return logging.getLogger(name).level
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by its owner only, or narrow an existing
+    one to that: the call log holds patient numbers.  SQLite gives its -wal and -shm
+    files the database file's mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
@@ -145,10 +172,37 @@ async def check_schema(engine: AsyncEngine) -> None:
             f"database schema is at {current}, unknown to this callflow (it needs {head}): "
             "was it upgraded by a newer callflow?"
         )
+    how = "run `callflow db upgrade`"
+    if current is None and engine.dialect.name != "sqlite":
+        # Only the embedded SQLite file gets its schema from the daemon; a server's schema
+        # is the admin's to create, with the rights that needs.
+        how = f"{engine.dialect.name}: the daemon does not create the schema, {how}"
     raise UserError(
         f"database schema is at {current or 'nothing (empty database)'}, this callflow needs "
-        f"{head}: run `callflow db upgrade`"
+        f"{head}: {how}"
     )
+
+
+def missing_sqlite_file(url: URL) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist (connecting would create it)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    path = url.database or ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return None if Path(path).exists() else Path(path)
+
+
+async def ensure_schema(engine: AsyncEngine) -> bool:
+    """The daemon's start: an empty SQLite database gets the newest schema (the embedded
+    default needs no setup step); anything else must already be at head (``check_schema``).
+    True when the schema was created."""
+    created = False
+    if engine.dialect.name == "sqlite" and await current_revision(engine) is None:
+        await upgrade(engine, "head")
+        created = True
+    await check_schema(engine)
+    return created
 
 
 async def _migrate(engine: AsyncEngine, fn: Any, revision: str) -> None:
@@ -190,6 +244,7 @@ __all__ = [
     "current_revision",
     "database_url",
     "downgrade",
+    "ensure_schema",
     "head_revision",
     "upgrade",
 ]

@@ -17,10 +17,15 @@ Callback requests keep the number in clear: calling the patient back is their pu
 ``purge`` erases it ``callback_erase_days`` after the callback was done or cancelled, and
 from every request older than the retention period.  The key file must be readable by its
 owner only.
+In pseudonymised mode the number is *sealed* on its way through the spool (a plain file):
+encrypted with a key derived from the HMAC key (HMAC-SHA256 in counter mode, random
+nonce, encrypt-then-MAC; the standard library has no AES) and opened only when written
+to the database.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -33,6 +38,8 @@ from ..errors import SettingsError
 from ..settings import Settings
 
 PREFIX = "hmac:"
+SEALED = "sealed:"
+_NONCE, _TAG = 16, 16
 MIN_KEY_BYTES = 16
 _FORMATTING = re.compile(r"[\s.()/-]")
 
@@ -90,6 +97,42 @@ class CallerPrivacy:
                 forms.add(PREFIX + _hmac(key, normalise(number)))
         return forms
 
+    def seal(self, number: str) -> str:
+        """``number`` encrypted for the spool (unchanged in clear mode)."""
+        if self.key is None:
+            return number
+        nonce = os.urandom(_NONCE)
+        data = number.encode("utf-8")
+        body = nonce + _xor(data, self._stream(nonce, len(data)))
+        tag = hmac.new(self._subkey(b"mac"), body, hashlib.sha256).digest()[:_TAG]
+        return SEALED + base64.urlsafe_b64encode(body + tag).decode("ascii")
+
+    def unseal(self, value: str) -> str:
+        """The number ``seal`` sealed; a value that is not sealed is returned as is.
+        ``ValueError`` when it was sealed with another key or altered."""
+        if not value.startswith(SEALED):
+            return value
+        if self.key is None:
+            raise ValueError("a sealed caller number, but no [privacy] key_file to open it")
+        raw = base64.urlsafe_b64decode(value[len(SEALED) :])
+        body, tag = raw[:-_TAG], raw[-_TAG:]
+        good = hmac.new(self._subkey(b"mac"), body, hashlib.sha256).digest()[:_TAG]
+        if len(raw) < _NONCE + _TAG or not hmac.compare_digest(tag, good):
+            raise ValueError("a sealed caller number does not open with this key")
+        nonce, data = body[:_NONCE], body[_NONCE:]
+        return _xor(data, self._stream(nonce, len(data))).decode("utf-8")
+
+    def _subkey(self, purpose: bytes) -> bytes:
+        assert self.key is not None
+        return hmac.new(self.key, b"callflow spool seal " + purpose, hashlib.sha256).digest()
+
+    def _stream(self, nonce: bytes, n: int) -> bytes:
+        key, out, i = self._subkey(b"enc"), b"", 0
+        while len(out) < n:
+            out += hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest()
+            i += 1
+        return out[:n]
+
     @classmethod
     def from_settings(cls, settings: Settings) -> CallerPrivacy:
         p = settings.privacy
@@ -102,6 +145,10 @@ class CallerPrivacy:
             )
         old = tuple(read_key(settings.resolve(f)) for f in p.old_key_files)
         return cls(read_key(settings.resolve(p.key_file)), old)
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
 
 
 def read_key(path: Path) -> bytes:

@@ -320,7 +320,9 @@ class Recorder:
                     "queue": event.queue,
                     "priority": event.priority,
                     "tier": event.tier,
-                    "caller": event.caller,  # in clear: the number to call back (privacy.py)
+                    # The number to call back: in clear in the database (its purpose), but
+                    # sealed (encrypted) in the spool when numbers are pseudonymised.
+                    "caller": self.privacy.seal(event.caller),
                     "created": _iso(event.at),
                 }
             case TrunkChange():
@@ -560,8 +562,17 @@ class Recorder:
         return True
 
     async def _transaction(self, records: list[Record]) -> None:
+        opened = [self._unsealed(r) for r in records]
         async with asyncio.timeout(self.write_timeout), self.engine.begin() as conn:
-            await write_records(conn, records)
+            await write_records(conn, opened)
+
+    def _unsealed(self, rec: Record) -> Record:
+        if rec.get("t") == "callback" and isinstance(rec.get("caller"), str):
+            try:
+                return {**rec, "caller": self.privacy.unseal(rec["caller"])}
+            except ValueError as exc:  # kept sealed rather than lost: the key may come back
+                log.error("call log: callback of call %s: %s", rec.get("call_id"), exc)
+        return rec
 
     async def _write_one_by_one(self, records: list[Record]) -> bool:
         for rec in records:
@@ -584,13 +595,15 @@ class Recorder:
         entry = {"at": at, "error": error, "rec": rec}
         line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
         try:
-            with self.rejected_file.open("a", encoding="utf-8") as f:
+            fd = os.open(self.rejected_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
             where = str(self.rejected_file)
         except OSError as os_exc:
-            where = f"nowhere ({os_exc.strerror}); the record: {line.strip()}"
+            # The record itself is not logged: it may hold a caller's number.
+            where = f"nowhere ({os_exc.strerror}): the record is LOST"
         log.error(
             "call log: the database refused a %s record (%s): kept in %s",
             rec.get("t"),

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..flow.events import OutcomeKind, StepKind
 from .models import OUTCOMES, Call, CallbackRequestRow, CallStep
+from .report_words import FR, outcome, weekday, words
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
@@ -195,85 +196,91 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
 # -- rendering --------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f} %"
-
-
-def _secs(x: float | None) -> str:
+def _pct(x: float | None, w: dict[str, str]) -> str:
     if x is None:
-        return "n/a"
+        return w["na"]
+    text = f"{100 * x:.1f} %"
+    return text.replace(".", ",") if w is FR else text
+
+
+def _secs(x: float | None, w: dict[str, str]) -> str:
+    if x is None:
+        return w["na"]
     if x < 60:
-        return f"{x:.1f} s"
+        text = f"{x:.1f} s"
+        return text.replace(".", ",") if w is FR else text
     if x < 3600:
         return f"{int(x // 60)} min {int(x % 60):02d} s"
     return f"{int(x // 3600)} h {int(x % 3600 // 60):02d} min"
 
 
-def _lines(r: dict[str, Any]) -> list[tuple[str, str]]:
+def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
+    w = words(language)
     c, cb, t, f = r["calls"], r["callbacks"], r["time_to_answer"], r["forwarding"]
     rows = [
-        ("calls", str(c["total"])),
-        *((f"  {o}", str(n)) for o, n in c["by_outcome"].items() if n),
+        (w["calls"], str(c["total"])),
+        *((f"  {outcome(o, language)}", str(n)) for o, n in c["by_outcome"].items() if n),
     ]
     if c["unfinished"]:
-        rows.append(("  unfinished (no end recorded)", str(c["unfinished"])))
+        rows.append((f"  {w['unfinished']}", str(c["unfinished"])))
     rows += [
+        (w["missed"], f"{_pct(r['missed']['rate'], w)} ({r['missed']['count']})"),
+        (w["tta_average"].format(n=t["calls"]), _secs(t["average_s"], w)),
+        (w["tta_p90"], _secs(t["p90_s"], w)),
         (
-            "missed-call rate (abandoned + failed + lost)",
-            f"{_pct(r['missed']['rate'])} ({r['missed']['count']})",
+            w["rt_average"].format(n=r["response_time"]["calls"]),
+            _secs(r["response_time"]["average_s"], w),
         ),
-        (f"time to answer, average ({t['calls']} calls)", _secs(t["average_s"])),
-        ("time to answer, p90", _secs(t["p90_s"])),
-        (
-            f"response time, staff only, average ({r['response_time']['calls']} calls)",
-            _secs(r["response_time"]["average_s"]),
-        ),
-        ("response time, staff only, p90", _secs(r["response_time"]["p90_s"])),
-        ("callbacks requested", str(cb["requested"])),
-        ("  done / pending / cancelled", f"{cb['done']} / {cb['pending']} / {cb['cancelled']}"),
-        ("callback completion rate", _pct(cb["completion_rate"])),
-        ("callback delay, average", _secs(cb["delay_average_s"])),
-        ("callback delay, p90", _secs(cb["delay_p90_s"])),
-        ("forwarded calls", f"{f['calls']} ({_pct(f['rate'])})"),
-        *((f"  to {d}", str(n)) for d, n in f["by_destination"].items()),
-        ("calls by tier", ", ".join(f"{k}: {v}" for k, v in r["tiers"].items()) or "-"),
+        (w["rt_p90"], _secs(r["response_time"]["p90_s"], w)),
+        (w["cb_requested"], str(cb["requested"])),
+        (f"  {w['cb_split']}", f"{cb['done']} / {cb['pending']} / {cb['cancelled']}"),
+        (w["cb_rate"], _pct(cb["completion_rate"], w)),
+        (w["cb_delay_average"], _secs(cb["delay_average_s"], w)),
+        (w["cb_delay_p90"], _secs(cb["delay_p90_s"], w)),
+        (w["forwarded"], f"{f['calls']} ({_pct(f['rate'], w)})"),
+        *((f"  {w['to'].format(destination=d)}", str(n)) for d, n in f["by_destination"].items()),
+        (w["by_tier"], ", ".join(f"{k}: {v}" for k, v in r["tiers"].items()) or "-"),
     ]
     return rows
 
 
-def _title(r: dict[str, Any]) -> str:
+def _title(r: dict[str, Any], language: str) -> str:
+    w = words(language)
     p = r["period"]
-    flow = f", flow {p['flow']}" if p["flow"] else ""
-    return f"callflow report {p['from']} to {p['to']} ({p['timezone']}){flow}"
+    flow = w["flow"].format(name=p["flow"]) if p["flow"] else ""
+    return w["title"].format(start=p["from"], end=p["to"], tz=p["timezone"], flow=flow)
 
 
-def render_text(r: dict[str, Any]) -> str:
-    rows = _lines(r)
+def render_text(r: dict[str, Any], language: str = "en") -> str:
+    rows = _lines(r, language)
     width = max(len(k) for k, _ in rows)
-    out = [_title(r), ""]
+    out = [_title(r, language), ""]
     out += [f"{k.ljust(width)}  {v}" for k, v in rows]
-    out += ["", f"calls by weekday and hour ({r['period']['timezone']})"]
+    out += ["", words(language)["heatmap"].format(tz=r["period"]["timezone"])]
     out.append("     " + "".join(f"{h:>4}" for h in range(24)) + "   total")
     for day, counts in zip(r["volume"]["weekdays"], r["volume"]["calls"], strict=True):
         cells = "".join(f"{n:>4}" if n else "   ." for n in counts)
-        out.append(f"{day:<5}{cells}  {sum(counts):>6}")
+        out.append(f"{weekday(day, language):<5}{cells}  {sum(counts):>6}")
     return "\n".join(out) + "\n"
 
 
-def render_json(r: dict[str, Any]) -> str:
+def render_json(r: dict[str, Any], language: str = "en") -> str:
+    """The data, whatever the language (keys and values are for programs)."""
     return json.dumps(r, indent=2, ensure_ascii=False) + "\n"
 
 
-def heatmap_svg(r: dict[str, Any]) -> str:
+def heatmap_svg(r: dict[str, Any], language: str = "en") -> str:
     """The weekday × hour volume as an inline SVG heat map (no external assets)."""
+    w = words(language)
     grid: list[list[int]] = r["volume"]["calls"]
-    days: list[str] = r["volume"]["weekdays"]
+    days = [weekday(d, language) for d in r["volume"]["weekdays"]]
     peak = max((n for row in grid for n in row), default=0)
     cell, left, top = 28, 44, 22
     width, height = left + 24 * cell + 4, top + len(days) * cell + 4
+    label = html.escape(w["heatmap"].format(tz=r["period"]["timezone"]))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="calls by weekday and hour" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{label}" '
         'font-family="sans-serif" font-size="11">'
     ]
     for h in range(24):
@@ -288,10 +295,10 @@ def heatmap_svg(r: dict[str, Any]) -> str:
             share = n / peak if peak else 0.0
             # White (no calls) to deep blue (the busiest hour).
             red, green = round(255 - 215 * share), round(255 - 165 * share)
+            title = html.escape(w["cell"].format(day=day, hour=h, n=n))
             parts.append(
                 f'<rect x="{left + h * cell}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
-                f'fill="rgb({red},{green},255)" stroke="#ccc">'
-                f"<title>{day} {h:02d}:00-{h:02d}:59: {n} calls</title></rect>"
+                f'fill="rgb({red},{green},255)" stroke="#ccc"><title>{title}</title></rect>'
             )
             if n:
                 colour = "#fff" if share > 0.6 else "#000"
@@ -303,26 +310,28 @@ def heatmap_svg(r: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def render_html(r: dict[str, Any]) -> str:
+def render_html(r: dict[str, Any], language: str = "en") -> str:
     e = html.escape
-    rows = "".join(f"<tr><th>{e(k.strip())}</th><td>{e(v)}</td></tr>" for k, v in _lines(r))
+    w = words(language)
+    rows = "".join(
+        f"<tr><th>{e(k.strip())}</th><td>{e(v)}</td></tr>" for k, v in _lines(r, language)
+    )
+    title = e(_title(r, language))
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{e(_title(r))}</title>"
+        f'<!DOCTYPE html>\n<html lang="{e(language)}"><head><meta charset="utf-8">'
+        f"<title>{title}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "th{text-align:left;font-weight:normal;padding:2px 1.5em 2px 0}"
         "td{text-align:right;font-weight:bold}</style></head><body>"
-        f"<h1>{e(_title(r))}</h1><table>{rows}</table>"
-        f"<h2>Calls by weekday and hour ({e(r['period']['timezone'])})</h2>"
-        f"{heatmap_svg(r)}"
-        "<p><small>Definitions: see <code>callflow/store/report.py</code> "
-        "(missed = abandoned + failed + lost over all calls; time to answer = answered - started "
-        "for answered, forwarded and emergency calls; response time = ring time before the "
-        "answer, staff-answered calls only, no menus; p90 = nearest rank).</small></p>"
+        f"<h1>{title}</h1><table>{rows}</table>"
+        f"<h2>{e(w['heatmap'].format(tz=r['period']['timezone']))}</h2>"
+        f"{heatmap_svg(r, language)}"
+        f"<p><small>{w['definitions']}</small></p>"
         "</body></html>\n"
     )
 
 
+#: Each renderer takes the report and a language ("fr" or "en").
 RENDERERS = {"text": render_text, "json": render_json, "html": render_html}
 
 __all__ = [

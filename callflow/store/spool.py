@@ -33,6 +33,7 @@ log = logging.getLogger("callflow.store")
 
 _PREFIX = "segment-"
 _SUFFIX = ".jsonl"
+_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
 def encode_line(rec: dict[str, Any]) -> bytes:
@@ -90,8 +91,11 @@ class Spool:
     def open(self) -> None:
         """Lock the folder and find the segments left by a previous run."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            lock = (self.dir / ".lock").open("ab")
+            # Records hold caller numbers: the folder and its files are the owner's only.
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.dir.stat().st_mode & 0o077:
+                os.chmod(self.dir, 0o700)
+            lock = os.fdopen(os.open(self.dir / ".lock", _APPEND, 0o600), "ab")
         except OSError as exc:
             raise UserError(f"spool {self.dir}: {exc.strerror}") from None
         try:
@@ -109,6 +113,8 @@ class Spool:
                 n = int(p.name[len(_PREFIX) : -len(_SUFFIX)])
             except ValueError:
                 continue
+            if p.stat().st_mode & 0o077:  # left by an older version: narrow it
+                os.chmod(p, 0o600)
             found.append(Segment(n, p, _count_lines(p)))
         self._segments = sorted(found, key=lambda s: s.number)
         if self._segments:
@@ -164,7 +170,7 @@ class Spool:
             return self._active, self._segments[-1]
         n = self._segments[-1].number + 1 if self._segments else 1
         path = self.dir / f"{_PREFIX}{n:012d}{_SUFFIX}"
-        f = path.open("ab")
+        f = os.fdopen(os.open(path, _APPEND, 0o600), "ab")
         _fsync_dir(self.dir)
         seg = Segment(n, path, 0)
         self._segments.append(seg)
@@ -223,7 +229,7 @@ class Spool:
         """``seg`` is entirely in the database: delete it (or keep it aside if damaged)."""
         assert self._segments and self._segments[0] is seg
         if seg.bad_lines:
-            self.corrupt_dir.mkdir(exist_ok=True)
+            self.corrupt_dir.mkdir(mode=0o700, exist_ok=True)
             target = self.corrupt_dir / seg.path.name
             os.replace(seg.path, target)
             _fsync_dir(self.corrupt_dir)

@@ -56,7 +56,7 @@ class Store:
         engine = db.create_engine(db.database_url(settings, env), write_timeout=d.write_timeout)
         recorder = Recorder(
             engine,
-            settings.resolve(d.spool_dir),
+            settings.state_path(d.spool_dir),
             privacy=privacy,
             batch_size=d.batch_size,
             flush_interval=d.flush_interval,
@@ -75,7 +75,7 @@ class Store:
     async def __aenter__(self) -> Self:
         self.recorder.open()  # refuses a spool already used by another daemon
         try:
-            await self.check_schema()  # a schema behind: refuse to start, say what to run
+            await self.ensure_schema()  # a schema behind: refuse to start, say what to run
         except StoreUnavailable as exc:
             # Calls matter more than the log: start, and spool until the database is back.
             log.warning("database unavailable at start (%s): recording to the spool", exc)
@@ -92,6 +92,15 @@ class Store:
             await self.recorder.__aexit__(exc_type, exc, tb)
         finally:
             await self.dispose()
+
+    async def ensure_schema(self, timeout: float = 15.0) -> None:
+        """Create the schema of a new SQLite file; refuse any other schema not at head."""
+        try:
+            async with asyncio.timeout(timeout):
+                if await db.ensure_schema(self.engine):
+                    log.info("new call log: schema %s created", db.head_revision())
+        except (OSError, DBAPIError) as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}".splitlines()[0]) from exc
 
     async def check_schema(self, timeout: float = 15.0) -> None:
         try:

@@ -339,3 +339,80 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
     ]
     reads = [(who, detail["what"]) for who, action, detail in audit if action == "read"]
     assert reads and set(reads) == {("marie", "callbacks")}
+
+
+async def test_the_page_speaks_french_when_the_daemon_does(tmp_path: Path) -> None:
+    """[daemon] language = "fr": every word staff read, static or drawn by app.js."""
+    flows_dir = tmp_path / "flows"
+    write_flow(flows_dir)
+    store = LiveFlows(flows_dir, None, language="fr")
+    now = datetime.now(UTC)
+    overrides = OverrideStore()
+    overrides.set(
+        "parc/office",
+        Override(open=False, until=now + timedelta(days=2), label="séminaire", set_by="admin"),
+    )
+    health = TrunkHealth(["trunk-a", "trunk-b"])
+    health.resync(
+        [
+            ContactUpdate("trunk-a", "sip:a.example", TrunkState.REACHABLE, 18.0),
+            ContactUpdate("trunk-b", "sip:b.example", TrunkState.UNREACHABLE),
+        ]
+    )
+    db = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    await seed(db, now)
+    ctx = AdminContext(
+        flows=store,
+        overrides=overrides,
+        reload=store.reload,
+        trunks=HealthAwareSelector(health),
+        db=db,
+        credentials=Credentials([Account("marie", Role.SECRETARIAT, digest(TOKEN), TOTP)]),
+        ari_connected=lambda: True,
+        language="fr",
+    )
+    server = AdminServer(create_app(ctx), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with chromium(tmp_path / "profile") as page:
+            await page.send("Page.enable")
+            await page.send("Page.navigate", url=f"{server.url}/page/")
+            await page.wait_for(
+                "document.readyState === 'complete' && !!document.getElementById('login-form')"
+            )
+            assert await page.js("document.documentElement.lang") == "fr"
+            assert await page.js("document.getElementById('login-button').textContent") == (
+                "Se connecter"
+            )
+            await page.js(
+                f"""document.getElementById('user').value = 'marie';
+                document.getElementById('token').value = {json.dumps(TOKEN)};
+                document.getElementById('code').value = {json.dumps(pyotp.TOTP(TOTP).now())};
+                document.getElementById('login-button').click(); true"""
+            )
+            await page.wait_for("document.body.dataset.loaded === 'yes'")
+            waiting = await page.js(
+                "document.querySelector('#callbacks tbody tr .waiting').textContent"
+            )
+            assert "(en retard)" in waiting
+            done = await page.js("document.querySelector('#callbacks button.done').textContent")
+            assert done == "Fait"
+            office = await page.js(
+                """(() => { const tr = document.querySelector('tr[data-calendar="parc/office"]');
+                    return {state: tr.querySelector('.state').textContent,
+                            reason: tr.querySelector('.reason').textContent}; })()"""
+            )
+            assert office["state"] == "fermé" + "forcé"
+            assert office["reason"].startswith("forçage") and "séminaire" in office["reason"]
+            trunks = await page.js(
+                """[...document.querySelectorAll('#trunks tbody tr')].map(
+                    tr => tr.dataset.trunk + ':' + tr.querySelector('.state').textContent)"""
+            )
+            assert trunks == ["trunk-a:joignable", "trunk-b:injoignable"]
+            assert await page.js("document.getElementById('trunk-feed').textContent") in (
+                "(en direct)",
+                "(pas de suivi en direct : états peut-être périmés)",
+            )
+    finally:
+        await server.close()
+        await db.dispose()

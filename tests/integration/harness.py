@@ -147,6 +147,8 @@ class Daemon:
     flows_dir: Path
     db_url: str | None = None  # default: a SQLite file in the workdir
     agi: bool = True  # the FastAGI listener too: calls may enter by Stasis() or AGI()
+    # The `callflow` command: this checkout's by default, an installed one's for a wheel.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "callflow.cli"])
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -166,8 +168,8 @@ class Daemon:
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
-            f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///var/callflow.db"}"\n'
-            'spool_dir = "var/spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
+            f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///callflow.db"}"\n'
+            'spool_dir = "spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
             '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
             f'[agi]\nenabled = {"true" if self.agi else "false"}\nlisten = "{AGI_LISTEN}"\n'
         )
@@ -178,7 +180,7 @@ class Daemon:
         """A ``callflow`` command with this daemon's settings."""
         env = dict(os.environ, CALLFLOW_DATABASE_PASSWORD=self.db_password)
         return subprocess.run(
-            [sys.executable, "-m", "callflow.cli", *args, "--config", str(self.config)],
+            [*self.command, *args, "--config", str(self.config)],
             env=env,
             check=check,
             capture_output=True,
@@ -207,7 +209,7 @@ class Daemon:
         )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callflow.cli", "run", "--config", str(self.config)],
+            [*self.command, "run", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

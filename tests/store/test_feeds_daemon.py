@@ -43,7 +43,7 @@ def make_daemon(tmp_path: Path) -> Daemon:
         flows=FlowsSettings(dir="flows", feed_refresh=3600),
         daemon=DaemonSettings(stop_grace=0.1, state_dir="var"),
         database=DatabaseSettings(
-            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="var/spool"
+            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="spool"
         ),
         http=HttpSettings(enabled=False),
         base_dir=tmp_path,
@@ -77,7 +77,7 @@ async def test_the_daemon_reads_the_feeds_its_flows_name(tmp_path: Path) -> None
                 "closed_feeds: [fermetures.ics]\n    open_feeds: [permanences.ics]",
             ),
         )
-        assert daemon.reload().ok
+        assert (await daemon.reload()).ok
         office = daemon.flows.current.flows["parc"].calendars["office"]
         await wait_until(lambda: office.state_at(SUNDAY).open, 30)
         assert office.state_at(SUNDAY).feed == "Permanences Cal.com"

@@ -45,12 +45,14 @@ PARTS = [
     "event-loop lag",
     "retention purge",
     "calendar feeds",
+    "reloads",
     "AMI",
     "admin API",
     "ARI events",
     "ARI client",
     "call service",
     "FastAGI",
+    "systemd notify",
 ]
 STEPS = 3  # steps per call played
 
@@ -70,7 +72,7 @@ def make_daemon(tmp_path: Path, port: int) -> Daemon:
         flows=FlowsSettings(dir=str(REPO / "dialplans")),
         daemon=DaemonSettings(stop_grace=0.1, state_dir="var"),
         database=DatabaseSettings(
-            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="var/spool"
+            url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="spool"
         ),
         http=HttpSettings(listen="127.0.0.1:0"),
         agi=AgiSettings(enabled=True, listen="127.0.0.1:0"),

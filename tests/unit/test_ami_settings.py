@@ -30,7 +30,7 @@ def test_defaults() -> None:
         None,
         5.0,
     )
-    assert s.daemon.state_dir == "var"
+    assert s.daemon.state_dir == "/var/lib/callflow"
 
 
 def test_file_and_environment(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from callflow.errors import Diagnostic, FlowError
+from callflow.flow import loader
 from callflow.flow.loader import Document, Mark, load_file, load_text
 
 
@@ -308,3 +309,51 @@ def test_syntax_error_in_a_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         load_file(path)
     assert str(info.value).startswith(f"{path}:3:1: YAML syntax error")
+
+
+# -- bounded: a hostile or broken file cannot freeze the daemon ------------------------------
+
+
+def billion_laughs() -> str:
+    """The classic 474-byte alias bomb: 9 levels of 9 aliases, 9^9 strings once expanded."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    body = "\n".join(lines) + "\n"
+    return "#" + " " * (474 - len(body) - 2) + "\n" + body
+
+
+def test_a_billion_laughs_file_is_refused_at_once_with_its_line(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(billion_laughs())
+    assert bomb.stat().st_size == 474
+    with pytest.raises(FlowError) as info:
+        load_file(bomb)
+    [d] = info.value.diagnostics
+    assert d.file == str(bomb) and d.line > 1
+    assert "alias expansions" in d.message
+
+
+def test_a_file_with_too_many_values_is_refused() -> None:
+    text = "numbers: [" + ",".join(["1"] * (loader.MAX_NODES + 1)) + "]\n"
+    [err] = errors(text)
+    assert err.startswith("f.yaml:1:") and f"more than {loader.MAX_NODES} values" in err
+
+
+def test_a_file_too_large_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * loader.MAX_BYTES + "\n")
+    with pytest.raises(FlowError) as info:
+        load_file(big)
+    assert "file too large" in str(info.value.diagnostics[0])
+
+
+def test_a_few_aliases_are_still_fine() -> None:
+    doc = load(
+        """
+        common: &ring {ring: 20s}
+        a: *ring
+        b: *ring
+        """
+    )
+    assert doc.data["a"] == doc.data["b"] == {"ring": "20s"}

@@ -446,7 +446,9 @@ def test_the_asterisk_entrypoint_refuses_a_change_me_left(tmp_path: Path) -> Non
 def test_the_asterisk_entrypoint_renders_secrets_and_bindings(tmp_path: Path) -> None:
     pjsip = (REPO / "asterisk-conf/pjsip.conf").read_text()
     site_pjsip = re.sub(r"CHANGE-ME-[\w-]+", "a-real-phone-password-123", pjsip)
-    proc = render(tmp_path, {"pjsip.conf": site_pjsip})
+    voicemail = (REPO / "asterisk-conf/voicemail.conf").read_text()
+    site_voicemail = voicemail.replace("CHANGE-ME-pin", "83920571")
+    proc = render(tmp_path, {"pjsip.conf": site_pjsip, "voicemail.conf": site_voicemail})
     assert proc.returncode == 0, proc.stderr
     etc = tmp_path / "etc"
     assert f"password = {'a' * 24}" in (etc / "ari.conf").read_text()

@@ -21,7 +21,11 @@ Run = Callable[..., CliResult]
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     p = tmp_path / "callflow.toml"
-    p.write_text('[database]\nurl = "sqlite+aiosqlite:///var/calls.db"\n', encoding="utf-8")
+    # Data paths are relative to state_dir; "." keeps them beside this file (./var/calls.db).
+    p.write_text(
+        '[daemon]\nstate_dir = "."\n[database]\nurl = "sqlite+aiosqlite:///var/calls.db"\n',
+        encoding="utf-8",
+    )
     return p
 
 

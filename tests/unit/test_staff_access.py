@@ -252,6 +252,7 @@ async def test_sighup_rereads_the_accounts_and_a_removed_person_loses_her_sessio
     conf.write_text(
         f'[flows]\ndir = "flows"\n[http]\nlisten = "127.0.0.1:0"\naccounts_file = "{f.name}"\n'
         '[ami]\nenabled = false\n[database]\nurl = "sqlite+aiosqlite:///callflow.db"\n'
+        '[daemon]\nstate_dir = "."\n'  # the data beside this file, not in /var/lib/callflow
     )
     daemon = Daemon(load_settings(conf, {}), {"CALLFLOW_ARI_PASSWORD": "x" * 20})
     assert daemon.admin is not None
@@ -264,10 +265,10 @@ async def test_sighup_rereads_the_accounts_and_a_removed_person_loses_her_sessio
         async with client.get("/api/calendars", headers=auth) as resp:
             assert resp.status == 200
         f.write_text("".join(account_entry(a) for a in accounts()[1:2]))  # marie removed
-        assert daemon.reload().ok
+        assert (await daemon.reload()).ok
         assert daemon.credentials.get("marie") is None
         async with client.get("/api/calendars", headers=auth) as resp:
             assert resp.status == 401
         f.write_text("[accounts.broken\n")  # a broken file keeps the accounts in force
-        daemon.reload()
+        await daemon.reload()
         assert daemon.credentials.get("dr.root") is not None

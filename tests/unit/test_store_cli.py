@@ -25,7 +25,11 @@ Run = Callable[..., CliResult]
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     p = tmp_path / "callflow.toml"
-    p.write_text('[database]\nurl = "sqlite+aiosqlite:///var/calls.db"\n', encoding="utf-8")
+    # Data paths are relative to state_dir (itself relative to the file): ./state/var/calls.db
+    p.write_text(
+        '[daemon]\nstate_dir = "state"\n[database]\nurl = "sqlite+aiosqlite:///var/calls.db"\n',
+        encoding="utf-8",
+    )
     return p
 
 
@@ -48,12 +52,14 @@ def record_calls(config: Path, when: datetime, callers: list[str], prefix: str =
 
 
 def test_db_upgrade_current_downgrade(run_cli: Run, config: Path) -> None:
+    db_file = config.parent / "state" / "var" / "calls.db"
     r = run_cli("db", "current", "--config", config)
-    assert r.code == 1 and "no schema (empty: run `callflow db upgrade`" in r.out
+    assert r.code == 1 and f"no call log at {db_file}" in r.err
+    assert not db_file.exists()  # asking does not create it
     r = run_cli("db", "upgrade", "--config", config)
     assert r.code == 0, r.err
     assert f"schema upgraded from nothing to {head_revision()}" in r.out
-    assert (config.parent / "var" / "calls.db").is_file()
+    assert db_file.is_file()
     r = run_cli("db", "upgrade", "--config", config)
     assert f"schema already at {head_revision()}" in r.out
     r = run_cli("db", "current", "--config", config)
@@ -100,7 +106,10 @@ def test_purge_export_report(run_cli: Run, config: Path) -> None:
     assert report["calls"]["total"] == 2 and report["missed"]["rate"] == 1.0
     r = run_cli("report", "--from", day, "--to", day, "--format", "html", "--config", config)
     assert r.code == 0 and "<svg" in r.out
+    assert '<html lang="fr">' in r.out  # [daemon] language: French by default
     r = run_cli("report", "--from", day, "--to", day, "--config", config)
+    assert r.code == 0 and "taux d'appels manqués" in r.out
+    r = run_cli("report", "--from", day, "--to", day, "--language", "en", "--config", config)
     assert r.code == 0 and "missed-call rate" in r.out
 
 
@@ -129,7 +138,7 @@ def test_export_pseudonymised_and_audited(run_cli: Run, tmp_path: Path) -> None:
     (tmp_path / "hmac.key").chmod(0o600)
     config = tmp_path / "callflow.toml"
     config.write_text(
-        '[database]\nurl = "sqlite+aiosqlite:///calls.db"\n'
+        '[daemon]\nstate_dir = "."\n[database]\nurl = "sqlite+aiosqlite:///calls.db"\n'
         '[privacy]\ncaller_numbers = "pseudonymised"\nkey_file = "hmac.key"\n',
         encoding="utf-8",
     )

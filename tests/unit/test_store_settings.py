@@ -22,14 +22,30 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, ""), env={})
-    assert s.database.url == "sqlite+aiosqlite:///var/callflow.db"
-    assert s.database.spool_dir == "var/spool"
+    assert s.database.url == "sqlite+aiosqlite:///callflow.db"
+    assert s.database.spool_dir == "spool"
     assert (s.database.batch_size, s.database.flush_interval) == (500, 1.0)
     assert s.privacy.caller_numbers == "clear" and s.privacy.retention_days == 365
-    # The SQLite file is relative to the settings file.
+    # A system install: the data under /var/lib/callflow, never beside the settings file.
     url = database_url(s, env={})
-    assert url.database == str((tmp_path / "var" / "callflow.db").absolute())
-    assert s.resolve(s.database.spool_dir) == tmp_path / "var" / "spool"
+    assert url.database == "/var/lib/callflow/callflow.db"
+    assert s.state_path(s.database.spool_dir) == Path("/var/lib/callflow/spool")
+
+
+def test_data_paths_are_relative_to_the_state_dir(tmp_path: Path) -> None:
+    etc = tmp_path / "etc" / "callflow"
+    etc.mkdir(parents=True)
+    text = (
+        f'[daemon]\nstate_dir = "{tmp_path / "lib"}"\n[flows]\ndir = "dialplans"\n'
+        '[database]\nurl = "sqlite+aiosqlite:///calls.db"\nspool_dir = "journal"\n'
+    )
+    s = load_settings(write(etc, text), env={})
+    assert database_url(s, env={}).database == str(tmp_path / "lib" / "calls.db")
+    assert s.state_path(s.database.spool_dir) == tmp_path / "lib" / "journal"
+    assert s.resolve(s.flows.dir) == etc / "dialplans"  # configuration stays beside the file
+    # A relative state_dir is relative to the settings file (a checkout's ./var).
+    s = load_settings(write(etc, '[daemon]\nstate_dir = "var"\n'), env={})
+    assert database_url(s, env={}).database == str((etc / "var" / "callflow.db").absolute())
 
 
 def test_file_and_environment(tmp_path: Path) -> None:

@@ -10,6 +10,15 @@ let timer = null;
 
 const $ = (id) => document.getElementById(id);
 
+// The page's words in the daemon's [daemon] language, set by the server in the page.
+let MESSAGES = null;
+function t(key, values) {
+  if (MESSAGES === null) MESSAGES = JSON.parse($("messages").textContent);
+  const text = MESSAGES[key] === undefined ? key : MESSAGES[key];
+  return text.replace(/\{(\w+)\}/g, (_, name) => String((values || {})[name]));
+}
+const LANG = () => document.documentElement.lang || undefined;
+
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   Object.entries(props || {}).forEach(([k, v]) => {
@@ -41,7 +50,7 @@ async function api(method, path, body) {
   const resp = await fetch(path, init);
   let data = null;
   try { data = await resp.json(); } catch (e) { data = null; }
-  if (resp.status === 401) throw new Unauthorized((data && data.error) || "not authorised");
+  if (resp.status === 401) throw new Unauthorized((data && data.error) || t("not_authorised"));
   if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
   return data;
 }
@@ -53,11 +62,11 @@ function waiting(seconds) {
   if (minutes < 60) return minutes + " min";
   const h = Math.floor(minutes / 60);
   if (h < 48) return h + " h " + String(minutes % 60).padStart(2, "0");
-  return Math.floor(h / 24) + " days";
+  return Math.floor(h / 24) + " " + t("days");
 }
 
 function localTime(iso) {  // an instant, shown in this browser's time
-  return iso ? new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "";
+  return iso ? new Date(iso).toLocaleString(LANG(), { dateStyle: "short", timeStyle: "short" }) : "";
 }
 
 function wallTime(iso) {  // already in the calendar's zone: show its wall-clock part
@@ -66,7 +75,7 @@ function wallTime(iso) {  // already in the calendar's zone: show its wall-clock
 
 function tierBadge(tier) {
   return tier === null ? el("span", { class: "muted" }, "—")
-    : el("span", { class: "badge tier-" + tier }, "tier " + tier);
+    : el("span", { class: "badge tier-" + tier }, t("tier_n", { n: tier }));
 }
 
 // -- callbacks ------------------------------------------------------------------------------
@@ -76,14 +85,14 @@ function renderCallbacks(items) {
   items.sort((a, b) => rank(a) - rank(b) || a.created.localeCompare(b.created));
   const body = $("callbacks").querySelector("tbody");
   body.replaceChildren(...items.map((c) => {
-    const button = el("button", { type: "button", class: "done", title: "Mark as called back" }, "Done");
+    const button = el("button", { type: "button", class: "done", title: t("mark_called_back") }, t("done"));
     button.addEventListener("click", () => markDone(c.id, button));
     return el("tr", { class: c.overdue ? "overdue" : "", "data-callback-id": c.id },
       el("td", {}, tierBadge(c.tier)),
       el("td", {}, c.queue, el("span", { class: "muted" }, " · " + c.priority)),
-      el("td", { class: "number" }, c.caller || "(erased)"),
+      el("td", { class: "number" }, c.caller || t("erased")),
       el("td", {}, localTime(c.created)),
-      el("td", { class: "waiting" }, waiting(c.waiting_seconds), c.overdue ? " (overdue)" : ""),
+      el("td", { class: "waiting" }, waiting(c.waiting_seconds), c.overdue ? " " + t("overdue") : ""),
       el("td", {}, button));
   }));
   $("callback-count").textContent = String(items.length);
@@ -113,25 +122,25 @@ function renderCalendars(items) {
   const body = $("calendars").querySelector("tbody");
   body.replaceChildren(...items.map((c) => {
     const state = el("td", { class: "state" },
-      el("span", { class: "badge " + c.state }, c.state === "open" ? "open" : "closed"),
-      c.overridden ? el("span", { class: "badge overridden" }, "overridden") : null);
-    const until = el("input", { type: "datetime-local", value: tomorrowEight(), title: "local time in " + c.timezone });
+      el("span", { class: "badge " + c.state }, t(c.state === "open" ? "open" : "closed")),
+      c.overridden ? el("span", { class: "badge overridden" }, t("overridden")) : null);
+    const until = el("input", { type: "datetime-local", value: tomorrowEight(), title: t("local_time_in", { tz: c.timezone }) });
     const change = el("div", { class: "change" }, until);
     const send = async (wanted) => {
       try {
         await api("POST", "/api/calendars/" + encodeURIComponent(c.flow) + "/" + encodeURIComponent(c.calendar) + "/override",
-          { state: wanted, until: until.value, label: "from the practice page" });
+          { state: wanted, until: until.value, label: t("from_the_page") });
         showError("");
       } catch (e) { handle(e); }
       await refresh();
     };
-    const close = el("button", { type: "button", class: "close-until" }, "Close until");
+    const close = el("button", { type: "button", class: "close-until" }, t("close_until"));
     close.addEventListener("click", () => send("closed"));
-    const open = el("button", { type: "button", class: "open-until" }, "Open until");
+    const open = el("button", { type: "button", class: "open-until" }, t("open_until"));
     open.addEventListener("click", () => send("open"));
     change.append(close, open);
     if (c.overridden) {
-      const cancel = el("button", { type: "button", class: "cancel-override" }, "Back to the calendar");
+      const cancel = el("button", { type: "button", class: "cancel-override" }, t("back_to_calendar"));
       cancel.addEventListener("click", async () => {
         try {
           await api("DELETE", "/api/calendars/" + encodeURIComponent(c.flow) + "/" + encodeURIComponent(c.calendar) + "/override");
@@ -144,23 +153,32 @@ function renderCalendars(items) {
     return el("tr", { "data-calendar": c.key },
       el("td", {}, c.calendar, el("span", { class: "muted" }, " · " + c.flow)),
       state,
-      el("td", { class: "reason" }, c.reason),
+      el("td", { class: "reason" }, reasonText(c)),
       el("td", { class: "until" }, wallTime(c.until)),
       el("td", {}, change));
   }));
 }
 
+// Why a calendar is in its state: the source in the page's words, then its label (a
+// holiday's name comes in the daemon's language) or the daemon's detail.
+function reasonText(c) {
+  const source = t("reason_" + c.source);
+  if (c.label && c.source !== "override" && c.source !== "weekly") return source + " : " + c.label;
+  const colon = c.reason.indexOf(":");
+  return colon > 0 && c.reason.slice(0, colon) === c.source ? source + c.reason.slice(colon) : c.reason;
+}
+
 // -- trunks ---------------------------------------------------------------------------------
 
 function renderTrunks(data) {
-  $("trunk-feed").textContent = data.live ? "(live)" : "(no live feed: states may be stale)";
+  $("trunk-feed").textContent = t(data.live ? "live" : "no_live_feed");
   const body = $("trunks").querySelector("tbody");
-  body.replaceChildren(...data.trunks.map((t) => el("tr", { "data-trunk": t.name },
-    el("td", {}, t.name),
-    el("td", { class: "state" }, el("span", { class: "badge " + t.state }, t.state),
-      t.breaker_open ? el("span", { class: "badge closed" }, "breaker open") : null),
-    el("td", {}, t.rtt_ms === null ? "—" : t.rtt_ms.toFixed(1) + " ms"),
-    el("td", {}, String(t.consecutive_failures)))));
+  body.replaceChildren(...data.trunks.map((trunk) => el("tr", { "data-trunk": trunk.name },
+    el("td", {}, trunk.name),
+    el("td", { class: "state" }, el("span", { class: "badge " + trunk.state }, t(trunk.state)),
+      trunk.breaker_open ? el("span", { class: "badge closed" }, t("breaker_open")) : null),
+    el("td", {}, trunk.rtt_ms === null ? "—" : trunk.rtt_ms.toFixed(1) + " ms"),
+    el("td", {}, String(trunk.consecutive_failures)))));
 }
 
 // -- the page -------------------------------------------------------------------------------
@@ -183,7 +201,7 @@ async function refresh() {
     renderCallbacks(callbacks.callbacks);
     renderCalendars(calendars.calendars);
     renderTrunks(trunks);
-    $("updated").textContent = new Date().toLocaleTimeString();
+    $("updated").textContent = new Date().toLocaleTimeString(LANG());
     document.body.dataset.loaded = "yes";
   } catch (e) {
     handle(e);

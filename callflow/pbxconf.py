@@ -1,0 +1,303 @@
+"""The Asterisk configuration's secrets: refuse placeholders, generate random ones.
+
+The shipped ``asterisk-conf/`` holds no secret: every password, the AMI secret and the
+voicemail PIN are ``CHANGE-ME-…`` placeholders, public by definition.  A PBX running with
+one is open to toll fraud (a REGISTER as ``accueil`` with a known password), so:
+
+* ``callflow asterisk-secrets DIR --secrets-dir S`` replaces each placeholder with a
+  random value (a PIN with random digits) and writes the ARI password and AMI secret the
+  daemon needs to ``S/ari-password`` and ``S/ami-secret`` (0600); no value is printed;
+* ``callflow check-asterisk DIR`` lists, as ``file:line``, every placeholder or weak
+  secret left, an AMI account with more than it needs, ``remove_existing = yes``, and a
+  phone (an endpoint with ``auth``) without an ACL; exit 1 when there is one;
+* the daemon refuses to start with a placeholder ARI password or AMI secret
+  (``refuse_placeholder``), on bare metal as in docker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .errors import SettingsError, UserError
+
+PLACEHOLDER = re.compile(r"CHANGE-ME[\w-]*", re.IGNORECASE)
+#: Values an attacker tries first (lower case).
+WEAK = frozenset(
+    {"", "1234", "0000", "1111", "12345", "123456", "password", "secret", "changeme"}
+    | {"asterisk", "admin", "callflow"}
+)
+MIN_PIN_DIGITS = 6
+#: AMI classes the daemon's account must not have (manager.conf read/write).
+AMI_TOO_MUCH = frozenset({"all", "originate", "command", "config", "call", "dtmf", "cdr"})
+_SECRET_KEYS = {"password", "secret"}
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def weak(value: str) -> str | None:
+    """Why ``value`` must not be a secret (None: it may be)."""
+    if PLACEHOLDER.search(value):
+        return "a public placeholder"
+    if value.strip().lower() in WEAK:
+        return "a well-known value"
+    return None
+
+
+def refuse_placeholder(value: str, what: str) -> None:
+    """The daemon's guard: raise ``SettingsError`` for a placeholder or well-known secret."""
+    why = weak(value)
+    if why is not None:
+        raise SettingsError(
+            f"{what} is {why}: set a random secret (callflow asterisk-secrets) in Asterisk "
+            "and in the daemon's secret file"
+        )
+
+
+def refuse_placeholders_in(directory: Path) -> None:
+    """The daemon's guard on the PBX it shares a machine with (``[daemon] asterisk_conf``):
+    a placeholder or guessable secret or PIN there stops the start; the other findings
+    of ``check-asterisk`` are the admin's to weigh."""
+    try:
+        problems = check_dir(directory)
+    except (OSError, UserError) as exc:
+        raise SettingsError(f"[daemon] asterisk_conf: cannot check {directory}: {exc}") from None
+    secrets_left = [p for p in problems if "secret" in p.message or "PIN" in p.message]
+    if secrets_left:
+        listed = "; ".join(str(p) for p in secrets_left[:5])
+        raise SettingsError(
+            f"{directory}: {len(secrets_left)} placeholder or guessable secret(s) in Asterisk's "
+            f"configuration ({listed}): run callflow asterisk-secrets {directory}"
+        )
+
+
+# -- reading Asterisk's INI dialect ------------------------------------------------------
+
+
+@dataclass
+class Section:
+    name: str
+    line: int
+    templates: list[str]
+    template: bool  # "[name](!)": not an object itself
+    options: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+_HEADER = re.compile(r"^\[([^\]]+)\](?:\(([^)]*)\))?")
+
+
+def parse(text: str) -> list[Section]:
+    sections: list[Section] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        m = _HEADER.match(line)
+        if m:
+            marks = [t.strip() for t in (m.group(2) or "").split(",") if t.strip()]
+            templates = [t for t in marks if t != "!"]
+            sections.append(Section(m.group(1).strip(), n, templates, "!" in marks))
+            continue
+        key, sep, value = line.partition("=")
+        if sep and sections:
+            sections[-1].options.append((key.strip().lower(), value.lstrip(">").strip(), n))
+    return sections
+
+
+def _resolved(section: Section, by_name: dict[str, list[Section]]) -> dict[str, str]:
+    """Options of ``section`` with those of its templates under them."""
+    out: dict[str, str] = {}
+    for t in section.templates:
+        for tmpl in by_name.get(t, []):
+            if tmpl.template:
+                out.update(_resolved(tmpl, by_name))
+    out.update({k: v for k, v, _ in section.options})
+    return out
+
+
+# -- check-asterisk ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+def check_dir(directory: Path) -> list[Problem]:
+    files = sorted(directory.glob("*.conf"))
+    if not files:
+        raise UserError(f"no *.conf in {directory}")
+    problems: list[Problem] = []
+    for path in files:
+        problems += check_file(path.name, path.read_text(encoding="utf-8", errors="replace"))
+    return problems
+
+
+def check_file(name: str, text: str) -> list[Problem]:
+    out: list[Problem] = []
+    sections = parse(text)
+    by_name: dict[str, list[Section]] = {}
+    for s in sections:
+        by_name.setdefault(s.name, []).append(s)
+    for s in sections:
+        for key, value, line in s.options:
+            if PLACEHOLDER.search(value):
+                out.append(Problem(name, line, f"[{s.name}] {key}: a placeholder secret is left"))
+            elif key in _SECRET_KEYS and (weak(value) or value == s.name):
+                out.append(Problem(name, line, f"[{s.name}] {key}: a guessable secret"))
+            elif name == "voicemail.conf" and s.name not in ("general", "zonemessages"):
+                pin = value.split(",", 1)[0].strip()
+                if weak(pin) or not (pin.isdigit() and len(pin) >= MIN_PIN_DIGITS):
+                    msg = f"mailbox {key}: PIN must be {MIN_PIN_DIGITS}+ random digits"
+                    out.append(Problem(name, line, msg))
+            if key == "remove_existing" and value.lower() in ("yes", "true", "1"):
+                msg = f"[{s.name}] remove_existing = yes: one REGISTER steals a phone's calls"
+                out.append(Problem(name, line, msg))
+        if name == "manager.conf" and s.name != "general":
+            out += _manager_user(name, s)
+        if name == "pjsip.conf" and not s.template:
+            opts = _resolved(s, by_name)
+            acl = any(k in opts for k in ("acl", "permit", "deny"))
+            if opts.get("type") == "endpoint" and opts.get("auth") and not acl:
+                msg = f"[{s.name}] a phone (auth) with no acl: reachable from anywhere"
+                out.append(Problem(name, s.line, msg))
+    return out
+
+
+def _manager_user(name: str, s: Section) -> list[Problem]:
+    out: list[Problem] = []
+    opts = {k: (v, n) for k, v, n in s.options}
+    for key in ("read", "write"):
+        value, line = opts.get(key, ("", s.line))
+        extra = sorted({c.strip().lower() for c in value.split(",")} & AMI_TOO_MUCH)
+        if extra:
+            msg = f"[{s.name}] {key}: {', '.join(extra)} not needed (callflow: system only)"
+            out.append(Problem(name, line, msg))
+    if "permit" not in opts:
+        out.append(Problem(name, s.line, f"[{s.name}]: no permit/deny lines"))
+    return out
+
+
+# -- asterisk-secrets ----------------------------------------------------------------------
+
+
+def _random_secret() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(32))
+
+
+def _random_pin() -> str:
+    return "".join(secrets.choice(string.digits) for _ in range(8))
+
+
+def fill_secrets(directory: Path, secrets_dir: Path) -> dict[str, int]:
+    """Replace every placeholder in ``directory``'s files with a random value (one value
+    per distinct placeholder); write the daemon's two secrets to ``secrets_dir``.
+    Returns the number of placeholders replaced per file."""
+    values: dict[str, str] = {}
+
+    def value(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token not in values:
+            values[token] = _random_pin() if token.lower().endswith("-pin") else _random_secret()
+        return values[token]
+
+    done: dict[str, int] = {}
+    for path in sorted(directory.glob("*.conf")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        count = 0
+        for i, line in enumerate(lines):
+            code, sep, comment = line.partition(";")
+            new, n = PLACEHOLDER.subn(value, code)
+            if n:
+                lines[i], count = new + sep + comment, count + n
+        if count:
+            _write_private(path, "".join(lines), keep_mode=True)
+            done[path.name] = count
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for token, file in (
+        ("CHANGE-ME-ari-password", "ari-password"),
+        ("CHANGE-ME-ami-secret", "ami-secret"),
+    ):
+        if token in values:
+            _write_private(secrets_dir / file, values[token] + "\n")
+    return done
+
+
+def _write_private(path: Path, text: str, *, keep_mode: bool = False) -> None:
+    """Write ``path`` atomically, readable by its owner only (or with its old mode)."""
+    mode = path.stat().st_mode & 0o777 if keep_mode and path.exists() else 0o600
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode & 0o770)  # never world-readable: these files hold secrets
+    os.replace(tmp, path)
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser(
+        "check-asterisk",
+        help="refuse placeholder or weak secrets and risky settings in an Asterisk config dir",
+    )
+    c.add_argument("dir", type=Path, metavar="DIR", help="e.g. /etc/asterisk")
+    c.set_defaults(func=cmd_check_asterisk)
+    g = sub.add_parser(
+        "asterisk-secrets",
+        help="replace every CHANGE-ME placeholder in an Asterisk config dir with a random one",
+    )
+    g.add_argument("dir", type=Path, metavar="DIR", help="e.g. /etc/asterisk")
+    g.add_argument(
+        "--secrets-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="where to write ari-password and ami-secret for the daemon (mode 0600)",
+    )
+    g.set_defaults(func=cmd_asterisk_secrets)
+
+
+def cmd_check_asterisk(args: argparse.Namespace, out: TextIO) -> int:
+    problems = check_dir(args.dir)
+    for p in problems:
+        print(p, file=out)
+    if problems:
+        print(f"{len(problems)} problem(s): callflow asterisk-secrets fixes placeholders", file=out)
+        return 1
+    print(f"{args.dir}: no placeholder, weak secret or risky setting found", file=out)
+    return 0
+
+
+def cmd_asterisk_secrets(args: argparse.Namespace, out: TextIO) -> int:
+    done = fill_secrets(args.dir, args.secrets_dir)
+    for name, n in done.items():
+        print(f"{args.dir / name}: {n} random secret(s) set", file=out)
+    if not done:
+        print(f"{args.dir}: no placeholder left", file=out)
+    print(f"daemon secrets (if generated): {args.secrets_dir}/ari-password, ami-secret", file=out)
+    return 0
+
+
+__all__ = [
+    "Problem",
+    "check_dir",
+    "fill_secrets",
+    "refuse_placeholder",
+    "refuse_placeholders_in",
+    "weak",
+]

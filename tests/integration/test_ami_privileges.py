@@ -1,0 +1,66 @@
+"""The daemon's AMI account (manager.conf) against the real Asterisk: trunk health works,
+and nothing that could run a call or a command does (least privilege, issue 13)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callflow.ami.manager import AmiClient, AmiConfig
+from callflow.ami.messages import AmiActionError, AmiMessage
+from callflow.ami.qualify import live_snapshot
+
+from .harness import Bench
+
+
+def bench_ami() -> AmiClient:
+    # tests/integration/asterisk/manager.conf: the shipped account's rights, bench secret
+    return AmiClient(AmiConfig(username="callflow", secret="callflow-test", action_timeout=10))
+
+
+async def test_the_daemon_account_watches_trunks_but_cannot_originate_or_run_commands(
+    bench: Bench,
+) -> None:
+    bench.peer("trunk-a", "uas-answer.xml")
+    statuses: list[AmiMessage] = []
+    async with bench_ami() as ami:
+        ami.on_event("ContactStatus", statuses.append)
+        await ami.connect()
+        await ami.ping()
+        # Trunk health: the PJSIP listings answer, and qualify's events reach us (read).
+        async with asyncio.timeout(60):
+            while True:
+                [a] = await live_snapshot(ami, ["trunk-a"])
+                if str(a.state) == "reachable" and statuses:
+                    break
+                await asyncio.sleep(0.5)
+        # What an attacker holding the secret would try: refused by Asterisk itself.
+        with pytest.raises(AmiActionError, match="Permission denied"):
+            await ami.action(
+                "Originate",
+                {
+                    "Channel": "Local/200@internal-fallback",
+                    "Application": "System",
+                    "Data": "touch /tmp/callflow-pwned",
+                },
+            )
+        with pytest.raises(AmiActionError, match="Permission denied"):
+            await ami.action("Command", {"Command": "core show version"})
+        with pytest.raises(AmiActionError, match="Permission denied"):  # config class
+            await ami.action(
+                "UpdateConfig",
+                {
+                    "SrcFilename": "extensions.conf",
+                    "DstFilename": "extensions.conf",
+                    "Action-000000": "Append",
+                    "Cat-000000": "from-internal",
+                    "Var-000000": "exten",
+                    "Value-000000": "666,1,System(touch /tmp/callflow-pwned)",
+                },
+            )
+        # Residual risk, documented in manager.conf: Asterisk 22 registers GetConfig as
+        # "system or config", and the PJSIP listings need "system", so this account can
+        # read the configuration files. Shown here so that a change is noticed.
+        answer = await ami.action("GetConfig", {"Filename": "rtp.conf"})
+        assert answer.ok
