@@ -51,6 +51,8 @@ from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
+from .store.aftercrash import AfterCrash
+from .store.cdr import CdrFile
 from .store.store import Store
 from .tasks import Tasks
 from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
@@ -82,6 +84,8 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.daemon.log_level.upper())
     # aiohttp's access-level chatter is not ours to show at INFO.
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    # aiosqlite's DEBUG lines carry every SQL parameter: callers' numbers, never logged.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 class Daemon:
@@ -222,6 +226,18 @@ class Daemon:
             )
             self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
+        # Calls the daemon never saw (Asterisk's CDRs) and calls a crash left open.
+        cdr = settings.cdr
+        self.after_crash = AfterCrash(
+            self.store.engine,
+            recorder,
+            self._live_channels,
+            cdr_file=CdrFile(settings.resolve(cdr.file)) if cdr.file else None,
+            privacy=self.store.privacy,
+            flow_of=self._flow_of,
+            poll_interval=cdr.poll_interval,
+            settle=cdr.settle,
+        )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
         self._stop = asyncio.Event()
@@ -235,6 +251,15 @@ class Daemon:
 
     def _ari_connected(self) -> bool:
         return self.ari_client.connected
+
+    async def _live_channels(self) -> set[str] | None:
+        if not self.ari_client.connected:
+            return None
+        return {str(c.get("id")) for c in await self.ari_client.list_channels()}
+
+    def _flow_of(self, dialed: str) -> str:
+        flow = self.flows.for_number(dialed)
+        return "" if flow is None else flow.name
 
     def _ami_connected(self) -> bool:
         return self.ami is not None and self.ami.connected
@@ -323,6 +348,7 @@ class Daemon:
         report while they stop (calls ended by the graceful stop…) is written or spooled.
         The call service comes next (then FastAGI, when enabled): its stop lets calls finish
         while ARI still delivers their events, and hands the rest to the dialplan fallback.
+        Then the closing of what a crash left open (it needs the call log and ARI up).
         systemd hears READY once all of them are up, and STOPPING first.
         """
         parts = [
@@ -339,6 +365,7 @@ class Daemon:
             Part("ARI events", self._events),  # the pump ends when the ARI client closes
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
+            Part("after crash", self.after_crash),  # CDR import, open calls closed
         ]
         if self.agi is not None:  # after the call service: it stops taking calls first
             parts.append(Part("FastAGI", self.agi))

@@ -125,6 +125,20 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class CdrSettings:
+    """Asterisk's own call records (``asterisk-conf/cdr_custom.conf``): the calls the daemon
+    never saw are imported from them, and calls a crash left open are closed with them."""
+
+    file: str = ""  # the cdr_custom JSON file; empty: no import (open calls close as lost)
+    poll_interval: float = 2.0  # seconds between two reads of the file
+    settle: float = 5.0  # seconds a vanished call's CDR may take to appear before "lost"
+
+    def __post_init__(self) -> None:
+        if self.poll_interval <= 0 or self.settle < 0:
+            raise SettingsError("[cdr] poll_interval must be positive and settle not negative")
+
+
+@dataclass(frozen=True)
 class PrivacySettings:
     """What is kept about callers, and for how long (GDPR)."""
 
@@ -286,6 +300,7 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    cdr: CdrSettings = field(default_factory=CdrSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
@@ -319,6 +334,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonSettings,
     "database": DatabaseSettings,
     "privacy": PrivacySettings,
+    "cdr": CdrSettings,
     "http": HttpSettings,
     "agi": AgiSettings,
     "overload": OverloadSettings,

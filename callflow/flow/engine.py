@@ -66,13 +66,22 @@ class Engine:
         return await _Run(self.services, flow, call).run()
 
     async def rescue(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
-        """Send a call found stranded (e.g. after a restart) straight to the fallback."""
-        return await _Run(self.services, flow, call).run(rescue=why)
+        """Send a call found stranded (e.g. after a restart) straight to the fallback.
+        Its records are numbered from ``RESCUE_SEQ``: they follow, and never collide
+        with, what the run a crash interrupted had recorded for the same call."""
+        run = _Run(self.services, flow, call)
+        run.seq = RESCUE_SEQ
+        return await run.run(rescue=why)
 
     async def shed(self, flow: LoadedFlow, call: Call, why: str) -> Outcome:
         """The daemon is overloaded: hand a new call straight to the PBX's last resort
         (the dialplan fallback) without running a step, and log it ``shed`` with ``why``."""
         return await _Run(self.services, flow, call).shed(why)
+
+
+#: The first step number of a rescue, past any run's records (``max_steps`` steps, each
+#: with its attempts).
+RESCUE_SEQ = 100_000
 
 
 def mask(number: str) -> str:
@@ -144,7 +153,8 @@ class _Run:
     async def run(self, rescue: str | None = None) -> Outcome:
         self._begin()
         try:
-            outcome = await (self._walk() if rescue is None else self._fallback(rescue))
+            walk = self._walk() if rescue is None else self._fallback(rescue, rescued=True)
+            outcome = await walk
         except CallLost as exc:
             # Not the caller's doing: the PBX lost the call (it restarted, say).
             outcome = self.reached or Outcome(
@@ -498,8 +508,9 @@ class _Run:
             setup_timeout=setup,
         )
 
-    async def _fallback(self, why: str) -> Outcome:
-        """The flow cannot carry on: ring the fallback destination so a human is reached."""
+    async def _fallback(self, why: str, *, rescued: bool = False) -> Outcome:
+        """The flow cannot carry on: ring the fallback destination so a human is reached.
+        ``rescued``: a call a crash had left stranded; reached, it ends ``recovered``."""
         step = self.step_name or self.spec.start
         name = self.spec.fallback
         if name is None:
@@ -522,6 +533,8 @@ class _Run:
         )
         if rung.status is DialStatus.ANSWER:
             kind = OutcomeKind.FORWARDED if rung.trunk else OutcomeKind.ANSWERED
+            if rescued:
+                kind = OutcomeKind.RECOVERED
             res.outcome = Outcome(kind, step, name, rung.trunk, self.tier, f"fallback: {why}")
         else:
             res.outcome = Outcome(OutcomeKind.FAILED, step, name, None, self.tier, why)

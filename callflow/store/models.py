@@ -188,14 +188,34 @@ class AdminAction(Base):
     __table_args__ = (Index(None, "at"),)
 
 
+CDR_ACTIONS: tuple[str, ...] = ("imported", "closed")
+
+
+class CdrImport(Base):
+    """A call Asterisk recorded (its CDRs, by the caller channel's uniqueid) that the call log
+    took once: ``imported`` (never seen by the daemon) or ``closed`` (left open by a crash)."""
+
+    __tablename__ = "cdr_imports"
+
+    uniqueid: Mapped[str] = mapped_column(String, primary_key=True)
+    linkedid: Mapped[str] = mapped_column(String)
+    call_id: Mapped[str] = mapped_column(String)  # no foreign key: outlives the purged call
+    action: Mapped[str] = mapped_column(String)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the call log took it
+
+    __table_args__ = (CheckConstraint(_in("action", CDR_ACTIONS), name="action"), Index(None, "at"))
+
+
 __all__ = [
     "CALLBACK_STATUSES",
+    "CDR_ACTIONS",
     "OUTCOMES",
     "AdminAction",
     "Base",
     "Call",
     "CallStep",
     "CallbackRequestRow",
+    "CdrImport",
     "TrunkEvent",
     "UTCDateTime",
 ]

@@ -20,6 +20,10 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
 * **callback completion rate** = requests done / requests created in the period (pending
   and cancelled count as not done); **time to callback** = completed - created for the
   done ones: average and p90.
+* **without the daemon**, shown apart: calls the dialplan fallback handled alone while
+  the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
+  daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
+  ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``).
 * **patient satisfaction**: not collected (no survey step yet); the report says so rather
   than show a figure.
 
@@ -44,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
-from .report import STAFF, average, p90, response_time, ringing_steps
+from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
 
 ALL = "*"  # the key of the figures over every flow
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
@@ -73,6 +77,10 @@ DEFINITIONS = {
     "des menus et des messages n'est pas compté.",
     "callbacks": "rappels : taux de réalisation = demandes de rappel faites / demandes "
     "créées dans la période ; délai de rappel = fait le - créée le, pour les rappels faits.",
+    "without_daemon": "sans le démon : appels pris par le repli du plan de numérotation "
+    "d'Asterisk pendant un arrêt du démon (issue fallback, d'après les CDR d'Asterisk), "
+    "délestés en surcharge (shed), laissés ouverts par une panne puis repris (recovered) "
+    "ou perdus (lost).",
     "satisfaction": "satisfaction des patients : non collectée (pas encore d'enquête).",
 }
 
@@ -196,6 +204,7 @@ def _indicators(
 ) -> dict[str, Any]:
     mine = [c for c in calls if span.start <= c.started < span.end]
     missed = sum(1 for c in mine if c.outcome in MISSED)
+    without = {o: sum(1 for c in mine if c.outcome == o) for o in WITHOUT_DAEMON}
     waits = [
         t
         for c in mine
@@ -208,6 +217,7 @@ def _indicators(
     return {
         "calls": len(mine),
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
+        "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
         "response_time": {
             "calls": len(waits),
             "average_s": average(waits),
@@ -247,9 +257,14 @@ def _secs(x: float | None) -> str:
 
 def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
     m, r, cb = f["missed"], f["response_time"], f["callbacks"]
+    w = f["without_daemon"]
     return [
         ("appels", str(f["calls"])),
         ("taux d'appels manqués", f"{_pct(m['rate'])} ({m['count']})"),
+        (
+            "sans le démon (repli, délestés, panne)",
+            f"{_pct(w['rate'])} ({w['fallback']} / {w['shed']} / {w['recovered'] + w['lost']})",
+        ),
         (
             "temps de réponse moyen (équipe)",
             f"{_secs(r['average_s'])} ({r['calls']} appels)",

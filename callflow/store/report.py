@@ -24,6 +24,10 @@ callback requests *created* in it, optionally for one flow):
 * **calls by tier**: the triage tier of the call's escalation (``none`` without one).
 * **forwarding**: calls that ended *forwarded* (to an outside number), by destination,
   and their share of all calls.
+* **without the daemon**, shown apart: *fallback* calls the dialplan fallback handled alone
+  while the daemon was down (imported from Asterisk's CDRs), *shed* calls the overloaded
+  daemon handed to the dialplan, and the calls a crash left open: *recovered* (rescued, or
+  taken by the fallback) and *lost*; with their share of all calls.
 * **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
   time, default Europe/Paris, DST included).
 """
@@ -51,6 +55,8 @@ from .report_words import FR, outcome, weekday, words
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
 REACHED = ("answered", "forwarded", "emergency")
+# Calls the daemon did not carry to their end, shown apart in the report.
+WITHOUT_DAEMON = ("fallback", "shed", "recovered", "lost")
 STAFF = str(OutcomeKind.ANSWERED)  # a person of the practice or an on-call doctor
 RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
 
@@ -168,6 +174,10 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "by_outcome": {o: outcomes[o] for o in OUTCOMES},
         },
         "missed": {"count": missed, "rate": _ratio(missed, total)},
+        "without_daemon": {
+            **{o: outcomes[o] for o in WITHOUT_DAEMON},
+            "rate": _ratio(sum(outcomes[o] for o in WITHOUT_DAEMON), total),
+        },
         "time_to_answer": {
             "calls": len(waits),
             "average_s": average(waits),
@@ -217,6 +227,7 @@ def _secs(x: float | None, w: dict[str, str]) -> str:
 def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
     w = words(language)
     c, cb, t, f = r["calls"], r["callbacks"], r["time_to_answer"], r["forwarding"]
+    wd = r["without_daemon"]
     rows = [
         (w["calls"], str(c["total"])),
         *((f"  {outcome(o, language)}", str(n)) for o, n in c["by_outcome"].items() if n),
@@ -225,6 +236,10 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
         rows.append((f"  {w['unfinished']}", str(c["unfinished"])))
     rows += [
         (w["missed"], f"{_pct(r['missed']['rate'], w)} ({r['missed']['count']})"),
+        (w["without"], f"{_pct(wd['rate'], w)} ({sum(wd[o] for o in WITHOUT_DAEMON)})"),
+        (f"  {w['without_fallback']}", str(wd["fallback"])),
+        (f"  {w['without_shed']}", str(wd["shed"])),
+        (f"  {w['without_crash']}", f"{wd['recovered']} / {wd['lost']}"),
         (w["tta_average"].format(n=t["calls"]), _secs(t["average_s"], w)),
         (w["tta_p90"], _secs(t["p90_s"], w)),
         (

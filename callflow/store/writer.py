@@ -6,7 +6,8 @@ batch of them in one transaction, and writing the same batch twice (a replay aft
 in the middle of a replay, a write that timed out but committed) leaves the database as
 after the first time:
 
-* a call is upserted by ``id``: its start fields are (re)set, its end fields are set when
+* a call is upserted by ``id``: its start fields are (re)set (but ``started`` keeps the
+  earliest: a call rescued after a crash is reported again), its end fields are set when
   the record carries them and never cleared (``COALESCE``), so replaying a start after an
   end changes nothing;
 * an answer sets the call's ``answered`` time unless one is there already (the first
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, update
+from sqlalchemy import Table, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -179,6 +180,11 @@ async def write_records(conn: AsyncConnection, records: Iterable[dict[str, Any]]
         stmt = insert(table)
         keep = {c: func.coalesce(stmt.excluded[c], table.c[c]) for c in CALL_END}
         fresh = {c: stmt.excluded[c] for c in CALL_START if c != "id"}
+        # A call keeps its first start: a rescue after a crash reports the call again.
+        fresh["started"] = case(
+            (table.c.started < stmt.excluded.started, table.c.started),
+            else_=stmt.excluded.started,
+        )
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep})
         await conn.execute(stmt, list(rows.calls.values()))
     if rows.answers:

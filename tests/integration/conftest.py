@@ -6,12 +6,32 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .harness import Bench, Daemon, ari_up, channels, sandbox, wait_until
 
 FLOWS = Path(__file__).resolve().parent / "flows"
+# Rows of the fault matrix (test_crash.py): fault, placed, served, logged, without outcome,
+# duplicated; printed as a table at the end of the run.
+FAULT_MATRIX = pytest.StashKey[list[tuple[str, int, int, int, int, int]]]()
+MATRIX_HEADER = ("fault", "placed", "served", "logged", "without outcome", "duplicated")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows: list[tuple[object, ...]] = [MATRIX_HEADER, *config.stash.get(FAULT_MATRIX, [])]
+    if len(rows) == 1:
+        return
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(MATRIX_HEADER))]
+    lines = [
+        "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) + " |"
+        for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    terminalreporter.write_sep("=", "fault matrix")
+    for line in lines:
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

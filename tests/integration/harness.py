@@ -36,6 +36,12 @@ API_TOKEN = "bench-token-0123456789abcdef"
 AGI_LISTEN = "127.0.0.1:4573"  # the port asterisk-conf/extensions.conf's AGI() entries use
 # The patient whose calls enter over FastAGI (endpoint patient-agi, context from-trunk-agi).
 AGI_PATIENT_IP = "127.0.0.5"
+# The CDRs the sandbox's Asterisk writes (asterisk-conf/cdr_custom.conf), seen from the host.
+SANDBOX_ROOT = Path(
+    os.environ.get("CALLFLOW_SANDBOX_ROOT")
+    or Path(os.environ.get("CALLFLOW_SANDBOX") or REPO / ".sandbox") / "asterisk-root"
+)
+CDR_FILE = SANDBOX_ROOT / "var/log/asterisk/cdr-custom/callflow-cdr.json"
 
 # Address plan (tests/integration/asterisk/pjsip.conf).
 PEERS = {
@@ -147,6 +153,7 @@ class Daemon:
     flows_dir: Path
     db_url: str | None = None  # default: a SQLite file in the workdir
     agi: bool = True  # the FastAGI listener too: calls may enter by Stasis() or AGI()
+    cdr: bool = False  # import the sandbox's CDRs (every call of earlier tests too)
     # The `callflow` command: this checkout's by default, an installed one's for a wheel.
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "callflow.cli"])
     proc: subprocess.Popen[bytes] | None = None
@@ -172,6 +179,11 @@ class Daemon:
             'spool_dir = "spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
             '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
             f'[agi]\nenabled = {"true" if self.agi else "false"}\nlisten = "{AGI_LISTEN}"\n'
+            + (
+                f'[cdr]\nfile = "{CDR_FILE}"\npoll_interval = 0.5\nsettle = 3.0\n'
+                if self.cdr
+                else ""
+            )
         )
         (self.workdir / "api-tokens").write_text(f"bench:{API_TOKEN}\n")
         self.db_path = self.workdir / "var" / "callflow.db"

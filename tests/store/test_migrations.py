@@ -13,7 +13,7 @@ from callflow.store.models import Base
 
 from .conftest import Database
 
-TABLES = {"calls", "call_steps", "callbacks", "trunk_events", "admin_actions"}
+TABLES = {"cdr_imports", "calls", "call_steps", "callbacks", "trunk_events", "admin_actions"}
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -334,3 +334,30 @@ def test_weeks_where_dst_changes_at_midnight() -> None:
     assert all(a.end == b.start for a, b in itertools.pairwise(weeks))
     first = weeks[0].end.astimezone(UTC) - weeks[0].start.astimezone(UTC)
     assert first == timedelta(days=6, hours=-1)  # 1-6 September, one hour skipped
+
+
+async def test_the_monthly_report_shows_the_calls_without_the_daemon_apart(
+    engine: AsyncEngine,
+) -> None:
+    log = Log()
+    log.call("q1", "2026-03-10 09:00", "answered")
+    log.call("q2", "2026-03-10 09:05", "fallback")  # the dialplan alone (from the CDRs)
+    log.call("q3", "2026-03-10 09:06", "fallback")
+    log.call("q4", "2026-03-10 09:07", "shed")
+    log.call("q5", "2026-03-10 09:08", "recovered")
+    log.call("q6", "2026-03-10 09:09", "lost")
+    async with engine.begin() as conn:
+        await write_records(conn, log.records)
+    r = await build_quality(engine, 2026, 3, PARIS)
+    figures = r["months"][0]["figures"]["*"]
+    assert figures["without_daemon"] == {
+        "fallback": 2,
+        "shed": 1,
+        "recovered": 1,
+        "lost": 1,
+        "rate": pytest.approx(5 / 6),
+    }
+    assert figures["missed"]["count"] == 1  # lost only
+    text = render_quality_text(r)
+    assert "sans le démon (repli, délestés, panne)" in text and "83,3 % (2 / 1 / 2)" in text
+    assert "repli du plan de numérotation" in text  # its definition is printed

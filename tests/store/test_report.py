@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
@@ -235,3 +236,34 @@ async def test_summer_time(engine: AsyncEngine) -> None:
     )
     r = await build_report(engine, july)
     assert r["volume"]["calls"][2][10] == 1  # Wednesday 10:00 in Paris (UTC+2)
+
+
+async def test_calls_without_the_daemon_are_shown_apart(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await write_records(
+            conn,
+            [
+                call("w1", "2026-03-02 08:00", "answered", answer_after=3),
+                call("w2", "2026-03-02 08:05", "fallback"),  # imported from Asterisk's CDRs
+                call("w3", "2026-03-02 08:06", "fallback"),
+                call("w4", "2026-03-02 08:07", "recovered"),
+                call("w5", "2026-03-02 08:08", "lost"),
+                call("w6", "2026-03-02 08:09", "shed"),
+            ],
+        )
+    r = await build_report(engine, week())
+    assert r["without_daemon"] == {
+        "fallback": 2,
+        "shed": 1,
+        "recovered": 1,
+        "lost": 1,
+        "rate": pytest.approx(5 / 6),
+    }
+    assert r["missed"]["count"] == 1  # lost is missed; fallback and recovered are not
+    text = render_text(r)
+    rows = dict(
+        m.groups() for line in text.splitlines() if (m := re.match(r"\s*(.+?)\s{2,}(\S.*)$", line))
+    )
+    assert rows["without the daemon (fallback, shed, crash)"] == "83.3 % (5)"
+    assert rows["dialplan fallback alone (daemon down)"] == "2"
+    assert rows["crash: recovered / lost"] == "1 / 1"

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from callflow.errors import CallerHangup, CallLost, TelephonyError
-from callflow.flow.engine import Engine, mask
+from callflow.flow.engine import RESCUE_SEQ, Engine, mask
 from callflow.flow.events import (
     CallAnswered,
     CallInfo,
@@ -995,3 +995,20 @@ async def test_cancelled_call_reports_its_end_once() -> None:
 def test_mask_hides_the_callers_number() -> None:
     assert mask("0612345678") == "********78"
     assert mask("15") == "15"
+
+
+async def test_a_call_rescued_after_a_crash_ends_recovered_not_answered() -> None:
+    """A call a crash left stranded, sent to the fallback at the restart, is ``recovered``
+    (the report counts it apart); its fallback step says the same."""
+    s, rec = services()
+    flow = make_flow("first:\n  dial: desk\n")
+    call = FakeCall()
+    outcome = await Engine(s).rescue(flow, call, "recovered after a restart")
+    assert (outcome.kind, outcome.destination) == (OutcomeKind.RECOVERED, "backup")
+    assert call.dialed_targets == ["PJSIP/backup"]
+    assert rec.results()[-1] == ("first", "fallback", "answer")
+    seqs = [e[1].seq for e in rec.events if e[0] == "step"]
+    assert seqs[0] == RESCUE_SEQ + 1  # after the steps of the run a crash interrupted
+    unreached = FakeCall(dial={"PJSIP/backup": DialStatus.NOANSWER})
+    failed = await Engine(s).rescue(flow, unreached, "recovered after a restart")
+    assert failed.kind is OutcomeKind.FAILED  # nobody reached: not hidden as recovered

@@ -98,6 +98,16 @@ def test_agi_is_off_by_default_and_checks_its_addresses(tmp_path: Path) -> None:
             load_settings(write(tmp_path, f"[agi]\n{bad}\n"), env={})
 
 
+def test_cdr_settings_and_their_bad_values(tmp_path: Path) -> None:
+    p = write(tmp_path, '[cdr]\nfile = "cdr/callflow-cdr.json"\npoll_interval = 0.5\n')
+    s = load_settings(p, env={"CALLFLOW_CDR_SETTLE": "2"})
+    assert (s.cdr.poll_interval, s.cdr.settle) == (0.5, 2.0)
+    assert s.resolve(s.cdr.file) == tmp_path / "cdr" / "callflow-cdr.json"
+    assert load_settings(None, env={}).cdr.file == ""  # no import unless asked
+    with pytest.raises(SettingsError, match=r"\[cdr\] poll_interval must be positive"):
+        load_settings(write(tmp_path, "[cdr]\npoll_interval = 0\n"), env={})
+
+
 def test_ari_transport(tmp_path: Path) -> None:
     assert load_settings(None, env={}).ari.transport == "auto"
     s = load_settings(None, env={"CALLFLOW_ARI_TRANSPORT": "websocket"})

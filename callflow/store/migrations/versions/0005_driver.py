@@ -1,7 +1,7 @@
 """the driver that carried each call: ari (a Stasis application) or agi (FastAGI)
 
-Revision ID: 0004_driver
-Revises: 0003_outcomes
+Revision ID: 0005_driver
+Revises: 0004_cdr_import
 Create Date: 2026-12-03
 
 Both drivers run the same flows and write the same records; ``calls.driver`` tells them
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_driver"
-down_revision: str | Sequence[str] | None = "0003_outcomes"
+revision: str = "0005_driver"
+down_revision: str | Sequence[str] | None = "0004_cdr_import"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,152 @@
+"""The daemon's part that keeps the call log whole across crashes (see ``cdr_import.py`` and
+``reconcile.py`` for the rules).
+
+Every ``poll_interval`` seconds it reads the CDRs Asterisk appended, has the recorder feed
+its journal to the database (``Recorder.flush``: a call the daemon logged is then in the
+database before its CDR is looked at), then
+
+1. logs the calls the dialplan fallback handled alone (outcome ``fallback``), once each;
+2. until none is left, closes the calls a crash left open (those that started before this
+   daemon did), from Asterisk's live channels and the CDRs.
+
+While the database is away it waits (records stay in the journal); while ARI is away the
+open calls wait for it (a call whose channel lives is never closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..tasks import Tasks
+from .cdr import CdrCall, CdrFile, merge_calls
+from .cdr_import import FlowOf, close_calls, import_fallback_calls, open_calls
+from .privacy import CallerPrivacy
+from .reconcile import reconcile
+from .recorder import Recorder
+
+log = logging.getLogger("callflow.store")
+
+#: Asterisk's channel ids now; None while ARI is not connected.
+Channels = Callable[[], Awaitable[Collection[str] | None]]
+
+
+class AfterCrash:
+    """``async with AfterCrash(...)``: runs the CDR import and the closing of open calls."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        recorder: Recorder,
+        channels: Channels,
+        *,
+        cdr_file: CdrFile | None,
+        privacy: CallerPrivacy,
+        flow_of: FlowOf,
+        poll_interval: float = 2.0,
+        settle: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.engine = engine
+        self.recorder = recorder
+        self.channels = channels
+        self.cdr_file = cdr_file
+        self.privacy = privacy
+        self.flow_of = flow_of
+        self.poll_interval = poll_interval
+        self.settle = settle
+        self.clock = clock
+        self.started = clock()  # calls open and older than this were left by a crash
+        self.open_left: int | None = None  # None: not looked yet; 0: none left
+        self.imported = 0
+        self.closed = 0
+        self._cdrs: dict[str, CdrCall] = {}
+        self._gone_since: dict[str, datetime] = {}
+        self._tasks = Tasks("after crash", log)
+        self._failing = False
+
+    async def __aenter__(self) -> Self:
+        self._tasks.spawn(self._loop(), "after-crash")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._tasks.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # the database or ARI failed us: the next pass retries
+                if not self._failing:
+                    log.warning("after crash: pass failed (%s); retrying", exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("after crash: passes work again")
+                self._failing = False
+            await asyncio.sleep(self.poll_interval)
+
+    async def run_once(self) -> None:
+        """One pass: read new CDRs, feed the journal, import, close what can be closed."""
+        if self.cdr_file is not None:
+            merge_calls(await asyncio.to_thread(self.cdr_file.read_new), self._cdrs)
+        if not self.recorder.database_up:
+            return  # the recorder retries the database at its own pace: no forced feed
+        await self.recorder.flush()
+        if not self.recorder.database_up:
+            return  # the journal was not fed: the database lacks calls the daemon logged
+        now = self.clock()
+        imported = await import_fallback_calls(
+            self.engine, self._cdrs.values(), privacy=self.privacy, flow_of=self.flow_of, now=now
+        )
+        if imported:
+            self.imported += len(imported)
+            log.info("call log: %d call(s) the dialplan fallback handled alone", len(imported))
+        keep: set[str] = set()
+        if self.open_left != 0:
+            keep = await self._close_open(now)
+        # What is not an open call's is done with: imported, logged by the daemon, or a leg.
+        self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep}
+
+    async def _close_open(self, now: datetime) -> set[str]:
+        calls = await open_calls(self.engine, self.started)
+        if not calls:
+            if self.open_left is None or self.open_left > 0:
+                log.info("after crash: no call left without an outcome")
+            self.open_left = 0
+            return set()
+        alive = await self.channels()
+        if alive is None:
+            self.open_left = len(calls)
+            return {c.id for c in calls}
+        for c in calls:
+            if c.id not in alive:
+                self._gone_since.setdefault(c.id, now)
+        closings = reconcile(calls, alive, self._cdrs, self._gone_since, now, self.settle)
+        closed = await close_calls(self.engine, closings, self._cdrs, now)
+        for closing in closings:
+            if closing.call_id in closed:
+                log.warning(
+                    "after crash: call=%s closed as %s: %s",
+                    closing.call_id,
+                    closing.outcome,
+                    closing.detail,
+                )
+        self.closed += len(closed)
+        left = {c.id for c in calls} - set(closed)
+        self.open_left = len(left)
+        return left
+
+
+__all__ = ["AfterCrash", "Channels"]

@@ -1,0 +1,157 @@
+"""Asterisk's own call records (CDRs), as ``asterisk-conf/cdr_custom.conf`` writes them:
+one JSON object a line in ``/var/log/asterisk/cdr-custom/callflow-cdr.json``.
+
+Asterisk writes several CDRs for one call (one per destination the dialplan rang), all
+with the caller's channel ``uniqueid`` (the daemon's call id, when the daemon saw the
+call).  ``CdrCall`` merges them into what the call log needs: when, who, what was dialled,
+what the dialplan fallback did (``callflow_fallback``, set by the dialplan) and who hung up
+(``callflow_hangup``: caller, peer or pbx, set by its hangup handler).
+
+``CdrFile`` reads the lines appended since the last read (the file is only ever appended
+to; a file rotated or truncated is read again from its start: the import is keyed by
+``uniqueid``, so reading a line twice imports nothing twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("callflow.store")
+
+HANGUP_BY = frozenset({"caller", "peer", "pbx"})
+
+
+@dataclass(frozen=True)
+class CdrCall:
+    """One call as Asterisk recorded it (its CDRs merged)."""
+
+    uniqueid: str  # the caller's channel: the daemon's call id
+    linkedid: str
+    start: datetime
+    end: datetime
+    answer: datetime | None = None  # the first time someone answered
+    caller: str = ""
+    dialed: str = ""
+    fallback: str = ""  # what the dialplan fallback did, e.g. "secretariat=NOANSWER outside"
+    hangup_by: str = ""  # caller | peer | pbx ("" when the hangup handler did not run)
+    disposition: str = ""  # of the last CDR: ANSWERED, NO ANSWER, BUSY, FAILED...
+
+    def merge(self, later: CdrCall) -> CdrCall:
+        """This call with the facts of a later CDR of the same call."""
+        answers = [t for t in (self.answer, later.answer) if t is not None]
+        return replace(
+            self,
+            start=min(self.start, later.start),
+            end=max(self.end, later.end),
+            answer=min(answers) if answers else None,
+            caller=self.caller or later.caller,
+            dialed=self.dialed or later.dialed,
+            fallback=later.fallback or self.fallback,
+            hangup_by=later.hangup_by or self.hangup_by,
+            disposition=later.disposition or self.disposition,
+        )
+
+    @property
+    def went_to_fallback(self) -> bool:
+        return bool(self.fallback)
+
+    def fallback_detail(self) -> str:
+        """What the dialplan did, for people: "dialplan fallback: secretariat=NOANSWER …"."""
+        what = self.fallback or "-"
+        return f"dialplan fallback: {what} ({self.disposition or '?'})"
+
+
+def _time(value: Any) -> datetime | None:
+    """A CDR time (epoch seconds, ``start(double)``); 0 means "never" (no answer)."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(t, UTC) if t > 0 else None
+
+
+def parse_line(line: str) -> CdrCall | None:
+    """One CDR line; None (and a log line) for a line that is not a CDR of ours."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        log.warning("CDR: a line that is not JSON was skipped")
+        return None
+    if not isinstance(data, dict):
+        return None
+    uniqueid = str(data.get("uniqueid") or "")
+    start, end = _time(data.get("start")), _time(data.get("end"))
+    if not uniqueid or start is None:
+        return None
+    hangup = str(data.get("callflow_hangup") or "")
+    dialed = str(data.get("callflow_dialed") or "")
+    return CdrCall(
+        uniqueid=uniqueid,
+        linkedid=str(data.get("linkedid") or uniqueid),
+        start=start,
+        end=end or start,
+        answer=_time(data.get("answer")),
+        caller=str(data.get("src") or ""),
+        dialed=dialed or str(data.get("dst") or ""),
+        fallback=str(data.get("callflow_fallback") or ""),
+        hangup_by=hangup if hangup in HANGUP_BY else "",
+        disposition=str(data.get("disposition") or ""),
+    )
+
+
+def merge_calls(
+    calls: Iterable[CdrCall], into: dict[str, CdrCall] | None = None
+) -> dict[str, CdrCall]:
+    """CDRs merged by ``uniqueid`` (into ``into`` when given, which is returned)."""
+    out = {} if into is None else into
+    for c in calls:
+        known = out.get(c.uniqueid)
+        out[c.uniqueid] = c if known is None else known.merge(c)
+    return out
+
+
+class CdrFile:
+    """Reads a CDR file as it grows (blocking: call ``read_new`` in a worker thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._inode: int | None = None
+        self._offset = 0
+        self._missing_logged = False
+
+    def read_new(self) -> list[CdrCall]:
+        """The CDRs appended since the last call (every CDR of the file the first time)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if not self._missing_logged:
+                self._missing_logged = True
+                log.warning("CDR: %s does not exist (yet): see asterisk-conf/README.md", self.path)
+            return []
+        self._missing_logged = False
+        if st.st_ino != self._inode or st.st_size < self._offset:
+            self._inode, self._offset = st.st_ino, 0  # rotated or truncated: from the start
+        if st.st_size == self._offset:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read(st.st_size - self._offset)
+        complete = data.rfind(b"\n") + 1  # a line being written is read next time
+        self._offset += complete
+        out: list[CdrCall] = []
+        for raw in data[:complete].splitlines():
+            if raw.strip():
+                c = parse_line(raw.decode("utf-8", errors="replace"))
+                if c is not None:
+                    out.append(c)
+        return out
+
+
+__all__ = ["CdrCall", "CdrFile", "merge_calls", "parse_line"]

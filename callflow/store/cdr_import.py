@@ -1,0 +1,212 @@
+"""Asterisk's call records into the call log, each exactly once.
+
+* ``import_fallback_calls``: a call the dialplan fallback handled while the daemon never saw
+  it (its CDR carries ``callflow_fallback``, its uniqueid is not in ``calls``) becomes a
+  call with outcome ``fallback`` and what the dialplan did.  The call row is keyed by the
+  uniqueid and ``cdr_imports`` by the same: reading the file again, a restart, or a second
+  daemon on the same database, import nothing twice.
+* ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
+  (``reconcile.py``), written only to a call still open, so nothing is closed twice.
+
+Call these only after the journal was fed to the database (``Recorder.flush``): a call the
+daemon logged must be in ``calls`` before its CDR is looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..flow.events import OutcomeKind
+from .cdr import CdrCall
+from .models import Call, CallStep, CdrImport
+from .privacy import CallerPrivacy
+from .reconcile import Closing, OpenCall
+
+CALLS = cast(Table, Call.__table__)
+IMPORTS = cast(Table, CdrImport.__table__)
+_CHUNK = 500  # ids per IN (...) query
+
+#: The flow a dialled number enters (the daemon's flow set), "" for none.
+FlowOf = Callable[[str], str]
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+async def known_calls(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, str | None]:
+    """The outcome (None: open) of each of ``ids`` that is in the call log."""
+    out: dict[str, str | None] = {}
+    for chunk in _chunks(ids):
+        rows = await conn.execute(select(Call.id, Call.outcome).where(Call.id.in_(chunk)))
+        out.update({r.id: r.outcome for r in rows})
+    return out
+
+
+async def import_fallback_calls(
+    engine: AsyncEngine,
+    cdrs: Iterable[CdrCall],
+    *,
+    privacy: CallerPrivacy,
+    flow_of: FlowOf,
+    now: datetime,
+) -> list[str]:
+    """Log, with outcome ``fallback``, every call of ``cdrs`` that went through the dialplan
+    fallback and is not in the call log; returns the ids logged by this call."""
+    fallback = {c.uniqueid: c for c in cdrs if c.went_to_fallback}
+    if not fallback:
+        return []
+    async with engine.begin() as conn:
+        ids = sorted(fallback)
+        known = await known_calls(conn, ids)
+        taken: set[str] = set()
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                select(CdrImport.uniqueid).where(CdrImport.uniqueid.in_(chunk))
+            )
+            taken.update(r.uniqueid for r in rows)
+        new = [fallback[i] for i in ids if i not in known and i not in taken]
+        if not new:
+            return []
+        insert = _insert(conn)
+        # Claim the CDRs first: of two daemons importing at once, the second waits for the
+        # first's commit, then claims nothing (RETURNING gives only the rows inserted here).
+        claimed = await conn.execute(
+            insert(IMPORTS).on_conflict_do_nothing().returning(IMPORTS.c.uniqueid),
+            [_import_row(c, "imported", now) for c in new],
+        )
+        mine = {r.uniqueid for r in claimed}
+        new = [c for c in new if c.uniqueid in mine]
+        if not new:
+            return []
+        calls = [
+            {
+                "id": c.uniqueid,
+                "flow": flow_of(c.dialed),
+                "flow_version": "",
+                "dialed": c.dialed,
+                "caller": privacy.protect(c.caller),
+                "started": c.start,
+                "answered": c.answer if c.disposition == "ANSWERED" else None,
+                "ended": c.end,
+                "outcome": str(OutcomeKind.FALLBACK),
+                "end_step": None,
+                "detail": f"the daemon never saw this call; {c.fallback_detail()}",
+            }
+            for c in new
+        ]
+        await conn.execute(insert(CALLS).on_conflict_do_nothing(), calls)
+    return [c.uniqueid for c in new]
+
+
+def _import_row(c: CdrCall, action: str, now: datetime) -> dict[str, Any]:
+    return {
+        "uniqueid": c.uniqueid,
+        "linkedid": c.linkedid,
+        "call_id": c.uniqueid,
+        "action": action,
+        "at": now,
+    }
+
+
+async def open_calls(engine: AsyncEngine, started_before: datetime) -> list[OpenCall]:
+    """The calls without an end that started before ``started_before`` (this daemon's
+    start: later ones are its own, running now), with what their steps had reached."""
+    async with engine.connect() as conn:
+        calls = (
+            await conn.execute(
+                select(Call.id, Call.started, Call.answered).where(
+                    Call.outcome.is_(None), Call.started < started_before
+                )
+            )
+        ).all()
+        ids = [c.id for c in calls]
+        last_step: dict[str, str] = {}
+        reached: dict[str, tuple[str, str | None]] = {}
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                select(CallStep.call_id, CallStep.step, CallStep.outcome, CallStep.destination)
+                .where(CallStep.call_id.in_(chunk))
+                .order_by(CallStep.call_id, CallStep.seq)
+            )
+            for r in rows:
+                last_step[r.call_id] = r.step
+                if r.outcome is not None and r.outcome in _REACHED:
+                    reached[r.call_id] = (r.outcome, r.destination)
+    out = []
+    for c in calls:
+        kind, dest = reached.get(c.id, (None, None))
+        out.append(
+            OpenCall(
+                id=c.id,
+                started=c.started,
+                step=last_step.get(c.id),
+                answered=c.answered,
+                reached=None if kind is None else OutcomeKind(kind),
+                destination=dest,
+            )
+        )
+    return out
+
+
+# A step's outcome that means someone of the practice had taken the call.
+_REACHED = frozenset(
+    str(k) for k in (OutcomeKind.ANSWERED, OutcomeKind.FORWARDED, OutcomeKind.EMERGENCY)
+)
+
+
+async def close_calls(
+    engine: AsyncEngine, closings: Sequence[Closing], cdrs: dict[str, CdrCall], now: datetime
+) -> list[str]:
+    """Write each closing to its call if the call is still open; returns the ids closed."""
+    if not closings:
+        return []
+    closed: list[str] = []
+    stmt = (
+        update(CALLS)
+        .where(and_(CALLS.c.id == bindparam("call_id"), CALLS.c.outcome.is_(None)))
+        .values(
+            outcome=bindparam("outcome"),
+            ended=bindparam("ended"),
+            detail=bindparam("detail"),
+            answered=func.coalesce(CALLS.c.answered, bindparam("answered")),
+            destination=func.coalesce(CALLS.c.destination, bindparam("destination")),
+            end_step=func.coalesce(CALLS.c.end_step, bindparam("step")),
+        )
+    )
+    async with engine.begin() as conn:
+        insert = _insert(conn)
+        for c in closings:
+            params = {
+                "call_id": c.call_id,
+                "outcome": str(c.outcome),
+                "ended": c.ended,
+                "detail": c.detail,
+                "answered": c.answered,
+                "destination": c.destination,
+                "step": c.step,
+            }
+            result = await conn.execute(stmt, params)
+            if result.rowcount != 1:
+                continue  # closed meanwhile (its own end came): not ours to close
+            closed.append(c.call_id)
+            cdr = cdrs.get(c.call_id)
+            if cdr is not None:
+                await conn.execute(
+                    insert(IMPORTS).on_conflict_do_nothing(), [_import_row(cdr, "closed", now)]
+                )
+    return closed
+
+
+__all__ = ["FlowOf", "close_calls", "import_fallback_calls", "known_calls", "open_calls"]

@@ -1,0 +1,301 @@
+"""Asterisk's CDRs into the call log: the dialplan fallback's calls imported exactly once, and
+the calls a crash left open closed once, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callflow.flow.engine import RESCUE_SEQ
+from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
+from callflow.store.aftercrash import AfterCrash
+from callflow.store.cdr import CdrCall, CdrFile
+from callflow.store.cdr_import import import_fallback_calls
+from callflow.store.db import create_engine
+from callflow.store.models import Call, CallStep, CdrImport
+from callflow.store.privacy import CallerPrivacy
+from callflow.store.recorder import Recorder
+
+from .conftest import Database
+from .support import T0, info, step
+
+NOW = T0 + timedelta(hours=1)
+
+
+def fallback_cdr(uid: str, **fields: Any) -> CdrCall:
+    base: dict[str, Any] = {
+        "uniqueid": uid,
+        "linkedid": uid,
+        "start": T0,
+        "end": T0 + timedelta(seconds=40),
+        "answer": T0 + timedelta(seconds=5),
+        "caller": "0612345678",
+        "dialed": "100",
+        "fallback": "secretariat=ANSWER",
+        "hangup_by": "caller",
+        "disposition": "ANSWERED",
+    }
+    return CdrCall(**{**base, **fields})
+
+
+async def calls(engine: AsyncEngine) -> dict[str, tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(Call.id, Call.outcome, Call.flow, Call.dialed, Call.caller, Call.detail)
+        )
+        return {r.id: tuple(r)[1:] for r in rows}
+
+
+async def imports(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(CdrImport))).scalar_one())
+
+
+def flow_of(dialed: str) -> str:
+    return {"100": "bench"}.get(dialed, "")
+
+
+async def test_a_fallback_call_is_imported_once_however_often_it_is_read(
+    engine: AsyncEngine,
+) -> None:
+    cdrs = [fallback_cdr("a.1"), fallback_cdr("a.2", fallback="secretariat=NOANSWER outside")]
+    privacy = CallerPrivacy()
+    first = await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW)
+    assert sorted(first) == ["a.1", "a.2"]
+    for _ in range(2):  # the file read again, a restart
+        assert (
+            await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW)
+            == []
+        )
+    got = await calls(engine)
+    assert set(got) == {"a.1", "a.2"}
+    outcome, flow, dialed, caller, detail = got["a.2"]
+    assert (outcome, flow, dialed, caller) == ("fallback", "bench", "100", "0612345678")
+    assert "secretariat=NOANSWER outside" in detail
+    assert await imports(engine) == 2
+
+
+async def test_two_daemons_importing_at_once_import_each_call_once(
+    database: Database, engine: AsyncEngine
+) -> None:
+    other = database.engine()
+    cdrs = [fallback_cdr(f"b.{i}") for i in range(30)]
+    privacy = CallerPrivacy()
+    results = await asyncio.gather(
+        *(
+            import_fallback_calls(e, cdrs, privacy=privacy, flow_of=flow_of, now=NOW)
+            for e in (engine, other)
+        ),
+        return_exceptions=True,
+    )
+    imported = [i for r in results if isinstance(r, list) for i in r]
+    assert len(set(imported)) == len(imported)  # nobody claims a call twice
+    assert len(await calls(engine)) == 30 and await imports(engine) == 30
+
+
+async def test_calls_the_daemon_logged_or_that_skipped_the_fallback_are_not_imported(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        rec.call_started(info("known"))  # the daemon shed it to the dialplan: it logged it
+        rec.call_ended(info("known"), Outcome(OutcomeKind.SHED, None), T0)
+    cdrs = [fallback_cdr("known"), fallback_cdr("leg", fallback="")]
+    assert (
+        await import_fallback_calls(engine, cdrs, privacy=CallerPrivacy(), flow_of=flow_of, now=NOW)
+        == []
+    )
+    assert (await calls(engine))["known"][0] == "shed"
+    assert set(await calls(engine)) == {"known"}
+
+
+async def test_a_pseudonymised_log_imports_no_number_in_clear(engine: AsyncEngine) -> None:
+    privacy = CallerPrivacy(b"k" * 32)
+    await import_fallback_calls(
+        engine, [fallback_cdr("p.1")], privacy=privacy, flow_of=flow_of, now=NOW
+    )
+    caller = (await calls(engine))["p.1"][3]
+    assert caller.startswith("hmac:") and "0612345678" not in caller
+
+
+class Channels:
+    """Asterisk's live channels as the after-crash part sees them."""
+
+    def __init__(self, alive: Collection[str] | None) -> None:
+        self.alive = alive
+
+    async def __call__(self) -> Collection[str] | None:
+        return self.alive
+
+
+def cdr_line(uid: str, **fields: Any) -> str:
+    base: dict[str, Any] = {
+        "uniqueid": uid,
+        "linkedid": uid,
+        "start": T0.timestamp(),
+        "answer": 0.0,
+        "end": (T0 + timedelta(seconds=20)).timestamp(),
+        "src": "0612345678",
+        "dst": "s",
+        "disposition": "NO ANSWER",
+        "callflow_dialed": "100",
+        "callflow_fallback": "",
+        "callflow_hangup": "caller",
+    }
+    return json.dumps({**base, **fields}) + "\n"
+
+
+async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_imported(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # A first daemon, killed: five calls started, none ended (one had reached the desk).
+    crashed = Recorder(engine, tmp_path / "spool-a")
+    async with crashed:
+        for cid in ("gave-up", "rescued", "died", "vanished", "talking", "still-up"):
+            crashed.call_started(info(cid))
+            crashed.step(step(cid, 1, step="menu", kind=StepKind.MENU))
+        crashed.step(
+            step(
+                "talking",
+                2,
+                step="desk",
+                kind=StepKind.DIAL,
+                result=StepResult.ANSWERED,
+                destination="secretariat",
+                outcome=OutcomeKind.ANSWERED,
+            )
+        )
+        crashed.call_answered(
+            CallAnswered(
+                "talking", "cabinet", T0 + timedelta(seconds=8), "desk", "secretariat", None, None
+            )
+        )
+    cdr_path = tmp_path / "callflow-cdr.json"
+    cdr_path.write_text(
+        cdr_line("gave-up")
+        + cdr_line("rescued", callflow_fallback="secretariat=ANSWER", disposition="ANSWERED")
+        + cdr_line("died", callflow_hangup="pbx")
+        + cdr_line("talking", callflow_hangup="peer", disposition="ANSWERED")
+        + cdr_line("unseen", callflow_fallback="secretariat=NOANSWER outside=ANSWER")
+        + cdr_line("a-leg-of-a-call", callflow_hangup="peer")
+    )
+    clock = [NOW]
+    rec = Recorder(engine, tmp_path / "spool-b")
+    channels = Channels({"still-up"})
+    part = AfterCrash(
+        engine,
+        rec,
+        channels,
+        cdr_file=CdrFile(cdr_path),
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        settle=5.0,
+        clock=lambda: clock[0],
+    )
+    async with rec:
+        await part.run_once()
+        got = await calls(engine)
+        assert {k: v[0] for k, v in got.items()} == {
+            "gave-up": "abandoned",
+            "rescued": "recovered",
+            "died": "lost",
+            "talking": "answered",
+            "vanished": None,  # gone without a CDR: its CDR may be on its way
+            "still-up": None,  # its channel lives: the call service has it
+            "unseen": "fallback",
+        }
+        assert "secretariat=ANSWER" in got["rescued"][4]
+        clock[0] = NOW + timedelta(seconds=6)
+        channels.alive = set()
+        await part.run_once()
+        assert (await calls(engine))["vanished"][0] == "lost"
+        assert part.open_left == 1  # still-up: gone only now, within settle
+        with cdr_path.open("a") as f:
+            f.write(cdr_line("still-up", callflow_hangup="caller"))
+        await part.run_once()
+        assert part.open_left == 0
+        before = await calls(engine)
+        assert before["still-up"][0] == "abandoned"
+        for _ in range(2):  # nothing is logged twice, whatever runs again
+            await part.run_once()
+        part2 = AfterCrash(
+            engine,
+            rec,
+            Channels(set()),
+            cdr_file=CdrFile(cdr_path),
+            privacy=CallerPrivacy(),
+            flow_of=flow_of,
+            clock=lambda: clock[0] + timedelta(hours=1),
+        )
+        await part2.run_once()
+    assert await calls(engine) == before
+    assert part.closed == 6 and part.imported == 1 and part2.imported == part2.closed == 0
+    assert await imports(engine) == 6  # 5 closed from a CDR, 1 imported; "vanished" had none
+    assert all(v[0] is not None for v in before.values())
+
+
+async def test_a_call_open_in_the_journal_only_is_closed_after_the_journal_is_fed(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The spool is rarely empty: the part feeds it to the database before it looks."""
+    spool = tmp_path / "spool"
+    # The first daemon's database never answered: its records are only in its journal.
+    nowhere = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'calls.db'}")
+    crashed = Recorder(nowhere, spool, write_timeout=2.0)
+    async with crashed:
+        crashed.call_started(info("in-journal"))
+    await nowhere.dispose()
+    assert await calls(engine) == {}
+    cdr_path = tmp_path / "cdr.json"
+    cdr_path.write_text(cdr_line("in-journal"))
+    rec = Recorder(engine, spool, flush_interval=3600.0)
+    part = AfterCrash(
+        engine,
+        rec,
+        Channels(set()),
+        cdr_file=CdrFile(cdr_path),
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        clock=lambda: datetime.now(UTC),
+    )
+    async with rec, part:
+        await wait_for(lambda: part.open_left == 0)
+    assert (await calls(engine))["in-journal"][0] == "abandoned"
+
+
+async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls the part's own state
+            await asyncio.sleep(0.01)
+
+
+async def test_a_call_rescued_after_a_crash_keeps_its_start_and_every_step(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The rescue reports the call again (its start, its steps from RESCUE_SEQ on)."""
+    crashed = Recorder(engine, tmp_path / "spool-a")
+    async with crashed:
+        crashed.call_started(info("r1"))
+        crashed.step(step("r1", 1, step="menu", kind=StepKind.MENU))
+    later = T0 + timedelta(minutes=2)
+    rec = Recorder(engine, tmp_path / "spool-b")
+    async with rec:
+        rec.call_started(info("r1", started=later))
+        rec.step(step("r1", RESCUE_SEQ + 1, at=later, step="menu", kind=StepKind.FALLBACK))
+        rec.call_ended(
+            info("r1", started=later),
+            Outcome(OutcomeKind.RECOVERED, "menu", "secretariat"),
+            later + timedelta(seconds=20),
+        )
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Call.started, Call.outcome))).one()
+        seqs = (await conn.execute(select(CallStep.seq).order_by(CallStep.seq))).scalars().all()
+    assert (row.started, row.outcome) == (T0, "recovered")
+    assert list(seqs) == [1, RESCUE_SEQ + 1]

@@ -1,0 +1,175 @@
+"""The rules that close the calls a crash left open, and the CDR lines they read."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from callflow.flow.events import OutcomeKind
+from callflow.store.cdr import CdrCall, CdrFile, merge_calls, parse_line
+from callflow.store.reconcile import OpenCall, reconcile
+
+T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+NOW = T0 + timedelta(minutes=5)
+
+
+def cdr(uid: str, **fields: object) -> CdrCall:
+    base: dict[str, object] = {
+        "uniqueid": uid,
+        "linkedid": uid,
+        "start": T0,
+        "end": T0 + timedelta(seconds=30),
+    }
+    return CdrCall(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def decide(
+    call: OpenCall,
+    *,
+    alive: set[str] | None = None,
+    cdrs: dict[str, CdrCall] | None = None,
+    gone: datetime | None = None,
+    settle: float = 5.0,
+) -> tuple[OutcomeKind, str] | None:
+    gone_since = {} if gone is None else {call.id: gone}
+    out = reconcile([call], alive or set(), cdrs or {}, gone_since, NOW, settle)
+    assert len(out) <= 1
+    return (out[0].outcome, out[0].detail) if out else None
+
+
+OPEN = OpenCall("c1", T0, step="menu")
+
+
+def test_a_call_whose_channel_lives_is_not_decided() -> None:
+    assert decide(OPEN, alive={"c1"}, cdrs={"c1": cdr("c1", hangup_by="caller")}) is None
+
+
+def test_the_dialplan_fallback_took_it_recovered_with_what_the_dialplan_did() -> None:
+    seen = cdr("c1", fallback="secretariat=NOANSWER outside", disposition="ANSWERED")
+    [closing] = reconcile([OPEN], set(), {"c1": seen}, {}, NOW, 5.0)
+    assert closing.outcome is OutcomeKind.RECOVERED
+    assert "secretariat=NOANSWER outside" in closing.detail
+    assert closing.ended == seen.end and closing.step == "menu"
+
+
+def test_the_caller_hung_up_while_the_daemon_was_down_abandoned() -> None:
+    assert decide(OPEN, cdrs={"c1": cdr("c1", hangup_by="caller")}) == (
+        OutcomeKind.ABANDONED,
+        "the caller hung up while the daemon was down",
+    )
+
+
+@pytest.mark.parametrize("by", ["pbx", "peer", ""])
+def test_ended_by_asterisk_or_a_peer_before_anyone_was_reached_lost(by: str) -> None:
+    outcome = decide(OPEN, cdrs={"c1": cdr("c1", hangup_by=by)})
+    assert outcome is not None and outcome[0] is OutcomeKind.LOST
+
+
+def test_no_cdr_waits_settle_seconds_then_lost() -> None:
+    assert decide(OPEN) is None  # never seen gone: nothing to say yet
+    assert decide(OPEN, gone=NOW - timedelta(seconds=4)) is None
+    outcome = decide(OPEN, gone=NOW - timedelta(seconds=6))
+    assert outcome is not None and outcome[0] is OutcomeKind.LOST
+    assert "no record" in outcome[1]
+
+
+def test_a_call_reached_before_the_crash_keeps_what_it_reached() -> None:
+    talking = OpenCall(
+        "c1",
+        T0,
+        step="desk",
+        answered=T0 + timedelta(seconds=3),
+        reached=OutcomeKind.FORWARDED,
+        destination="telesecretariat",
+    )
+    [closing] = reconcile([talking], set(), {"c1": cdr("c1", hangup_by="caller")}, {}, NOW, 5.0)
+    assert (closing.outcome, closing.destination) == (OutcomeKind.FORWARDED, "telesecretariat")
+    assert closing.answered == talking.answered
+    assert closing.outcome not in {OutcomeKind.LOST, OutcomeKind.ABANDONED}
+
+
+def test_every_gone_call_gets_exactly_one_closing() -> None:
+    calls = [OpenCall(f"c{i}", T0) for i in range(6)]
+    cdrs = {
+        "c0": cdr("c0", fallback="secretariat=ANSWER"),
+        "c1": cdr("c1", hangup_by="caller"),
+        "c2": cdr("c2", hangup_by="pbx"),
+    }
+    gone = {f"c{i}": NOW - timedelta(minutes=1) for i in range(6)}
+    out = reconcile(calls, {"c5"}, cdrs, gone, NOW, 5.0)
+    assert sorted(c.call_id for c in out) == ["c0", "c1", "c2", "c3", "c4"]
+    kinds = {c.call_id: c.outcome for c in out}
+    assert kinds == {
+        "c0": OutcomeKind.RECOVERED,
+        "c1": OutcomeKind.ABANDONED,
+        "c2": OutcomeKind.LOST,
+        "c3": OutcomeKind.LOST,
+        "c4": OutcomeKind.LOST,
+    }
+
+
+# -- the CDR lines (asterisk-conf/cdr_custom.conf) --------------------------------------
+
+LINE = {
+    "uniqueid": "1796270127.0",
+    "linkedid": "1796270127.0",
+    "sequence": 0,
+    "start": 1796270127.623273,
+    "answer": 0.0,
+    "end": 1796270129.642519,
+    "src": "0600000001",
+    "dst": "s",
+    "dcontext": "callflow-fallback",
+    "lastapp": "Dial",
+    "disposition": "NO ANSWER",
+    "callflow_dialed": "100",
+    "callflow_fallback": "secretariat=NOANSWER outside",
+    "callflow_hangup": "caller",
+}
+
+
+def test_a_cdr_line_is_read_with_its_marks() -> None:
+    c = parse_line(json.dumps(LINE))
+    assert c is not None
+    assert (c.uniqueid, c.dialed, c.caller, c.hangup_by) == (
+        "1796270127.0",
+        "100",
+        "0600000001",
+        "caller",
+    )
+    assert c.answer is None and c.went_to_fallback
+    assert c.start == datetime.fromtimestamp(1796270127.623273, UTC)
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]", json.dumps({"uniqueid": ""})])
+def test_a_line_that_is_no_cdr_is_skipped(bad: str) -> None:
+    assert parse_line(bad) is None
+
+
+def test_the_cdrs_of_one_call_merge() -> None:
+    first = parse_line(json.dumps({**LINE, "callflow_fallback": "", "callflow_hangup": ""}))
+    last = parse_line(
+        json.dumps({**LINE, "start": LINE["end"], "end": 1796270150.0, "answer": 1796270140.0})
+    )
+    assert first is not None and last is not None
+    [merged] = merge_calls([first, last]).values()
+    assert merged.start == first.start and merged.end == last.end
+    assert merged.answer == last.answer and merged.fallback == "secretariat=NOANSWER outside"
+
+
+def test_the_file_is_read_as_it_grows_and_again_after_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "callflow-cdr.json"
+    f = CdrFile(path)
+    assert f.read_new() == []  # not there yet
+    path.write_text(json.dumps(LINE) + "\n" + json.dumps({**LINE, "uniqueid": "2"})[:20])
+    assert [c.uniqueid for c in f.read_new()] == ["1796270127.0"]  # half a line waits
+    with path.open("a") as out:
+        out.write(json.dumps({**LINE, "uniqueid": "2"})[20:] + "\n")
+    assert [c.uniqueid for c in f.read_new()] == ["2"]
+    assert f.read_new() == []
+    path.unlink()
+    path.write_text(json.dumps({**LINE, "uniqueid": "3"}) + "\n")  # rotated
+    assert [c.uniqueid for c in f.read_new()] == ["3"]
