@@ -4,13 +4,15 @@
     .venv/bin/python benchmarks/load.py [--rates 25,50,100] [--seconds 10]
 
 SIPp (``load/ivr.xml``) places IVR calls at each rate for ``--seconds``: answer, a prompt,
-the caller presses 1 after 1 s, the IVR hangs up.  Three IVRs answer them:
+the caller presses 1 after 1 s, the IVR hangs up.  Four IVRs answer them:
 
 * ``dialplan``: Asterisk alone (Answer, Background, WaitExten): the floor;
 * ``reference``: a minimal aiohttp ARI application (``load/reference_app.py``): what any
   ARI program costs;
 * ``callflow``: the daemon with its defaults (SQLite call log, /metrics on) running
-  ``load/flow.yaml``.
+  ``load/flow.yaml``, entered with ``Stasis()``;
+* ``callflow-agi``: the same daemon and flow, entered with ``AGI(agi://127.0.0.1:4573/load)``
+  (FastAGI: a TCP connection and one res_agi thread in Asterisk per call).
 
 Asterisk is restarted before each (target, rate), so no run inherits another's channels.
 For each it prints calls placed, answered, completed (the IVR hung up after the key) and
@@ -54,12 +56,14 @@ from tests.integration.harness import (  # noqa: E402  (the bench's own daemon r
 HERE = Path(__file__).resolve().parent / "load"
 RTP_END = 29999  # Asterisk's RTP ports 10000-29999; SIPp's media ports start above them
 SIPP_MEDIA = 40000
-NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903"}
+NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903", "callflow-agi": "904"}
 # The dialplan IVR and the reference's entry, added at run time (nothing in asterisk-conf/).
 DIALPLAN = [
     "901,1,Goto(bench-ivr,s,1) into from-trunk",
     "902,1,Stasis(bench-ref) into from-trunk",
     "902,2,Hangup() into from-trunk",
+    "904,1,AGI(agi://127.0.0.1:4573/load) into from-trunk",
+    "904,2,Hangup() into from-trunk",
     "s,1,Answer() into bench-ivr",
     "s,2,Background(vm-intro) into bench-ivr",
     "s,3,WaitExten(5) into bench-ivr",
@@ -173,7 +177,7 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
             assert proc.stdout is not None
             proc.stdout.readline()  # "connected"
             ivr_pid = proc.pid
-        elif target == "callflow":
+        elif target in ("callflow", "callflow-agi"):  # the harness's daemon listens for both
             flows = work / "flows"
             flows.mkdir()
             shutil.copy(HERE / "flow.yaml", flows / "load.yaml")
@@ -215,7 +219,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rates", default="25,50,100", help="calls per second, comma-separated")
     p.add_argument("--seconds", type=int, default=10, help="how long each rate is held")
-    p.add_argument("--targets", default="dialplan,reference,callflow")
+    p.add_argument("--targets", default="dialplan,reference,callflow,callflow-agi")
     p.add_argument("--keep", type=Path, help="keep each run's files (SIPp traces, daemon log) here")
     args = p.parse_args()
     if shutil.which("sipp") is None:

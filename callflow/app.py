@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .agi import AgiConfig, AgiServer
 from .ami.manager import AmiClient, AmiConfig
 from .ami.qualify import AmiTrunkMonitor
 from .api import (
@@ -211,6 +212,19 @@ class Daemon:
             shedder=self.shedder,
             on_answered=self.metrics.observe_answer_latency,
         )
+        # FastAGI: the same engine (one log, one set of metrics) for AGI() entries.
+        self.agi: AgiServer | None = None
+        if settings.agi.enabled:
+            agi = settings.agi
+            config = AgiConfig(
+                host=agi.host,
+                port=agi.port,
+                allow=agi.networks,
+                request_timeout=agi.request_timeout,
+                command_timeout=agi.command_timeout,
+                stop_grace=settings.daemon.stop_grace,
+            )
+            self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         # Calls the daemon never saw (Asterisk's CDRs) and calls a crash left open.
         cdr = settings.cdr
@@ -227,6 +241,13 @@ class Daemon:
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
         self._stop = asyncio.Event()
+
+    def _admit_agi(self, never_shed: bool) -> str | None:
+        """The overload decision for a new FastAGI call: the same shedder as over ARI."""
+        if self.shedder is None:
+            return None
+        reason = self.shedder.admit(never_shed)
+        return None if reason is None else self.shedder.explain(reason)
 
     def _ari_connected(self) -> bool:
         return self.ari_client.connected
@@ -325,10 +346,10 @@ class Daemon:
 
         The call log comes first so that it is closed last: whatever the other parts still
         report while they stop (calls ended by the graceful stop…) is written or spooled.
-        The call service comes next: its stop lets calls finish while ARI still delivers
-        their events, and hands the rest to the dialplan fallback.  Then the closing of what
-        a crash left open (it needs the call log and ARI up).  systemd hears READY once all
-        of them are up, and STOPPING first.
+        The call service comes next (then FastAGI, when enabled): its stop lets calls finish
+        while ARI still delivers their events, and hands the rest to the dialplan fallback.
+        Then the closing of what a crash left open (it needs the call log and ARI up).
+        systemd hears READY once all of them are up, and STOPPING first.
         """
         parts = [
             Part("call log", self.store),
@@ -345,8 +366,10 @@ class Daemon:
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
             Part("after crash", self.after_crash),  # CDR import, open calls closed
-            Part("systemd notify", self.notifier),  # entered last: everything is up
         ]
+        if self.agi is not None:  # after the call service: it stops taking calls first
+            parts.append(Part("FastAGI", self.agi))
+        parts.append(Part("systemd notify", self.notifier))  # entered last: everything is up
         return parts
 
     async def run(self) -> int:

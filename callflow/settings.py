@@ -212,6 +212,57 @@ class HttpSettings:
         return int(self.listen.rpartition(":")[2])
 
 
+def _listen(section: str, listen: str, example: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(
+            f"[{section}] listen must be host:port (e.g. {example}), got {listen!r}"
+        )
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    """The FastAGI listener (``callflow.agi``), for dialplans entering flows with
+    ``AGI(agi://host:port/FLOW)``.  Off unless ``enabled``; only ``allow``ed addresses
+    (Asterisk's) may connect."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:4573"  # host:port
+    allow: str = "127.0.0.1, ::1"  # addresses or networks, comma-separated
+    request_timeout: float = 5.0  # seconds for Asterisk's request headers
+    command_timeout: float = 10.0  # seconds for a command other than a prompt, wait or dial
+
+    def __post_init__(self) -> None:
+        _listen("agi", self.listen, "127.0.0.1:4573")
+        if self.request_timeout <= 0 or self.command_timeout <= 0:
+            raise SettingsError("[agi] request_timeout and command_timeout must be positive")
+        if not self.networks:
+            raise SettingsError("[agi] allow names no address: every connection would be refused")
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``allow`` as networks (an address is a network of one)."""
+        nets = []
+        for part in (p.strip() for p in self.allow.split(",")):
+            if part:
+                try:
+                    nets.append(ipaddress.ip_network(part, strict=False))
+                except ValueError:
+                    raise SettingsError(
+                        f"[agi] allow: not an address or network: {part!r}"
+                    ) from None
+        return tuple(nets)
+
+    @property
+    def host(self) -> str:
+        return _listen("agi", self.listen, "")[0]
+
+    @property
+    def port(self) -> int:
+        return _listen("agi", self.listen, "")[1]
+
+
 @dataclass(frozen=True)
 class OverloadSettings:
     """Overload shedding: when the daemon is behind, new calls go straight to the dialplan
@@ -251,6 +302,7 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     cdr: CdrSettings = field(default_factory=CdrSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
     source: Path | None = None  # the settings file (None: defaults and environment only)
@@ -284,6 +336,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "privacy": PrivacySettings,
     "cdr": CdrSettings,
     "http": HttpSettings,
+    "agi": AgiSettings,
     "overload": OverloadSettings,
 }
 

@@ -17,7 +17,7 @@ from .flow.events import CallAnswered, CallInfo, Outcome, StepKind, StepRecord
 from .flow.registry import LoadedFlow
 from .flow.services import InOrder, MemoryCallbacks, Services
 from .schedule import OverrideStore
-from .telephony import DialResult, DialStatus
+from .telephony import DialResult, DialStatus, Driver
 
 
 @dataclass
@@ -71,6 +71,10 @@ class SimulatedCall:
     @property
     def dialed(self) -> str:
         return self._dialed
+
+    @property
+    def driver(self) -> Driver:
+        return Driver.SIMULATOR
 
     def _prompt(self) -> None:
         self._prompts += 1

@@ -68,6 +68,13 @@ class Tasks:
         if exc is not None:
             self._log.error("%s: task %s failed", self.owner, task.get_name(), exc_info=exc)
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the tasks running now to end by themselves (a
+        graceful stop lets calls finish before ``aclose`` cancels the rest)."""
+        pending = [t for t in self._tasks if t is not asyncio.current_task() and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+
     async def aclose(self) -> None:
         """Spawn nothing more; cancel every task still running and wait until all ended
         (a task may need a moment to clean up).  Idempotent."""

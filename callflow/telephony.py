@@ -1,6 +1,6 @@
 """The Call protocol: everything the flow engine may ask of a live call.
 
-The engine speaks only this protocol; the simulator, ARI and (later) FastAGI each implement
+The engine speaks only this protocol; the simulator, ARI and FastAGI each implement
 it.  Every method raises ``CallerHangup`` when the caller hangs up in the middle of it and
 ``TelephonyError`` when the PBX fails to carry it out, so each step can end cleanly.
 """
@@ -11,6 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+
+class Driver(StrEnum):
+    """How the call reaches the engine: the same flows run behind each, one log for all."""
+
+    ARI = "ari"  # a Stasis application (callflow/ari)
+    AGI = "agi"  # FastAGI: AGI(agi://host/FLOW) in the dialplan (callflow/agi)
+    SIMULATOR = "simulator"  # ``callflow simulate`` and tests
 
 
 class DialStatus(StrEnum):
@@ -50,6 +58,11 @@ class Call(Protocol):
 
     @property
     def dialed(self) -> str: ...
+
+    @property
+    def driver(self) -> Driver:
+        """The driver carrying the call: recorded with the call, a label of its metrics."""
+        ...
 
     async def answer(self) -> None: ...
 

@@ -117,6 +117,7 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
         "id": row["id"],
         "flow": row["flow"],
         "flow_version": row["flow_version"],
+        "driver": row["driver"],  # ari or agi
         "dialed": row["dialed"],
         "caller": row["caller"],
         "started": _iso(started),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus
+from ..telephony import DialResult, DialStatus, Driver
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
 from .faults import AriError, AriNotFound
@@ -142,6 +142,10 @@ class AriCall:
     @property
     def dialed(self) -> str:
         return self._dialed
+
+    @property
+    def driver(self) -> Driver:
+        return Driver.ARI
 
     @property
     def gone(self) -> bool:

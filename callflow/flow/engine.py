@@ -117,6 +117,7 @@ class _Run:
             caller=call.caller,
             dialed=call.dialed,
             started=services.clock(),
+            driver=call.driver,
         )
 
     # -- the main loop -------------------------------------------------------------------
@@ -124,10 +125,11 @@ class _Run:
     def _begin(self) -> None:
         self.s.observer.call_started(self.info)
         log.info(
-            "call=%s flow=%s version=%s event=start caller=%s dialed=%s",
+            "call=%s flow=%s version=%s event=start driver=%s caller=%s dialed=%s",
             self.call.id,
             self.flow.name,
             self.flow.version,
+            self.call.driver,
             mask(self.call.caller),
             self.call.dialed,
         )

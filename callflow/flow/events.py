@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from ..errors import LinkFault
-from ..telephony import DialStatus
+from ..telephony import DialStatus, Driver
 
 
 class OutcomeKind(StrEnum):
@@ -122,6 +122,7 @@ class CallInfo:
     caller: str
     dialed: str
     started: datetime
+    driver: Driver = Driver.ARI  # ARI or FastAGI: the same records, marked with it
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ Definitions (they match ``callflow report``):
 * escalation acceptance time: from the start of the ``escalate`` step to the moment the
   person (or the emergency line) answered and, for a confirmed leg, accepted.
 
-Labels are bounded: flow, step, step kind, outcome, tier, trunk, dial result -- names from
+Labels are bounded: flow, step, step kind, outcome, driver, tier, trunk, dial result -- names from
 the flow files or fixed vocabularies, never a caller number or a call id.
 """
 
@@ -70,7 +70,10 @@ class CallMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.calls = Counter(
-            "callflow_calls", "Calls ended, by flow and outcome.", ["flow", "outcome"], registry=r
+            "callflow_calls",
+            "Calls ended, by flow, outcome and driver (ari, agi).",
+            ["flow", "outcome", "driver"],
+            registry=r,
         )
         self.missed = Counter(
             "callflow_calls_missed",
@@ -236,7 +239,7 @@ class CallMetrics:
         self._calls.pop(info.call_id, None)
         self.active.labels(info.flow).dec()
         kind = str(outcome.kind)
-        self.calls.labels(info.flow, kind).inc()
+        self.calls.labels(info.flow, kind, info.driver.value).inc()
         if outcome.kind in MISSED:
             self.missed.labels(info.flow).inc()
         else:

@@ -98,6 +98,8 @@ class Call(Base):
     trunk: Mapped[str | None] = mapped_column(String)
     end_step: Mapped[str | None] = mapped_column(String)
     detail: Mapped[str | None] = mapped_column(Text)
+    # How the call reached the daemon: "ari" (Stasis) or "agi" (FastAGI).
+    driver: Mapped[str] = mapped_column(String, server_default="ari")
 
     __table_args__ = (
         CheckConstraint(_in("outcome", OUTCOMES), name="outcome"),

@@ -351,6 +351,7 @@ class Recorder:
             "dialed": info.dialed,
             "caller": self.privacy.protect(info.caller),
             "started": _iso(info.started),
+            "driver": info.driver.value,
         }
 
     def _take(self, n: int) -> list[Record]:

@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import OUTCOMES, AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
 
-CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started")
+CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started", "driver")
+# Records journaled before the driver was recorded came from the only driver there was.
+DEFAULT_DRIVER = "ari"
 CALL_END = ("answered", "ended", "outcome", "tier", "destination", "trunk", "end_step", "detail")
 STEP = ("call_id", "seq", "at", "step", "kind", "result", "detail", "next", "duration")
 # A step's typed fields; optional, so that records spooled by an older version replay.
@@ -99,7 +101,8 @@ def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
     for rec in records:
         kind = rec.get("t")
         if kind == "call" or kind == "end":
-            start = _fields(rec, CALL_START)
+            start = _fields(rec, CALL_START, optional=("driver",))
+            start["driver"] = start["driver"] or DEFAULT_DRIVER
             row = rows.calls.get(start["id"])
             if row is None:
                 row = rows.calls[start["id"]] = dict.fromkeys(CALL_END)
@@ -131,6 +134,7 @@ def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
                     "dialed": "",
                     "caller": "",
                     "started": step["at"],
+                    "driver": DEFAULT_DRIVER,  # until the call's own record says
                 },
             )
         elif kind == "callback":

@@ -33,6 +33,9 @@ ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
 AMI_SECRET = "callflow-test"
 API_TOKEN = "bench-token-0123456789abcdef"
+AGI_LISTEN = "127.0.0.1:4573"  # the port asterisk-conf/extensions.conf's AGI() entries use
+# The patient whose calls enter over FastAGI (endpoint patient-agi, context from-trunk-agi).
+AGI_PATIENT_IP = "127.0.0.5"
 # The CDRs the sandbox's Asterisk writes (asterisk-conf/cdr_custom.conf), seen from the host.
 SANDBOX_ROOT = Path(
     os.environ.get("CALLFLOW_SANDBOX_ROOT")
@@ -149,6 +152,7 @@ class Daemon:
     workdir: Path
     flows_dir: Path
     db_url: str | None = None  # default: a SQLite file in the workdir
+    agi: bool = True  # the FastAGI listener too: calls may enter by Stasis() or AGI()
     cdr: bool = False  # import the sandbox's CDRs (every call of earlier tests too)
     # The `callflow` command: this checkout's by default, an installed one's for a wheel.
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "callflow.cli"])
@@ -174,6 +178,7 @@ class Daemon:
             f'[database]\nurl = "{self.db_url or "sqlite+aiosqlite:///callflow.db"}"\n'
             'spool_dir = "spool"\nflush_interval = 0.2\nwrite_timeout = 2.0\n'
             '[http]\nlisten = "127.0.0.1:0"\ntoken_file = "api-tokens"\n'
+            f'[agi]\nenabled = {"true" if self.agi else "false"}\nlisten = "{AGI_LISTEN}"\n'
             + (
                 f'[cdr]\nfile = "{CDR_FILE}"\npoll_interval = 0.5\nsettle = 3.0\n'
                 if self.cdr
@@ -236,6 +241,8 @@ class Daemon:
         wait_until(lambda: self.connections() >= count, timeout, "the daemon to connect to ARI")
         # The application is registered once the websocket is up.
         wait_until(lambda: _app_registered(), timeout, "the Stasis application")
+        if self.agi:
+            self.wait_log(r"FastAGI listening on ", timeout)
 
     def wait_log(self, pattern: str, timeout: float = 20) -> re.Match[str]:
         rx = re.compile(pattern)
@@ -445,8 +452,9 @@ class Bench:
         time.sleep(0.2)  # let it bind before Asterisk sends anything
         return s
 
-    def patient(self, number: str, **sets: str) -> Sipp:
-        """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'."""
+    def patient(self, number: str, ip: str = "127.0.0.1", **sets: str) -> Sipp:
+        """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'
+        (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI)."""
         port = 5070 + len(self.procs)
         args = [
             "127.0.0.1:5060",
@@ -455,11 +463,11 @@ class Bench:
             "-s",
             number,
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             str(port),
             "-mi",
-            "127.0.0.1",
+            ip,
             "-mp",
             str(next(_media_ports)),
             "-m",

@@ -209,7 +209,7 @@ def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None
     daemon.wait_outcome()
     status, metrics = daemon.http("/metrics", token=False)
     assert status == 200
-    assert 'callflow_calls_total{flow="bench",outcome="answered"} 1.0' in metrics
+    assert 'callflow_calls_total{driver="ari",flow="bench",outcome="answered"} 1.0' in metrics
     assert "callflow_ari_connected 1.0" in metrics
     # Close the always-open calendar by hand: the next call goes after-hours at once.
     tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT08:00")

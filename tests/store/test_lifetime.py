@@ -21,6 +21,7 @@ import pytest
 from callflow.app import Daemon
 from callflow.lifetime import Lifetime, Part
 from callflow.settings import (
+    AgiSettings,
     AmiSettings,
     AriSettings,
     DaemonSettings,
@@ -31,6 +32,8 @@ from callflow.settings import (
 )
 from callflow.store.db import create_engine, upgrade
 from callflow.store.models import Call, CallStep
+from tests.support.fake_agi import FakeAgiAsterisk
+from tests.support.polling import wait_until
 
 from .support import count, play_call
 
@@ -49,6 +52,7 @@ PARTS = [
     "ARI client",
     "call service",
     "after crash",
+    "FastAGI",
     "systemd notify",
 ]
 STEPS = 3  # steps per call played
@@ -72,6 +76,7 @@ def make_daemon(tmp_path: Path, port: int) -> Daemon:
             url=f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", spool_dir="spool"
         ),
         http=HttpSettings(listen="127.0.0.1:0"),
+        agi=AgiSettings(enabled=True, listen="127.0.0.1:0"),
         base_dir=tmp_path,
     )
     env = {"TEST_ARI_PASSWORD": "ari-secret", "TEST_AMI_SECRET": "ami-secret"}
@@ -157,6 +162,7 @@ async def test_each_part_failing_to_stop_loses_no_record_and_stops_the_others(
     assert daemon.ari_client.closed == (failing != "ARI client")
     assert daemon.ami is not None and daemon.ami.closed == (failing != "AMI")
     assert daemon.service.accepting == (failing == "call service")
+    assert daemon.agi is not None and daemon.agi.accepting == (failing == "FastAGI")
     # Every call, including those reported while the parts stopped, is in the database.
     assert len(calls) == 3 + len(PARTS)
     assert await count(schema, Call) == len(calls)
@@ -217,3 +223,28 @@ async def test_a_failure_of_the_body_still_stops_every_part_and_is_raised() -> N
             raise LookupError("the event pump failed")
     assert log == ["enter a", "enter b", "enter c", "exit c", "exit b", "exit a"]
     assert life.failed == []
+
+
+async def test_an_agi_call_goes_to_the_same_log_and_metrics_marked_agi(
+    tmp_path: Path, refused_port: int
+) -> None:
+    schema = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    await upgrade(schema)
+    daemon = make_daemon(tmp_path, refused_port)
+    run = asyncio.create_task(daemon.run())
+    agi = daemon.agi
+    assert agi is not None
+    await wait_until(lambda: agi.accepting, 10)
+    assert agi.port is not None
+    # The caller hangs up at the first thing the flow asks of Asterisk.
+    peer = FakeAgiAsterisk(agi.port, script="cabinet-du-parc", uniqueid="agi-1", hangup_on="")
+    await asyncio.wait_for(peer.run(), 10)
+    assert 'callflow_calls_total{driver="agi",flow="cabinet-du-parc",outcome="abandoned"} 1.0' in (
+        daemon.metrics.render().decode()
+    )
+    daemon.request_stop()
+    assert await asyncio.wait_for(run, 30) == 0
+    async with schema.connect() as conn:
+        rows = (await conn.exec_driver_sql("SELECT id, driver, outcome FROM calls")).all()
+    assert [tuple(r) for r in rows] == [("agi-1", "agi", "abandoned")]
+    await schema.dispose()

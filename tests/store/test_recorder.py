@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from callflow.store.models import (
 from callflow.store.privacy import CallerPrivacy
 from callflow.store.recorder import Recorder
 from callflow.store.writer import write_records
+from callflow.telephony import Driver
 
 from .conftest import REPO, Database
 from .support import T0, count, counts, info, play_call, step, step_keys
@@ -284,6 +286,28 @@ async def test_a_step_without_its_call_gets_a_placeholder_that_the_end_fills(
     async with engine.connect() as conn:
         row = (await conn.execute(select(Call))).one()
     assert row.caller == "0612345678" and row.outcome == "answered" and row.flow_version == "v1"
+
+
+async def test_each_call_keeps_its_driver_and_older_records_read_ari(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    agi = replace(info("agi-call"), driver=Driver.AGI)
+    rec.call_started(agi)
+    rec.call_ended(agi, Outcome(OutcomeKind.ABANDONED, "menu"), T0 + timedelta(seconds=3))
+    play_call(rec, "ari-call", 1)
+    records = rec._take_all()
+    # A start journaled before calls had a driver (an older version's spool).
+    old = {k: v for k, v in records[-1].items() if k != "driver"} | {"id": "old-call"}
+    async with engine.begin() as conn:
+        await write_records(conn, [*records, old])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(Call.id, Call.driver).order_by(Call.id))).all()
+    assert [tuple(r) for r in rows] == [
+        ("agi-call", "agi"),
+        ("ari-call", "ari"),
+        ("old-call", "ari"),
+    ]
 
 
 # -- outages ----------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ async def test_metrics_need_no_token_and_show_the_callback_backlog(env: Env) -> 
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = await resp.text()
-    assert 'callflow_calls_total{flow="parc",outcome="abandoned"} 1.0' in text
+    assert 'callflow_calls_total{driver="ari",flow="parc",outcome="abandoned"} 1.0' in text
     assert 'callflow_callbacks_pending{tier="2"} 1.0' in text
     assert 'callflow_callbacks_pending{tier="none"} 1.0' in text
     assert 'callflow_callbacks_overdue{tier="2"} 1.0' in text  # 5 h > the queue's 4 h
@@ -476,6 +476,7 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
                     answered=start + timedelta(seconds=12),
                     ended=start + timedelta(seconds=70),
                     outcome="answered",
+                    driver="agi" if i == 2 else "ari",
                 )
             )
             for seq in (1, 2):
@@ -494,7 +495,7 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
                 )
     status, body = await env.call("GET", "/api/calls?limit=2")
     assert status == 200
-    assert [c["id"] for c in body["calls"]] == ["call-2", "call-1"]
+    assert [(c["id"], c["driver"]) for c in body["calls"]] == [("call-2", "agi"), ("call-1", "ari")]
     first = body["calls"][0]
     assert first["answer_seconds"] == 12 and first["duration_seconds"] == 70
     assert [s["step"] for s in first["steps"]] == ["hours", "desk-call"]

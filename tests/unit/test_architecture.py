@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "callflow"
 # The pure rooms: they know nothing of Asterisk, databases, HTTP or the daemon around them.
 PURE = ("callflow.flow", "callflow.schedule", "callflow.telephony")
 ADAPTERS = (
+    "callflow.agi",
     "callflow.ari",
     "callflow.ami",
     "callflow.api",

@@ -28,7 +28,7 @@ from callflow.flow.parse import parse_document
 from callflow.flow.registry import LoadedFlow, compile_document
 from callflow.flow.services import CallbackRequest, InOrder, MemoryCallbacks, Services
 from callflow.schedule import Calendar, Override, OverrideStore
-from callflow.telephony import DialResult, DialStatus
+from callflow.telephony import DialResult, DialStatus, Driver
 
 # A Tuesday, 10:00 in Paris.
 TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -114,6 +114,10 @@ class FakeCall:
     @property
     def dialed(self) -> str:
         return "100"
+
+    @property
+    def driver(self) -> Driver:
+        return Driver.SIMULATOR
 
     async def _do(self, method: str, arg: str, *action: Any) -> None:
         await asyncio.sleep(self.delay)

@@ -127,7 +127,7 @@ async def test_an_emergency_with_a_trunk_failover() -> None:
     m = Metrics()
     outcome = await run(m, Scenario(digits=["1"], down={"trunk-b"}))
     assert outcome.kind is OutcomeKind.EMERGENCY
-    assert value(m, "callflow_calls_total", flow="t", outcome="emergency") == 1
+    assert value(m, "callflow_calls_total", flow="t", outcome="emergency", driver="simulator") == 1
     assert value(m, "callflow_calls_missed_total", flow="t") == 0
     assert value(m, "callflow_calls_active", flow="t") == 0
     assert value(m, "callflow_trunk_attempts_total", trunk="trunk-b", result="chanunavail") == 1
@@ -151,7 +151,7 @@ async def test_a_busy_callee_is_no_failover() -> None:
     assert value(m, "callflow_trunk_attempts_total", trunk="trunk-a", result="declined") == 1
     # Nobody accepted: the flow queued a callback (tier 2 kept).
     assert value(m, "callflow_escalations_total", tier="2", result="failed") == 1
-    assert value(m, "callflow_calls_total", flow="t", outcome="callback") == 1
+    assert value(m, "callflow_calls_total", flow="t", outcome="callback", driver="simulator") == 1
     assert value(m, "callflow_callbacks_requested_total", flow="t", tier="2") == 1
 
 
@@ -227,7 +227,7 @@ def test_only_the_first_answer_is_the_time_to_answer() -> None:
 async def test_missed_calls_and_active_calls() -> None:
     m = Metrics()
     await run(m, Scenario(digits=[], hangup_after_prompts=0))
-    assert value(m, "callflow_calls_total", flow="t", outcome="abandoned") == 1
+    assert value(m, "callflow_calls_total", flow="t", outcome="abandoned", driver="simulator") == 1
     assert value(m, "callflow_calls_missed_total", flow="t") == 1
     i = CallInfo("c2", "t", "v", CALLER, "100", NOW)
     m.call_started(i)
@@ -378,6 +378,7 @@ async def test_no_label_holds_a_caller_number_or_a_call_id() -> None:
         for part in line[line.index("{") + 1 : line.index("}")].split(",")
     }
     assert labels <= {"flow", "outcome", "step", "kind", "tier", "result", "trunk", "state"} | {
+        "driver",
         "calendar",
         "le",
         "version",

@@ -215,6 +215,15 @@ async def test_every_dashboard_query_reads_metrics_the_daemon_exports(tmp_path: 
         "callflow_event_loop_lag_seconds",
     ):
         assert needed in exported
+    # Calls are split by driver (Stasis or FastAGI): the label the dashboard sums by.
+    drivers = {
+        s.labels.get("driver")
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "callflow_calls_total"
+    }
+    assert drivers == {"simulator"}  # the calls above are simulated
+    assert any("sum by (driver)" in expr for _, expr in queries)
 
 
 def test_the_dashboard_is_well_formed() -> None:

@@ -79,6 +79,25 @@ def test_secret_from_env_or_file(tmp_path: Path) -> None:
         read_secret(None, "missing", "ari", tmp_path, env={})
 
 
+def test_agi_is_off_by_default_and_checks_its_addresses(tmp_path: Path) -> None:
+    s = load_settings(None, env={})
+    assert not s.agi.enabled and (s.agi.host, s.agi.port) == ("127.0.0.1", 4573)
+    p = write(
+        tmp_path, '[agi]\nenabled = true\nlisten = "0.0.0.0:4574"\nallow = "10.0.0.0/24, ::1"\n'
+    )
+    s = load_settings(p, env={})
+    assert s.agi.enabled and s.agi.port == 4574
+    assert [str(n) for n in s.agi.networks] == ["10.0.0.0/24", "::1/128"]
+    for bad, message in (
+        ('allow = "10.0.0.300"', "not an address or network: '10.0.0.300'"),
+        ('allow = " , "', "allow names no address"),
+        ('listen = "4573"', "listen must be host:port"),
+        ("command_timeout = 0.0", "must be positive"),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            load_settings(write(tmp_path, f"[agi]\n{bad}\n"), env={})
+
+
 def test_cdr_settings_and_their_bad_values(tmp_path: Path) -> None:
     p = write(tmp_path, '[cdr]\nfile = "cdr/callflow-cdr.json"\npoll_interval = 0.5\n')
     s = load_settings(p, env={"CALLFLOW_CDR_SETTLE": "2"})

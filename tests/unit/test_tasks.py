@@ -74,3 +74,16 @@ async def test_nothing_is_spawned_after_aclose(caplog: pytest.LogCaptureFixture)
             assert tasks.spawn(work(), "late") is None
         gc.collect()
     assert ran == [] and "late not started: shutting down" in caplog.text
+
+
+async def test_wait_lets_tasks_end_by_themselves_then_stops_waiting() -> None:
+    finish = asyncio.Event()
+    async with Tasks("owner") as tasks:
+        quick = tasks.spawn(finish.wait(), "quick")
+        slow = tasks.spawn(asyncio.Event().wait(), "slow")
+        assert quick is not None and slow is not None
+        finish.set()
+        await tasks.wait(0.2)  # the loop's own clock: returns with 'slow' still running
+        assert quick.done() and not quick.cancelled()
+        assert not slow.done()
+    assert slow.cancelled()
