@@ -38,7 +38,6 @@ import os
 import secrets
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -315,9 +314,9 @@ class DaemonProcess:
             return Counter(dict(conn.execute("SELECT outcome, count(*) FROM calls GROUP BY 1")))
 
     async def metrics(self) -> str:
-        async with aiohttp.ClientSession() as s:
-            async with s.get(f"http://127.0.0.1:{self.http_port}/metrics") as r:
-                return await r.text()
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            return await r.text()
 
 
 async def until(check: Any, limit: float, what: str, step: float = 0.05) -> bool:
@@ -456,11 +455,12 @@ async def holds(
     for level in levels:
         held += await offer_at(fake, rate, level - len(held))
         # Every call answered and its prompt over: all of them waiting for a key.
-        await until(
-            lambda: all(c in fake.answered or c in fake.continued for c in held),
-            120,
-            "every held call to be answered",
-        )
+        batch = set(held)
+
+        def settled(batch: set[str] = batch) -> bool:
+            return len(batch & fake.answered.keys()) + len(batch & fake.continued) == len(batch)
+
+        await until(settled, 120, "every held call to be answered", step=0.5)
         await until(lambda: not fake.core.playbacks, 60, "every prompt to end")
         await asyncio.sleep(2.0)
         d0 = cpu_seconds(daemon.pid)
@@ -508,12 +508,12 @@ async def main() -> int:
         total = sum(1 for _ in fake.offered)
         per_call = {k: n / total for k, n in fake.kinds.items() if n >= total // 2}
         metrics = await daemon.metrics()
-    setup_log = daemon.logged or {}
+    setup_log = daemon.logged or Counter[str]()
 
     print("2, 3. calls held idle in the menu (a fresh daemon)", flush=True)
     async with daemon_with_fake(args.transport, menu_timeout=HOLD_TIMEOUT) as (fake, daemon):
         idle_cpu, base, hold_rows = await holds(fake, daemon, levels, args.hold_rate, args.window)
-    hold_log = daemon.logged or {}
+    hold_log = daemon.logged or Counter[str]()
 
     # -- the table -------------------------------------------------------------------------
     kept = [r.rate for r in rate_rows if r.kept_up]
@@ -541,7 +541,8 @@ async def main() -> int:
     )
     print()
     print(
-        "| rate offered | calls | answered | shed | setup p50 ms | setup p99 ms | daemon CPU % | fake CPU % |"
+        "| rate offered | calls | answered | shed | setup p50 ms | setup p99 ms "
+        "| daemon CPU % | fake CPU % |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rate_rows:
@@ -567,7 +568,6 @@ async def main() -> int:
     )
     if top_hold is not None:
         held_ok = top_hold.answered == top_hold.calls and top_hold.shed == 0
-        per_core = top_hold.calls / max(top_hold.cpu / 100, 1e-9)
         fits = held_ok and top_hold.cpu < 100 and top_hold.calls >= 5000
         print(
             f"| ≥ 5,000 concurrent calls per core | {top_hold.answered:,} held on one event "
@@ -575,9 +575,9 @@ async def main() -> int:
         )
         kib = top_hold.per_call / 1024
         print(
-            f"| ≤ 50 KB per idle call | {kib:.1f} KiB | {'yes' if top_hold.per_call <= 50_000 else 'no'} |"
+            f"| ≤ 50 KB per idle call | {kib:.1f} KiB "
+            f"| {'yes' if top_hold.per_call <= 50_000 else 'no'} |"
         )
-        del per_core
     return 0
 
 
