@@ -105,6 +105,17 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def shed_counts(metrics: str) -> Counter[str]:
+    """``callflow_calls_shed_total`` by reason, from the daemon's /metrics text."""
+    out: Counter[str] = Counter()
+    for line in metrics.splitlines():
+        if line.startswith("callflow_calls_shed_total{"):
+            labels, value = line.rsplit(" ", 1)
+            reason = labels.split('reason="', 1)[1].split('"', 1)[0]
+            out[reason] = int(float(value))
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -378,6 +389,7 @@ class RateRow:
     p99: float
     daemon_cpu: float  # percent of one core
     fake_cpu: float
+    why_shed: str = ""
 
     @property
     def kept_up(self) -> bool:
@@ -388,6 +400,7 @@ async def setups(
     fake: AriServer, daemon: DaemonProcess, rates: list[int], seconds: float
 ) -> list[RateRow]:
     rows: list[RateRow] = []
+    shed_before = shed_counts(await daemon.metrics())
     for rate in rates:
         count = int(rate * seconds)
         d0, f0, t0 = cpu_seconds(daemon.pid), time.process_time(), time.perf_counter()
@@ -407,11 +420,15 @@ async def setups(
             100 * dcpu / wall,
             100 * fcpu / wall,
         )
+        shed_now = shed_counts(await daemon.metrics())
+        row.why_shed = ", ".join(f"{k} {n}" for k, n in (shed_now - shed_before).items())
+        shed_before = shed_now
         rows.append(row)
         print(
             f"  {rate:>5}/s: offered {count}, answered {len(lat)}, shed {shed}, "
             f"p50 {row.p50 * 1e3:.1f} ms, p99 {row.p99 * 1e3:.1f} ms, "
-            f"daemon {row.daemon_cpu:.0f} %, fake {row.fake_cpu:.0f} %",
+            f"daemon {row.daemon_cpu:.0f} %, fake {row.fake_cpu:.0f} %"
+            + (f" (shed by {row.why_shed})" if row.why_shed else ""),
             flush=True,
         )
         if not row.kept_up:
@@ -542,13 +559,13 @@ async def main() -> int:
     print()
     print(
         "| rate offered | calls | answered | shed | setup p50 ms | setup p99 ms "
-        "| daemon CPU % | fake CPU % |"
+        "| daemon CPU % | fake CPU % | shed by |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rate_rows:
         print(
             f"| {r.rate}/s | {r.offered:,} | {r.answered:,} | {r.shed} | {r.p50 * 1e3:.1f} | "
-            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.fake_cpu:.0f} |"
+            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.fake_cpu:.0f} | {r.why_shed or '–'} |"
         )
     print()
     print("| calls held idle | answered | shed | daemon CPU % of a core | RSS MiB | KiB per call |")
