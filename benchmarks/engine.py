@@ -276,6 +276,7 @@ class DaemonProcess:
     transport: str
     password: str
     menu_timeout: int
+    shedding: bool = True
     proc: subprocess.Popen[bytes] | None = None
     logged: Counter[str] | None = None  # outcomes in the call log, read after the stop
 
@@ -293,6 +294,7 @@ class DaemonProcess:
             f'[flows]\ndir = "{flows}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "WARNING"\nstop_grace = 5.0\nstate_dir = "var"\n'
             f'[http]\nenabled = true\nlisten = "127.0.0.1:{self.http_port}"\n'
+            f"[overload]\nenabled = {str(self.shedding).lower()}\n"
         )
         env = dict(os.environ, CALLFLOW_ARI_PASSWORD=self.password, PYTHONUNBUFFERED="1")
         self.log = self.workdir / "daemon.log"
@@ -342,14 +344,14 @@ async def until(check: Any, limit: float, what: str, step: float = 0.05) -> bool
 
 @contextlib.asynccontextmanager
 async def daemon_with_fake(
-    transport: str, menu_timeout: int
+    transport: str, menu_timeout: int, shedding: bool
 ) -> AsyncIterator[tuple[AriServer, DaemonProcess]]:
     password = secrets.token_urlsafe(16)
     fake = AriServer(password)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="callflow-engine-bench-") as tmp:
         async with fake.serving(port):
-            daemon = DaemonProcess(Path(tmp), port, transport, password, menu_timeout)
+            daemon = DaemonProcess(Path(tmp), port, transport, password, menu_timeout, shedding)
             daemon.start()
             try:
                 if not await until(fake.connected.is_set, 60, "the daemon to connect"):
@@ -442,12 +444,13 @@ async def setups(
 
 @dataclass
 class HoldRow:
-    calls: int
-    answered: int
+    calls: int  # answered and waiting in the menu
+    offered: int
     shed: int
     cpu: float  # percent of one core while holding them
     rss: int
     base_rss: int
+    why_shed: str = ""
 
     @property
     def per_call(self) -> float:
@@ -467,29 +470,41 @@ async def holds(
     base = rss_bytes(daemon.pid)
     print(f"  no call: CPU {idle_cpu:.1f} %, RSS {base / 2**20:.1f} MiB", flush=True)
     fake.press_on_answer = False
-    held: list[str] = []
+    shed_before = shed_counts(await daemon.metrics())
+    offered: list[str] = []
     rows: list[HoldRow] = []
     for level in levels:
-        held += await offer_at(fake, rate, level - len(held))
-        # Every call answered and its prompt over: all of them waiting for a key.
-        batch = set(held)
+        # Offer until ``level`` calls are answered and live: a call the daemon sheds while
+        # they pour in (its overload budgets) is replaced, and counted.
+        for _ in range(20):
+            missing = level - sum(1 for c in offered if c in fake.answered)
+            if missing <= 0:
+                break
+            offered += await offer_at(fake, rate, missing)
+            batch = set(offered)
 
-        def settled(batch: set[str] = batch) -> bool:
-            return len(batch & fake.answered.keys()) + len(batch & fake.continued) == len(batch)
+            def settled(batch: set[str] = batch) -> bool:
+                done = len(batch & fake.answered.keys()) + len(batch & fake.continued)
+                return done == len(batch)
 
-        await until(settled, 120, "every held call to be answered", step=0.5)
+            await until(settled, 120, "every offered call to be answered or shed", step=0.5)
+        # Every prompt over: all of them waiting for a key.
         await until(lambda: not fake.core.playbacks, 60, "every prompt to end")
         await asyncio.sleep(2.0)
         d0 = cpu_seconds(daemon.pid)
         await asyncio.sleep(window)
         cpu = 100 * (cpu_seconds(daemon.pid) - d0) / window
-        answered = sum(1 for c in held if c in fake.answered)
-        shed = sum(1 for c in held if c in fake.continued)
-        row = HoldRow(len(held), answered, shed, cpu, rss_bytes(daemon.pid), base)
+        held = [c for c in offered if c in fake.answered and c in fake.core.channels]
+        shed = sum(1 for c in offered if c in fake.continued)
+        row = HoldRow(len(held), len(offered), shed, cpu, rss_bytes(daemon.pid), base)
+        shed_now = shed_counts(await daemon.metrics())
+        row.why_shed = ", ".join(f"{k} {n}" for k, n in (shed_now - shed_before).items())
+        shed_before = shed_now
         rows.append(row)
         print(
-            f"  holding {row.calls}: answered {answered}, shed {shed}, CPU {cpu:.1f} %, "
-            f"RSS {row.rss / 2**20:.1f} MiB ({row.per_call / 1024:.1f} KiB per call)",
+            f"  holding {row.calls} (offered {len(offered)}): shed {shed}, CPU {cpu:.1f} %, "
+            f"RSS {row.rss / 2**20:.1f} MiB ({row.per_call / 1024:.1f} KiB per call)"
+            + (f" (shed by {row.why_shed})" if row.why_shed else ""),
             flush=True,
         )
     fake.press_all()  # everyone presses 1: the IVR hangs up
@@ -512,6 +527,11 @@ async def main() -> int:
     p.add_argument("--hold-rate", type=int, default=200, help="calls/s while filling holds")
     p.add_argument("--window", type=float, default=10.0, help="seconds CPU is read over")
     p.add_argument("--transport", default="auto", choices=["auto", "websocket", "http"])
+    p.add_argument(
+        "--no-shedding",
+        action="store_true",
+        help="[overload] enabled = false: the raw ceiling, past the shedding budgets",
+    )
     args = p.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     levels = [int(n) for n in args.holds.split(",")]
@@ -519,7 +539,7 @@ async def main() -> int:
     load0 = load_average()
 
     print("1. call setups per second (StasisStart -> answer request)", flush=True)
-    async with daemon_with_fake(args.transport, menu_timeout=5) as (fake, daemon):
+    async with daemon_with_fake(args.transport, 5, not args.no_shedding) as (fake, daemon):
         rate_rows = await setups(fake, daemon, rates, args.seconds)
         ways = dict(fake.by_transport)
         total = sum(1 for _ in fake.offered)
@@ -528,7 +548,10 @@ async def main() -> int:
     setup_log = daemon.logged or Counter[str]()
 
     print("2, 3. calls held idle in the menu (a fresh daemon)", flush=True)
-    async with daemon_with_fake(args.transport, menu_timeout=HOLD_TIMEOUT) as (fake, daemon):
+    async with daemon_with_fake(args.transport, HOLD_TIMEOUT, not args.no_shedding) as (
+        fake,
+        daemon,
+    ):
         idle_cpu, base, hold_rows = await holds(fake, daemon, levels, args.hold_rate, args.window)
     hold_log = daemon.logged or Counter[str]()
 
@@ -551,6 +574,8 @@ async def main() -> int:
     print(
         "REST requests per call: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_call.items()))
     )
+    shedding = "off ([overload] enabled = false)" if args.no_shedding else "on (defaults)"
+    print(f"overload shedding: {shedding}")
     print(f"call log (SQLite), setup run: {dict(setup_log)}; hold run: {dict(hold_log)}")
     print(
         "metrics on: "
@@ -568,12 +593,15 @@ async def main() -> int:
             f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.fake_cpu:.0f} | {r.why_shed or '–'} |"
         )
     print()
-    print("| calls held idle | answered | shed | daemon CPU % of a core | RSS MiB | KiB per call |")
+    print(
+        "| calls held idle | offered to fill | shed while filling | daemon CPU % of a core "
+        "| RSS MiB | KiB per call |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| 0 | – | – | {idle_cpu:.1f} | {base / 2**20:.1f} | – |")
     for h in hold_rows:
         print(
-            f"| {h.calls:,} | {h.answered:,} | {h.shed} | {h.cpu:.1f} | {h.rss / 2**20:.1f} | "
+            f"| {h.calls:,} | {h.offered:,} | {h.shed} | {h.cpu:.1f} | {h.rss / 2**20:.1f} | "
             f"{h.per_call / 1024:.1f} |"
         )
     print()
@@ -584,10 +612,10 @@ async def main() -> int:
         f"| ≥ 500 call setups/s | {ceiling}/s kept up{why} | {'yes' if ceiling >= 500 else 'no'} |"
     )
     if top_hold is not None:
-        held_ok = top_hold.answered == top_hold.calls and top_hold.shed == 0
-        fits = held_ok and top_hold.cpu < 100 and top_hold.calls >= 5000
+        # The daemon's calls all run on one event loop: what it holds, it holds on one core.
+        fits = top_hold.calls >= 5000 and top_hold.cpu < 100
         print(
-            f"| ≥ 5,000 concurrent calls per core | {top_hold.answered:,} held on one event "
+            f"| ≥ 5,000 concurrent calls per core | {top_hold.calls:,} held on one event "
             f"loop at {top_hold.cpu:.1f} % of a core | {'yes' if fits else 'no'} |"
         )
         kib = top_hold.per_call / 1024
