@@ -116,6 +116,14 @@ def shed_counts(metrics: str) -> Counter[str]:
     return out
 
 
+def worst_lag(metrics: str) -> float:
+    """``callflow_event_loop_lag_seconds``: the worst loop lag since the previous scrape."""
+    for line in metrics.splitlines():
+        if line.startswith("callflow_event_loop_lag_seconds "):
+            return float(line.split()[1])
+    return float("nan")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -450,6 +458,7 @@ class HoldRow:
     cpu: float  # percent of one core while holding them
     rss: int
     base_rss: int
+    lag: float  # worst event-loop lag while holding them, seconds
     why_shed: str = ""
 
     @property
@@ -491,19 +500,22 @@ async def holds(
         # Every prompt over: all of them waiting for a key.
         await until(lambda: not fake.core.playbacks, 60, "every prompt to end")
         await asyncio.sleep(2.0)
+        worst_lag(await daemon.metrics())  # the scrape starts the window of the worst lag
         d0 = cpu_seconds(daemon.pid)
         await asyncio.sleep(window)
         cpu = 100 * (cpu_seconds(daemon.pid) - d0) / window
+        lag = worst_lag(await daemon.metrics())
         held = [c for c in offered if c in fake.answered and c in fake.core.channels]
         shed = sum(1 for c in offered if c in fake.continued)
-        row = HoldRow(len(held), len(offered), shed, cpu, rss_bytes(daemon.pid), base)
+        row = HoldRow(len(held), len(offered), shed, cpu, rss_bytes(daemon.pid), base, lag)
         shed_now = shed_counts(await daemon.metrics())
         row.why_shed = ", ".join(f"{k} {n}" for k, n in (shed_now - shed_before).items())
         shed_before = shed_now
         rows.append(row)
         print(
             f"  holding {row.calls} (offered {len(offered)}): shed {shed}, CPU {cpu:.1f} %, "
-            f"RSS {row.rss / 2**20:.1f} MiB ({row.per_call / 1024:.1f} KiB per call)"
+            f"RSS {row.rss / 2**20:.1f} MiB ({row.per_call / 1024:.1f} KiB per call), "
+            f"worst loop lag {lag * 1e3:.0f} ms"
             + (f" (shed by {row.why_shed})" if row.why_shed else ""),
             flush=True,
         )
@@ -595,13 +607,14 @@ async def main() -> int:
     print()
     print(
         "| calls held idle | offered to fill | shed while filling | daemon CPU % of a core "
-        "| RSS MiB | KiB per call |"
+        "| worst loop lag ms | RSS MiB | KiB per call |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| 0 | – | – | {idle_cpu:.1f} | {base / 2**20:.1f} | – |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| 0 | – | – | {idle_cpu:.1f} | – | {base / 2**20:.1f} | – |")
     for h in hold_rows:
         print(
-            f"| {h.calls:,} | {h.offered:,} | {h.shed} | {h.cpu:.1f} | {h.rss / 2**20:.1f} | "
+            f"| {h.calls:,} | {h.offered:,} | {h.shed} | {h.cpu:.1f} | {h.lag * 1e3:.0f} "
+            f"| {h.rss / 2**20:.1f} | "
             f"{h.per_call / 1024:.1f} |"
         )
     print()
