@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The daemon's own ceiling, with no Asterisk: a fake ARI server feeds the real daemon.
 
-    .venv/bin/python benchmarks/engine.py [--rates 100,200,400,...] [--holds 1000,5000]
+    .venv/bin/python benchmarks/engine.py [--rates 100,200,...] [--holds 1000,5000]
+                                          [--no-shedding] [--transport auto|websocket|http]
 
 The fake Asterisk runs in this process: an aiohttp server on 127.0.0.1 with ARI's events
 websocket and its REST routes, over HTTP and as ``RESTRequest`` frames on the websocket
