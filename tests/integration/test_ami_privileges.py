@@ -22,19 +22,33 @@ def bench_ami() -> AmiClient:
 async def test_the_daemon_account_watches_trunks_but_cannot_originate_or_run_commands(
     bench: Bench,
 ) -> None:
-    bench.peer("trunk-a", "uas-answer.xml")
-    statuses: list[AmiMessage] = []
+    status_event = asyncio.Event()
+
+    def heard(message: AmiMessage) -> None:
+        status_event.set()
+
     async with bench_ami() as ami:
-        ami.on_event("ContactStatus", statuses.append)
+        ami.on_event("ContactStatus", heard)
         await ami.connect()
         await ami.ping()
-        # Trunk health: the PJSIP listings answer, and qualify's events reach us (read).
+
+        async def trunk_a_becomes(state: str) -> None:
+            async with asyncio.timeout(60):  # qualify runs every 2 s on the bench's trunks
+                while True:
+                    [a] = await live_snapshot(ami, ["trunk-a"])
+                    if str(a.state) == state:
+                        return
+                    await asyncio.sleep(0.5)
+
+        # Trunk health: the PJSIP listings answer (write = system), and qualify's events
+        # reach us (read = system). A status event comes only with a change, so the trunk
+        # is seen down first (no peer yet; an earlier test's may still be known), then up.
+        await trunk_a_becomes("unreachable")
+        status_event.clear()
+        bench.peer("trunk-a", "uas-answer.xml")
+        await trunk_a_becomes("reachable")
         async with asyncio.timeout(60):
-            while True:
-                [a] = await live_snapshot(ami, ["trunk-a"])
-                if str(a.state) == "reachable" and statuses:
-                    break
-                await asyncio.sleep(0.5)
+            await status_event.wait()
         # What an attacker holding the secret would try: refused by Asterisk itself.
         with pytest.raises(AmiActionError, match="Permission denied"):
             await ami.action(
