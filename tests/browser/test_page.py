@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -175,14 +176,23 @@ async def seed(db: AsyncEngine, now: datetime) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
-    tmp_path: Path,
-) -> None:
-    chromium_path()  # skip (or fail in CI) before building anything
+@dataclass
+class Practice:
+    """The page's back end: the parc flow, an override, two trunks, two callbacks waiting."""
+
+    ctx: AdminContext
+    store: LiveFlows
+    overrides: OverrideStore
+    db: AsyncEngine
+    now: datetime
+    callbacks: tuple[int, int]  # the overdue one, the fresh one
+    audit: list[tuple[str, str, dict[str, Any]]]
+
+
+async def open_practice(tmp_path: Path, language: str = "en") -> Practice:
     flows_dir = tmp_path / "flows"
-    flows_dir.mkdir()
     write_flow(flows_dir)
-    store = LiveFlows(flows_dir, None)
+    store = LiveFlows(flows_dir, None, language=language)
     now = datetime.now(UTC)
     overrides = OverrideStore()
     overrides.set(
@@ -197,7 +207,7 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
         ]
     )
     db = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
-    overdue_id, fresh_id = await seed(db, now)
+    callbacks = await seed(db, now)
     audit: list[tuple[str, str, dict[str, Any]]] = []
     ctx = AdminContext(
         flows=store,
@@ -208,7 +218,25 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
         credentials=Credentials([Account("marie", Role.SECRETARIAT, digest(TOKEN), TOTP)]),
         audit=lambda who, action, detail: audit.append((who, action, dict(detail))),
         ari_connected=lambda: True,
+        language=language,
     )
+    return Practice(ctx, store, overrides, db, now, callbacks, audit)
+
+
+async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
+    tmp_path: Path,
+) -> None:
+    chromium_path()  # skip (or fail in CI) before building anything
+    practice = await open_practice(tmp_path)
+    ctx, store, overrides, db, now = (
+        practice.ctx,
+        practice.store,
+        practice.overrides,
+        practice.db,
+        practice.now,
+    )
+    overdue_id, fresh_id = practice.callbacks
+    audit = practice.audit
     server = AdminServer(create_app(ctx), "127.0.0.1", 0)
     await server.start()
     try:
@@ -343,34 +371,8 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
 
 async def test_the_page_speaks_french_when_the_daemon_does(tmp_path: Path) -> None:
     """[daemon] language = "fr": every word staff read, static or drawn by app.js."""
-    flows_dir = tmp_path / "flows"
-    write_flow(flows_dir)
-    store = LiveFlows(flows_dir, None, language="fr")
-    now = datetime.now(UTC)
-    overrides = OverrideStore()
-    overrides.set(
-        "parc/office",
-        Override(open=False, until=now + timedelta(days=2), label="séminaire", set_by="admin"),
-    )
-    health = TrunkHealth(["trunk-a", "trunk-b"])
-    health.resync(
-        [
-            ContactUpdate("trunk-a", "sip:a.example", TrunkState.REACHABLE, 18.0),
-            ContactUpdate("trunk-b", "sip:b.example", TrunkState.UNREACHABLE),
-        ]
-    )
-    db = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
-    await seed(db, now)
-    ctx = AdminContext(
-        flows=store,
-        overrides=overrides,
-        reload=store.reload,
-        trunks=HealthAwareSelector(health),
-        db=db,
-        credentials=Credentials([Account("marie", Role.SECRETARIAT, digest(TOKEN), TOTP)]),
-        ari_connected=lambda: True,
-        language="fr",
-    )
+    practice = await open_practice(tmp_path, language="fr")
+    ctx, db = practice.ctx, practice.db
     server = AdminServer(create_app(ctx), "127.0.0.1", 0)
     await server.start()
     try:
