@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .files import write_private
 from .schedule.ical import FeedBook, FeedError, is_url, parse_feed
 from .tasks import Tasks
 
@@ -227,16 +227,7 @@ class FeedFetcher:
     def _write_cache(self, location: str, data: bytes) -> None:
         """Atomically, owner-only (0600 in a 0700 folder), fsync'd."""
         self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.cache_path(location)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # a leftover .tmp of another mode
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(self.cache_path(location), data)
 
 
 def _read_file(path: Path) -> bytes:

@@ -17,7 +17,6 @@ one is open to toll fraud (a REGISTER as ``accueil`` with a known password), so:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import secrets
 import string
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import SettingsError, UserError
+from .files import write_private
 
 PLACEHOLDER = re.compile(r"CHANGE-ME[\w-]*", re.IGNORECASE)
 #: Values an attacker tries first (lower case).
@@ -237,14 +237,7 @@ def fill_secrets(directory: Path, secrets_dir: Path) -> dict[str, int]:
 def _write_private(path: Path, text: str, *, keep_mode: bool = False) -> None:
     """Write ``path`` atomically, readable by its owner only (or with its old mode)."""
     mode = path.stat().st_mode & 0o777 if keep_mode and path.exists() else 0o600
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode & 0o770)  # never world-readable: these files hold secrets
-    os.replace(tmp, path)
+    write_private(path, text, mode & 0o770)  # never world-readable: these files hold secrets
 
 
 # -- the commands ----------------------------------------------------------------------------

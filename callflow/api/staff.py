@@ -9,7 +9,6 @@ change up on SIGHUP.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 import pyotp
 
 from ..errors import UserError
+from ..files import write_private
 from ..settings import discover_settings
 from .accounts import NAME, Account, Role, account_entry, digest, load_accounts
 
@@ -57,13 +57,7 @@ def _read(path: Path) -> list[Account]:
 def _write(path: Path, accounts: list[Account]) -> None:
     text = "# callflow staff accounts: `callflow account add|remove`, then SIGHUP the daemon.\n"
     text += "".join(account_entry(a) for a in accounts)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, text)
 
 
 def cmd_add(args: argparse.Namespace, out: TextIO) -> int:

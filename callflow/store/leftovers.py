@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ..files import write_private
 
 log = logging.getLogger("callflow.store")
 
@@ -42,13 +43,7 @@ def purge_leftovers(spool_dir: Path, cutoff: datetime) -> LeftoversPurged:
         kept = [ln for ln in lines if ln.strip() and _line_time(ln, mtime) >= cutoff]
         dropped = sum(1 for ln in lines if ln.strip()) - len(kept)
         if dropped:
-            tmp = rejected.with_name(REJECTED + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(kept)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, rejected)
+            write_private(rejected, "".join(kept))
     corrupt = spool_dir / CORRUPT
     if corrupt.is_dir():
         for seg in corrupt.iterdir():
