@@ -92,9 +92,6 @@ class Credentials:
             new[account.name] = account
         self._accounts = new
 
-    def __bool__(self) -> bool:
-        return bool(self._accounts)
-
     def __len__(self) -> int:
         return len(self._accounts)
 
