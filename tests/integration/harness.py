@@ -52,7 +52,8 @@ PEERS = {
     "dr-b": ("127.0.0.13", 5093),
     "dr-c": ("127.0.0.14", 5094),
 }
-_media_ports = iter(range(20000, 29000, 10))
+# SIPp's media ports: above Debian's stock RTP range of Asterisk (rtp.conf 10000-20000).
+_media_ports = iter(range(20010, 29010, 10))
 
 
 def ari(method: str, path: str) -> Any:
