@@ -409,7 +409,26 @@ def test_hadolint(name: str) -> None:
 # -- the Asterisk entrypoint ----------------------------------------------------------------
 
 
+# The stock files of the image's /etc/asterisk that callflow's include files join.
+STOCK = {
+    "extensions.conf": "[general]\n",
+    "pjsip.conf": "",
+    "ari.conf": "[general]\nenabled = yes\n",
+    "manager.conf": "[general]\nenabled = yes\nport = 5038\nbindaddr = 127.0.0.1\n",
+    "http.conf": "[general]\nservername=Asterisk\nbindaddr=127.0.0.1\n",
+    "cdr.conf": "[general]\n",
+    "cdr_custom.conf": "",
+    "voicemail.conf": "[general]\n[default]\n",
+    "modules.conf": "[modules]\nautoload=yes\n",
+}
+
+
 def render(tmp_path: Path, site: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    etc = tmp_path / "etc"
+    if not etc.exists():
+        etc.mkdir()
+        for name, text in STOCK.items():
+            (etc / name).write_text(text)
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "ari_password").write_text("a" * 24 + "\n")
@@ -440,22 +459,31 @@ def render(tmp_path: Path, site: dict[str, str] | None = None) -> subprocess.Com
 def test_the_asterisk_entrypoint_refuses_a_change_me_left(tmp_path: Path) -> None:
     proc = render(tmp_path)
     assert proc.returncode != 0
-    assert "CHANGE-ME is still in: pjsip.conf" in proc.stderr
+    assert "CHANGE-ME is still in: pjsip_callflow.conf" in proc.stderr
 
 
 def test_the_asterisk_entrypoint_renders_secrets_and_bindings(tmp_path: Path) -> None:
-    pjsip = (REPO / "asterisk-conf/pjsip.conf").read_text()
+    shipped = REPO / "asterisk-conf/callflow"
+    pjsip = (shipped / "pjsip_callflow.conf").read_text()
     site_pjsip = re.sub(r"CHANGE-ME-[\w-]+", "a-real-phone-password-123", pjsip)
-    voicemail = (REPO / "asterisk-conf/voicemail.conf").read_text()
+    voicemail = (shipped / "voicemail_callflow.conf").read_text()
     site_voicemail = voicemail.replace("CHANGE-ME-pin", "83920571")
-    proc = render(tmp_path, {"pjsip.conf": site_pjsip, "voicemail.conf": site_voicemail})
+    site = {"pjsip_callflow.conf": site_pjsip, "voicemail_callflow.conf": site_voicemail}
+    proc = render(tmp_path, site)
     assert proc.returncode == 0, proc.stderr
-    etc = tmp_path / "etc"
-    assert f"password = {'a' * 24}" in (etc / "ari.conf").read_text()
-    manager = (etc / "manager.conf").read_text()
-    assert f"secret = {'b' * 24}" in manager
-    assert "bindaddr = 0.0.0.0" in manager and "permit = 172.30.0.0/255.255.255.0" in manager
-    assert "bindaddr = 0.0.0.0" in (etc / "http.conf").read_text()
-    assert (etc / "pjsip.conf").read_text() == site_pjsip
-    conf = {p.name for p in (REPO / "asterisk-conf").glob("*.conf")}
-    assert {p.name for p in etc.glob("*.conf")} == conf
+    etc, inc = tmp_path / "etc", tmp_path / "etc/callflow"
+    assert f"password = {'a' * 24}" in (inc / "ari_callflow.conf").read_text()
+    manager = (inc / "manager_callflow.conf").read_text()
+    assert f"secret = {'b' * 24}" in manager and "permit = 172.30.0.0/255.255.255.0" in manager
+    assert "bindaddr = 0.0.0.0" in (etc / "manager.conf").read_text()
+    assert "bindaddr = 0.0.0.0" in (inc / "http_callflow.conf").read_text()
+    assert (inc / "pjsip_callflow.conf").read_text() == site_pjsip
+    names = {p.name for p in shipped.glob("*.conf")} | {"pjsip_callflow_transport.conf"}
+    assert {p.name for p in inc.glob("*.conf")} == names
+    # the stock files are joined, not replaced: each ends with its include line
+    assert (
+        (etc / "pjsip.conf").read_text().rstrip().endswith("#include callflow/pjsip_callflow.conf")
+    )
+    # a second start (the container restarted) adds no second include line
+    assert render(tmp_path, site).returncode == 0
+    assert (etc / "pjsip.conf").read_text().count("#include callflow/pjsip_callflow.conf") == 1
