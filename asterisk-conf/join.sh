@@ -55,7 +55,7 @@ for f in "$FROM"/*.conf; do
     # A file that does not end with a newline would glue the line to its last one.
     [ -s "$ETC/$host" ] && [ "$(tail -c 1 "$ETC/$host" | od -An -c | tr -d ' ')" != '\n' ] &&
         printf '\n' >> "$ETC/$host"
-    printf '; callflow (asterisk-conf/join.sh): keep this line last\n%s\n' "$line" >> "$ETC/$host"
+    printf '; callflow (asterisk-conf/join.sh): keep at the end of the file\n%s\n' "$line" >> "$ETC/$host"
     echo "join.sh: $ETC/$host includes callflow/$name"
 done
 # Asterisk reads its files as the asterisk user (Debian): give it the new ones.

@@ -33,17 +33,17 @@ ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
 AMI_SECRET = "callflow-test"
 API_TOKEN = "bench-token-0123456789abcdef"
-AGI_LISTEN = "127.0.0.1:4573"  # the port asterisk-conf/extensions.conf's AGI() entries use
-# The patient whose calls enter over FastAGI (endpoint patient-agi, context from-trunk-agi).
+AGI_LISTEN = "127.0.0.1:4573"  # the port of extensions_callflow.conf's AGI() entries
+# The patient whose calls enter over FastAGI (endpoint patient-agi, callflow-from-trunk-agi).
 AGI_PATIENT_IP = "127.0.0.5"
-# The CDRs the sandbox's Asterisk writes (asterisk-conf/cdr_custom.conf), seen from the host.
+# The CDRs the sandbox's Asterisk writes (cdr_custom_callflow.conf), seen from the host.
 SANDBOX_ROOT = Path(
     os.environ.get("CALLFLOW_SANDBOX_ROOT")
     or Path(os.environ.get("CALLFLOW_SANDBOX") or REPO / ".sandbox") / "asterisk-root"
 )
 CDR_FILE = SANDBOX_ROOT / "var/log/asterisk/cdr-custom/callflow-cdr.json"
 
-# Address plan (tests/integration/asterisk/pjsip.conf).
+# Address plan (tests/integration/asterisk/pjsip_callflow.conf).
 PEERS = {
     "trunk-a": ("127.0.0.2", 5081),
     "trunk-b": ("127.0.0.3", 5082),

@@ -480,10 +480,13 @@ def test_the_asterisk_entrypoint_renders_secrets_and_bindings(tmp_path: Path) ->
     assert (inc / "pjsip_callflow.conf").read_text() == site_pjsip
     names = {p.name for p in shipped.glob("*.conf")} | {"pjsip_callflow_transport.conf"}
     assert {p.name for p in inc.glob("*.conf")} == names
-    # the stock files are joined, not replaced: each ends with its include line
-    assert (
-        (etc / "pjsip.conf").read_text().rstrip().endswith("#include callflow/pjsip_callflow.conf")
-    )
+    # the stock files are joined, not replaced: their include lines are added at the end
+    pjsip_lines = (etc / "pjsip.conf").read_text().splitlines()
+    assert pjsip_lines[-3:] == [
+        "#include callflow/pjsip_callflow.conf",
+        "; callflow (asterisk-conf/join.sh): keep at the end of the file",
+        "#include callflow/pjsip_callflow_transport.conf",
+    ]
     # a second start (the container restarted) adds no second include line
     assert render(tmp_path, site).returncode == 0
     assert (etc / "pjsip.conf").read_text().count("#include callflow/pjsip_callflow.conf") == 1
