@@ -365,12 +365,13 @@ def test_the_daemon_dockerfile() -> None:
     froms = [a for w, a in steps if w == "FROM"]
     assert froms and all(a.startswith("python:3.11-slim") for a in froms)
     users = [a for w, a in steps if w == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    assert users == ["10001:10001"]
+    # A thin layer over the Debian install script: one RUN, the script, with the uid the
+    # USER line names; the script pip-installs the project itself (pyproject's versions).
     runs = [a for w, a in steps if w == "RUN"]
-    pip = [a for a in runs if "pip install" in a]
-    assert len(pip) == 1 and pip[0].startswith("pip install --no-cache-dir")
-    assert pip[0].endswith(" .")  # the project itself, with the versions pyproject pins
-    assert any("useradd" in a for a in runs)
+    assert len(runs) == 1 and "packaging/install-debian.sh --uid 10001 --no-unit" in runs[0]
+    script = (REPO / "packaging/install-debian.sh").read_text()
+    assert '/bin/pip" install --no-cache-dir' in script and "useradd --system" in script
     assert any(w == "HEALTHCHECK" and "/healthz" in a for w, a in steps)
     for source in copy_sources(path):
         assert (REPO / source).exists(), source
