@@ -116,6 +116,8 @@ def parse(text: str, section: str | None = None) -> list[Section]:
         key, sep, value = line.partition("=")
         if sep and sections:
             sections[-1].options.append((key.strip().lower(), value.lstrip(">").strip(), n))
+    if section and not sections[0].options:
+        sections.pop(0)  # the file's own first header came before any setting
     return sections
 
 

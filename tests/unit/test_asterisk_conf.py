@@ -358,3 +358,23 @@ def test_the_checks_and_the_secrets_follow_the_includes_of_etc_asterisk(tmp_path
     (etc / "logger.d.conf").write_text("full => notice,dtmf\n")
     (etc / "logger.conf").write_text(STOCK["logger.conf"] + "#tryinclude logger.d.conf\n")
     assert [p.file for p in check_dir(etc)] == ["logger.d.conf"]
+
+
+def test_an_include_after_an_account_does_not_make_it_an_empty_one(tmp_path: Path) -> None:
+    """FreePBX's manager.conf ends with its own account, then includes manager_custom.conf:
+    the included file's first header closes that account, which keeps its permit line."""
+    etc = tmp_path / "asterisk"
+    etc.mkdir()
+    (etc / "manager.conf").write_text(
+        "[general]\nenabled = yes\n[admin]\nsecret = x9Kq2-long-and-random\n"
+        "permit = 127.0.0.1/255.255.255.0\nread = all\nwrite = all\n"
+        "#include manager_custom.conf\n"
+    )
+    (etc / "manager_custom.conf").write_text(
+        "[callflow]\nsecret = y7Lp3-long-and-random\npermit = 127.0.0.1\nread = system\n"
+        "write = system,originate\n"
+    )
+    problems = check_dir(etc)
+    assert [(p.file, p.message) for p in problems] == [
+        ("manager_custom.conf", "[callflow] write: originate not needed (callflow: system only)")
+    ]
