@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import re
 import secrets
 import string
@@ -340,9 +341,20 @@ def fill_secrets(directory: Path, secrets_dir: Path) -> dict[str, int]:
 
 
 def _write_private(path: Path, text: str, *, keep_mode: bool = False) -> None:
-    """Write ``path`` atomically, readable by its owner only (or with its old mode)."""
-    mode = path.stat().st_mode & 0o777 if keep_mode and path.exists() else 0o600
+    """Write ``path`` atomically, readable by its owner only, or (``keep_mode``) with its old
+    mode, owner and group: Asterisk reads /etc/asterisk/callflow as group asterisk, and a
+    file rewritten by root as root:root would stop the PBX from reading its accounts."""
+    old = path.stat() if keep_mode and path.exists() else None
+    mode = old.st_mode & 0o777 if old is not None else 0o600
     write_private(path, text, mode & 0o770)  # never world-readable: these files hold secrets
+    if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.chown(path, old.st_uid, old.st_gid)
+        except PermissionError:
+            raise UserError(
+                f"{path}: secrets written, but its owner {old.st_uid}:{old.st_gid} could not be "
+                "restored (run as root, or chown it back)"
+            ) from None
 
 
 # -- the commands ----------------------------------------------------------------------------

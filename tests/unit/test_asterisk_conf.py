@@ -5,6 +5,7 @@ includes them."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import stat
@@ -378,3 +379,17 @@ def test_an_include_after_an_account_does_not_make_it_an_empty_one(tmp_path: Pat
     assert [(p.file, p.message) for p in problems] == [
         ("manager_custom.conf", "[callflow] write: originate not needed (callflow: system only)")
     ]
+
+
+def test_asterisk_secrets_keeps_the_owner_and_group_asterisk_reads_with(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file another owner needs root")
+    etc = tmp_path / "callflow"
+    shutil.copytree(CONF, etc)
+    pjsip = etc / "pjsip_callflow.conf"
+    os.chown(pjsip, 0, 4242)  # as join.sh leaves it: root:asterisk, 0640
+    pjsip.chmod(0o640)
+    fill_secrets(etc, tmp_path / "keys")
+    st = pjsip.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4242, 0o640)
+    assert "CHANGE-ME" not in pjsip.read_text().split("[accueil](callflow-phone-auth)")[1]
