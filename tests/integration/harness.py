@@ -36,6 +36,9 @@ API_TOKEN = "bench-token-0123456789abcdef"
 AGI_LISTEN = "127.0.0.1:4573"  # the port of extensions_callflow.conf's AGI() entries
 # The patient whose calls enter over FastAGI (endpoint patient-agi, callflow-from-trunk-agi).
 AGI_PATIENT_IP = "127.0.0.5"
+# The patient whose calls come as FreePBX hands them over (endpoint patient-freepbx: the
+# number in ${FROM_DID}, then the Custom Destination callflow-from-freepbx,s,1).
+FREEPBX_PATIENT_IP = "127.0.0.6"
 # The CDRs the sandbox's Asterisk writes (cdr_custom_callflow.conf), seen from the host.
 SANDBOX_ROOT = Path(
     os.environ.get("CALLFLOW_SANDBOX_ROOT")
