@@ -42,6 +42,7 @@ class _Result:
     trunk: str | None = None
     dial_status: DialStatus | None = None
     score: int | None = None
+    scale: int | None = None
     # The step ends the call when it has no ``next``, keeping who was reached (a survey).
     ends: bool = False
     # The caller hung up during the step, which still ended as recorded (a survey).
@@ -461,7 +462,13 @@ class _Run:
         except CallerHangup:
             history.append("caller hung up")
             detail = "no answer to survey: " + ", ".join(history)
-            return _Result(StepResult.NO_RATING, detail=detail, attempt=attempt, caller_gone=True)
+            return _Result(
+                StepResult.NO_RATING,
+                detail=detail,
+                attempt=attempt,
+                scale=spec.scale,
+                caller_gone=True,
+            )
         except TelephonyError as exc:
             # The conversation took place: a survey the PBX failed to carry out ends the
             # call (its record says why); it never sends the caller to the fallback.
@@ -470,7 +477,12 @@ class _Run:
         if score is None:
             detail = "no answer to survey: " + ", ".join(history)
             return _Result(
-                StepResult.NO_RATING, step.next, detail=detail, attempt=attempt, ends=ends
+                StepResult.NO_RATING,
+                step.next,
+                detail=detail,
+                attempt=attempt,
+                scale=spec.scale,
+                ends=ends,
             )
         rated = _Result(
             StepResult.RATED,
@@ -478,6 +490,7 @@ class _Run:
             detail=f"scale 1-{spec.scale}",
             attempt=attempt,
             score=score,
+            scale=spec.scale,
             ends=ends,
         )
         if spec.thanks:
@@ -665,6 +678,7 @@ class _Run:
             dial_status=res.dial_status,
             outcome=None if res.outcome is None else res.outcome.kind,
             score=res.score,
+            scale=res.scale,
         )
         # Neither the key chosen (a health choice) nor the detail goes to the log.
         log.info(

@@ -150,7 +150,8 @@ class StepRecord:
     tier: int | None = None  # the escalation tier the call is in
     dial_status: DialStatus | None = None  # what ringing the destination gave
     outcome: OutcomeKind | None = None  # set when this step decided how the call ends
-    score: int | None = None  # survey: the rating the caller gave (1 .. the survey's scale)
+    score: int | None = None  # survey: the rating the caller gave (1 .. scale)
+    scale: int | None = None  # survey: its highest rating (a score reads against it)
 
 
 @dataclass(frozen=True)
