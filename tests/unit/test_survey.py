@@ -22,6 +22,7 @@ from callflow.flow.engine import Engine
 from callflow.flow.events import (
     CallAnswered,
     CallInfo,
+    FanOut,
     Outcome,
     OutcomeKind,
     StepKind,
@@ -30,6 +31,8 @@ from callflow.flow.events import (
 )
 from callflow.flow.live import LiveFlows
 from callflow.flow.services import Services
+from callflow.metrics import Metrics
+from callflow.simulate import Scenario, SimulatedCall
 from callflow.telephony import DialResult, DialStatus
 from tests.support.fake_agi import Dialed, FakeAgiAsterisk
 from tests.support.fake_asterisk import ANSWER, FakeAsterisk, client_for, route_to
@@ -431,3 +434,26 @@ async def test_over_agi_no_survey_when_the_caller_hangs_up_first(
     assert log.outcomes == [Outcome(OutcomeKind.ANSWERED, "talk", "desk")]
     assert not [r for r in log.steps if r.kind is StepKind.SURVEY]
     assert not [c for c in peer.commands if c.startswith("GET OPTION")]
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+async def test_metrics_count_ratings_by_score_and_answered_or_declined() -> None:
+    m = Metrics()
+    flow = compile_flow(ARI_FLOW)
+    for digits in (["4"], ["4"], ["5"], [], ["0", "#"]):
+        services = Services(clock=lambda: TUESDAY_10H, observer=FanOut(m))
+        call = SimulatedCall(flow, Scenario(digits=digits), caller="0612345678", dialed="100")
+        await Engine(services).run(flow, call)
+
+    def value(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, labels)
+
+    assert value("callflow_survey_ratings_total", flow="t", score="4") == 2
+    assert value("callflow_survey_ratings_total", flow="t", score="5") == 1
+    assert value("callflow_survey_ratings_total", flow="t", score="1") is None
+    assert value("callflow_surveys_total", flow="t", answer="answered") == 3
+    assert value("callflow_surveys_total", flow="t", answer="declined") == 2
+    assert value("callflow_steps_total", flow="t", step="rate", kind="survey") == 5
+    assert value("callflow_calls_total", flow="t", outcome="answered", driver="simulator") == 5
