@@ -7,6 +7,7 @@ virtual clock) and the fake FastAGI peer: the same semantics behind each driver.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -457,3 +458,13 @@ async def test_metrics_count_ratings_by_score_and_answered_or_declined() -> None
     assert value("callflow_surveys_total", flow="t", answer="declined") == 2
     assert value("callflow_steps_total", flow="t", step="rate", kind="survey") == 5
     assert value("callflow_calls_total", flow="t", outcome="answered", driver="simulator") == 5
+
+
+async def test_the_rating_is_never_written_to_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    steps = SURVEY.replace("prompt: custom/rate,", "prompt: custom/rate, scale: 9,")
+    with caplog.at_level("DEBUG"):
+        _, rec, _ = await run(make_flow(steps), FakeCall(keys=["7"]))
+    assert survey_of(rec.steps).score == 7  # the call log has it ...
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("kind=survey result=rated" in line for line in lines)
+    assert not any(re.search(r"\b7\b", line) for line in lines), lines  # ... the log does not
