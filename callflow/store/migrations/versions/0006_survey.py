@@ -1,6 +1,6 @@
 """the survey step's rating: call_steps.score and call_steps.scale
 
-Revision ID: 0007_survey
+Revision ID: 0006_survey
 Revises: 0005_driver
 Create Date: 2026-12-03
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_survey"
+revision: str = "0006_survey"
 down_revision: str | Sequence[str] | None = "0005_driver"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
