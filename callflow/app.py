@@ -91,6 +91,7 @@ def setup_logging(settings: Settings) -> None:
 class Daemon:
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.node = settings.node.resolved  # tags this daemon's calls and trunk changes
         ari = settings.ari
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
@@ -237,6 +238,7 @@ class Daemon:
             flow_of=self._flow_of,
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
+            node=self.node,
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress

@@ -118,6 +118,7 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
         "flow": row["flow"],
         "flow_version": row["flow_version"],
         "driver": row["driver"],  # ari or agi
+        "node": row["node"],  # the node whose daemon took it (None: before nodes were)
         "dialed": row["dialed"],
         "caller": row["caller"],
         "started": _iso(started),

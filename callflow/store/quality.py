@@ -51,6 +51,7 @@ from .models import Call, CallbackRequestRow
 from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
 
 ALL = "*"  # the key of the figures over every flow
+UNTAGGED = "-"  # the node of calls logged before nodes were (one node then)
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
 
 MONTHS = (
@@ -132,6 +133,7 @@ class _CallRow:
     started: datetime
     answered: datetime | None
     outcome: str | None
+    node: str | None
 
 
 @dataclass(frozen=True)
@@ -149,9 +151,9 @@ async def build_quality(
     current = month_span(year, month, tz)
     before = month_span(*previous_month(year, month), tz)
     lo, hi = before.start, current.end
-    calls_q = select(Call.id, Call.flow, Call.started, Call.answered, Call.outcome).where(
-        Call.started >= lo, Call.started < hi
-    )
+    calls_q = select(
+        Call.id, Call.flow, Call.started, Call.answered, Call.outcome, Call.node
+    ).where(Call.started >= lo, Call.started < hi)
     cb_q = select(
         CallbackRequestRow.flow,
         CallbackRequestRow.status,
@@ -173,12 +175,15 @@ async def build_quality(
     if flow is not None:
         flows = [flow]
 
+    # The nodes (Asterisk + daemon) that took calls: one report covers them all.
+    nodes = sorted({c.node or UNTAGGED for c in calls})
+
     def figures(span: Span) -> dict[str, Any]:
-        out = {ALL: _indicators(span, calls, callbacks, ringing)}
+        out = {ALL: _indicators(span, calls, callbacks, ringing, nodes)}
         for name in flows:
             mine = [c for c in calls if c.flow == name]
             theirs = [cb for cb in callbacks if cb.flow == name]
-            out[name] = _indicators(span, mine, theirs, ringing)
+            out[name] = _indicators(span, mine, theirs, ringing, nodes)
         return out
 
     return {
@@ -186,6 +191,7 @@ async def build_quality(
         "timezone": str(tz),
         "flow": flow,
         "flows": flows,
+        "nodes": nodes,
         "months": [_span_json(s) | {"figures": figures(s)} for s in (current, before)],
         "weeks": [_span_json(s) | {"figures": figures(s)} for s in week_spans(current, tz)],
         "definitions": DEFINITIONS,
@@ -201,8 +207,12 @@ def _indicators(
     calls: Sequence[_CallRow],
     callbacks: Sequence[_CallbackRow],
     ringing: dict[str, list[tuple[datetime, float]]],
+    nodes: Sequence[str],
 ) -> dict[str, Any]:
     mine = [c for c in calls if span.start <= c.started < span.end]
+    per_node = dict.fromkeys(nodes, 0)
+    for c in mine:
+        per_node[c.node or UNTAGGED] += 1
     missed = sum(1 for c in mine if c.outcome in MISSED)
     without = {o: sum(1 for c in mine if c.outcome == o) for o in WITHOUT_DAEMON}
     waits = [
@@ -216,6 +226,7 @@ def _indicators(
     delays = [(cb.completed - cb.created).total_seconds() for cb in done if cb.completed]
     return {
         "calls": len(mine),
+        "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
         "response_time": {
@@ -277,6 +288,8 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         ("délai de rappel moyen", _secs(cb["time_to_callback_average_s"])),
         ("délai de rappel p90", _secs(cb["time_to_callback_p90_s"])),
         ("satisfaction des patients", _satisfaction(f["satisfaction"])),
+        # Several nodes share the database: each one's share of the calls.
+        *((f"appels du nœud {n}", str(k)) for n, k in f["nodes"].items() if len(f["nodes"]) > 1),
     ]
 
 
