@@ -46,7 +46,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
-from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .overrides import OVERRIDES_FILE, SharedOverrides
 from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
@@ -148,8 +148,14 @@ class Daemon:
                 recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
             )
         )
-        # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
+        # Calendar overrides set at run time (admin API): in the database, shared by every
+        # node on it (PostgreSQL LISTEN/NOTIFY), kept across restarts.
+        self.overrides = SharedOverrides(
+            self.store.engine,
+            node=self.node,
+            clock=lambda: datetime.now(UTC),
+            legacy_file=settings.state_dir / OVERRIDES_FILE,
+        )
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
@@ -355,6 +361,7 @@ class Daemon:
         """
         parts = [
             Part("call log", self.store),
+            Part("calendar overrides", self.overrides),  # before calls: they apply at once
             Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once

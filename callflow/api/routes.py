@@ -261,7 +261,8 @@ async def set_override(request: web.Request) -> web.Response:
     now = ctx.clock()
     who = request[WHO]
     override = parse_override(await _body(request), flow, now, who)
-    ctx.overrides.set(key, override)
+    async with asyncio.timeout(ctx.db_timeout):  # shared: written where every node reads
+        await ctx.overrides.put(key, flow.name, override)
     state = "open" if override.open else "closed"
     log.warning(
         "calendar %s: override %s until %s by %s", key, state, override.until.isoformat(), who
@@ -287,7 +288,8 @@ async def cancel_override(request: web.Request) -> web.Response:
     who = request[WHO]
     current = ctx.overrides.get(key, now)
     if current is not None:
-        ctx.overrides.clear(key)
+        async with asyncio.timeout(ctx.db_timeout):
+            await ctx.overrides.remove(key)
         log.warning("calendar %s: override cancelled by %s", key, who)
         _audit(
             ctx,
