@@ -180,6 +180,7 @@ class Daemon:
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
                 language=settings.daemon.language,
+                node=self.node,
             )
             http = settings.http
             tls = None
