@@ -362,10 +362,12 @@ async def test_a_slow_database_counts_as_an_outage(
 ) -> None:
     slow = {"on": True}
 
-    async def sluggish(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+    async def sluggish(
+        conn: AsyncConnection, records: list[dict[str, Any]], *, node: str | None = None
+    ) -> None:
         if slow["on"]:
             await asyncio.sleep(5)
-        await write_records(conn, records)
+        await write_records(conn, records, node=node)
 
     monkeypatch.setattr(recorder_module, "write_records", sluggish)
     rec = make_recorder(engine, tmp_path / "spool", write_timeout=0.2)
