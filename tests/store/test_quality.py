@@ -382,3 +382,9 @@ async def test_the_monthly_report_covers_every_node(engine: AsyncEngine) -> None
     # One node only: the report reads as it always did.
     one = await build_quality(engine, 2026, 3, PARIS, flow="nowhere")
     assert "nœud" not in render_quality_text(one)
+    # The period report (--from/--to) counts each node's calls too.
+    period = Period(z("2026-03-01 00:00"), z("2026-04-01 00:00"), PARIS)
+    report = await build_report(engine, period)
+    assert report["calls"]["by_node"] == {"pbx-1": 1, "pbx-2": 2}
+    lines = [ln.split() for ln in render_text(report, "en").splitlines()]
+    assert ["on", "node", "pbx-1", "1"] in lines and ["on", "node", "pbx-2", "2"] in lines
