@@ -76,6 +76,7 @@ class SharedOverrides(OverrideStore):
         self.started = False  # the legacy file moved, the table read once
         self.refreshes = 0  # whole-table reads done (tests and logs)
         self.listening = False  # a LISTEN session is up (PostgreSQL)
+        self._outage = False  # the session was lost (or never made) and is not back yet
 
     # -- the admin API's writes ------------------------------------------------------------
 
@@ -114,8 +115,11 @@ class SharedOverrides(OverrideStore):
                     self.engine, key, flow, override, node=self.node, now=now, only_new=True
                 )
                 moved += written
-        path.rename(path.with_name(path.name + MIGRATED_SUFFIX))
         log.info("calendar overrides: %d moved from %s into the database", moved, path)
+        try:
+            path.rename(path.with_name(path.name + MIGRATED_SUFFIX))
+        except OSError as exc:  # moved again at the next start: the table's rows win then
+            log.error("calendar overrides: cannot rename %s (%s)", path, exc)
         return moved
 
     # -- the part --------------------------------------------------------------------------
@@ -150,7 +154,10 @@ class SharedOverrides(OverrideStore):
                     self.engine, self._wake.set, self._listening, check_interval=self.check_interval
                 )
             except Exception as exc:  # the server, the network: listen again, re-read all
-                log.warning("calendar overrides: LISTEN session lost (%s); reconnecting", exc)
+                # Logged once per outage (the attempts go on), not at every retry.
+                level = logging.DEBUG if self._outage else logging.WARNING
+                log.log(level, "calendar overrides: no LISTEN session (%s); reconnecting", exc)
+                self._outage = True
             self.listening = False
             await asyncio.sleep(self._backoff.next_delay())
 
@@ -161,6 +168,9 @@ class SharedOverrides(OverrideStore):
 
     async def _listening(self) -> None:
         await self.refresh()  # what was notified while nobody listened is in the table
+        if self._outage:
+            log.info("calendar overrides: LISTEN session back, table re-read")
+            self._outage = False
         self.listening = True
         self._backoff.reset()
 
