@@ -1,8 +1,9 @@
 """Read-only queries of the call log for the admin API (``callflow.store``'s tables).
 
-Every query of a practice's data takes the credential's ``Scope``: the one place where a
-scoped account (a secretariat hosting one practice among many) is kept to its own flows.
-A row of another practice is simply not found."""
+Every query of a practice's data takes the credential's ``Scope`` (a required argument, so
+that no route can forget it): the one place where a scoped account (a secretariat hosting
+one practice among many) is kept to its own flows.  A row of another practice is simply
+not found."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..flow.registry import FlowSet
 from ..metrics import CallbackBacklog, tier_label
 from ..store.callbacks import overdue_after
 from ..store.models import AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
-from .accounts import GLOBAL, Scope
+from .accounts import Scope
 
 CALLBACK_FILTERS = ("pending", "done", "cancelled", "all")
 # Pending requests looked at for the metrics' backlog; far more than any practice has.
@@ -75,7 +76,7 @@ def callback_json(row: Row, flows: FlowSet | None, now: datetime) -> dict[str, A
 
 
 async def list_callbacks(
-    engine: AsyncEngine, *, status: str = "pending", limit: int = 200, scope: Scope = GLOBAL
+    engine: AsyncEngine, *, scope: Scope, status: str = "pending", limit: int = 200
 ) -> list[Row]:
     """Callback requests: pending ones oldest first; done / cancelled / all newest first."""
     if status not in CALLBACK_FILTERS:
@@ -92,7 +93,7 @@ async def list_callbacks(
         return list((await conn.execute(query.limit(limit))).mappings().all())
 
 
-async def get_callback(engine: AsyncEngine, callback_id: int, scope: Scope = GLOBAL) -> Row | None:
+async def get_callback(engine: AsyncEngine, callback_id: int, scope: Scope) -> Row | None:
     t = CallbackRequestRow
     async with engine.connect() as conn:
         rows = await conn.execute(_scoped(select(t).where(t.id == callback_id), t.flow, scope))
@@ -164,7 +165,7 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
 
 
 async def recent_calls(
-    engine: AsyncEngine, *, limit: int = 50, flow: str | None = None, scope: Scope = GLOBAL
+    engine: AsyncEngine, *, scope: Scope, limit: int = 50, flow: str | None = None
 ) -> list[dict[str, Any]]:
     """The last ``limit`` calls (newest first), each with its steps."""
     query = _scoped(select(Call), Call.flow, scope)
@@ -188,9 +189,7 @@ async def recent_calls(
     return [_call_json(c, steps[c["id"]]) for c in calls]
 
 
-async def get_call(
-    engine: AsyncEngine, call_id: str, scope: Scope = GLOBAL
-) -> dict[str, Any] | None:
+async def get_call(engine: AsyncEngine, call_id: str, scope: Scope) -> dict[str, Any] | None:
     query = _scoped(select(Call).where(Call.id == call_id), Call.flow, scope)
     async with engine.connect() as conn:
         call = (await conn.execute(query)).mappings().first()

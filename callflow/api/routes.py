@@ -386,14 +386,14 @@ async def callback_done(request: web.Request) -> web.Response:
         if row["status"] != "pending" or not await complete_callback(
             db, callback_id, by=who, at=now, status=status
         ):
-            again = await queries.get_callback(db, callback_id) or row
+            again = await queries.get_callback(db, callback_id, scope_of(request)) or row
             raise ApiError(
                 409,
                 f"callback request {callback_id} is not pending: {again['status']}"
                 + (f" by {again['completed_by']}" if again["completed_by"] else ""),
                 callback=queries.callback_json(again, ctx.flows.current, now),
             )
-        done = await queries.get_callback(db, callback_id) or row
+        done = await queries.get_callback(db, callback_id, scope_of(request)) or row
     log.info("callback %d %s by %s", callback_id, status, who)
     if status == "done" and ctx.metrics is not None:
         delay = (now - row["created"]).total_seconds()
