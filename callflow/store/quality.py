@@ -54,6 +54,7 @@ from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_
 from .satisfaction import SurveyAnswer, answers_of, satisfaction, survey_steps
 
 ALL = "*"  # the key of the figures over every flow
+UNTAGGED = "-"  # the node of calls logged before nodes were (one node then)
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
 
 MONTHS = (
@@ -139,6 +140,7 @@ class _CallRow:
     started: datetime
     answered: datetime | None
     outcome: str | None
+    node: str | None
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,9 @@ async def build_quality(
     current = month_span(year, month, tz)
     before = month_span(*previous_month(year, month), tz)
     lo, hi = before.start, current.end
-    calls_q = select(Call.id, Call.flow, Call.started, Call.answered, Call.outcome).where(
-        Call.started >= lo, Call.started < hi
-    )
+    calls_q = select(
+        Call.id, Call.flow, Call.started, Call.answered, Call.outcome, Call.node
+    ).where(Call.started >= lo, Call.started < hi)
     cb_q = select(
         CallbackRequestRow.flow,
         CallbackRequestRow.status,
@@ -181,12 +183,15 @@ async def build_quality(
     if flow is not None:
         flows = [flow]
 
+    # The nodes (Asterisk + daemon) that took calls: one report covers them all.
+    nodes = sorted({c.node or UNTAGGED for c in calls})
+
     def figures(span: Span) -> dict[str, Any]:
-        out = {ALL: _indicators(span, calls, callbacks, ringing, surveys)}
+        out = {ALL: _indicators(span, calls, callbacks, ringing, surveys, nodes)}
         for name in flows:
             mine = [c for c in calls if c.flow == name]
             theirs = [cb for cb in callbacks if cb.flow == name]
-            out[name] = _indicators(span, mine, theirs, ringing, surveys)
+            out[name] = _indicators(span, mine, theirs, ringing, surveys, nodes)
         return out
 
     return {
@@ -194,6 +199,7 @@ async def build_quality(
         "timezone": str(tz),
         "flow": flow,
         "flows": flows,
+        "nodes": nodes,
         "months": [_span_json(s) | {"figures": figures(s)} for s in (current, before)],
         "weeks": [_span_json(s) | {"figures": figures(s)} for s in week_spans(current, tz)],
         "definitions": DEFINITIONS,
@@ -210,9 +216,13 @@ def _indicators(
     callbacks: Sequence[_CallbackRow],
     ringing: dict[str, list[tuple[datetime, float]]],
     surveys: Sequence[SurveyAnswer],
+    nodes: Sequence[str],
 ) -> dict[str, Any]:
     mine = [c for c in calls if span.start <= c.started < span.end]
     ids = {c.id for c in mine}
+    per_node = dict.fromkeys(nodes, 0)
+    for c in mine:
+        per_node[c.node or UNTAGGED] += 1
     missed = sum(1 for c in mine if c.outcome in MISSED)
     without = {o: sum(1 for c in mine if c.outcome == o) for o in WITHOUT_DAEMON}
     waits = [
@@ -226,6 +236,7 @@ def _indicators(
     delays = [(cb.completed - cb.created).total_seconds() for cb in done if cb.completed]
     return {
         "calls": len(mine),
+        "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
         "response_time": {
@@ -288,6 +299,8 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         ("délai de rappel p90", _secs(cb["time_to_callback_p90_s"])),
         ("satisfaction des patients (note moyenne)", _satisfaction(f["satisfaction"])),
         ("enquêtes : notes / proposées", _responses(f["satisfaction"])),
+        # Several nodes share the database: each one's share of the calls.
+        *((f"appels du nœud {n}", str(k)) for n, k in f["nodes"].items() if len(f["nodes"]) > 1),
     ]
 
 

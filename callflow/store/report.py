@@ -130,7 +130,7 @@ class Period:
 async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
     """The report's figures, JSON-ready (see the module's definitions)."""
     calls_q = select(
-        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination
+        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination, Call.node
     ).where(Call.started >= period.start, Call.started < period.end)
     cb_q = select(
         CallbackRequestRow.status, CallbackRequestRow.created, CallbackRequestRow.completed
@@ -153,6 +153,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         if c.outcome in REACHED and c.answered is not None
     ]
     tiers = Counter("none" if c.tier is None else str(c.tier) for c in calls)
+    nodes = Counter(c.node or "-" for c in calls)  # "-": logged before nodes were
     forwarded = Counter(c.destination or "?" for c in calls if c.outcome == "forwarded")
     grid = [[0] * 24 for _ in WEEKDAYS]
     for c in calls:
@@ -176,6 +177,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "total": total,
             "unfinished": outcomes[None],
             "by_outcome": {o: outcomes[o] for o in OUTCOMES},
+            "by_node": dict(sorted(nodes.items())),
         },
         "missed": {"count": missed, "rate": _ratio(missed, total)},
         "without_daemon": {
@@ -239,6 +241,9 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
     ]
     if c["unfinished"]:
         rows.append((f"  {w['unfinished']}", str(c["unfinished"])))
+    by_node = c.get("by_node", {})
+    if len(by_node) > 1:  # several nodes share the call log: each one's calls
+        rows += [(f"  {w['on_node'].format(name=n)}", str(k)) for n, k in by_node.items()]
     rows += [
         (w["missed"], f"{_pct(r['missed']['rate'], w)} ({r['missed']['count']})"),
         (w["without"], f"{_pct(wd['rate'], w)} ({sum(wd[o] for o in WITHOUT_DAEMON)})"),

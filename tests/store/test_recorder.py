@@ -363,10 +363,12 @@ async def test_a_slow_database_counts_as_an_outage(
 ) -> None:
     slow = {"on": True}
 
-    async def sluggish(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+    async def sluggish(
+        conn: AsyncConnection, records: list[dict[str, Any]], *, node: str | None = None
+    ) -> None:
         if slow["on"]:
             await asyncio.sleep(5)
-        await write_records(conn, records)
+        await write_records(conn, records, node=node)
 
     monkeypatch.setattr(recorder_module, "write_records", sluggish)
     rec = make_recorder(engine, tmp_path / "spool", write_timeout=0.2)
@@ -604,6 +606,31 @@ async def test_trunk_changes_and_admin_actions(engine: AsyncEngine, tmp_path: Pa
         "until": str(T0),  # what JSON cannot hold is kept as text
     }
     assert audit.at == T0
+
+
+async def test_two_nodes_tag_their_calls_and_see_one_trunk_change_each(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Two daemons on one database: each call and trunk change carries its node; the same
+    trunk seen down at the same instant by both nodes is two rows, not one."""
+    for node in ("pbx-1", "pbx-2"):
+        rec = make_recorder(engine, tmp_path / node, node=node)
+        play_call(rec, f"call-{node}", 1)
+        rec.trunk_changed("trunk-a", "unreachable", None, T0)
+        await rec.close()
+    # A record journaled by an older version has no node: the replaying daemon's is given.
+    async with engine.begin() as conn:
+        old = {"t": "trunk", "trunk": "trunk-b", "state": "reachable", "rtt_ms": 3.0}
+        await write_records(conn, [{**old, "at": T0.isoformat()}], node="pbx-2")
+    async with engine.connect() as conn:
+        calls = {r.id: r.node for r in await conn.execute(select(Call.id, Call.node))}
+        trunks = (await conn.execute(select(TrunkEvent.trunk, TrunkEvent.node))).all()
+    assert calls == {"call-pbx-1": "pbx-1", "call-pbx-2": "pbx-2"}
+    assert sorted(tuple(t) for t in trunks) == [
+        ("trunk-a", "pbx-1"),
+        ("trunk-a", "pbx-2"),
+        ("trunk-b", "pbx-2"),
+    ]
 
 
 async def test_pseudonymised_callers_but_callbacks_in_clear(
