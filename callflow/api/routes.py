@@ -20,6 +20,7 @@ from . import queries
 from .accounts import NAME, Role
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
+from .drill_routes import get_drills, start_drill
 from .http import (
     ACCESS,
     CONTEXT,
@@ -71,6 +72,8 @@ def add_routes(app: web.Application) -> None:
     api("GET", "/api/calls", get_calls, admin)
     api("GET", "/api/calls/{id}", get_call, admin)
     api("GET", "/api/audit", get_audit, admin)
+    api("GET", "/api/drills", get_drills, admin)  # forwarding drills: results, a drill now
+    api("POST", "/api/drills/{flow}", start_drill, admin)
     app[ACCESS] = access
 
 
