@@ -44,8 +44,7 @@ class DrillGauges(Collector):
     def collect(self) -> Iterator[Metric]:
         success = GaugeMetricFamily(
             "callflow_drill_last_success_timestamp_seconds",
-            "When the forwarding drill of this destination over this trunk last passed "
-            "(0: never).",
+            "When the forwarding drill of this destination over this trunk last passed (0: never).",
             labels=LABELS,
         )
         result = GaugeMetricFamily(
