@@ -131,9 +131,7 @@ def test_a_target_never_gives_an_emergency_endpoint() -> None:
 
 
 async def test_a_drill_passes_when_answered_and_hangs_up_at_once() -> None:
-    runner, pbx = setup(
-        {"PJSIP/0180000000@trunk-a": ANSWER, "PJSIP/0180000000@trunk-b": ANSWER}
-    )
+    runner, pbx = setup({"PJSIP/0180000000@trunk-a": ANSWER, "PJSIP/0180000000@trunk-b": ANSWER})
     spec = compile_flow(FLOW).spec
     results = await runner.run(drill_targets(spec, "telesecretariat"))
     assert [(r.trunk, r.passed, r.mode) for r in results] == [
