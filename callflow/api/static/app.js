@@ -1,7 +1,7 @@
 // The practice's page: callbacks to make, calendars, trunks; for an admin, the forwarding
-// drills.  Plain JS calling the admin
-// API with the session opened at login by the account, its token and a TOTP code (the
-// session is kept in sessionStorage: this tab only; the token itself is never stored).
+// drills.  Plain JS calling the admin API with the session opened at login by the account,
+// its token and a TOTP code (the session is kept in sessionStorage: this tab only; the
+// token itself is never stored).
 "use strict";
 
 const SESSION = "callflow.session";
