@@ -153,9 +153,14 @@ class Drills:
         while True:
             now = self.clock()
             wake = now + RECHECK
+            upcoming: dict[str, datetime | None] = {}  # flows removed by a reload drop out
             for name, flow in sorted(self.flows().items()):
-                times = drill_times(flow.calendars, now - self.lead, self.lead + LOOKAHEAD)
-                self.next_drill[name] = next((t for t in times if t > now), None)
+                try:
+                    times = drill_times(flow.calendars, now - self.lead, self.lead + LOOKAHEAD)
+                except Exception:  # one flow's calendars must not stop the others' drills
+                    log.exception("drill schedule of flow %s not computed", name)
+                    continue
+                upcoming[name] = next((t for t in times if t > now), None)
                 for t in times:
                     if t <= now < t + self.lead and (name, t) not in done:
                         done.add((name, t))
@@ -166,5 +171,6 @@ class Drills:
                             log.error("scheduled drill of %s not run: %s", name, exc)
                     elif t > now:
                         wake = min(wake, t)
+            self.next_drill = upcoming
             done = {(n, t) for n, t in done if t + self.lead > now}
             await self._sleep(max(1.0, (wake - self.clock()).total_seconds()))
