@@ -86,10 +86,16 @@ def test_a_silent_trunk_a_fails_its_leg_and_trunk_b_passes(daemon: Daemon, bench
     # The page's source says the same, with the last success of each leg.
     status, body = daemon.http("/api/drills")
     assert status == 200, body
-    legs = {(leg["destination"], leg["trunk"]): leg for leg in json.loads(body)["legs"]}
-    assert legs[("telesecretariat", "trunk-a")]["last"]["passed"] is False
-    assert legs[("telesecretariat", "trunk-a")]["last_success"] is None
-    assert legs[("telesecretariat", "trunk-b")]["last_success"] is not None
+    legs = {
+        (leg["flow"], leg["destination"], leg["trunk"]): leg for leg in json.loads(body)["legs"]
+    }
+    leg_a, leg_b = (
+        legs[("bench", "telesecretariat", "trunk-a")],
+        legs[("bench", "telesecretariat", "trunk-b")],
+    )
+    assert leg_a["last"]["passed"] is False and leg_a["last_success"] is None
+    assert leg_b["last"]["passed"] is True and leg_b["last_success"] is not None
+    assert legs[("closed", "telesecretariat", "trunk-a")]["last"] is None  # another flow
     wait_until(
         lambda: 'trunk="trunk-a"} 0.0' in metrics(daemon), 10, "the failed leg in the metrics"
     )
