@@ -182,6 +182,7 @@ class Daemon:
             lambda: datetime.now(UTC),
             scheduled=drills.scheduled,
             lead=timedelta(seconds=drills.lead),
+            ready=self._ari_connected,
         )
         DrillGauges(self.drills.readings, lambda: self.drills.next_drill).register(
             self.metrics.registry

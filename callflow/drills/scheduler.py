@@ -27,6 +27,7 @@ log = logging.getLogger("callflow.drills")
 
 Key = tuple[str, str, str]  # flow, destination, trunk
 RECHECK = timedelta(minutes=15)  # the schedule is computed again (reloads, feeds, overrides)
+NOT_READY = timedelta(seconds=5)  # a due drill waits this long for the PBX link, again
 LOOKAHEAD = timedelta(days=8)  # how far the next drill is looked for
 
 
@@ -62,6 +63,7 @@ class Drills:
         *,
         scheduled: bool = True,
         lead: timedelta = LEAD,
+        ready: Callable[[], bool] = lambda: True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.runner = runner
@@ -70,6 +72,7 @@ class Drills:
         self.clock = clock
         self.scheduled = scheduled
         self.lead = lead
+        self.ready = ready  # the PBX link is up: a scheduled drill would not fail for its sake
         self._sleep = sleep
         self.last: dict[Key, DrillResult] = {}
         self.last_success: dict[Key, DrillResult] = {}
@@ -163,6 +166,9 @@ class Drills:
                 upcoming[name] = next((t for t in times if t > now), None)
                 for t in times:
                     if t <= now < t + self.lead and (name, t) not in done:
+                        if not self.ready():
+                            wake = min(wake, now + NOT_READY)
+                            continue
                         done.add((name, t))
                         log.info("drill of flow %s: scheduled at %s", name, t.isoformat())
                         try:

@@ -138,3 +138,27 @@ async def test_a_daemon_started_within_the_hour_drills_at_once() -> None:
     with pytest.raises(_Stop):
         await drills._schedule()
     assert [t for t, _ in caller.calls] == [clock.now, clock.now]
+
+
+async def test_a_due_drill_waits_for_the_pbx_link() -> None:
+    clock = _Clock(local(2026, 10, 24, 11, 40).astimezone(UTC))  # Saturday 11:40
+    caller = _Answering(clock)
+    loaded = flow()
+    link = [False]
+    naps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += timedelta(seconds=seconds)
+        link[0] = len(naps) >= 2  # up after two naps
+        if len(naps) > 3:
+            raise _Stop
+
+    runner = DrillRunner(caller, lambda t: (True, "reachable"), clock)
+    drills = Drills(
+        runner, lambda: {"cabinet": loaded}, None, clock, sleep=sleep, ready=lambda: link[0]
+    )
+    with pytest.raises(_Stop):
+        await drills._schedule()
+    assert naps[:2] == [5.0, 5.0]  # retried soon, not at the next recheck
+    assert [t for t, _ in caller.calls] == [local(2026, 10, 24, 11, 40, 10).astimezone(UTC)] * 2
