@@ -96,11 +96,9 @@ async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
             )
             assert shown == [
                 "cabinet/telesecretariat/trunk-a échoué no answer within 6 s",
-                "cabinet/telesecretariat/trunk-b réussi answered in 2.0 s",
-                "cabinet/samu/trunk-a réussi emergency route, no test call: trunk reachable "
-                "(qualify)",
-                "cabinet/samu/trunk-b réussi emergency route, no test call: trunk reachable "
-                "(qualify)",
+                "cabinet/telesecretariat/trunk-b réussi décroché en 2.0 s",
+                "cabinet/samu/trunk-a réussi ligne joignable (pas d'appel d'essai)",
+                "cabinet/samu/trunk-b réussi ligne joignable (pas d'appel d'essai)",
             ]
             assert await page.js("document.getElementById('error').hidden") is True
             assert "Tester les renvois : cabinet" in await page.js(

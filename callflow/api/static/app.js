@@ -197,7 +197,7 @@ function renderDrills(data) {
       el("td", {}, leg.trunk),
       el("td", { class: "state" }, verdict),
       el("td", {}, last === null ? "—" : localTime(last.at)),
-      el("td", { class: "reason" }, last === null ? "" : last.reason),
+      el("td", { class: "reason" }, last === null ? "" : drillReason(last)),
       el("td", {}, leg.last_success === null ? "—" : localTime(leg.last_success)));
   }));
   const flows = [...new Set(data.legs.map((leg) => leg.flow))];
@@ -210,6 +210,13 @@ function renderDrills(data) {
     button.addEventListener("click", () => runDrill(flow, button));
     return button;
   }));
+}
+
+// Why a leg passed, in the page's words; a failure keeps the daemon's own (the PBX's cause).
+function drillReason(r) {
+  if (r.mode === "health") return t(r.passed ? "line_reachable" : "line_not_reachable") + (r.passed ? "" : " — " + r.reason);
+  if (r.passed && r.answer_delay !== null) return t("answered_in", { s: r.answer_delay.toFixed(1) });
+  return r.reason;
 }
 
 async function runDrill(flow, button) {
