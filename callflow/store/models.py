@@ -134,6 +134,8 @@ class CallStep(Base):
     tier: Mapped[int | None] = mapped_column(Integer)
     dial_status: Mapped[str | None] = mapped_column(String)  # Asterisk's DIALSTATUS words
     outcome: Mapped[str | None] = mapped_column(String)  # set on the step that ended the call
+    score: Mapped[int | None] = mapped_column(Integer)  # survey: the caller's rating, 1..scale
+    scale: Mapped[int | None] = mapped_column(Integer)  # survey: its highest rating
 
 
 class CallbackRequestRow(Base):

@@ -24,7 +24,9 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
   the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
   daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
   ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``).
-* **patient satisfaction**: not collected (no survey step yet); the report says so rather
+* **patient satisfaction**: from the flows' ``survey`` steps (``store.satisfaction``):
+  the mean rating out of the survey's scale, the number of ratings and the response rate
+  (ratings / surveys asked).  A period with no survey asked says "not collected" rather
   than show a figure.
 
 Weeks are Monday to Sunday in local time, cut at the month's bounds so that they add up
@@ -49,6 +51,7 @@ from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
 from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
+from .satisfaction import SurveyAnswer, answers_of, satisfaction, survey_steps
 
 ALL = "*"  # the key of the figures over every flow
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
@@ -81,7 +84,11 @@ DEFINITIONS = {
     "d'Asterisk pendant un arrêt du démon (issue fallback, d'après les CDR d'Asterisk), "
     "délestés en surcharge (shed), laissés ouverts par une panne puis repris (recovered) "
     "ou perdus (lost).",
-    "satisfaction": "satisfaction des patients : non collectée (pas encore d'enquête).",
+    "satisfaction": "satisfaction des patients : note moyenne donnée par les appelants à "
+    "l'enquête (étape survey) proposée quand leur interlocuteur a raccroché, sur l'échelle "
+    "de l'enquête (notes d'échelles différentes ramenées sur 5) ; nombre de notes ; taux de "
+    "réponse = notes / enquêtes proposées (l'appelant qui raccroche ou ne tape rien ne note "
+    "pas) ; « non collectée » quand aucune enquête n'a été proposée.",
 }
 
 
@@ -165,6 +172,7 @@ async def build_quality(
         calls = [_CallRow(*row) for row in (await conn.execute(calls_q)).all()]
         step_rows = (await conn.execute(ringing_steps(calls_q))).all()
         callbacks = [_CallbackRow(*row) for row in (await conn.execute(cb_q)).all()]
+        surveys = answers_of((await conn.execute(survey_steps(calls_q))).all())
     ringing: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for call_id, at, duration in step_rows:
         ringing[call_id].append((at, duration))
@@ -174,11 +182,11 @@ async def build_quality(
         flows = [flow]
 
     def figures(span: Span) -> dict[str, Any]:
-        out = {ALL: _indicators(span, calls, callbacks, ringing)}
+        out = {ALL: _indicators(span, calls, callbacks, ringing, surveys)}
         for name in flows:
             mine = [c for c in calls if c.flow == name]
             theirs = [cb for cb in callbacks if cb.flow == name]
-            out[name] = _indicators(span, mine, theirs, ringing)
+            out[name] = _indicators(span, mine, theirs, ringing, surveys)
         return out
 
     return {
@@ -201,8 +209,10 @@ def _indicators(
     calls: Sequence[_CallRow],
     callbacks: Sequence[_CallbackRow],
     ringing: dict[str, list[tuple[datetime, float]]],
+    surveys: Sequence[SurveyAnswer],
 ) -> dict[str, Any]:
     mine = [c for c in calls if span.start <= c.started < span.end]
+    ids = {c.id for c in mine}
     missed = sum(1 for c in mine if c.outcome in MISSED)
     without = {o: sum(1 for c in mine if c.outcome == o) for o in WITHOUT_DAEMON}
     waits = [
@@ -230,7 +240,7 @@ def _indicators(
             "time_to_callback_average_s": average(delays),
             "time_to_callback_p90_s": p90(delays),
         },
-        "satisfaction": {"status": "not collected", "responses": 0, "average": None},
+        "satisfaction": satisfaction(a for a in surveys if a.call_id in ids),
     }
 
 
@@ -276,14 +286,23 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("délai de rappel moyen", _secs(cb["time_to_callback_average_s"])),
         ("délai de rappel p90", _secs(cb["time_to_callback_p90_s"])),
-        ("satisfaction des patients", _satisfaction(f["satisfaction"])),
+        ("satisfaction des patients (note moyenne)", _satisfaction(f["satisfaction"])),
+        ("enquêtes : notes / proposées", _responses(f["satisfaction"])),
     ]
 
 
 def _satisfaction(s: dict[str, Any]) -> str:
     if s["status"] == "not collected":
         return "non collectée"
-    return f"{s['average']:.1f} / 5 ({s['responses']} réponses)".replace(".", ",")
+    if s["average"] is None:
+        return "aucune note"
+    return f"{s['average']:.1f} / {s['scale']}".replace(".", ",")
+
+
+def _responses(s: dict[str, Any]) -> str:
+    if s["status"] == "not collected":
+        return "n/d"
+    return f"{_pct(s['response_rate'])} ({s['ratings']}/{s['asked']})"
 
 
 def _sections(r: dict[str, Any]) -> list[tuple[str, str]]:

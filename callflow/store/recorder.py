@@ -297,6 +297,8 @@ class Recorder:
                     "tier": event.tier,
                     "dial_status": _opt(event.dial_status),
                     "outcome": _opt(event.outcome),
+                    "score": event.score,
+                    "scale": event.scale,
                 }
             case CallAnswered():
                 return {"t": "answered", "id": event.call_id, "answered": _iso(event.at)}

@@ -39,7 +39,17 @@ DEFAULT_DRIVER = "ari"
 CALL_END = ("answered", "ended", "outcome", "tier", "destination", "trunk", "end_step", "detail")
 STEP = ("call_id", "seq", "at", "step", "kind", "result", "detail", "next", "duration")
 # A step's typed fields; optional, so that records spooled by an older version replay.
-STEP_FIELDS = ("key", "attempt", "destination", "trunk", "tier", "dial_status", "outcome")
+STEP_FIELDS = (
+    "key",
+    "attempt",
+    "destination",
+    "trunk",
+    "tier",
+    "dial_status",
+    "outcome",
+    "score",
+    "scale",
+)
 CALLBACK = ("call_id", "flow", "queue", "priority", "tier", "caller", "created")
 TRUNK = ("trunk", "state", "rtt_ms", "at")
 AUDIT = ("id", "at", "who", "action", "detail")

@@ -247,7 +247,8 @@ async def test_quality_figures_by_hand(fixture: AsyncEngine) -> None:
         "time_to_callback_average_s": pytest.approx(4500.0),
         "time_to_callback_p90_s": pytest.approx(7200.0),
     }
-    assert every["satisfaction"] == {"status": "not collected", "responses": 0, "average": None}
+    assert every["satisfaction"]["status"] == "not collected"  # no survey in this log
+    assert every["satisfaction"]["average"] is None
 
     cabinet, other = march["figures"]["cabinet"], march["figures"]["other"]
     assert cabinet["calls"] == 9 and cabinet["missed"]["rate"] == pytest.approx(3 / 9)
@@ -286,10 +287,10 @@ async def test_quality_renderings(fixture: AsyncEngine) -> None:
     assert "temps de réponse moyen (équipe) 16,3 s (3 appels) 12,0 s (1 appels)" in lines
     assert "rappels faits / demandés 50,0 % (2/4) 100,0 % (1/1)" in lines
     assert "délai de rappel moyen 1 h 15 min 10 min 00 s" in lines
-    assert "satisfaction des patients non collectée non collectée" in lines
+    assert "satisfaction des patients (note moyenne) non collectée non collectée" in lines
     assert "Flux cabinet" in lines and "Flux other" in lines
     assert "semaine du 2 mars 5 0,0 % 16,3 s n/d" in lines
-    assert any("non collectée (pas encore d'enquête)" in line for line in lines)
+    assert any("« non collectée » quand aucune enquête" in line for line in lines)
     assert any("le temps des menus et des messages n'est pas compté" in line for line in lines)
     assert json.loads(render_quality_json(r)) == json.loads(json.dumps(r))
     page = render_quality_html(r)

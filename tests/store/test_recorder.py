@@ -109,7 +109,7 @@ class Both:
 def _step_fields(s: Any) -> tuple[object, ...]:
     """A stored step (a row) or a reported one (a StepRecord), field by field."""
     names = ("seq", "step", "kind", "result", "detail", "next", "key", "attempt")
-    names += ("destination", "trunk", "tier", "dial_status", "outcome")
+    names += ("destination", "trunk", "tier", "dial_status", "outcome", "score", "scale")
     return tuple(None if (v := getattr(s, n)) is None else str(v) for n in names)
 
 
@@ -131,6 +131,7 @@ async def test_engine_calls_are_recorded(
     task = asyncio.create_task(rec.run())
     scenarios = {
         "desk": Scenario(digits=["2"]),
+        "rated": Scenario(digits=["2", "5"]),  # the secretary hangs up: the caller rates 5
         "callback": Scenario(digits=["2"], no_answer={"secretariat"}),
         "emergency": Scenario(digits=["1", "1"]),
         "abandoned": Scenario(hangup_after_prompts=1),

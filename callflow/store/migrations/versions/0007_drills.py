@@ -1,7 +1,7 @@
 """forwarding drills: one row per leg (a destination over one trunk) of each drill
 
-Revision ID: 0006_drills
-Revises: 0005_driver
+Revision ID: 0007_drills
+Revises: 0006_survey
 Create Date: 2026-12-03
 
 A drill places a real test call to each forwarding destination over each trunk of its
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_drills"
-down_revision: str | Sequence[str] | None = "0005_driver"
+revision: str = "0007_drills"
+down_revision: str | Sequence[str] | None = "0006_survey"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
