@@ -1,0 +1,271 @@
+"""Two Asterisk nodes behind Kamailio, one daemon per node, one PostgreSQL (issue #17).
+
+The bench is in nodes.py: Kamailio (deploy/kamailio/kamailio.cfg) on 127.0.0.20 dispatches
+to node1 (127.0.0.21) and node2 (127.0.0.22); each node's daemon has its ARI and AMI on its
+own node and writes to the same database. Patients (SIPp) call Kamailio; the secretariat's
+phone (accueil) is rung by whichever node has the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from .harness import Bench, Daemon, sandbox, wait_until
+from .nodes import NODE_ADDRESSES, PING_INTERVAL, AsteriskNode, Kamailio
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bench needs root (chroot)")
+
+
+def _dsn(url: str) -> str:
+    """An asyncpg DSN from a SQLAlchemy URL (postgresql+asyncpg://...)."""
+    u = make_url(url)
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _pg(url: str, sql: str, *args: object) -> list[Any]:
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def shared_db() -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, shared by both nodes' daemons."""
+    url = os.environ.get("CALLFLOW_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CALLFLOW_TEST_PG_URL is not set (scripts/test starts PostgreSQL)")
+        pytest.skip("no PostgreSQL: export CALLFLOW_TEST_PG_URL=$(scripts/postgres up)")
+    name = f"callflow_nodes_{uuid.uuid4().hex[:8]}"
+    _pg(url, f'CREATE DATABASE "{name}"')
+    yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    _pg(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[dict[str, AsteriskNode]]:
+    sandbox("install")  # the chroot (done once); the sandbox's own Asterisk is not needed
+    started: dict[str, AsteriskNode] = {}
+    try:
+        for name, (ip, rtp) in NODE_ADDRESSES.items():
+            node = AsteriskNode(name, ip, rtp, tmp_path)
+            node.configure()
+            node.start()
+            started[name] = node
+        yield started
+    finally:
+        for node in started.values():
+            node.stop()
+
+
+@pytest.fixture
+def kamailio(tmp_path: Path, nodes: dict[str, AsteriskNode]) -> Iterator[Kamailio]:
+    k = Kamailio(tmp_path, list(nodes.values()))
+    k.start()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def daemons(
+    tmp_path: Path, flows_dir: Path, shared_db: str, nodes: dict[str, AsteriskNode]
+) -> Iterator[dict[str, Daemon]]:
+    out: dict[str, Daemon] = {}
+    try:
+        for name, node in nodes.items():
+            d = Daemon(
+                tmp_path / f"daemon-{name}",
+                flows_dir,
+                db_url=shared_db,
+                agi=False,
+                ari_url=node.ari_url,
+                extra_config=(
+                    f'[ami]\nhost = "{node.ip}"\n'
+                    f'[cdr]\nfile = "{node.cdr_file}"\npoll_interval = 0.5\nsettle = 3.0\n'
+                ),
+            )
+            d.start()
+            out[name] = d
+        yield out
+    finally:
+        codes = {name: d.stop() for name, d in out.items()}
+        for name, d in out.items():
+            assert "Traceback" not in d.log(), d.log()[-4000:]
+            assert codes[name] == 0, f"{name}'s daemon exit code {codes[name]}\n{d.log()[-3000:]}"
+
+
+def _calls(db: str) -> dict[str, dict[str, Any]]:
+    rows = _pg(db, "SELECT id, outcome, detail, answered FROM calls")
+    return {r["id"]: dict(r) for r in rows}
+
+
+def _node_of(call_id: str) -> str:
+    """The node a call ran on: each node's systemname prefixes its channel ids."""
+    return call_id.split("-", 1)[0]
+
+
+def _wait_ended(db: str, n: int, timeout: float = 60) -> dict[str, dict[str, Any]]:
+    wait_until(
+        lambda: sum(c["outcome"] is not None for c in _calls(db).values()) >= n,
+        timeout,
+        f"{n} calls with an outcome in the shared database",
+    )
+    return _calls(db)
+
+
+def test_calls_through_kamailio_reach_both_nodes_into_one_log_and_report(
+    tmp_path: Path,
+    nodes: dict[str, AsteriskNode],
+    kamailio: Kamailio,
+    daemons: dict[str, Daemon],
+    shared_db: str,
+) -> None:
+    bench = Bench(tmp_path)
+    try:
+        wait_until(
+            lambda: all(kamailio.up(n) for n in nodes.values()),
+            10 * PING_INTERVAL,
+            f"Kamailio's probes to find both nodes up: {kamailio.states()}",
+        )
+        accueil = bench.peer("accueil", "uas-answer.xml", keep_running="1", hangup_ms="1000")
+        placed = 0
+        # Calls are spread by a hash of their Call-ID: call until both nodes have had some
+        # (the chance that 16 calls all hash to one node is 1 in 32,768).
+        while placed < 16 and len({_node_of(c) for c in _calls(shared_db)}) < 2:
+            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
+            assert p.wait(60) == 0, p.log()
+            placed += 1
+            _wait_ended(shared_db, placed)
+        calls = _wait_ended(shared_db, placed)
+        assert accueil.proc.poll() is None, accueil.log()
+    finally:
+        bench.close()
+
+    # Every call placed is in the one log, once, answered by the secretariat, by its node.
+    assert len(calls) == placed, calls
+    assert {c["outcome"] for c in calls.values()} == {"answered"}, calls
+    by_node = {name: [c for c in calls if _node_of(c) == name] for name in nodes}
+    assert all(by_node.values()), f"a node had no call in {placed}: {by_node}"
+    # ...and each where Kamailio sent it.
+    sent = list(kamailio.dispatched().values())
+    for name, node in nodes.items():
+        assert sent.count(node.ip) == len(by_node[name]), (sent, by_node)
+        # That node's daemon logged its calls; the other's saw none of them.
+        other = next(d for n, d in daemons.items() if n != name)
+        for call_id in by_node[name]:
+            assert f"call={call_id}" in daemons[name].log()
+            assert f"call={call_id}" not in other.log()
+
+    # The monthly report, from either node, counts the calls of both.
+    month = datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m")
+    for d in daemons.values():
+        out = d.cli("report", "--month", month, "--format", "json").stdout
+        report = json.loads(out)
+        assert _total_calls(report) == placed, out
+
+
+def _total_calls(report: dict[str, Any]) -> int:
+    """The month's number of calls in the quality report (JSON), all flows together."""
+    return int(report["months"][0]["figures"]["*"]["calls"])  # "*": every flow
+
+
+def test_a_dead_node_calls_go_to_the_other_and_its_call_is_logged_failed(
+    tmp_path: Path,
+    nodes: dict[str, AsteriskNode],
+    kamailio: Kamailio,
+    daemons: dict[str, Daemon],
+    shared_db: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    node1, node2 = nodes["node1"], nodes["node2"]
+    bench = Bench(tmp_path)
+    try:
+        wait_until(
+            lambda: all(kamailio.up(n) for n in nodes.values()),
+            10 * PING_INTERVAL,
+            f"Kamailio's probes to find both nodes up: {kamailio.states()}",
+        )
+        accueil = bench.peer("accueil", "uas-answer.xml", keep_running="1", hangup_ms="1000")
+        # A patient on node1, waiting in the menu (no key) when node1 dies. Calls that hash
+        # to node2 meanwhile run their course (menu, then the secretariat answers).
+        victim = None
+        for placed in range(1, 17):
+            p = bench.patient("100", to=kamailio.address, hold_ms="60000")
+            wait_until(lambda n=placed: len(kamailio.dispatched()) >= n, 20, "the dispatch")
+            if list(kamailio.dispatched().values())[-1] == node1.ip:
+                victim = p
+                break
+            assert p.wait(90) == 0, p.log()
+        assert victim is not None, "no call hashed to node1 in 16"
+        wait_until(
+            lambda: any(_node_of(c) == "node1" for c in _calls(shared_db)),
+            30,
+            "node1's call in the shared database",
+        )
+        daemons["node1"].wait_log(r"step=menu", 30)
+        before = set(_calls(shared_db))
+        node1.crash()
+        crashed = time.monotonic()
+
+        # Calls placed at once, before a probe noticed: Kamailio sends those that hash to
+        # node1 to node2 after NODE_TIMEOUT (ds_next_dst); every one reaches node2.
+        for _ in range(3):
+            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
+            assert p.wait(60) == 0, p.log()
+        # The probes mark node1 down; from then on new calls go straight to node2.
+        wait_until(lambda: not kamailio.up(node1), 10 * PING_INTERVAL, "node1 marked down")
+        down_after = time.monotonic() - crashed
+        seen = len(_dispatch_lines(kamailio))
+        for _ in range(2):
+            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
+            assert p.wait(60) == 0, p.log()
+        assert accueil.proc.poll() is None, accueil.log()
+        victim.stop()
+    finally:
+        bench.close()
+    with capsys.disabled():
+        print(f"\nnode1 marked down {down_after:.1f} s after its crash (probe: {PING_INTERVAL} s)")
+
+    wait_until(
+        lambda: all(c["outcome"] is not None for c in _calls(shared_db).values()),
+        60,
+        f"every call with an outcome: {_calls(shared_db)}",
+    )
+    calls = _calls(shared_db)
+    # Every call placed after the crash was answered, on node2.
+    new = {c: v for c, v in calls.items() if c not in before}
+    assert len(new) == 5, new
+    assert {_node_of(c) for c in new} == {"node2"}, new
+    assert {v["outcome"] for v in new.values()} == {"answered"}, new
+    # Those placed once node1 was marked down went straight to node2 (no failover).
+    late = _dispatch_lines(kamailio)[seen:]
+    assert len(late) == 2 and all(node2.ip in line for line in late), late
+    assert not any("failover" in line for line in late), late
+    # The call node1 had when it died: logged once, by node1's daemon, as a technical
+    # failure of the PBX, never as a normal hangup or a caller who gave up.
+    on_1 = [v for c, v in calls.items() if _node_of(c) == "node1"]
+    assert len(on_1) == 1, on_1
+    assert on_1[0]["outcome"] == "failed", on_1
+    assert "pbx" in (on_1[0]["detail"] or ""), on_1
+
+
+def _dispatch_lines(kamailio: Kamailio) -> list[str]:
+    return [line for line in kamailio.log().splitlines() if "dispatch: INVITE" in line]
