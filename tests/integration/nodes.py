@@ -289,6 +289,10 @@ class Kamailio:
             out[ci] = ip
         return out
 
+    def marked_down(self) -> list[float]:
+        """When Kamailio marked a node down (Unix times), from its log."""
+        return [float(t) for t in re.findall(r"node down: .* at (\d+\.\d+)", self.log())]
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
