@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,10 +23,19 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+import callflow.settings
+
 from .harness import Bench, Daemon, sandbox, wait_until
 from .nodes import NODE_ADDRESSES, PING_INTERVAL, AsteriskNode, Kamailio
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bench needs root (chroot)")
+
+# The shared state of issue #17 ([node] name tagging calls, calendar overrides in PostgreSQL)
+# comes with the `cluster` branch; until it is merged, its tests here must fail (strict).
+CLUSTER = hasattr(callflow.settings, "NodeSettings")
+needs_cluster = pytest.mark.xfail(
+    not CLUSTER, strict=True, reason="needs the cluster branch: [node] name, shared overrides"
+)
 
 
 def _dsn(url: str) -> str:
@@ -98,7 +107,8 @@ def daemons(
                 agi=False,
                 ari_url=node.ari_url,
                 extra_config=(
-                    f'[ami]\nhost = "{node.ip}"\n'
+                    (f'[node]\nname = "{name}"\n' if CLUSTER else "")
+                    + f'[ami]\nhost = "{node.ip}"\n'
                     f'[cdr]\nfile = "{node.cdr_file}"\npoll_interval = 0.5\nsettle = 3.0\n'
                 ),
             )
@@ -265,3 +275,52 @@ def test_a_dead_node_calls_go_to_the_other_and_its_call_is_logged_failed(
 
 def _dispatch_lines(kamailio: Kamailio) -> list[str]:
     return [line for line in kamailio.log().splitlines() if "dispatch: INVITE" in line]
+
+
+@needs_cluster
+def test_an_override_set_on_one_node_holds_on_the_other(
+    tmp_path: Path,
+    nodes: dict[str, AsteriskNode],
+    kamailio: Kamailio,
+    daemons: dict[str, Daemon],
+    shared_db: str,
+) -> None:
+    wait_until(
+        lambda: all(kamailio.up(n) for n in nodes.values()),
+        10 * PING_INTERVAL,
+        f"Kamailio's probes to find both nodes up: {kamailio.states()}",
+    )
+    tomorrow = datetime.now(ZoneInfo("Europe/Paris")) + timedelta(days=1)
+    body = {"state": "closed", "until": tomorrow.strftime("%Y-%m-%dT%H:%M")}
+    status, text = daemons["node1"].http(
+        "/api/calendars/bench/always/override", method="POST", body=body
+    )
+    assert status == 200, text
+
+    def closed_on_node2() -> bool:
+        status, text = daemons["node2"].http("/api/calendars")
+        assert status == 200, text
+        cals = json.loads(text)["calendars"]
+        return any(c["key"] == "bench/always" and c["state"] == "closed" for c in cals)
+
+    wait_until(closed_on_node2, 10, "node1's override in node2's calendars")
+
+    # Calls through Kamailio, until one ran on node2: each took the "closed" way.
+    bench = Bench(tmp_path)
+    try:
+        placed = 0
+        while placed < 16 and not any(_node_of(c) == "node2" for c in _calls(shared_db)):
+            p = bench.patient("100", to=kamailio.address, hold_ms="3000")
+            assert p.wait(60) == 0, p.log()
+            placed += 1
+            _wait_ended(shared_db, placed)
+    finally:
+        bench.close()
+    rows = _pg(shared_db, "SELECT call_id, result FROM call_steps WHERE step = 'hours'")
+    by_call = {r["call_id"]: r["result"] for r in rows}
+    assert any(_node_of(c) == "node2" for c in by_call), by_call
+    assert set(by_call) == set(_calls(shared_db)), by_call
+    assert set(by_call.values()) == {"closed"}, by_call
+    # Each call is tagged with the node that ran it.
+    tags = _pg(shared_db, "SELECT id, node FROM calls")
+    assert all(r["node"] == _node_of(r["id"]) for r in tags), tags
