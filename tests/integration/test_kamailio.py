@@ -112,8 +112,8 @@ def daemons(
                     f'[cdr]\nfile = "{node.cdr_file}"\npoll_interval = 0.5\nsettle = 3.0\n'
                 ),
             )
+            out[name] = d  # stopped at the end even if its start fails
             d.start()
-            out[name] = d
         yield out
     finally:
         codes = {name: d.stop() for name, d in out.items()}
