@@ -113,7 +113,8 @@ def daemons(
                 ),
             )
             out[name] = d  # stopped at the end even if its start fails
-            d.start()
+            d.start(wait=False)
+            d.wait_connected(timeout=60)  # two nodes, a migration: slow on a loaded machine
         yield out
     finally:
         codes = {name: d.stop() for name, d in out.items()}
