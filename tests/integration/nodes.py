@@ -17,7 +17,9 @@ Address plan (beside tests/integration/README.md's):
 
 Each node identifies Kamailio's address as the endpoint ``kamailio`` (context
 ``from-trunk``): every patient reaches a node through Kamailio. Phones and trunks keep their
-addresses of the plan and are rung by the nodes directly (static contacts on both nodes).
+addresses of the plan and are rung by the nodes directly (static contacts on both nodes); a
+phone's own call through Kamailio is identified by the ``X-Callflow-Source`` header Kamailio
+adds (``match_header``, tried before the source address).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .harness import ARI_PASSWORD, ARI_USER, REPO, SANDBOX_ROOT, wait_until
+from .harness import ARI_PASSWORD, ARI_USER, PEERS, REPO, SANDBOX_ROOT, wait_until
 
 KAMAILIO_IP = "127.0.0.20"
 KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
@@ -43,6 +45,7 @@ PING_INTERVAL = 2
 NODE_TIMEOUT_MS = 1500
 
 NODE_ADDRESSES = {"node1": ("127.0.0.21", 12000), "node2": ("127.0.0.22", 13000)}
+PHONES = ("accueil", "dr-a", "dr-b", "dr-c")
 
 
 def _modules_dir() -> str:
@@ -106,6 +109,8 @@ class AsteriskNode:
             path = SANDBOX_ROOT / d.lstrip("/")
             shutil.rmtree(path, ignore_errors=True)
             path.mkdir(parents=True)
+        # cdr_custom writes into this folder but does not make it (Debian's package does).
+        self.cdr_file.parent.mkdir(parents=True)
 
     @staticmethod
     def _edit(path: Path, change: Any) -> None:
@@ -133,6 +138,17 @@ class AsteriskNode:
     def _pjsip_conf(self, text: str) -> str:
         text = text.replace("bind = 127.0.0.1:5060", f"bind = {self.ip}:5060")
         assert f"bind = {self.ip}:5060" in text, "the bench's pjsip.conf transport changed"
+        # A phone's call through Kamailio comes from Kamailio's address: the phone is known
+        # by X-Callflow-Source (its own address, which Kamailio adds), tried first.
+        text = _setting(text, "endpoint_identifier_order", "header,ip,username")
+        for phone in PHONES:
+            ip = PEERS[phone][0]
+            ident = f"[{phone}]\ntype = identify\nendpoint = {phone}\nmatch = {ip}\n"
+            assert ident in text, f"the bench's identify of {phone} changed"
+            text = text.replace(ident, ident + f"match_header = X-Callflow-Source: {ip}\n")
+            endpoint = f"[{phone}](bench-endpoint)\n"
+            assert endpoint in text, f"the bench's endpoint {phone} changed"
+            text = text.replace(endpoint, endpoint + "identify_by = header,ip\n")
         return text + (
             "\n; ---- cluster bench: Kamailio in front (tests/integration/nodes.py)\n"
             "[kamailio](bench-endpoint)\ncontext = from-trunk\n\n"

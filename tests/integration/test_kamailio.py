@@ -193,6 +193,35 @@ def test_calls_through_kamailio_reach_both_nodes_into_one_log_and_report(
         assert _total_calls(report) == placed, out
 
 
+def test_a_phone_calling_through_kamailio_is_known_as_the_phone(
+    tmp_path: Path,
+    nodes: dict[str, AsteriskNode],
+    kamailio: Kamailio,
+    daemons: dict[str, Daemon],
+    shared_db: str,
+) -> None:
+    wait_until(
+        lambda: any(kamailio.up(n) for n in nodes.values()),
+        10 * PING_INTERVAL,
+        f"Kamailio's probes to find a node up: {kamailio.states()}",
+    )
+    bench = Bench(tmp_path)
+    try:
+        # The secretariat's phone (127.0.0.11) and a patient call the practice, both
+        # through Kamailio: the node sees both come from Kamailio's address.
+        phone = bench.patient("100", ip="127.0.0.11", to=kamailio.address, hold_ms="2000")
+        assert phone.wait(60) == 0, phone.log()
+        patient = bench.patient("100", to=kamailio.address, hold_ms="2000")
+        assert patient.wait(60) == 0, patient.log()
+        _wait_ended(shared_db, 2)
+    finally:
+        bench.close()
+    rows = _pg(shared_db, "SELECT caller FROM calls ORDER BY started")
+    # The phone was identified by X-Callflow-Source (its endpoint's caller id, 200); the
+    # patient, by Kamailio's address, as a trunk call (the number it sent).
+    assert [r["caller"] for r in rows] == ["200", "0600000001"], rows
+
+
 def _total_calls(report: dict[str, Any]) -> int:
     """The month's number of calls in the quality report (JSON), all flows together."""
     return int(report["months"][0]["figures"]["*"]["calls"])  # "*": every flow
