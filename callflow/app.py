@@ -46,7 +46,7 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
-from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .overrides import OVERRIDES_FILE, SharedOverrides
 from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
@@ -91,6 +91,7 @@ def setup_logging(settings: Settings) -> None:
 class Daemon:
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.node = settings.node.resolved  # tags this daemon's calls and trunk changes
         ari = settings.ari
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
@@ -147,8 +148,14 @@ class Daemon:
                 recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
             )
         )
-        # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
+        # Calendar overrides set at run time (admin API): in the database, shared by every
+        # node on it (PostgreSQL LISTEN/NOTIFY), kept across restarts.
+        self.overrides = SharedOverrides(
+            self.store.engine,
+            node=self.node,
+            clock=lambda: datetime.now(UTC),
+            legacy_file=settings.state_dir / OVERRIDES_FILE,
+        )
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
@@ -173,6 +180,7 @@ class Daemon:
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
                 language=settings.daemon.language,
+                node=self.node,
             )
             http = settings.http
             tls = None
@@ -237,6 +245,7 @@ class Daemon:
             flow_of=self._flow_of,
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
+            node=self.node,
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
@@ -353,6 +362,7 @@ class Daemon:
         """
         parts = [
             Part("call log", self.store),
+            Part("calendar overrides", self.overrides),  # before calls: they apply at once
             Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once

@@ -541,6 +541,8 @@ def _step_line(r: StepRecord) -> str:
     inside = r.kind in (StepKind.ATTEMPT, StepKind.FALLBACK)
     text = f"  {r.step} ({r.kind}): " if inside else f"{r.step}: "
     text += str(r.result) if r.key is None else f"{r.result} {r.key}"
+    if r.score is not None:
+        text += f" {r.score}"
     facts = [f"tier {r.tier}"] if r.tier is not None and r.kind is StepKind.ESCALATE else []
     if r.destination is not None:
         facts.append(r.destination if r.trunk is None else f"{r.destination} via {r.trunk}")
@@ -585,6 +587,7 @@ def _as_json(t: Transcript, o: Outcome) -> dict[str, object]:
                 "kind": str(r.kind),
                 "result": str(r.result),
                 "key": r.key,
+                "score": r.score,
                 "attempt": r.attempt,
                 "destination": r.destination,
                 "trunk": r.trunk,

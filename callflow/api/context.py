@@ -65,6 +65,7 @@ class AdminContext:
     db_timeout: float = 5.0  # seconds a database query of the API may take
     backlog_interval: float = 15.0  # seconds between two callback backlog queries (/metrics)
     language: str = "en"  # the page's words; the daemon passes [daemon] language (fr default)
+    node: str = ""  # this daemon's node ([node] name): its trunks are the live ones
 
 
 __all__ = ["AdminContext", "AuditFn", "FlowSource", "TrunkSource"]

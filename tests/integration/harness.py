@@ -457,7 +457,12 @@ class Bench:
         return s
 
     def patient(
-        self, number: str, ip: str = "127.0.0.1", to: str = "127.0.0.1:5060", **sets: str
+        self,
+        number: str,
+        ip: str = "127.0.0.1",
+        scenario: str = "patient.xml",
+        to: str = "127.0.0.1:5060",
+        **sets: str,
     ) -> Sipp:
         """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'
         (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI), or
@@ -466,7 +471,7 @@ class Bench:
         args = [
             to,
             "-sf",
-            str(SIPP_DIR / "patient.xml"),
+            str(SIPP_DIR / scenario),
             "-s",
             number,
             "-i",

@@ -23,19 +23,10 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-import callflow.settings
-
 from .harness import Bench, Daemon, sandbox, wait_until
 from .nodes import NODE_ADDRESSES, PING_INTERVAL, AsteriskNode, Kamailio
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the bench needs root (chroot)")
-
-# The shared state of issue #17 ([node] name tagging calls, calendar overrides in PostgreSQL)
-# comes with the `cluster` branch; until it is merged, its tests here must fail (strict).
-CLUSTER = hasattr(callflow.settings, "NodeSettings")
-needs_cluster = pytest.mark.xfail(
-    not CLUSTER, strict=True, reason="needs the cluster branch: [node] name, shared overrides"
-)
 
 
 def _dsn(url: str) -> str:
@@ -107,8 +98,8 @@ def daemons(
                 agi=False,
                 ari_url=node.ari_url,
                 extra_config=(
-                    (f'[node]\nname = "{name}"\n' if CLUSTER else "")
-                    + f'[ami]\nhost = "{node.ip}"\n'
+                    f'[node]\nname = "{name}"\n'
+                    f'[ami]\nhost = "{node.ip}"\n'
                     f'[cdr]\nfile = "{node.cdr_file}"\npoll_interval = 0.5\nsettle = 3.0\n'
                 ),
             )
@@ -307,7 +298,6 @@ def _dispatch_lines(kamailio: Kamailio) -> list[str]:
     return [line for line in kamailio.log().splitlines() if "dispatch: INVITE" in line]
 
 
-@needs_cluster
 def test_an_override_set_on_one_node_holds_on_the_other(
     tmp_path: Path,
     nodes: dict[str, AsteriskNode],

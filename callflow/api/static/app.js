@@ -181,6 +181,18 @@ function renderTrunks(data) {
     el("td", {}, String(trunk.consecutive_failures)))));
 }
 
+// Several nodes share the call log: the other nodes' trunks as each one last logged them.
+function renderNodeTrunks(data) {
+  const rows = Object.entries(data.nodes || {}).filter(([node]) => node !== data.node)
+    .flatMap(([node, trunks]) => trunks.map((trunk) => el("tr", { "data-node": node },
+      el("td", {}, node),
+      el("td", {}, trunk.name),
+      el("td", { class: "state" }, el("span", { class: "badge " + trunk.state }, t(trunk.state))),
+      el("td", {}, new Date(trunk.since).toLocaleString(LANG())))));
+  $("node-trunks").hidden = rows.length === 0;
+  $("node-trunks").querySelector("tbody").replaceChildren(...rows);
+}
+
 // -- the page -------------------------------------------------------------------------------
 
 function handle(e) {
@@ -201,6 +213,7 @@ async function refresh() {
     renderCallbacks(callbacks.callbacks);
     renderCalendars(calendars.calendars);
     renderTrunks(trunks);
+    renderNodeTrunks(trunks);
     $("updated").textContent = new Date().toLocaleTimeString(LANG());
     document.body.dataset.loaded = "yes";
   } catch (e) {
