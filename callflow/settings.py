@@ -319,6 +319,28 @@ class NodeSettings:
 
 
 @dataclass(frozen=True)
+class DrillsSettings:
+    """Forwarding drills: real test calls to each forwarding destination, trunk by trunk
+    (``callflow drill``, the page, and by themselves ``lead`` seconds before each closure,
+    holiday and weekend).  ``caller_id`` is the number the test call shows (empty: the
+    trunk's own); ``max_age_days``: ``check --horizon`` reports a destination whose last
+    successful drill is older."""
+
+    scheduled: bool = True
+    lead: float = 3600.0  # seconds before the closing: the last open hour
+    caller_id: str = ""
+    max_age_days: int = 90
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.lead <= 24 * 3600:
+            raise SettingsError("[drills] lead must be 60 to 86400 seconds")
+        if self.caller_id and not self.caller_id.lstrip("+").isdigit():
+            raise SettingsError("[drills] caller_id must be a phone number (digits, optional +)")
+        if self.max_age_days < 1:
+            raise SettingsError("[drills] max_age_days must be at least 1")
+
+
+@dataclass(frozen=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     ari: AriSettings = field(default_factory=AriSettings)
@@ -331,6 +353,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
+    drills: DrillsSettings = field(default_factory=DrillsSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
     source: Path | None = None  # the settings file (None: defaults and environment only)
 
@@ -366,6 +389,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpSettings,
     "agi": AgiSettings,
     "overload": OverloadSettings,
+    "drills": DrillsSettings,
 }
 
 

@@ -21,6 +21,7 @@ from . import queries
 from .accounts import NAME, Role
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
+from .drill_routes import get_drills, start_drill
 from .http import (
     ACCESS,
     CONTEXT,
@@ -81,6 +82,9 @@ def add_routes(app: web.Application) -> None:
     api("GET", "/api/calls", get_calls, admin)
     api("GET", "/api/calls/{id}", get_call, admin)
     api("GET", "/api/audit", get_audit, admin, global_only=True)
+    # Forwarding drills: their results, and a drill now (a scoped admin: its practices' only).
+    api("GET", "/api/drills", get_drills, admin)
+    api("POST", "/api/drills/{flow}", start_drill, admin)
     app[ACCESS] = access
     app[EVERY_PRACTICE] = every
 

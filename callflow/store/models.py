@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..drills import DrillMode
 from ..flow.events import OutcomeKind
 
 OUTCOMES: tuple[str, ...] = tuple(k.value for k in OutcomeKind)
@@ -215,6 +216,7 @@ class CalendarOverride(Base):
 
 
 CDR_ACTIONS: tuple[str, ...] = ("imported", "closed")
+DRILL_MODES: tuple[str, ...] = tuple(m.value for m in DrillMode)
 
 
 class CdrImport(Base):
@@ -232,9 +234,32 @@ class CdrImport(Base):
     __table_args__ = (CheckConstraint(_in("action", CDR_ACTIONS), name="action"), Index(None, "at"))
 
 
+class DrillRow(Base):
+    """One leg of a forwarding drill: a destination over one trunk (no patient data)."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String)
+    destination: Mapped[str] = mapped_column(String)
+    trunk: Mapped[str] = mapped_column(String)
+    mode: Mapped[str] = mapped_column(String)  # call, or health (an emergency route)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answer_delay: Mapped[float | None] = mapped_column(Float)  # seconds, when answered
+
+    __table_args__ = (
+        CheckConstraint(_in("mode", DRILL_MODES), name="mode"),
+        Index(None, "flow", "destination", "trunk", "at"),
+        Index(None, "at"),
+    )
+
+
 __all__ = [
     "CALLBACK_STATUSES",
     "CDR_ACTIONS",
+    "DRILL_MODES",
     "OUTCOMES",
     "AdminAction",
     "Base",
@@ -243,6 +268,7 @@ __all__ = [
     "CallStep",
     "CallbackRequestRow",
     "CdrImport",
+    "DrillRow",
     "TrunkEvent",
     "UTCDateTime",
 ]

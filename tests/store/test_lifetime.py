@@ -52,6 +52,7 @@ PARTS = [
     "ARI events",
     "ARI client",
     "call service",
+    "drills",
     "after crash",
     "FastAGI",
     "systemd notify",

@@ -21,6 +21,7 @@ TABLES = {
     "trunk_events",
     "admin_actions",
     "calendar_overrides",
+    "drills",
 }
 
 

@@ -1,8 +1,8 @@
 """several nodes on one database: calls and trunk changes tagged with their node; calendar
 overrides shared by every node
 
-Revision ID: 0008_cluster
-Revises: 0005_driver
+Revision ID: 0007_cluster
+Revises: 0006_survey
 Create Date: 2026-12-03
 
 ``calls.node`` stays NULL for calls logged before this revision (one node then: the
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_cluster"
-down_revision: str | Sequence[str] | None = "0005_driver"
+revision: str = "0007_cluster"
+down_revision: str | Sequence[str] | None = "0006_survey"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
