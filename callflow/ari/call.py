@@ -543,7 +543,11 @@ class AriCall:
         except TelephonyError as exc:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
-            await self.hangup()
+            try:
+                await self.hangup()
+            except TelephonyError as gone:  # the PBX itself is gone (a dead node): so is the call
+                log.warning("call=%s not hung up either: %s", self.id, gone)
+                self.close()
             return False
         return True
 

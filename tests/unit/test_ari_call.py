@@ -271,6 +271,15 @@ async def test_last_resort_hands_the_caller_to_the_dialplan_fallback() -> None:
     assert CALLER not in pbx.hung_up()
 
 
+async def test_last_resort_with_the_pbx_gone_returns_false_without_raising() -> None:
+    # A node's Asterisk died: neither the fallback nor the hangup can reach it.
+    call, pbx = make()
+    pbx.drop("POST", f"/channels/{CALLER}/continue")
+    pbx.drop("DELETE", f"/channels/{CALLER}")
+    assert await call.last_resort() is False
+    assert pbx.sent("DELETE", f"/channels/{CALLER}")  # it was tried
+
+
 async def test_a_trunk_that_shows_no_sign_of_life_is_given_up_after_the_setup_timeout() -> None:
     call, pbx = make({"PJSIP/0180@trunk-a": SILENT})
     t0 = now()
