@@ -1,12 +1,13 @@
 """The cluster bench: two Asterisk nodes from the one sandbox chroot, Kamailio in front.
 
 Each node is a second (and third) Asterisk started from the sandbox's chroot with its own
-configuration folder ``/etc/asterisk-<node>`` (``asterisk -C``): the bench's configuration
-(``asterisk-conf/`` + ``tests/integration/asterisk/``, as ``asterisk-sandbox configure
---test``) with its own addresses, its own run, log, spool and astdb folders, its own RTP
-ports and ``systemname`` (so that its channel ids, the call log's call ids, cannot collide
-with the other node's in the shared database). Nothing of the sandbox's own Asterisk is
-touched: it may run beside them on 127.0.0.1.
+configuration folder ``/etc/asterisk-<node>`` (``asterisk -C``): the bench's configuration,
+built by the sandbox's own build (``asterisk-sandbox build-conf /etc/asterisk-<node>
+--test``: Debian's stock files joined with ``tests/integration/asterisk/`` and
+``asterisk-conf/callflow/``), with its own addresses, its own run, log, spool and astdb
+folders, its own RTP ports and ``systemname`` (so that its channel ids, the call log's call
+ids, cannot collide with the other node's in the shared database). Nothing of the
+sandbox's own Asterisk is touched: it may run beside them on 127.0.0.1.
 
 Address plan (beside tests/integration/README.md's):
 
@@ -16,10 +17,11 @@ Address plan (beside tests/integration/README.md's):
     node2       127.0.0.22:5060    127.0.0.22:8088 / :5038       13000-13999
 
 Each node identifies Kamailio's address as the endpoint ``kamailio`` (context
-``from-trunk``): every patient reaches a node through Kamailio. Phones and trunks keep their
-addresses of the plan and are rung by the nodes directly (static contacts on both nodes); a
-phone's own call through Kamailio is identified by the ``X-Callflow-Source`` header Kamailio
-adds (``match_header``, tried before the source address).
+``callflow-from-trunk``): every patient reaches a node through Kamailio. Phones and trunks
+keep their addresses of the plan and are rung by the nodes directly (static contacts on
+both nodes); a phone's own call through Kamailio is identified by the
+``X-Callflow-Source`` header Kamailio adds (``match_header``, tried before the source
+address).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .harness import ARI_PASSWORD, ARI_USER, PEERS, REPO, SANDBOX_ROOT, wait_until
+from .harness import ARI_PASSWORD, ARI_USER, PEERS, REPO, SANDBOX_ROOT, sandbox, wait_until
 
 KAMAILIO_IP = "127.0.0.20"
 KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
@@ -94,16 +96,19 @@ class AsteriskNode:
 
     def configure(self) -> None:
         """Write ``/etc/asterisk-<node>`` in the chroot (afresh) and empty its folders."""
+        # The sandbox's own build (stock files + join.sh + the bench's include files), so
+        # that a node runs exactly the configuration the sandbox's Asterisk runs.
+        sandbox("build-conf", self.etc, "--test")
         etc = SANDBOX_ROOT / self.etc.lstrip("/")
-        shutil.rmtree(etc, ignore_errors=True)
-        etc.mkdir(parents=True)
-        for src in (REPO / "asterisk-conf", REPO / "tests/integration/asterisk"):
-            for f in src.glob("*.conf"):
-                shutil.copy(f, etc / f.name)
+        own = etc / "callflow"  # the include files (the bench's, else the shipped ones)
         self._edit(etc / "asterisk.conf", self._asterisk_conf)
-        self._edit(etc / "pjsip.conf", self._pjsip_conf)
-        self._edit(etc / "http.conf", lambda t: _setting(t, "bindaddr", self.ip))
-        self._edit(etc / "manager.conf", self._manager_conf)
+        self._edit(own / "pjsip_callflow.conf", self._pjsip_conf)
+        # http.conf's [general] is read setting by setting, the include's last: set both.
+        for http in (etc / "http.conf", own / "http_callflow.conf"):
+            self._edit(http, lambda t: _setting(t, "bindaddr", self.ip))
+        self._edit(etc / "manager.conf", lambda t: _setting(t, "bindaddr", self.ip))
+        self._edit(own / "manager_callflow.conf", self._manager_account)
+        # No include file sets the RTP range: the stock rtp.conf's is the one that counts.
         self._edit(etc / "rtp.conf", self._rtp_conf)
         for d in self.dirs.values():
             path = SANDBOX_ROOT / d.lstrip("/")
@@ -117,7 +122,7 @@ class AsteriskNode:
         path.write_text(change(path.read_text()))
 
     def _asterisk_conf(self, text: str) -> str:
-        # Drop the shipped [directories] (a template there, "(!)") for this node's own.
+        # Drop the stock [directories] (a template there, "(!)") for this node's own.
         text = re.sub(r"(?ms)^\[directories\][^\n]*\n.*?(?=^\[)", "", text)
         dirs = {
             "astcachedir": "/var/cache/asterisk",
@@ -137,7 +142,7 @@ class AsteriskNode:
 
     def _pjsip_conf(self, text: str) -> str:
         text = text.replace("bind = 127.0.0.1:5060", f"bind = {self.ip}:5060")
-        assert f"bind = {self.ip}:5060" in text, "the bench's pjsip.conf transport changed"
+        assert f"bind = {self.ip}:5060" in text, "the bench's pjsip transport changed"
         # A phone's call through Kamailio comes from Kamailio's address: the phone is known
         # by X-Callflow-Source (its own address, which Kamailio adds), tried first.
         text = _setting(text, "endpoint_identifier_order", "header,ip,username")
@@ -151,14 +156,15 @@ class AsteriskNode:
             text = text.replace(endpoint, endpoint + "identify_by = header,ip\n")
         return text + (
             "\n; ---- cluster bench: Kamailio in front (tests/integration/nodes.py)\n"
-            "[kamailio](bench-endpoint)\ncontext = from-trunk\n\n"
+            "[kamailio](bench-endpoint)\ncontext = callflow-from-trunk\n\n"
             f"[kamailio]\ntype = identify\nendpoint = kamailio\nmatch = {KAMAILIO_IP}\n"
         )
 
-    def _manager_conf(self, text: str) -> str:
-        text = _setting(text, "bindaddr", self.ip)
+    def _manager_account(self, text: str) -> str:
         # The daemon connects from any loopback address to the node's own.
-        return text.replace("permit = 127.0.0.1/255.255.255.255", "permit = 127.0.0.0/255.0.0.0")
+        old = "permit = 127.0.0.1/255.255.255.255"
+        assert old in text, "the bench's AMI account changed"
+        return text.replace(old, "permit = 127.0.0.0/255.0.0.0")
 
     def _rtp_conf(self, text: str) -> str:
         text = _setting(text, "rtpstart", str(self.rtp_start))
