@@ -21,7 +21,7 @@ from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriError, AriNotFound
+from .faults import AriBadRequest, AriError, AriNotFound
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -403,7 +403,14 @@ class AriCall:
         try:
             await self._quiet(self._chan)
             await self._quiet(leg)  # a callee who confirmed during the announce
-            await self.client.add_channel(bridge_id, [self.id, leg.id])
+            try:
+                await self.client.add_channel(bridge_id, [self.id, leg.id])
+            except AriBadRequest:
+                # Asterisk answers 400 "Channel not found" when a channel of the list is
+                # gone: a caller who hung up as the callee answered (its events still on
+                # the way) is a caller hangup, not a technical failure (issue #12).
+                await self._caller_op(self.client.get_channel(self.id))
+                raise
             with contextlib.suppress(_Gone, CallerHangup):
                 await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
         finally:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import pytest
 
@@ -307,3 +307,29 @@ async def test_reconcile_keeps_a_channel_that_is_still_there() -> None:
     call.reconcile(set(pbx.channels))
     assert await task == ""
     assert not call.gone
+
+
+class CallerLeavesAsTheCalleeAnswers(FakeAsterisk):
+    """The caller hangs up just as the callee answers: the channel is gone in Asterisk
+    when the bridge is asked for (400 Channel not found), its events still on the way."""
+
+    def _serve(self, method: str, seg: list[str], params: Mapping[str, str] | None) -> Any:
+        data = super()._serve(method, seg, params)
+        if (method, seg) == ("POST", ["bridges"]) and CALLER in self.channels:
+            snapshot = self.channels[CALLER].json()
+            self._forget(CALLER)
+            self._soon(lambda: self._send({"type": "StasisEnd", "channel": snapshot}))
+        return data
+
+
+async def test_a_caller_gone_when_the_bridge_is_made_hung_up_not_a_failure() -> None:
+    # Found by the fault matrix (kill -9 under load): calls recovered at the restart whose
+    # caller left meanwhile were logged "failed ... addChannel ... HTTP 400", not abandoned.
+    registry = ChannelRegistry()
+    pbx = CallerLeavesAsTheCalleeAnswers({"PJSIP/accueil": ANSWER}, sink=route_to(registry))
+    call = AriCall(client_for(pbx), registry, pbx.add_caller(CALLER), dialed="100")
+    with pytest.raises(CallerHangup):
+        await bounded(call.dial("PJSIP/accueil", timeout=20))
+    assert [r for r in pbx.requests if r.path.endswith("/addChannel")]  # refused: 400
+    assert any(c.startswith("leg-") for c in pbx.hung_up())  # the callee is let go
+    assert not pbx.bridges  # and the bridge
