@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from collections import Counter
@@ -33,6 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from .harness import SIPP_DIR, Daemon, channels, wait_until
+
+# SIPp's error log: a call aborted on a final 5xx to its INVITE, and its From user.
+_REFUSED = re.compile(
+    r"while expecting '1\d\d' \(index \d+\), received 'SIP/2\.0 5\d\d .*?"
+    r"From: \"Patient ([^\"]+)\"",
+    re.S,
+)
 
 RATE = float(os.environ.get("CALLFLOW_FAULT_RATE", "10"))
 SECONDS = float(os.environ.get("CALLFLOW_FAULT_SECONDS", "6"))
@@ -87,6 +95,15 @@ class Load:
 
     def failed(self) -> int:
         return int(self._stats().get("FailedCall(C)", "0") or 0)
+
+    def refused(self) -> set[str]:
+        """Caller numbers whose INVITE Asterisk refused (a 5xx before any answer, e.g. 503
+        while it shuts down): no channel, no dialplan, no CDR: nothing to log."""
+        out: set[str] = set()
+        for f in self.workdir.glob("patient-load_*_errors.log"):
+            for m in _REFUSED.finditer(f.read_text(errors="replace")):
+                out.add(m.group(1))
+        return out
 
     def wait_placed(self, n: int, timeout: float = 60) -> None:
         wait_until(lambda: self.placed() >= n, timeout, f"SIPp to place {n} calls")
@@ -198,12 +215,13 @@ class Row:
 
     fault: str
     rate: float
-    placed: int  # calls SIPp placed
+    placed: int  # calls SIPp placed that Asterisk took (not refused outright)
     served: int  # calls whose caller reached someone or something, or hung up (REACHED)
     logged: int  # calls in the call log
     without_outcome: int
     duplicated: int  # calls logged more than once
     sipp_failed: int  # calls SIPp counted failed (e.g. cut by a restarted Asterisk)
+    refused: int = 0  # calls Asterisk refused outright (5xx to the INVITE): not placed
     outcomes: dict[str, int] = field(default_factory=dict)
     date: str = ""
     machine: str = ""
@@ -222,6 +240,7 @@ def after(
     every_row_ours: bool = False,
     excused: Callable[[tuple[Any, ...]], bool] = lambda row: False,
     pg_url: str | None = None,
+    refusals_allowed: bool = False,
     timeout: float = 120,
 ) -> Row:
     """The checks after a fault, and its row of the matrix.
@@ -231,10 +250,17 @@ def after(
     the one Asterisk hands over; ``every_row_ours`` counts every row of a fresh call log
     instead, for numbers Asterisk rewrites), none twice, none without an outcome, and every
     caller reached someone or something or hung up (``excused`` rows aside: a call a fault
-    cut off, e.g. with Asterisk itself; they count as not served)."""
-    placed_numbers = [logged_as(c.number) for c in load.callers[: load.placed()]]
+    cut off, e.g. with Asterisk itself; they count as not served).  A call Asterisk refused
+    outright (a 5xx to the INVITE: ``refusals_allowed``, while it restarts) never existed
+    for the PBX: it is counted apart, not as placed.  A call logged ``failed`` that the
+    daemon handed to the dialplan fallback (what it does when the link to Asterisk fails,
+    README) reached the fallback, unless its log says it could not."""
+    sent = load.callers[: load.placed()]
+    assert len(sent) == len(load.callers), f"SIPp placed {len(sent)} of {len(load.callers)}"
+    refused = load.refused()
+    assert not refused or refusals_allowed, f"Asterisk refused calls: {sorted(refused)}"
+    placed_numbers = [logged_as(c.number) for c in sent if c.number not in refused]
     placed = len(placed_numbers)
-    assert placed == len(load.callers), f"SIPp placed {placed} of {len(load.callers)} calls"
     wanted = None if every_row_ours else set(placed_numbers)
     assert wanted is None or len(wanted) == placed, "caller numbers must be unique"
 
@@ -248,13 +274,22 @@ def after(
     with contextlib.suppress(AssertionError):  # the assertions below say what is wrong
         wait_until(settled, timeout, "every call placed in the call log with an outcome", 0.5)
     rows = ours()
+    text = daemon.log()
+
+    def served(r: tuple[Any, ...]) -> bool:
+        if r[2] in REACHED:
+            return True
+        to_fallback = r[2] == "failed" and str(r[3]).startswith("PBX link failed")
+        return to_fallback and f"call={r[0]} could not reach the dialplan fallback" not in text
+
     per_call = Counter(r[1] for r in rows) if wanted is not None else Counter(r[0] for r in rows)
     outcomes = Counter(str(r[2]) for r in rows)
     row = Row(
         fault=fault,
         rate=load.rate,
         placed=placed,
-        served=sum(1 for r in rows if r[2] in REACHED),
+        served=sum(1 for r in rows if served(r)),
+        refused=len(refused),
         logged=len(per_call),
         without_outcome=sum(1 for r in rows if r[2] is None),
         duplicated=sum(1 for n in per_call.values() if n > 1),
@@ -264,11 +299,11 @@ def after(
         machine=f"{platform.node()}, {os.cpu_count()} cores",
     )
     record(row)
-    detail = f"{row}\n--- daemon log ---\n{daemon.log()[-3000:]}"
+    detail = f"{row}\n--- daemon log ---\n{text[-3000:]}"
     assert row.logged == placed, f"calls placed but not logged: {detail}"
     assert row.duplicated == 0, f"calls logged twice: {[r for r in rows if per_call[r[1]] > 1]}"
     assert row.without_outcome == 0, f"calls without an outcome: {detail}"
-    stranded = [r for r in rows if r[2] not in REACHED and not excused(r)]
+    stranded = [r for r in rows if not served(r) and not excused(r)]
     assert not stranded, f"callers who reached nobody: {stranded}\n{detail}"
     return row
 

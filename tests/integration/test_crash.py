@@ -98,7 +98,7 @@ def test_asterisk_restart_under_load(tmp_path: Path, flows_dir: Path, bench: Ben
             daemon.wait_connected(count=2, timeout=60)
 
         load = run_under_load(tmp_path / "load", stream(), restart)
-        row = after("restart Asterisk", daemon, load, excused=cut_by_the_pbx)
+        row = after("restart Asterisk", daemon, load, excused=cut_by_the_pbx, refusals_allowed=True)
         MATRIX.append(row)
         # The calls placed after the restart were served as usual.
         assert row.outcomes.get("answered", 0) + row.outcomes.get("fallback", 0) >= 1, row
@@ -222,12 +222,30 @@ def test_a_trunk_dies_mid_call(tmp_path: Path, flows_dir: Path, bench: Bench) ->
             trunk_a.proc.wait(10)
 
         load = run_under_load(tmp_path / "load", calls, trunk_a_dies, trigger=on_trunk_a)
-        row = after("a trunk dies mid-call", daemon, load)
+        row = after(
+            "a trunk dies mid-call", daemon, load, excused=rang_out_on_the_dead_trunk(daemon)
+        )
         MATRIX.append(row)
         trunks = {r[0] for r in daemon.query("SELECT trunk FROM calls WHERE trunk IS NOT NULL")}
         assert {"trunk-a", "trunk-b"} <= trunks, trunks  # the later calls left by trunk-b
     finally:
         stopped(daemon)
+
+
+def rang_out_on_the_dead_trunk(daemon: Daemon) -> Any:
+    """Known gap (issue #12's matrix): a call forwarded over trunk-a that was ringing when
+    trunk-a died ends as an unanswered callee (NOANSWER is not a trunk fault), so trunk-b is
+    not tried and bench.yaml's after-hours step ends with 'bye'.  Counted as not served."""
+
+    def excused(row: tuple[Any, ...]) -> bool:
+        steps = daemon.steps(row[0])
+        rang_out = any(
+            (s["kind"], s["trunk"], s["dial_status"]) == ("forward", "trunk-a", "NOANSWER")
+            for s in steps
+        )
+        return row[2] == "hangup" and rang_out
+
+    return excused
 
 
 def test_sighup_with_a_broken_flow_under_load(
@@ -252,7 +270,9 @@ def test_sighup_with_a_broken_flow_under_load(
         stopped(daemon)
 
 
-FLOOD = "1234567890*#" * 3  # every key, fast
+# Keys fast, none of them a menu option but 1 (the secretariat): never 4, bench.yaml's
+# tier-1 escalation to an emergency number, not even on the sandbox's fake trunks.
+FLOOD = "90*#" * 9
 
 
 def test_a_dtmf_flood_under_load(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
@@ -261,7 +281,9 @@ def test_a_dtmf_flood_under_load(tmp_path: Path, flows_dir: Path, bench: Bench) 
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
         calls = [
-            Caller(number, digits=FLOOD if i % 2 else FLOOD[::-1], tone_ms=50)
+            # Half choose 1 then keep pressing; half press only wrong keys (two attempts,
+            # then the menu's failed branch: the secretariat).
+            Caller(number, digits="1" + FLOOD if i % 2 else FLOOD, tone_ms=50)
             for i, number in enumerate(callers(int(RATE * SECONDS)))
         ]
 
