@@ -177,13 +177,14 @@ def test_spool_disk_full_under_load(tmp_path: Path, flows_dir: Path, bench: Benc
 
         def fill_then_free(load: Load) -> None:
             filler = inside / "filler"
-            with filler.open("wb") as fh:
-                try:
-                    while True:
-                        fh.write(b"\0" * 4096)
-                        fh.flush()
-                except OSError:  # ENOSPC: full
-                    pass
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)  # unbuffered: no late flush
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError:  # ENOSPC: full to the last byte
+                pass
+            finally:
+                os.close(fd)
             daemon.wait_log(r"CANNOT WRITE THE SPOOL .*No space left", timeout=30)
             load.wait_placed(load.placed() + int(2 * load.rate) + 1)
             filler.unlink()
