@@ -11,8 +11,8 @@ caller reached a human, voicemail, a callback, the fallback, or hung up.
 The rate defaults to ``CALLFLOW_FAULT_RATE`` (10 calls/s: what this 2-core machine, shared
 with other jobs, holds reliably with the daemon, Asterisk and SIPp on it; the issue asks
 ~20) and the stream lasts ``CALLFLOW_FAULT_SECONDS`` (6 s).  Each test adds its row to
-``CALLFLOW_FAULT_MATRIX_FILE`` (JSON lines) when set; ``scripts/fault-matrix`` runs the tests
-and prints the table.
+``CALLFLOW_FAULT_MATRIX_FILE`` (JSON lines) when set; ``benchmarks/fault_matrix.py`` runs
+the tests and prints the table.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def after(
 
 
 def record(row: Row) -> None:
-    """Append ``row`` to the matrix file (``scripts/fault-matrix`` makes the table of it)."""
+    """Append ``row`` to the matrix file (``benchmarks/fault_matrix.py`` makes the table of it)."""
     if MATRIX_FILE:
         with open(MATRIX_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
