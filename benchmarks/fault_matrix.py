@@ -2,7 +2,7 @@
 its table, fault x placed / served / logged / without outcome / duplicated.
 
     unshare --net bash -c 'ip link set lo up && .venv/bin/python benchmarks/fault_matrix.py'
-    ... benchmarks/fault_matrix.py --rate 20 --seconds 5     # another load
+    ... benchmarks/fault_matrix.py --rate 10 --seconds 6     # another load
     ... benchmarks/fault_matrix.py --update-readme            # refresh the README's table
     .venv/bin/python benchmarks/fault_matrix.py --rows FILE  # the table of rows already run
 
@@ -79,8 +79,8 @@ def run(rate: float, seconds: float, rows_file: Path, extra: list[str]) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--rate", type=float, default=10, help="calls per second (default 10)")
-    p.add_argument("--seconds", type=float, default=6, help="length of the stream (default 6)")
+    p.add_argument("--rate", type=float, default=20, help="calls per second (default 20)")
+    p.add_argument("--seconds", type=float, default=5, help="length of the stream (default 5)")
     p.add_argument("--rows", type=Path, help="print the table of these rows, run nothing")
     p.add_argument("--update-readme", action="store_true", help="write it to the README")
     p.add_argument("pytest_args", nargs="*", help="more pytest arguments (e.g. -k kill)")
