@@ -10,9 +10,9 @@ caller reached a human, voicemail, a callback, the fallback, or hung up.
 
 The rate is ``CALLFLOW_FAULT_RATE`` (20 calls/s, the issue's; this 2-core machine shared
 with other jobs held it with the daemon, Asterisk, PostgreSQL and SIPp on it; lower it on
-a slower one) and the stream lasts ``CALLFLOW_FAULT_SECONDS`` (5 s: 100 calls a fault).  Each test adds its row to
-``CALLFLOW_FAULT_MATRIX_FILE`` (JSON lines) when set; ``benchmarks/fault_matrix.py`` runs
-the tests and prints the table.
+a slower one) and the stream lasts ``CALLFLOW_FAULT_SECONDS`` (5 s: 100 calls a fault).
+Each test adds its row to ``CALLFLOW_FAULT_MATRIX_FILE`` (JSON lines) when set;
+``benchmarks/fault_matrix.py`` runs the tests and prints the table.
 """
 
 from __future__ import annotations
