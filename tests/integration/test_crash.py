@@ -53,6 +53,12 @@ def stream(n: int = int(RATE * SECONDS), **kw: Any) -> list[Caller]:
     ]
 
 
+def start(daemon: Daemon) -> None:
+    """Start the daemon; a loaded machine may take many seconds just to import it."""
+    daemon.start(wait=False)
+    daemon.wait_connected(timeout=120)
+
+
 def stopped(daemon: Daemon) -> None:
     code = daemon.stop()
     log = daemon.log()
@@ -62,7 +68,7 @@ def stopped(daemon: Daemon) -> None:
 
 def test_kill_9_under_load_then_restart(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
     daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
 
@@ -71,7 +77,7 @@ def test_kill_9_under_load_then_restart(tmp_path: Path, flows_dir: Path, bench: 
             # A second's worth of calls while it is down: the dialplan fallback takes them.
             load.wait_placed(load.placed() + int(load.rate) + 1)
             daemon.start(wait=False)  # the same journal and database, as systemd would
-            daemon.wait_connected(count=2, timeout=60)
+            daemon.wait_connected(count=2, timeout=120)
 
         load = run_under_load(tmp_path / "load", stream(), kill_then_restart)
         row = after("kill -9 the daemon, restart it", daemon, load)
@@ -89,13 +95,13 @@ def test_asterisk_restart_under_load(tmp_path: Path, flows_dir: Path, bench: Ben
     # dialplan before the daemon is connected again: the fallback answers them, and the
     # daemon logs them from the CDRs.
     daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
 
         def restart(load: Load) -> None:
             sandbox("restart")
-            daemon.wait_connected(count=2, timeout=60)
+            daemon.wait_connected(count=2, timeout=120)
 
         load = run_under_load(tmp_path / "load", stream(), restart)
         row = after("restart Asterisk", daemon, load, excused=cut_by_the_pbx, refusals_allowed=True)
@@ -140,7 +146,7 @@ def test_postgres_stopped_mid_run_then_started(
 ) -> None:
     url = pg_sandbox_url()
     daemon = Daemon(tmp_path / "d", flows_dir, db_url=url)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
 
@@ -148,7 +154,7 @@ def test_postgres_stopped_mid_run_then_started(
             postgres("stop")
             # Two seconds' worth of calls while it is down, then its writes fail for sure.
             load.wait_placed(load.placed() + int(2 * load.rate) + 1)
-            daemon.wait_log(r"call log: .*(database|connect)", timeout=30)
+            daemon.wait_log(r"call log: .*(database|connect)", timeout=90)
             postgres("up")
 
         load = run_under_load(tmp_path / "load", stream(), stop_then_start)
@@ -168,7 +174,7 @@ def test_spool_disk_full_under_load(tmp_path: Path, flows_dir: Path, bench: Benc
     mount = 'mount -t tmpfs -o size=256k,mode=0700 callflow-spool "$0" && exec "$@"'
     command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, str(spool)]
     daemon = Daemon(work, flows_dir, command=[*command, sys.executable, "-m", "callflow.cli"])
-    daemon.start()
+    start(daemon)
     try:
         assert daemon.proc is not None
         inside = Path(f"/proc/{daemon.proc.pid}/root") / spool.relative_to("/")
@@ -185,26 +191,26 @@ def test_spool_disk_full_under_load(tmp_path: Path, flows_dir: Path, bench: Benc
                 pass
             finally:
                 os.close(fd)
-            daemon.wait_log(r"CANNOT WRITE THE SPOOL .*No space left", timeout=30)
+            daemon.wait_log(r"CANNOT WRITE THE SPOOL .*No space left", timeout=90)
             load.wait_placed(load.placed() + int(2 * load.rate) + 1)
             filler.unlink()
 
         load = run_under_load(tmp_path / "load", stream(), fill_then_free)
         MATRIX.append(after("fill the spool's disk, free it", daemon, load))
-        daemon.wait_log(r"the spool .* is writable again", timeout=30)
+        daemon.wait_log(r"the spool .* is writable again", timeout=90)
     finally:
         stopped(daemon)
 
 
 def test_a_trunk_dies_mid_call(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
     daemon = Daemon(tmp_path / "d", flows_dir)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
         trunk_a = bench.peer("trunk-a", "uas-answer.xml", keep_running="1")  # talks on
         bench.peer("trunk-b", "uas-answer.xml", hangup_ms="1500", keep_running="1")
-        wait_trunk("trunk-a", "online")
-        wait_trunk("trunk-b", "online")
+        wait_trunk("trunk-a", "online", timeout=90)
+        wait_trunk("trunk-b", "online", timeout=90)
         # Most callers go out to the telephone secretariat over trunk-a (key 2).
         calls = [
             Caller(number, digits="1" if i % 4 == 3 else "2", hold_ms=15000)
@@ -235,7 +241,7 @@ def test_sighup_with_a_broken_flow_under_load(
     tmp_path: Path, flows_dir: Path, bench: Bench
 ) -> None:
     daemon = Daemon(tmp_path / "d", flows_dir)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
         flow = flows_dir / "bench.yaml"
@@ -243,7 +249,9 @@ def test_sighup_with_a_broken_flow_under_load(
         def broken_reload(load: Load) -> None:
             flow.write_text(flow.read_text().replace("dial: secretariat", "dial: nobody"))
             daemon.signal(signal.SIGHUP)
-            daemon.wait_log(r"reload refused: .*bench\.yaml:\d+:\d+: unknown destination")
+            daemon.wait_log(
+                r"reload refused: .*bench\.yaml:\d+:\d+: unknown destination", timeout=90
+            )
 
         load = run_under_load(tmp_path / "load", stream(), broken_reload)
         row = after("SIGHUP with a broken flow", daemon, load)
@@ -260,7 +268,7 @@ FLOOD = "90*#" * 9
 
 def test_a_dtmf_flood_under_load(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
     daemon = Daemon(tmp_path / "d", flows_dir)
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
         calls = [
@@ -292,7 +300,7 @@ HOSTILE = [
 
 def test_hostile_caller_ids_under_load(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
     daemon = Daemon(tmp_path / "d", flows_dir)  # a fresh call log: every row is ours
-    daemon.start()
+    start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
         numbers = callers(int(RATE * SECONDS))
