@@ -452,14 +452,16 @@ class Bench:
         time.sleep(0.2)  # let it bind before Asterisk sends anything
         return s
 
-    def patient(self, number: str, ip: str = "127.0.0.1", **sets: str) -> Sipp:
+    def patient(
+        self, number: str, ip: str = "127.0.0.1", scenario: str = "patient.xml", **sets: str
+    ) -> Sipp:
         """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'
         (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI)."""
         port = 5070 + len(self.procs)
         args = [
             "127.0.0.1:5060",
             "-sf",
-            str(SIPP_DIR / "patient.xml"),
+            str(SIPP_DIR / scenario),
             "-s",
             number,
             "-i",

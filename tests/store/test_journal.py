@@ -125,10 +125,10 @@ async def test_a_slow_database_write_does_not_hold_the_journal_up(
     entered, release = asyncio.Event(), asyncio.Event()
     real = recorder_module.write_records
 
-    async def slow(conn: Any, records: Any) -> None:
+    async def slow(conn: Any, records: Any, **kwargs: Any) -> None:
         entered.set()
         await release.wait()  # a locked or slow database
-        await real(conn, records)
+        await real(conn, records, **kwargs)
 
     monkeypatch.setattr(recorder_module, "write_records", slow)
     spool = tmp_path / "spool"
