@@ -83,7 +83,6 @@ def test_latency_window_forgets_old_answers() -> None:
     assert w.worst(16.0) == 0.0  # so shedding on answer latency cannot last forever
 
 
-
 def test_latency_window_worst_is_the_max_of_the_window_whatever_the_order() -> None:
     # The window keeps only the samples that can still be the worst: its answer must be
     # the plain maximum of the answers of the last ``window`` seconds, at every moment.
