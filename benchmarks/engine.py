@@ -401,6 +401,7 @@ class RateRow:
     daemon_cpu: float  # percent of one core
     fake_cpu: float
     why_shed: str = ""
+    cpu_ms: float = 0.0  # daemon CPU (every thread) per call offered, milliseconds
 
     @property
     def kept_up(self) -> bool:
@@ -430,6 +431,7 @@ async def setups(
             pct(lat, 0.99),
             100 * dcpu / wall,
             100 * fcpu / wall,
+            cpu_ms=1e3 * dcpu / count,
         )
         shed_now = shed_counts(await daemon.metrics())
         row.why_shed = ", ".join(f"{k} {n}" for k, n in (shed_now - shed_before).items())
@@ -438,8 +440,8 @@ async def setups(
         print(
             f"  {rate:>5}/s: offered {count}, answered {len(lat)}, shed {shed}, "
             f"p50 {row.p50 * 1e3:.1f} ms, p99 {row.p99 * 1e3:.1f} ms, "
-            f"daemon {row.daemon_cpu:.0f} %, fake {row.fake_cpu:.0f} %"
-            + (f" (shed by {row.why_shed})" if row.why_shed else ""),
+            f"daemon {row.daemon_cpu:.0f} % ({row.cpu_ms:.2f} ms per call), "
+            f"fake {row.fake_cpu:.0f} %" + (f" (shed by {row.why_shed})" if row.why_shed else ""),
             flush=True,
         )
         if not row.kept_up:
@@ -598,13 +600,14 @@ async def main() -> int:
     print()
     print(
         "| rate offered | calls | answered | shed | setup p50 ms | setup p99 ms "
-        "| daemon CPU % | fake CPU % | shed by |"
+        "| daemon CPU % | daemon CPU ms/call | fake CPU % | shed by |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rate_rows:
         print(
             f"| {r.rate}/s | {r.offered:,} | {r.answered:,} | {r.shed} | {r.p50 * 1e3:.1f} | "
-            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.fake_cpu:.0f} | {r.why_shed or '–'} |"
+            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.cpu_ms:.2f} | {r.fake_cpu:.0f} "
+            f"| {r.why_shed or '–'} |"
         )
     print()
     print(
