@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import csv
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -60,13 +61,13 @@ RTP_END = 29999  # Asterisk's RTP ports 10000-29999; SIPp's media ports start ab
 SIPP_MEDIA = 40000
 SETTLE = 3.0  # seconds between an IVR's start and the first call
 NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903", "callflow-agi": "904"}
-# The dialplan IVR and the reference's entry, added at run time (nothing in asterisk-conf/).
+# The dialplan IVR and the reference's entry, added at run time (not shipped).
 DIALPLAN = [
-    "901,1,Goto(bench-ivr,s,1) into from-trunk",
-    "902,1,Stasis(bench-ref) into from-trunk",
-    "902,2,Hangup() into from-trunk",
-    "904,1,AGI(agi://127.0.0.1:4573/load) into from-trunk",
-    "904,2,Hangup() into from-trunk",
+    "901,1,Goto(bench-ivr,s,1) into callflow-from-trunk",
+    "902,1,Stasis(bench-ref) into callflow-from-trunk",
+    "902,2,Hangup() into callflow-from-trunk",
+    "904,1,AGI(agi://127.0.0.1:4573/load) into callflow-from-trunk",
+    "904,2,Hangup() into callflow-from-trunk",
     "s,1,Answer() into bench-ivr",
     "s,2,Background(vm-intro) into bench-ivr",
     "s,3,WaitExten(5) into bench-ivr",
@@ -134,11 +135,11 @@ HEADER = (
 
 
 def restart_asterisk() -> int:
-    # The shipped rtp.conf gives Asterisk 1,000 RTP ports (about 500 calls at once), enough
-    # for a practice; a load run holds more calls than that, and Asterisk would refuse them
-    # (488) before any IVR sees them.  Widen it in the sandbox for the run only.
+    # Debian's stock rtp.conf (the sandbox's) gives Asterisk the RTP ports 10000-20000; a
+    # load run may hold more calls than that, and Asterisk would refuse them (488) before
+    # any IVR sees them.  Widen it in the sandbox for the run only.
     rtp = SANDBOX_ROOT / "etc/asterisk/rtp.conf"
-    rtp.write_text(rtp.read_text().replace("rtpend = 10999", f"rtpend = {RTP_END}"))
+    rtp.write_text(re.sub(r"(?m)^rtpend\s*=\s*\d+", f"rtpend={RTP_END}", rtp.read_text()))
     sandbox("restart", timeout=120)
     for line in DIALPLAN:
         asterisk_cli(f"dialplan add extension {line}")

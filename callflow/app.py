@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .agi import AgiConfig, AgiServer
@@ -32,10 +32,14 @@ from .api import (
     load_tokens,
 )
 from .api.server import tls_context
+from .ari.channels import ChannelRegistry
 from .ari.client import AriClient, AriConfig
 from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
+from .ari.testcall import AriTestCaller
 from .ari.websocket import TRANSPORTS, TransportMode
+from .drills import DrillRunner
+from .drills.scheduler import Drills
 from .errors import SettingsError
 from .feeds import FeedFetcher
 from .flow.engine import Engine
@@ -46,16 +50,18 @@ from .flow.services import Services
 from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
-from .overrides import OVERRIDES_FILE, PersistentOverrides
+from .metrics.drill_gauges import DrillGauges
+from .overrides import OVERRIDES_FILE, SharedOverrides
 from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
 from .store.aftercrash import AfterCrash
 from .store.cdr import CdrFile
+from .store.drill_log import SqlDrillLog
 from .store.store import Store
 from .tasks import Tasks
-from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth
+from .trunks import SNAPSHOT_FILE, HealthAwareSelector, TrunkHealth, TrunkState
 
 log = logging.getLogger("callflow")
 
@@ -98,6 +104,7 @@ def setup_logging(settings: Settings) -> None:
 class Daemon:
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self.node = settings.node.resolved  # tags this daemon's calls and trunk changes
         ari = settings.ari
         password = read_secret(
             ari.password_env, ari.password_file, "[ari] password", settings.base_dir, env
@@ -154,8 +161,14 @@ class Daemon:
                 recorder.trunk_changed(c.trunk, str(c.new), c.rtt_ms) if c.old != c.new else None
             )
         )
-        # Calendar overrides set at run time (admin API), kept across restarts.
-        self.overrides = PersistentOverrides(settings.state_dir / OVERRIDES_FILE, datetime.now(UTC))
+        # Calendar overrides set at run time (admin API): in the database, shared by every
+        # node on it (PostgreSQL LISTEN/NOTIFY), kept across restarts.
+        self.overrides = SharedOverrides(
+            self.store.engine,
+            node=self.node,
+            clock=lambda: datetime.now(UTC),
+            legacy_file=settings.state_dir / OVERRIDES_FILE,
+        )
         self.metrics = Metrics(self._probes())
         self.services = Services(
             overrides=self.overrides,
@@ -165,6 +178,29 @@ class Daemon:
         )
         self.engine = Engine(self.services)
         self.admin: AdminServer | None = None
+        # Read at scrape time by metrics and /healthz; connected once the events flow.
+        self.ari_client = AriClient(self.ari_config)
+        # Forwarding drills: test calls over ARI (their channels' events come through the
+        # call service's registry), on demand and before each closure, holiday, weekend.
+        self.registry = ChannelRegistry()
+        drills = settings.drills
+        self.drills = Drills(
+            DrillRunner(
+                AriTestCaller(self.ari_client, self.registry),
+                self._trunk_check,
+                lambda: datetime.now(UTC),
+                caller_id=drills.caller_id or None,
+            ),
+            lambda: self.flows.current.flows,
+            SqlDrillLog(self.store.engine),
+            lambda: datetime.now(UTC),
+            scheduled=drills.scheduled,
+            lead=timedelta(seconds=drills.lead),
+            ready=self._ari_connected,
+        )
+        DrillGauges(self.drills.readings, lambda: self.drills.next_drill).register(
+            self.metrics.registry
+        )
         # Who may use the admin API (none: it refuses every /api/ request, and says so).
         self.credentials = Credentials(self._read_credentials())
         if settings.http.enabled:
@@ -180,14 +216,14 @@ class Daemon:
                 ari_connected=self._ari_connected,
                 checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
                 language=settings.daemon.language,
+                node=self.node,
+                drills=self.drills,
             )
             http = settings.http
             tls = None
             if http.tls_cert is not None and http.tls_key is not None:
                 tls = tls_context(settings.resolve(http.tls_cert), settings.resolve(http.tls_key))
             self.admin = AdminServer(create_app(ctx), http.host, http.port, tls=tls)
-        # Read at scrape time by metrics and /healthz; connected once the events flow.
-        self.ari_client = AriClient(self.ari_config)
         # Overload: the loop's lag and the client's requests in flight decide, when a call
         # arrives, whether it is run or shed to the dialplan fallback.
         ov = settings.overload
@@ -214,6 +250,7 @@ class Daemon:
             self.ari_client,
             self.engine,
             self.flows,
+            registry=self.registry,
             sounds_prefix=settings.flows.sounds_prefix,
             stop_grace=settings.daemon.stop_grace,
             shedder=self.shedder,
@@ -244,6 +281,7 @@ class Daemon:
             flow_of=self._flow_of,
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
+            node=self.node,
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress
@@ -255,6 +293,15 @@ class Daemon:
             return None
         reason = self.shedder.admit(never_shed)
         return None if reason is None else self.shedder.explain(reason)
+
+    def _trunk_check(self, trunk: str) -> tuple[bool, str]:
+        """An emergency route's drill: the trunk's health as qualify and real calls say."""
+        state = self.health.state(trunk)
+        if self.selector.breaker_open(trunk):
+            return False, f"{state}, failing calls (circuit breaker open)"
+        if state is TrunkState.REACHABLE:
+            return True, "reachable (qualify)"
+        return False, f"{state} (qualify)"
 
     def _ari_connected(self) -> bool:
         return self.ari_client.connected
@@ -360,6 +407,7 @@ class Daemon:
         """
         parts = [
             Part("call log", self.store),
+            Part("calendar overrides", self.overrides),  # before calls: they apply at once
             Part("event-loop lag", self.looplag),
             Part("retention purge", self._purging()),
             Part("calendar feeds", self.feeds),  # before calls: closures known at once
@@ -372,6 +420,7 @@ class Daemon:
             Part("ARI events", self._events),  # the pump ends when the ARI client closes
             Part("ARI client", self.ari_client),
             Part("call service", self.service),
+            Part("drills", self.drills),  # test calls: need ARI and the event router
             Part("after crash", self.after_crash),  # CDR import, open calls closed
         ]
         if self.agi is not None:  # after the call service: it stops taking calls first

@@ -174,11 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     _feeds_config(k)
     k.set_defaults(func=cmd_calendar)
 
+    from .api.drill_cli import add_commands as add_drill_commands  # drill: asks the daemon
     from .api.staff import add_commands as add_staff_commands  # account: the admin API's
     from .store.commands import add_commands  # db, export, report, callbacks: the call log
 
     add_commands(sub)
     add_staff_commands(sub)
+    add_drill_commands(sub)
     from .pbxconf import add_commands as add_pbx_commands  # check-asterisk, asterisk-secrets
 
     add_pbx_commands(sub)
@@ -417,6 +419,7 @@ def _process_exists(pid: int) -> bool:
 def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     paths: list[Path] = args.paths
     default: str | None = None
+    settings: Settings | None = None
     if args.config is not None or not paths:
         from .settings import discover_settings
         from .settings_check import flows_dir, settings_problems
@@ -446,7 +449,38 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
         report = asyncio.run(audit(flow, start, horizon))
         out.write(format_report(report, flow.tz))
         gaps += len(report.gaps)
-    return 1 if gaps else 0
+    stale = _drill_half(settings, flows, out)
+    return 1 if gaps or stale else 0
+
+
+def _drill_half(settings: Settings | None, flows: FlowSet, out: TextIO) -> int:
+    """The continuity audit's drill half: legs without a successful drill in
+    ``[drills] max_age_days``, from the call log.  Never a silent pass: without the call
+    log it says the drill half was not checked."""
+    from .drill_audit import format_drill_audit, stale_drills
+    from .drills import drill_targets
+
+    legs = sum(len(drill_targets(f.spec)) for f in flows.flows.values())
+    if legs == 0:
+        out.write("drills: no forwarding destination to drill\n")
+        return 0
+    if settings is None:
+        out.write(
+            "drills: NOT CHECKED (no settings: give --config FILE, whose call log holds the "
+            "drill results)\n"
+        )
+        return 0
+    from .store.commands import read_drill_successes
+
+    try:
+        successes = read_drill_successes(settings)
+    except UserError as exc:
+        out.write(f"drills: NOT CHECKED ({exc})\n")
+        return 0
+    max_age = timedelta(days=settings.drills.max_age_days)
+    stale = stale_drills(flows.flows.values(), successes, datetime.now(UTC), max_age)
+    out.write(format_drill_audit(stale, legs, max_age))
+    return len(stale)
 
 
 def _horizon(text: str) -> timedelta:
@@ -541,6 +575,8 @@ def _step_line(r: StepRecord) -> str:
     inside = r.kind in (StepKind.ATTEMPT, StepKind.FALLBACK)
     text = f"  {r.step} ({r.kind}): " if inside else f"{r.step}: "
     text += str(r.result) if r.key is None else f"{r.result} {r.key}"
+    if r.score is not None:
+        text += f" {r.score}"
     facts = [f"tier {r.tier}"] if r.tier is not None and r.kind is StepKind.ESCALATE else []
     if r.destination is not None:
         facts.append(r.destination if r.trunk is None else f"{r.destination} via {r.trunk}")
@@ -585,6 +621,7 @@ def _as_json(t: Transcript, o: Outcome) -> dict[str, object]:
                 "kind": str(r.kind),
                 "result": str(r.result),
                 "key": r.key,
+                "score": r.score,
                 "attempt": r.attempt,
                 "destination": r.destination,
                 "trunk": r.trunk,

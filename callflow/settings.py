@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +32,7 @@ CONFIG_ENV = "CALLFLOW_CONFIG"  # the settings file, when --config is not given
 SYSTEM_CONFIG = Path("/etc/callflow/callflow.toml")
 DEV_CONFIG = Path("callflow.toml")  # a checkout's, in the current directory
 STATE_DIR = "/var/lib/callflow"  # a system install's data (systemd's StateDirectory=callflow)
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LANGUAGES = ("fr", "en")  # what staff read is French by default, English available
 
 
@@ -126,8 +129,9 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class CdrSettings:
-    """Asterisk's own call records (``asterisk-conf/cdr_custom.conf``): the calls the daemon
-    never saw are imported from them, and calls a crash left open are closed with them."""
+    """Asterisk's own call records (``asterisk-conf/callflow/cdr_custom_callflow.conf``): the
+    calls the daemon never saw are imported from them, and calls a crash left open are closed
+    with them."""
 
     file: str = ""  # the cdr_custom JSON file; empty: no import (open calls close as lost)
     poll_interval: float = 2.0  # seconds between two reads of the file
@@ -293,7 +297,53 @@ class OverloadSettings:
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    """This daemon's node: one daemon per Asterisk node, several nodes on one database."""
+
+    # Tags every call and trunk change this daemon logs, and limits the after-crash pass to
+    # its own calls.  Empty: the host name.  Unique per node, stable across restarts.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name and not NODE_NAME.match(self.name):
+            raise SettingsError(
+                f"[node] name must be 1-64 letters, digits, '.', '_' or '-', got {self.name!r}"
+            )
+
+    @property
+    def resolved(self) -> str:
+        """The node's name: ``name``, else this host's name (cut to 64 characters)."""
+        if self.name:
+            return self.name
+        host = socket.gethostname().split(".")[0] or "localhost"
+        return host[:64]
+
+
+@dataclass(frozen=True)
+class DrillsSettings:
+    """Forwarding drills: real test calls to each forwarding destination, trunk by trunk
+    (``callflow drill``, the page, and by themselves ``lead`` seconds before each closure,
+    holiday and weekend).  ``caller_id`` is the number the test call shows (empty: the
+    trunk's own); ``max_age_days``: ``check --horizon`` reports a destination whose last
+    successful drill is older."""
+
+    scheduled: bool = True
+    lead: float = 3600.0  # seconds before the closing: the last open hour
+    caller_id: str = ""
+    max_age_days: int = 90
+
+    def __post_init__(self) -> None:
+        if not 60 <= self.lead <= 24 * 3600:
+            raise SettingsError("[drills] lead must be 60 to 86400 seconds")
+        if self.caller_id and not self.caller_id.lstrip("+").isdigit():
+            raise SettingsError("[drills] caller_id must be a phone number (digits, optional +)")
+        if self.max_age_days < 1:
+            raise SettingsError("[drills] max_age_days must be at least 1")
+
+
+@dataclass(frozen=True)
 class Settings:
+    node: NodeSettings = field(default_factory=NodeSettings)
     ari: AriSettings = field(default_factory=AriSettings)
     ami: AmiSettings = field(default_factory=AmiSettings)
     flows: FlowsSettings = field(default_factory=FlowsSettings)
@@ -304,6 +354,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     overload: OverloadSettings = field(default_factory=OverloadSettings)
+    drills: DrillsSettings = field(default_factory=DrillsSettings)
     base_dir: Path = Path(".")  # relative paths in the file are relative to the file
     source: Path | None = None  # the settings file (None: defaults and environment only)
 
@@ -328,6 +379,7 @@ class Settings:
 
 
 _SECTIONS: dict[str, type[Any]] = {
+    "node": NodeSettings,
     "ari": AriSettings,
     "ami": AmiSettings,
     "flows": FlowsSettings,
@@ -338,6 +390,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpSettings,
     "agi": AgiSettings,
     "overload": OverloadSettings,
+    "drills": DrillsSettings,
 }
 
 

@@ -43,6 +43,9 @@ class DialResult:
     status: DialStatus
     # Seconds from the start of ringing to answer (None when not answered).
     answer_delay: float | None = None
+    # An answered call whose conversation the caller ended (hung up first): nothing of the
+    # flow follows it.  False when the callee hung up and the caller is still there.
+    caller_hung_up: bool = False
 
 
 class Call(Protocol):

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# Asterisk 22 with the practice's configuration (asterisk-conf/).  Build from the
+# Asterisk 22: Debian's stock configuration joined with callflow's include files
+# (asterisk-conf/callflow/, asterisk-conf/join.sh at every start).  Build from the
 # repository's root:  docker build -f docker/asterisk.Dockerfile -t callflow-asterisk .
 # Debian sid carries Asterisk 22 (Debian 12 has none).  The ARI password and AMI secret
 # come from docker secrets at start (docker/asterisk/entrypoint.sh); Asterisk drops root
@@ -13,8 +14,7 @@ RUN apt-get update \
         asterisk-moh-opsound-gsm ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && if [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && [ ! -e /usr/share/asterisk/sounds/fr ]; then \
-        ln -s fr_CA_f_June /usr/share/asterisk/sounds/fr; fi \
-    && rm -f /etc/asterisk/*.conf
+        ln -s fr_CA_f_June /usr/share/asterisk/sounds/fr; fi
 COPY asterisk-conf/ /usr/local/share/callflow/asterisk-conf/
 COPY --chmod=755 docker/asterisk/entrypoint.sh /usr/local/bin/callflow-asterisk
 EXPOSE 5060/udp 10000-10999/udp

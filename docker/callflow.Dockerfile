@@ -1,24 +1,24 @@
 # syntax=docker/dockerfile:1
 # The callflow daemon.  Build from the repository's root:
 #   docker build -f docker/callflow.Dockerfile -t callflow .
-# (docker/docker-compose.yml does it.)  Dependencies are the exact versions pinned in
-# pyproject.toml, installed by `pip install .`; the daemon runs as an unprivileged user.
-
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY callflow ./callflow
-RUN pip install --no-cache-dir --no-warn-script-location --prefix=/install .
+# (docker/docker-compose.yml does it.)  A thin layer over packaging/install-debian.sh, the
+# same install as on a Debian PBX (python:3.11-slim is Debian bookworm; the script runs in
+# a bookworm chroot in tests/integration/test_install_debian.py): the user callflow (uid
+# 10001), /opt/callflow with `pip install` of the project (the versions pyproject.toml
+# pins), /etc/callflow with the container's settings; the daemon runs unprivileged.
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-RUN groupadd --system --gid 10001 callflow \
-    && useradd --system --uid 10001 --gid callflow --home-dir /var/lib/callflow \
-        --create-home --shell /usr/sbin/nologin callflow
-COPY --from=build /install /usr/local
-COPY dialplans /etc/callflow/dialplans
-COPY docker/callflow.toml /etc/callflow/callflow.toml
+COPY pyproject.toml README.md /tmp/callflow-src/
+COPY callflow /tmp/callflow-src/callflow
+COPY packaging /tmp/callflow-src/packaging
+COPY dialplans /tmp/callflow-src/dialplans
+COPY docker/callflow.toml /tmp/callflow-src/docker/callflow.toml
+RUN sh /tmp/callflow-src/packaging/install-debian.sh --uid 10001 --no-unit \
+        --config /tmp/callflow-src/docker/callflow.toml --flows /tmp/callflow-src/dialplans \
+        /tmp/callflow-src \
+    && rm -rf /tmp/callflow-src
 USER 10001:10001
 WORKDIR /var/lib/callflow
 EXPOSE 8089

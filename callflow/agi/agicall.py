@@ -274,7 +274,10 @@ class AgiCall:
         if status is not DialStatus.ANSWER:
             return DialResult(status)
         self.answered = True  # Dial answered the caller to bridge the call
-        return DialResult(DialStatus.ANSWER, await self._ring_time())
+        # With ``g`` Dial returns 0 when the callee hangs up (the caller stays with us, and
+        # the flow may go on: a survey) and -1 when the caller does.
+        caller_left = reply.result < 0 or self.session.hung_up
+        return DialResult(DialStatus.ANSWER, await self._ring_time(), caller_hung_up=caller_left)
 
     async def _ring_time(self) -> float | None:
         """Seconds from the start of ringing to the answer: Dial's DIALEDTIME (its whole

@@ -8,6 +8,8 @@ Two files, both optional, both re-read on SIGHUP (``Credentials.replace``):
       role = "secretariat"            # or "admin"
       token_sha256 = "9f86d0…"        # the file never holds a usable token
       totp_secret = "JBSWY3DPEHPK3PXP"  # RFC 6238 second factor (an authenticator app)
+      flows = ["cabinet-du-parc"]     # optional: the practices (flows) it may see; absent:
+                                      # all of them (the behaviour before scopes existed)
 
   A staff account logs in at ``POST /api/login`` with its token *and* a TOTP code, and gets a
   session; its token alone opens nothing else.
@@ -16,7 +18,9 @@ Two files, both optional, both re-read on SIGHUP (``Credentials.replace``):
   bearer on its own and has no second factor, so keep it on the machines that need it.
 
 The acting person is always the credential's name: no header or body can choose it.
-Roles are ordered: an admin may do all a secretariat may.
+Roles are ordered: an admin may do all a secretariat may.  A *scoped* account (``flows``)
+sees and acts on its practices' calls, callbacks and calendars only (``Scope``); what
+concerns every practice (reloads, the audit trail) needs a global admin.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ log = logging.getLogger("callflow.api")
 
 MIN_TOKEN = 16
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+FLOW = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a flow's name, as scopes list it
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _BASE32 = re.compile(r"^[A-Z2-7]{16,128}$")
 
@@ -59,6 +64,26 @@ def digest(token: str) -> str:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """The practices (flows) a credential may see: ``flows`` None is every one."""
+
+    flows: frozenset[str] | None = None
+
+    @property
+    def is_global(self) -> bool:
+        return self.flows is None
+
+    def allows(self, flow: str) -> bool:
+        return self.flows is None or flow in self.flows
+
+    def __str__(self) -> str:
+        return "all flows" if self.flows is None else ", ".join(sorted(self.flows))
+
+
+GLOBAL = Scope()
+
+
+@dataclass(frozen=True)
 class Account:
     """One credential.  ``totp_secret`` set: a person, who needs a session to act."""
 
@@ -66,6 +91,7 @@ class Account:
     role: Role
     token_sha256: str
     totp_secret: str | None = None
+    scope: Scope = GLOBAL
 
     @property
     def needs_second_factor(self) -> bool:
@@ -177,36 +203,58 @@ def load_accounts(path: Path) -> list[Account]:
         where = f"[http] accounts_file {path}: [accounts.{name}]"
         if not NAME.match(name):
             raise SettingsError(f"{where}: bad name (letters, digits, ._@-)")
-        if not isinstance(entry, dict) or set(entry) != {"role", "token_sha256", "totp_secret"}:
-            raise SettingsError(f"{where}: expected role, token_sha256 and totp_secret")
+        keys = {"role", "token_sha256", "totp_secret"}
+        if not isinstance(entry, dict) or not keys <= set(entry) <= keys | {"flows"}:
+            raise SettingsError(f"{where}: expected role, token_sha256, totp_secret (and flows)")
         role, token_sha256, secret = entry["role"], entry["token_sha256"], entry["totp_secret"]
+        scope = _scope(entry.get("flows"), where)
         if role not in Role.__members__.values():
             raise SettingsError(f"{where}: role must be one of {', '.join(Role)}")
         if not isinstance(token_sha256, str) or not _HEX64.match(token_sha256):
             raise SettingsError(f"{where}: token_sha256 must be 64 hex digits")
         if not isinstance(secret, str) or not _BASE32.match(secret):
             raise SettingsError(f"{where}: totp_secret must be base32 (A-Z, 2-7), 16+ chars")
-        accounts.append(Account(name, Role(role), token_sha256, secret))
+        accounts.append(Account(name, Role(role), token_sha256, secret, scope))
     return accounts
+
+
+def _scope(flows: object, where: str) -> Scope:
+    if flows is None:
+        return GLOBAL
+    if (
+        not isinstance(flows, list)
+        or not flows
+        or not all(isinstance(f, str) and FLOW.match(f) for f in flows)
+    ):
+        raise SettingsError(f"{where}: flows must be a non-empty list of flow names")
+    return Scope(frozenset(flows))
 
 
 def account_entry(account: Account) -> str:
     """``account`` as the TOML table ``load_accounts`` reads (names and values are checked
     by construction: no quoting can break out)."""
     assert NAME.match(account.name) and account.totp_secret is not None
+    flows = account.scope.flows
+    assert flows is None or all(FLOW.match(f) for f in flows)
+    quoted = ", ".join('"' + f + '"' for f in sorted(flows or ()))
+    scope = "" if flows is None else f"flows = [{quoted}]\n"
     return (
         f'\n[accounts."{account.name}"]\n'
         f'role = "{account.role}"\n'
         f'token_sha256 = "{account.token_sha256}"\n'
         f'totp_secret = "{account.totp_secret}"\n'
+        f"{scope}"
     )
 
 
 __all__ = [
+    "FLOW",
+    "GLOBAL",
     "MIN_TOKEN",
     "Account",
     "Credentials",
     "Role",
+    "Scope",
     "account_entry",
     "digest",
     "load_accounts",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..drills import DrillResult, DrillRunner
+from ..drills.scheduler import LegReading
 from ..flow.live import ReloadResult
 from ..flow.registry import FlowSet
 from ..flow.services import utc_now
@@ -28,6 +30,20 @@ class TrunkSource(Protocol):
     """Trunk states (``HealthAwareSelector``)."""
 
     def snapshot_json(self) -> dict[str, Any]: ...
+
+
+class DrillSource(Protocol):
+    """Forwarding drills (the daemon's ``drills.scheduler.Drills``)."""
+
+    @property
+    def runner(self) -> DrillRunner: ...
+
+    @property
+    def next_drill(self) -> Mapping[str, datetime | None]: ...
+
+    async def drill(self, flow_name: str, destination: str | None = None) -> list[DrillResult]: ...
+
+    def readings(self) -> Sequence[LegReading]: ...
 
 
 #: ``audit(who, action, detail)``: adds an entry to the audit trail (``Recorder.audit``).
@@ -65,6 +81,8 @@ class AdminContext:
     db_timeout: float = 5.0  # seconds a database query of the API may take
     backlog_interval: float = 15.0  # seconds between two callback backlog queries (/metrics)
     language: str = "en"  # the page's words; the daemon passes [daemon] language (fr default)
+    node: str = ""  # this daemon's node ([node] name): its trunks are the live ones
+    drills: DrillSource | None = None  # forwarding drills (None: the drill routes answer 503)
 
 
-__all__ = ["AdminContext", "AuditFn", "FlowSource", "TrunkSource"]
+__all__ = ["AdminContext", "AuditFn", "DrillSource", "FlowSource", "TrunkSource"]

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from .accounts import Account, Role
+from .accounts import Account, Role, Scope
 from .calendars import BadRequest
 from .context import AdminContext
 from .sessions import Brake, Sessions
@@ -28,6 +28,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 CONTEXT = web.AppKey("callflow_admin_context", AdminContext)
 #: The role each handler needs; None: open to all (the login).  Unlisted: admin only.
 ACCESS = web.AppKey("callflow_access", dict[Handler, Role | None])
+#: Handlers that concern every practice (reloads, the audit trail): no scoped account.
+EVERY_PRACTICE = web.AppKey("callflow_every_practice", set[Handler])
 SESSIONS = web.AppKey("callflow_sessions", Sessions)
 BRAKE = web.AppKey("callflow_brake", Brake)
 ACCOUNT = web.RequestKey("callflow_account", Account)  # who acts, from the credential
@@ -142,9 +144,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "403 %s %s for %s (%s)", request.method, request.path, account.name, account.role
         )
         raise ApiError(403, f"this needs the {needed} role; {account.name} is {account.role}")
+    if not account.scope.is_global and request.match_info.handler in request.app[EVERY_PRACTICE]:
+        log.warning("403 %s %s for %s (scoped)", request.method, request.path, account.name)
+        raise ApiError(403, f"this concerns every practice; {account.name} sees {account.scope}")
     request[ACCOUNT] = account
     request[WHO] = account.name
     return await handler(request)
+
+
+def scope_of(request: web.Request) -> Scope:
+    """The practices the request's credential may see (every one when it is global)."""
+    return request[ACCOUNT].scope
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -163,6 +173,7 @@ __all__ = [
     "ACCOUNT",
     "BRAKE",
     "CONTEXT",
+    "EVERY_PRACTICE",
     "MAX_BODY",
     "SESSIONS",
     "STATIC",
@@ -176,5 +187,6 @@ __all__ = [
     "errors_middleware",
     "json_response",
     "refused",
+    "scope_of",
     "security_headers",
 ]

@@ -1,4 +1,9 @@
-"""Read-only queries of the call log for the admin API (``callflow.store``'s tables)."""
+"""Read-only queries of the call log for the admin API (``callflow.store``'s tables).
+
+Every query of a practice's data takes the credential's ``Scope`` (a required argument, so
+that no route can forget it): the one place where a scoped account (a secretariat hosting
+one practice among many) is kept to its own flows.  A row of another practice is simply
+not found."""
 
 from __future__ import annotations
 
@@ -7,19 +12,30 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import InstrumentedAttribute
 
 from ..flow.registry import FlowSet
 from ..metrics import CallbackBacklog, tier_label
 from ..store.callbacks import overdue_after
-from ..store.models import AdminAction, Call, CallbackRequestRow, CallStep
+from ..store.models import AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
+from .accounts import Scope
 
 CALLBACK_FILTERS = ("pending", "done", "cancelled", "all")
 # Pending requests looked at for the metrics' backlog; far more than any practice has.
 BACKLOG_LIMIT = 100_000
 
 Row = Mapping[Any, Any]  # a row of the call log, by column name
+
+
+def in_scope(flow: InstrumentedAttribute[str], scope: Scope) -> ColumnElement[bool]:
+    """The condition that keeps a query to ``scope``'s flows."""
+    return true() if scope.flows is None else flow.in_(sorted(scope.flows))
+
+
+def _scoped(query: Select[Any], flow: InstrumentedAttribute[str], scope: Scope) -> Select[Any]:
+    return query if scope.flows is None else query.where(in_scope(flow, scope))
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -60,13 +76,13 @@ def callback_json(row: Row, flows: FlowSet | None, now: datetime) -> dict[str, A
 
 
 async def list_callbacks(
-    engine: AsyncEngine, *, status: str = "pending", limit: int = 200
+    engine: AsyncEngine, *, scope: Scope, status: str = "pending", limit: int = 200
 ) -> list[Row]:
     """Callback requests: pending ones oldest first; done / cancelled / all newest first."""
     if status not in CALLBACK_FILTERS:
         raise ValueError(f"status: expected one of {', '.join(CALLBACK_FILTERS)}")
     t = CallbackRequestRow
-    query = select(t)
+    query = _scoped(select(t), t.flow, scope)
     if status == "pending":
         query = query.where(t.status == "pending").order_by(t.created, t.id)
     elif status == "all":
@@ -77,12 +93,12 @@ async def list_callbacks(
         return list((await conn.execute(query.limit(limit))).mappings().all())
 
 
-async def get_callback(engine: AsyncEngine, callback_id: int) -> Row | None:
+async def get_callback(engine: AsyncEngine, callback_id: int, scope: Scope) -> Row | None:
+    t = CallbackRequestRow
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(CallbackRequestRow).where(CallbackRequestRow.id == callback_id)
-        )
-        return rows.mappings().first()
+        rows = await conn.execute(_scoped(select(t).where(t.id == callback_id), t.flow, scope))
+        row: Row | None = rows.mappings().first()
+        return row
 
 
 async def callback_backlog(
@@ -118,6 +134,7 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
         "flow": row["flow"],
         "flow_version": row["flow_version"],
         "driver": row["driver"],  # ari or agi
+        "node": row["node"],  # the node whose daemon took it (None: before nodes were)
         "dialed": row["dialed"],
         "caller": row["caller"],
         "started": _iso(started),
@@ -148,10 +165,10 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
 
 
 async def recent_calls(
-    engine: AsyncEngine, *, limit: int = 50, flow: str | None = None
+    engine: AsyncEngine, *, scope: Scope, limit: int = 50, flow: str | None = None
 ) -> list[dict[str, Any]]:
     """The last ``limit`` calls (newest first), each with its steps."""
-    query = select(Call)
+    query = _scoped(select(Call), Call.flow, scope)
     if flow is not None:
         query = query.where(Call.flow == flow)
     async with engine.connect() as conn:
@@ -172,9 +189,10 @@ async def recent_calls(
     return [_call_json(c, steps[c["id"]]) for c in calls]
 
 
-async def get_call(engine: AsyncEngine, call_id: str) -> dict[str, Any] | None:
+async def get_call(engine: AsyncEngine, call_id: str, scope: Scope) -> dict[str, Any] | None:
+    query = _scoped(select(Call).where(Call.id == call_id), Call.flow, scope)
     async with engine.connect() as conn:
-        call = (await conn.execute(select(Call).where(Call.id == call_id))).mappings().first()
+        call = (await conn.execute(query)).mappings().first()
         if call is None:
             return None
         steps = (
@@ -203,13 +221,38 @@ async def recent_audit(engine: AsyncEngine, *, limit: int = 50) -> list[dict[str
     ]
 
 
+async def trunks_by_node(engine: AsyncEngine, limit: int = 10_000) -> dict[str, list[Row]]:
+    """Each node's last known state of each trunk (from the trunk changes every node logs),
+    by node then trunk name."""
+    t = TrunkEvent
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(t.node, t.trunk, t.state, t.rtt_ms, t.at)
+                .order_by(t.at.desc(), t.id.desc())
+                .limit(limit)
+            )
+        ).mappings()
+        last: dict[tuple[str, str], Row] = {}
+        for r in rows:
+            last.setdefault((r["node"], r["trunk"]), r)
+    out: dict[str, list[Row]] = {}
+    for (node, _), e in sorted(last.items()):
+        out.setdefault(node, []).append(
+            {"name": e["trunk"], "state": e["state"], "rtt_ms": e["rtt_ms"], "since": _iso(e["at"])}
+        )
+    return out
+
+
 __all__ = [
     "CALLBACK_FILTERS",
     "callback_backlog",
     "callback_json",
     "get_call",
     "get_callback",
+    "in_scope",
     "list_callbacks",
     "recent_audit",
     "recent_calls",
+    "trunks_by_node",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..metrics import CONTENT_TYPE
@@ -20,9 +21,11 @@ from . import queries
 from .accounts import NAME, Role
 from .calendars import BadRequest, calendar_key, calendar_states, find, parse_override, view
 from .context import AdminContext
+from .drill_routes import get_drills, start_drill
 from .http import (
     ACCESS,
     CONTEXT,
+    EVERY_PRACTICE,
     SESSIONS,
     STATIC,
     WHO,
@@ -32,6 +35,7 @@ from .http import (
     client_address,
     json_response,
     refused,
+    scope_of,
 )
 from .i18n import render_page
 
@@ -44,10 +48,15 @@ MAX_ERRORS = 50  # reload errors shown (and audited) at most
 def add_routes(app: web.Application) -> None:
     app[_BACKLOG] = _Backlog()
     access: dict[Handler, Role | None] = {}
+    every: set[Handler] = set()
 
-    def api(method: str, path: str, handler: Handler, role: Role | None) -> None:
+    def api(
+        method: str, path: str, handler: Handler, role: Role | None, *, global_only: bool = False
+    ) -> None:
         app.router.add_route(method, path, handler)
         access[handler] = role
+        if global_only:
+            every.add(handler)
 
     r = app.router
     r.add_get("/healthz", healthz)
@@ -67,11 +76,17 @@ def add_routes(app: web.Application) -> None:
     api("GET", "/api/callbacks", get_callbacks, secretariat)
     api("POST", r"/api/callbacks/{id:\d+}/done", callback_done, secretariat)
     api("GET", "/api/trunks", get_trunks, secretariat)
-    api("POST", "/api/reload", reload, admin)
+    # A scoped account sees its practices' data only (queries take its scope); what concerns
+    # every practice needs a global credential.
+    api("POST", "/api/reload", reload, admin, global_only=True)
     api("GET", "/api/calls", get_calls, admin)
     api("GET", "/api/calls/{id}", get_call, admin)
-    api("GET", "/api/audit", get_audit, admin)
+    api("GET", "/api/audit", get_audit, admin, global_only=True)
+    # Forwarding drills: their results, and a drill now (a scoped admin: its practices' only).
+    api("GET", "/api/drills", get_drills, admin)
+    api("POST", "/api/drills/{flow}", start_drill, admin)
     app[ACCESS] = access
+    app[EVERY_PRACTICE] = every
 
 
 async def to_page(request: web.Request) -> web.StreamResponse:
@@ -243,12 +258,16 @@ async def metrics(request: web.Request) -> web.Response:
 async def get_calendars(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     now = ctx.clock()
+    scope = scope_of(request)
     states = calendar_states(ctx.flows.current, ctx.overrides, now)
-    return json_response({"now": now.isoformat(), "calendars": [s.to_json() for s in states]})
+    shown = [s.to_json() for s in states if scope.allows(s.flow)]
+    return json_response({"now": now.isoformat(), "calendars": shown})
 
 
 def _calendar(ctx: AdminContext, request: web.Request) -> tuple[Any, Any, str]:
     flow, name = request.match_info["flow"], request.match_info["calendar"]
+    if not scope_of(request).allows(flow):
+        raise ApiError(403, f"flow {flow!r} is not one of {request[WHO]}'s practices")
     found = find(ctx.flows.current, flow, name)
     if found is None:
         raise ApiError(404, f"no calendar {name!r} in flow {flow!r}")
@@ -261,7 +280,8 @@ async def set_override(request: web.Request) -> web.Response:
     now = ctx.clock()
     who = request[WHO]
     override = parse_override(await _body(request), flow, now, who)
-    ctx.overrides.set(key, override)
+    async with asyncio.timeout(ctx.db_timeout):  # shared: written where every node reads
+        await ctx.overrides.put(key, flow.name, override)
     state = "open" if override.open else "closed"
     log.warning(
         "calendar %s: override %s until %s by %s", key, state, override.until.isoformat(), who
@@ -287,7 +307,8 @@ async def cancel_override(request: web.Request) -> web.Response:
     who = request[WHO]
     current = ctx.overrides.get(key, now)
     if current is not None:
-        ctx.overrides.clear(key)
+        async with asyncio.timeout(ctx.db_timeout):
+            await ctx.overrides.remove(key)
         log.warning("calendar %s: override cancelled by %s", key, who)
         _audit(
             ctx,
@@ -337,7 +358,9 @@ async def get_callbacks(request: web.Request) -> web.Response:
         raise BadRequest(f"status: expected one of {', '.join(queries.CALLBACK_FILTERS)}")
     limit = _int_param(request, "limit", 200, 1, 1000)
     async with asyncio.timeout(ctx.db_timeout):
-        rows = await queries.list_callbacks(_db(ctx), status=status, limit=limit)
+        rows = await queries.list_callbacks(
+            _db(ctx), status=status, limit=limit, scope=scope_of(request)
+        )
     now = ctx.clock()
     flows = ctx.flows.current
     shown = [queries.callback_json(r, flows, now) for r in rows]
@@ -360,20 +383,21 @@ async def callback_done(request: web.Request) -> web.Response:
     who = request[WHO]  # from the credential, never from the request
     now = ctx.clock()
     async with asyncio.timeout(ctx.db_timeout):
-        row = await queries.get_callback(db, callback_id)
+        # Another practice's request is not found: its existence is not theirs to know.
+        row = await queries.get_callback(db, callback_id, scope_of(request))
         if row is None:
             raise ApiError(404, f"no callback request {callback_id}")
         if row["status"] != "pending" or not await complete_callback(
             db, callback_id, by=who, at=now, status=status
         ):
-            again = await queries.get_callback(db, callback_id) or row
+            again = await queries.get_callback(db, callback_id, scope_of(request)) or row
             raise ApiError(
                 409,
                 f"callback request {callback_id} is not pending: {again['status']}"
                 + (f" by {again['completed_by']}" if again["completed_by"] else ""),
                 callback=queries.callback_json(again, ctx.flows.current, now),
             )
-        done = await queries.get_callback(db, callback_id) or row
+        done = await queries.get_callback(db, callback_id, scope_of(request)) or row
     log.info("callback %d %s by %s", callback_id, status, who)
     if status == "done" and ctx.metrics is not None:
         delay = (now - row["created"]).total_seconds()
@@ -389,7 +413,9 @@ async def get_calls(request: web.Request) -> web.Response:
     limit = _int_param(request, "limit", 50, 1, 500)
     flow = request.query.get("flow") or None
     async with asyncio.timeout(ctx.db_timeout):
-        calls = await queries.recent_calls(_db(ctx), limit=limit, flow=flow)
+        calls = await queries.recent_calls(
+            _db(ctx), limit=limit, flow=flow, scope=scope_of(request)
+        )
     _audit_read(ctx, request, "calls", [c["id"] for c in calls])
     return json_response({"calls": calls})
 
@@ -398,7 +424,7 @@ async def get_call(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     call_id = request.match_info["id"]
     async with asyncio.timeout(ctx.db_timeout):
-        call = await queries.get_call(_db(ctx), call_id)
+        call = await queries.get_call(_db(ctx), call_id, scope_of(request))
     if call is None:
         raise ApiError(404, f"no call {call_id!r} in the call log")
     _audit_read(ctx, request, "call", [call_id])
@@ -406,11 +432,20 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def get_trunks(request: web.Request) -> web.Response:
+    """This node's trunks live (``trunks``), and every node's last known trunk states from
+    the call log (``nodes``: several nodes share the database)."""
     ctx = _ctx(request)
-    if ctx.trunks is None:
-        return json_response({"live": False, "trunks": []})
-    snap = ctx.trunks.snapshot_json()
-    return json_response({"live": snap.get("live", False), "trunks": snap.get("trunks", [])})
+    body: dict[str, Any] = {"node": ctx.node, "live": False, "trunks": [], "nodes": {}}
+    if ctx.trunks is not None:
+        snap = ctx.trunks.snapshot_json()
+        body.update(live=snap.get("live", False), trunks=snap.get("trunks", []))
+    if ctx.db is not None:
+        try:
+            async with asyncio.timeout(ctx.db_timeout):
+                body["nodes"] = await queries.trunks_by_node(ctx.db)
+        except (DBAPIError, OSError, TimeoutError) as exc:  # this node's view still stands
+            log.warning("trunks of the other nodes unavailable: %s", exc)
+    return json_response(body)
 
 
 async def get_audit(request: web.Request) -> web.Response:

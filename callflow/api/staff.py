@@ -18,7 +18,17 @@ import pyotp
 from ..errors import UserError
 from ..files import write_private
 from ..settings import discover_settings
-from .accounts import NAME, Account, Role, account_entry, digest, load_accounts
+from .accounts import (
+    FLOW,
+    GLOBAL,
+    NAME,
+    Account,
+    Role,
+    Scope,
+    account_entry,
+    digest,
+    load_accounts,
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -27,6 +37,12 @@ def add_commands(sub: Any) -> None:
     add = asub.add_parser("add", help="create an account; prints its token and TOTP secret once")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--role", choices=[str(r) for r in Role], required=True)
+    add.add_argument(
+        "--flow",
+        action="append",
+        metavar="FLOW",
+        help="a practice (flow) the account may see; repeat for several; none: every flow",
+    )
     rm = asub.add_parser("remove", help="delete an account (its sessions end at the reload)")
     rm.add_argument("name", metavar="NAME")
     ls = asub.add_parser("list", help="the accounts and their roles")
@@ -68,12 +84,17 @@ def cmd_add(args: argparse.Namespace, out: TextIO) -> int:
     accounts = _read(path)
     if any(a.name == name for a in accounts):
         raise UserError(f"{path}: account {name!r} exists (remove it first)")
+    flows: list[str] = args.flow or []
+    bad = [f for f in flows if not FLOW.match(f)]
+    if bad:
+        raise UserError(f"bad flow name {bad[0]!r} (letters, digits, ._-)")
+    scope = Scope(frozenset(flows)) if flows else GLOBAL
     token = secrets.token_hex(24)
     secret = pyotp.random_base32()
-    accounts.append(Account(name, Role(args.role), digest(token), secret))
+    accounts.append(Account(name, Role(args.role), digest(token), secret, scope))
     _write(path, accounts)
     uri = pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name="callflow")
-    print(f"account {name} ({args.role}) added to {path}", file=out)
+    print(f"account {name} ({args.role}, {scope}) added to {path}", file=out)
     print("Give these to the person, privately; they are shown only now:", file=out)
     print(f"  token:       {token}", file=out)
     print(f"  TOTP secret: {secret}", file=out)
@@ -95,7 +116,7 @@ def cmd_remove(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
     for a in _read(_file(args)):
-        print(f"{a.name}\t{a.role}", file=out)
+        print(f"{a.name}\t{a.role}\t{a.scope}", file=out)
     return 0
 
 

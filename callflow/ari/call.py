@@ -469,7 +469,8 @@ class AriCall:
             if status is not DialStatus.ANSWER:
                 return DialResult(status)
             await self._bridge_until_end(leg)
-            return DialResult(DialStatus.ANSWER, delay)
+            # The caller still here: the callee hung up, and the flow may go on (a survey).
+            return DialResult(DialStatus.ANSWER, delay, caller_hung_up=self.gone)
         finally:
             if message is not None:
                 await self._stop_message(message)

@@ -41,6 +41,12 @@ class _Result:
     destination: str | None = None
     trunk: str | None = None
     dial_status: DialStatus | None = None
+    score: int | None = None
+    scale: int | None = None
+    # The step ends the call when it has no ``next``, keeping who was reached (a survey).
+    ends: bool = False
+    # The caller hung up during the step, which still ended as recorded (a survey).
+    caller_gone: bool = False
 
 
 @dataclass
@@ -49,6 +55,7 @@ class _Rung:
 
     status: DialStatus
     trunk: str | None = None
+    caller_hung_up: bool = False  # answered, and the caller ended the conversation
 
 
 def _answered_at(started: datetime, result: DialResult) -> datetime | None:
@@ -220,6 +227,8 @@ class _Run:
                 log.exception("call=%s step=%s crashed", self.call.id, name)
                 res = _Result(StepResult.ERROR, detail=f"internal error: {type(exc).__name__}")
             self._record(name, kind, res, t0)
+            if res.caller_gone:
+                raise CallerHangup(f"caller hung up during step '{name}'")
             if res.outcome is not None:
                 if res.next is None:
                     # A deliberate hangup after someone was reached keeps what was reached.
@@ -228,6 +237,8 @@ class _Run:
                     return res.outcome
                 self.reached = res.outcome
             elif res.next is None:
+                if res.ends:
+                    return self.reached or Outcome(OutcomeKind.HANGUP, name, tier=self.tier)
                 return await self._fallback(f"step '{name}' ended with {res.result}")
             name = res.next
 
@@ -272,6 +283,8 @@ class _Run:
                 for key_, value in step.set.items():
                     await self.call.set_variable(key_, value)
                 return _Result(StepResult.SET, step.next, detail=", ".join(step.set))
+            case schema.SurveyStep():
+                return await self._survey(step)
             case schema.GotoStep():
                 return _Result(StepResult.GOTO, step.goto)
             case schema.HangupStep():
@@ -349,7 +362,10 @@ class _Run:
         )
         if rung.status is DialStatus.ANSWER:
             reached.result = StepResult.ANSWERED
-            reached.next = step.next
+            # The caller who ended the conversation is gone: nothing follows it (no survey).
+            reached.next = None if rung.caller_hung_up else step.next
+            if rung.caller_hung_up and step.next is not None:
+                reached.detail = "the caller ended the conversation"
             reached.outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
         else:
             reached.next = _not_reached(step, rung.status)
@@ -409,6 +425,83 @@ class _Run:
                     dial_status=rung.status,
                 )
         return _Result(StepResult.NOBODY_ACCEPTED, step.failed, detail="; ".join(tried))
+
+    async def _survey(self, step: schema.SurveyStep) -> _Result:
+        """The caller rates the conversation just ended with one key, 1 .. ``scale``.  No
+        rating (silence, a hangup, keys outside the scale twice) is the caller's answer,
+        not an error; the call keeps the outcome of whom it reached."""
+        spec = step.survey
+        ends = step.next is None
+        if self.reached is None or self.tier == 1:
+            # The checker allows neither; a flow loaded unchecked must not ask anyway.
+            why = "after an emergency tier" if self.tier == 1 else "no conversation to rate"
+            return _Result(StepResult.NOT_ASKED, step.next, detail=why, ends=ends)
+        history: list[str] = []
+        score: int | None = None
+        attempt = 0
+        try:
+            for attempt in (1, 2):  # a key outside the scale: asked once more
+                digits = await self.call.collect(
+                    spec.prompt,
+                    max_digits=1,
+                    first_timeout=spec.timeout,
+                    inter_timeout=spec.timeout,
+                )
+                key = digits[:1]
+                if not key:
+                    history.append("no key")
+                    break
+                if key.isdigit() and 1 <= int(key) <= spec.scale:
+                    score = int(key)
+                    break
+                history.append("key outside the scale")
+                if attempt == 1 and spec.invalid:
+                    await self.call.play([spec.invalid])
+        except (CallLost, PbxLinkError):
+            raise
+        except CallerHangup:
+            history.append("caller hung up")
+            detail = "no answer to survey: " + ", ".join(history)
+            return _Result(
+                StepResult.NO_RATING,
+                detail=detail,
+                attempt=attempt,
+                scale=spec.scale,
+                caller_gone=True,
+            )
+        except TelephonyError as exc:
+            # The conversation took place: a survey the PBX failed to carry out ends the
+            # call (its record says why); it never sends the caller to the fallback.
+            detail = _no_numbers(f"survey failed: {type(exc).__name__}: {exc}")
+            return _Result(StepResult.ERROR, detail=detail, attempt=attempt, ends=True)
+        if score is None:
+            detail = "no answer to survey: " + ", ".join(history)
+            return _Result(
+                StepResult.NO_RATING,
+                step.next,
+                detail=detail,
+                attempt=attempt,
+                scale=spec.scale,
+                ends=ends,
+            )
+        rated = _Result(
+            StepResult.RATED,
+            step.next,
+            detail=f"scale 1-{spec.scale}",
+            attempt=attempt,
+            score=score,
+            scale=spec.scale,
+            ends=ends,
+        )
+        if spec.thanks:
+            try:
+                await self.call.play([spec.thanks])
+            except CallerHangup:  # the rating is given: a hangup during the thanks keeps it
+                rated.next, rated.caller_gone = None, True
+            except TelephonyError as exc:  # so does a PBX failing to play the thanks
+                rated.next, rated.ends = None, True
+                rated.detail += _no_numbers(f"; thanks not played: {type(exc).__name__}")
+        return rated
 
     async def _callback(self, step: schema.CallbackStep) -> _Result:
         spec = step.callback
@@ -484,7 +577,7 @@ class _Run:
                 )
             if not status.trunk_fault or trunk is None:
                 # Answered, or busy / no answer at the far end: the trunk did its job.
-                return _Rung(status, trunk)
+                return _Rung(status, trunk, result.caller_hung_up)
         return _Rung(status)
 
     async def _ring_target(
@@ -584,6 +677,8 @@ class _Run:
             tier=self.tier,
             dial_status=res.dial_status,
             outcome=None if res.outcome is None else res.outcome.kind,
+            score=res.score,
+            scale=res.scale,
         )
         # Neither the key chosen (a health choice) nor the detail goes to the log.
         log.info(

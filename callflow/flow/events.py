@@ -53,6 +53,7 @@ class StepKind(StrEnum):
     SET = "set"
     GOTO = "goto"
     HANGUP = "hangup"
+    SURVEY = "survey"
     ATTEMPT = "attempt"  # one trunk or person rung inside a step
     FALLBACK = "fallback"  # the flow could not carry on: its fallback destination rung
 
@@ -84,6 +85,11 @@ class StepResult(StrEnum):
     SET = "set"
     GOTO = "goto"
     DONE = "done"
+    # Survey: the caller rated the conversation (``score``), or gave no rating (hung up,
+    # pressed nothing, or only keys outside the scale): an answer of the caller, not an error.
+    RATED = "rated"
+    NO_RATING = "no rating"
+    NOT_ASKED = "not asked"  # no conversation to rate, or after an emergency tier
     NONE = "none"  # fallback: the flow has no fallback destination
     # The step did not finish.
     ERROR = "error"  # the PBX failed to carry it out, or a bug
@@ -144,6 +150,8 @@ class StepRecord:
     tier: int | None = None  # the escalation tier the call is in
     dial_status: DialStatus | None = None  # what ringing the destination gave
     outcome: OutcomeKind | None = None  # set when this step decided how the call ends
+    score: int | None = None  # survey: the rating the caller gave (1 .. scale)
+    scale: int | None = None  # survey: its highest rating (a score reads against it)
 
 
 @dataclass(frozen=True)

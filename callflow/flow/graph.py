@@ -29,6 +29,8 @@ def step_edges(step: schema.Strict) -> Iterator[tuple[PathKey, str]]:
             )
         case schema.PlayStep(next=nxt) | schema.SetStep(next=nxt):
             yield ("next",), nxt
+        case schema.SurveyStep(next=nxt):
+            yield from _present(next=nxt)
         case (
             schema.EscalateStep(failed=failed)
             | schema.CallbackStep(failed=failed)
@@ -50,7 +52,11 @@ def ends_call(step: schema.Strict) -> bool:
     match step:
         case schema.HangupStep() | schema.CallbackStep() | schema.VoicemailStep():
             return True
-        case schema.DialStep(next=None) | schema.ForwardStep(next=None):
+        case (
+            schema.DialStep(next=None)
+            | schema.ForwardStep(next=None)
+            | schema.SurveyStep(next=None)
+        ):
             return True
         case schema.EscalateStep():
             return True

@@ -190,6 +190,24 @@ class SetStep(Strict):
     next: Name
 
 
+class SurveySpec(Strict):
+    """A one-key rating of the conversation just ended: 1 (worst) to ``scale`` (best)."""
+
+    prompt: Sound
+    scale: int = Field(default=5, ge=2, le=9)
+    timeout: Duration = 5.0  # waiting for the key after the prompt
+    invalid: Sound | None = None  # played before asking again after a key outside the scale
+    thanks: Sound | None = None  # played after a rating
+
+
+class SurveyStep(Strict):
+    """Asked after a ``dial``/``forward`` whose ``next`` names it, once the person the caller
+    spoke to has hung up (never when the caller hung up first)."""
+
+    survey: SurveySpec
+    next: Name | None = None  # after the rating, or none (default: the call ends)
+
+
 class GotoStep(Strict):
     goto: Name
 
@@ -219,6 +237,7 @@ STEP_KINDS: dict[str, type[Strict]] = {
     "set": SetStep,
     "goto": GotoStep,
     "hangup": HangupStep,
+    "survey": SurveyStep,
 }
 
 
@@ -243,7 +262,8 @@ Step = Annotated[
     | Annotated[VoicemailStep, Tag("voicemail")]
     | Annotated[SetStep, Tag("set")]
     | Annotated[GotoStep, Tag("goto")]
-    | Annotated[HangupStep, Tag("hangup")],
+    | Annotated[HangupStep, Tag("hangup")]
+    | Annotated[SurveyStep, Tag("survey")],
     Discriminator(
         step_kind,
         custom_error_type="step_kind",

@@ -99,6 +99,8 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
             case _:
                 pass
 
+    diags += _survey_placement(flow, doc, edges)
+
     reachable = _reachable(flow.start, edges) if flow.start in steps else set(steps)
     for name in steps:
         if name not in reachable:
@@ -126,6 +128,76 @@ def validate_flow(flow: schema.FlowFile, doc: Document) -> list[Diagnostic]:
             )
         )
     return diags
+
+
+def _survey_placement(
+    flow: schema.FlowFile, doc: Document, edges: dict[str, list[str]]
+) -> list[Diagnostic]:
+    """A survey rates a conversation: only the ``next`` of a ``dial``/``forward`` (taken
+    once the callee hung up) may lead to it; and a caller who went through an emergency
+    tier is never asked to rate the call."""
+    steps = flow.steps
+    surveys = {n for n, s in steps.items() if isinstance(s, schema.SurveyStep)}
+    if not surveys:
+        return []
+    diags: list[Diagnostic] = []
+    if flow.start in surveys:
+        diags.append(
+            doc.diagnostic(
+                ("start",),
+                f"the flow cannot start with survey '{flow.start}': a survey rates a "
+                "conversation, so only the 'next' of a dial or forward step may name it",
+            )
+        )
+    for name, step in steps.items():
+        after_talk = isinstance(step, schema.DialStep | schema.ForwardStep)
+        for path, target in step_edges(step):
+            if target in surveys and not (after_talk and path == ("next",)):
+                diags.append(
+                    doc.diagnostic(
+                        ("steps", name, *path),
+                        f"'{'.'.join(str(p) for p in path)}' of step '{name}' leads to survey "
+                        f"'{target}': a survey rates a conversation, so only the 'next' of a "
+                        "dial or forward step (taken when the callee hangs up) may name it",
+                    )
+                )
+    for name, step in steps.items():
+        if not (isinstance(step, schema.EscalateStep) and step.escalate.tier == 1):
+            continue
+        for survey, route in _paths_from(name, edges, surveys).items():
+            diags.append(
+                doc.diagnostic(
+                    ("steps", survey),
+                    f"survey '{survey}' can follow the emergency tier 1 of step '{name}' "
+                    f"({' → '.join(route)}): a caller who went through an emergency tier "
+                    "is never asked to rate the call",
+                    key=True,
+                )
+            )
+    return diags
+
+
+def _paths_from(start: str, edges: dict[str, list[str]], targets: set[str]) -> dict[str, list[str]]:
+    """A shortest path from ``start`` to each step of ``targets`` it reaches."""
+    parents: dict[str, str] = {}
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        nxt_frontier = []
+        for node in frontier:
+            for nxt in edges.get(node, []):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    parents[nxt] = node
+                    nxt_frontier.append(nxt)
+        frontier = nxt_frontier
+    found: dict[str, list[str]] = {}
+    for target in sorted(targets & seen - {start}):
+        path = [target]
+        while path[-1] != start:
+            path.append(parents[path[-1]])
+        found[target] = path[::-1]
+    return found
 
 
 def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:

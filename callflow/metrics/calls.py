@@ -13,10 +13,14 @@ Definitions (they match ``callflow report``):
 * failover: an attempt on a trunk that ended with a trunk fault (CHANUNAVAIL, CONGESTION,
   FAILED), followed within the same ring by an attempt on another trunk;
 * escalation acceptance time: from the start of the ``escalate`` step to the moment the
-  person (or the emergency line) answered and, for a confirmed leg, accepted.
+  person (or the emergency line) answered and, for a confirmed leg, accepted;
+* surveys: a ``survey`` step that asked the caller ends ``rated`` (counted with its score)
+  or ``no rating`` (declined: hung up, no key, keys outside the scale); one not asked
+  (after an emergency tier) or that failed is not counted.
 
-Labels are bounded: flow, step, step kind, outcome, driver, tier, trunk, dial result -- names from
-the flow files or fixed vocabularies, never a caller number or a call id.
+Labels are bounded: flow, step, step kind, outcome, driver, tier, trunk, dial result, survey
+score (1-9) and answer -- names from the flow files or fixed vocabularies, never a caller
+number or a call id.
 """
 
 from __future__ import annotations
@@ -155,6 +159,18 @@ class CallMetrics:
             buckets=CALLBACK_BUCKETS,
             registry=r,
         )
+        self.survey_ratings = Counter(
+            "callflow_survey_ratings",
+            "Survey ratings given by callers, by flow and score (1 .. the survey's scale).",
+            ["flow", "score"],
+            registry=r,
+        )
+        self.surveys = Counter(
+            "callflow_surveys",
+            "Surveys asked after a conversation, by flow and answer (answered, declined).",
+            ["flow", "answer"],
+            registry=r,
+        )
         self._calls: OrderedDict[str, _CallState] = OrderedDict()
 
     # -- the engine's Observer: never raises ---------------------------------------------
@@ -203,6 +219,15 @@ class CallMetrics:
         self.steps.labels(r.flow, r.step, r.kind).inc()
         if r.kind is StepKind.ESCALATE:
             self._escalation(r, state)
+        elif r.kind is StepKind.SURVEY:
+            self._survey(r)
+
+    def _survey(self, r: StepRecord) -> None:
+        if r.result is StepResult.RATED and r.score is not None:
+            self.survey_ratings.labels(r.flow, str(r.score)).inc()
+            self.surveys.labels(r.flow, "answered").inc()
+        elif r.result is StepResult.NO_RATING:
+            self.surveys.labels(r.flow, "declined").inc()
 
     def _escalation(self, r: StepRecord, state: _CallState | None) -> None:
         label = tier_label(r.tier)

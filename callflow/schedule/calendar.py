@@ -347,6 +347,15 @@ class OverrideStore:
     def clear(self, key: str) -> None:
         self._items.pop(key, None)
 
+    async def put(self, calendar_key: str, flow: str, override: Override) -> None:
+        """Set an override as the admin API does: here, in memory; a shared store (several
+        nodes, ``callflow.overrides``) writes it where every node sees it, then here."""
+        self.set(calendar_key, override)
+
+    async def remove(self, key: str) -> None:
+        """Cancel an override as the admin API does (see ``put``)."""
+        self.clear(key)
+
     def get(self, key: str, at: datetime) -> Override | None:
         """The override of ``key`` still in force at aware ``at``, else None."""
         if at.tzinfo is None:

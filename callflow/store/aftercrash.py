@@ -6,8 +6,9 @@ its journal to the database (``Recorder.flush``: a call the daemon logged is the
 database before its CDR is looked at), then
 
 1. logs the calls the dialplan fallback handled alone (outcome ``fallback``), once each;
-2. until none is left, closes the calls a crash left open (those that started before this
-   daemon did), from Asterisk's live channels and the CDRs.
+2. until none is left, closes the calls a crash left open (those of its own node that
+   started before this daemon did), from Asterisk's live channels and the CDRs.  Another
+   node's open calls are never touched: they may be running on that node's Asterisk.
 
 While the database is away it waits (records stay in the journal); while ARI is away the
 open calls wait for it (a call whose channel lives is never closed).
@@ -52,8 +53,11 @@ class AfterCrash:
         poll_interval: float = 2.0,
         settle: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        node: str | None = None,
     ) -> None:
         self.engine = engine
+        # This daemon's node: the only calls it may close (and import) are its own.
+        self.node = node
         self.recorder = recorder
         self.channels = channels
         self.cdr_file = cdr_file
@@ -108,7 +112,12 @@ class AfterCrash:
             return  # the journal was not fed: the database lacks calls the daemon logged
         now = self.clock()
         imported = await import_fallback_calls(
-            self.engine, self._cdrs.values(), privacy=self.privacy, flow_of=self.flow_of, now=now
+            self.engine,
+            self._cdrs.values(),
+            privacy=self.privacy,
+            flow_of=self.flow_of,
+            now=now,
+            node=self.node,
         )
         if imported:
             self.imported += len(imported)
@@ -120,7 +129,7 @@ class AfterCrash:
         self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep}
 
     async def _close_open(self, now: datetime) -> set[str]:
-        calls = await open_calls(self.engine, self.started)
+        calls = await open_calls(self.engine, self.started, self.node)
         if not calls:
             if self.open_left is None or self.open_left > 0:
                 log.info("after crash: no call left without an outcome")

@@ -1,5 +1,5 @@
-"""Asterisk's own call records (CDRs), as ``asterisk-conf/cdr_custom.conf`` writes them:
-one JSON object a line in ``/var/log/asterisk/cdr-custom/callflow-cdr.json``.
+"""Asterisk's own call records (CDRs), as ``asterisk-conf/callflow/cdr_custom_callflow.conf``
+writes them: one JSON object a line in ``/var/log/asterisk/cdr-custom/callflow-cdr.json``.
 
 Asterisk writes several CDRs for one call (one per destination the dialplan rang), all
 with the caller's channel ``uniqueid`` (the daemon's call id, when the daemon saw the

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -61,6 +61,7 @@ async def import_fallback_calls(
     privacy: CallerPrivacy,
     flow_of: FlowOf,
     now: datetime,
+    node: str | None = None,
 ) -> list[str]:
     """Log, with outcome ``fallback``, every call of ``cdrs`` that went through the dialplan
     fallback and is not in the call log; returns the ids logged by this call."""
@@ -103,6 +104,7 @@ async def import_fallback_calls(
                 "outcome": str(OutcomeKind.FALLBACK),
                 "end_step": None,
                 "detail": f"the daemon never saw this call; {c.fallback_detail()}",
+                "node": node,  # the node whose Asterisk wrote the CDR
             }
             for c in new
         ]
@@ -120,17 +122,22 @@ def _import_row(c: CdrCall, action: str, now: datetime) -> dict[str, Any]:
     }
 
 
-async def open_calls(engine: AsyncEngine, started_before: datetime) -> list[OpenCall]:
+async def open_calls(
+    engine: AsyncEngine, started_before: datetime, node: str | None = None
+) -> list[OpenCall]:
     """The calls without an end that started before ``started_before`` (this daemon's
-    start: later ones are its own, running now), with what their steps had reached."""
+    start: later ones are its own, running now), with what their steps had reached.
+
+    With ``node``, only that node's calls (and untagged ones, logged before nodes were):
+    another node's open call is running on that node's Asterisk, which this daemon cannot
+    see, and is that node's to close."""
+    query = select(Call.id, Call.started, Call.answered).where(
+        Call.outcome.is_(None), Call.started < started_before
+    )
+    if node is not None:
+        query = query.where(or_(Call.node == node, Call.node.is_(None)))
     async with engine.connect() as conn:
-        calls = (
-            await conn.execute(
-                select(Call.id, Call.started, Call.answered).where(
-                    Call.outcome.is_(None), Call.started < started_before
-                )
-            )
-        ).all()
+        calls = (await conn.execute(query)).all()
         ids = [c.id for c in calls]
         last_step: dict[str, str] = {}
         reached: dict[str, tuple[str, str | None]] = {}

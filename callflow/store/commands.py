@@ -138,6 +138,19 @@ def _run(
     return asyncio.run(main())
 
 
+def read_drill_successes(settings: Settings) -> dict[tuple[str, str, str], datetime]:
+    """When each drill leg last passed (``check --horizon``); ``UserError`` when the call
+    log is missing, unreachable or not at this callflow's schema."""
+    from . import db
+    from .drill_log import last_successes
+
+    async def job(engine: AsyncEngine) -> dict[tuple[str, str, str], datetime]:
+        await db.check_schema(engine)
+        return await last_successes(engine)
+
+    return _run(settings, job)
+
+
 def _where(settings: Settings) -> str:
     from . import db
 

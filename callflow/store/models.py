@@ -7,7 +7,7 @@ both.
 Natural keys make every write an idempotent upsert, so that a replay (of the spool, after a
 crash in the middle of a replay) never duplicates a row: a call is keyed by the engine's
 ``call_id``, a step by ``(call_id, seq)``, a callback request by ``(call_id, created)``, a
-trunk state change by ``(trunk, at)``, an admin action by an id chosen when it is recorded.
+trunk state change by ``(trunk, at, node)``, an admin action by an id chosen when it is recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..drills import DrillMode
 from ..flow.events import OutcomeKind
 
 OUTCOMES: tuple[str, ...] = tuple(k.value for k in OutcomeKind)
@@ -100,12 +102,15 @@ class Call(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     # How the call reached the daemon: "ari" (Stasis) or "agi" (FastAGI).
     driver: Mapped[str] = mapped_column(String, server_default="ari")
+    # The node ([node] name) whose daemon took the call; None: logged before nodes were.
+    node: Mapped[str | None] = mapped_column(String)
 
     __table_args__ = (
         CheckConstraint(_in("outcome", OUTCOMES), name="outcome"),
         Index(None, "started"),
         Index(None, "flow", "started"),
         Index(None, "caller"),
+        Index(None, "node", "outcome"),  # the after-crash pass: this node's open calls
     )
 
 
@@ -132,6 +137,8 @@ class CallStep(Base):
     tier: Mapped[int | None] = mapped_column(Integer)
     dial_status: Mapped[str | None] = mapped_column(String)  # Asterisk's DIALSTATUS words
     outcome: Mapped[str | None] = mapped_column(String)  # set on the step that ended the call
+    score: Mapped[int | None] = mapped_column(Integer)  # survey: the caller's rating, 1..scale
+    scale: Mapped[int | None] = mapped_column(Integer)  # survey: its highest rating
 
 
 class CallbackRequestRow(Base):
@@ -170,8 +177,10 @@ class TrunkEvent(Base):
     state: Mapped[str] = mapped_column(String)
     rtt_ms: Mapped[float | None] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The node whose Asterisk saw the change: each node has its own view of the same trunk.
+    node: Mapped[str] = mapped_column(String, server_default="")
 
-    __table_args__ = (UniqueConstraint("trunk", "at"), Index(None, "at"))
+    __table_args__ = (UniqueConstraint("trunk", "at", "node"), Index(None, "at"))
 
 
 class AdminAction(Base):
@@ -188,7 +197,26 @@ class AdminAction(Base):
     __table_args__ = (Index(None, "at"),)
 
 
+class CalendarOverride(Base):
+    """A calendar override in force ("closed until Monday 8:00"), shared by every node: set
+    through any node's API, applied by all (``callflow.overrides``)."""
+
+    __tablename__ = "calendar_overrides"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)  # "flow/calendar"
+    flow: Mapped[str] = mapped_column(String)  # the practice: scoped accounts see their own
+    open: Mapped[bool] = mapped_column(Boolean)
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    label: Mapped[str | None] = mapped_column(String)
+    set_by: Mapped[str | None] = mapped_column(String)
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    node: Mapped[str] = mapped_column(String)  # the node whose API took it
+
+    __table_args__ = (Index(None, "flow"),)
+
+
 CDR_ACTIONS: tuple[str, ...] = ("imported", "closed")
+DRILL_MODES: tuple[str, ...] = tuple(m.value for m in DrillMode)
 
 
 class CdrImport(Base):
@@ -206,16 +234,41 @@ class CdrImport(Base):
     __table_args__ = (CheckConstraint(_in("action", CDR_ACTIONS), name="action"), Index(None, "at"))
 
 
+class DrillRow(Base):
+    """One leg of a forwarding drill: a destination over one trunk (no patient data)."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String)
+    destination: Mapped[str] = mapped_column(String)
+    trunk: Mapped[str] = mapped_column(String)
+    mode: Mapped[str] = mapped_column(String)  # call, or health (an emergency route)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answer_delay: Mapped[float | None] = mapped_column(Float)  # seconds, when answered
+
+    __table_args__ = (
+        CheckConstraint(_in("mode", DRILL_MODES), name="mode"),
+        Index(None, "flow", "destination", "trunk", "at"),
+        Index(None, "at"),
+    )
+
+
 __all__ = [
     "CALLBACK_STATUSES",
     "CDR_ACTIONS",
+    "DRILL_MODES",
     "OUTCOMES",
     "AdminAction",
     "Base",
+    "CalendarOverride",
     "Call",
     "CallStep",
     "CallbackRequestRow",
     "CdrImport",
+    "DrillRow",
     "TrunkEvent",
     "UTCDateTime",
 ]

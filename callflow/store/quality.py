@@ -24,7 +24,9 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
   the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
   daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
   ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``).
-* **patient satisfaction**: not collected (no survey step yet); the report says so rather
+* **patient satisfaction**: from the flows' ``survey`` steps (``store.satisfaction``):
+  the mean rating out of the survey's scale, the number of ratings and the response rate
+  (ratings / surveys asked).  A period with no survey asked says "not collected" rather
   than show a figure.
 
 Weeks are Monday to Sunday in local time, cut at the month's bounds so that they add up
@@ -49,8 +51,10 @@ from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
 from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
+from .satisfaction import SurveyAnswer, answers_of, satisfaction, survey_steps
 
 ALL = "*"  # the key of the figures over every flow
+UNTAGGED = "-"  # the node of calls logged before nodes were (one node then)
 MISSED = frozenset(str(o) for o in MISSED_OUTCOMES)
 
 MONTHS = (
@@ -81,7 +85,11 @@ DEFINITIONS = {
     "d'Asterisk pendant un arrêt du démon (issue fallback, d'après les CDR d'Asterisk), "
     "délestés en surcharge (shed), laissés ouverts par une panne puis repris (recovered) "
     "ou perdus (lost).",
-    "satisfaction": "satisfaction des patients : non collectée (pas encore d'enquête).",
+    "satisfaction": "satisfaction des patients : note moyenne donnée par les appelants à "
+    "l'enquête (étape survey) proposée quand leur interlocuteur a raccroché, sur l'échelle "
+    "de l'enquête (notes d'échelles différentes ramenées sur 5) ; nombre de notes ; taux de "
+    "réponse = notes / enquêtes proposées (l'appelant qui raccroche ou ne tape rien ne note "
+    "pas) ; « non collectée » quand aucune enquête n'a été proposée.",
 }
 
 
@@ -132,6 +140,7 @@ class _CallRow:
     started: datetime
     answered: datetime | None
     outcome: str | None
+    node: str | None
 
 
 @dataclass(frozen=True)
@@ -149,9 +158,9 @@ async def build_quality(
     current = month_span(year, month, tz)
     before = month_span(*previous_month(year, month), tz)
     lo, hi = before.start, current.end
-    calls_q = select(Call.id, Call.flow, Call.started, Call.answered, Call.outcome).where(
-        Call.started >= lo, Call.started < hi
-    )
+    calls_q = select(
+        Call.id, Call.flow, Call.started, Call.answered, Call.outcome, Call.node
+    ).where(Call.started >= lo, Call.started < hi)
     cb_q = select(
         CallbackRequestRow.flow,
         CallbackRequestRow.status,
@@ -165,6 +174,7 @@ async def build_quality(
         calls = [_CallRow(*row) for row in (await conn.execute(calls_q)).all()]
         step_rows = (await conn.execute(ringing_steps(calls_q))).all()
         callbacks = [_CallbackRow(*row) for row in (await conn.execute(cb_q)).all()]
+        surveys = answers_of((await conn.execute(survey_steps(calls_q))).all())
     ringing: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
     for call_id, at, duration in step_rows:
         ringing[call_id].append((at, duration))
@@ -173,12 +183,15 @@ async def build_quality(
     if flow is not None:
         flows = [flow]
 
+    # The nodes (Asterisk + daemon) that took calls: one report covers them all.
+    nodes = sorted({c.node or UNTAGGED for c in calls})
+
     def figures(span: Span) -> dict[str, Any]:
-        out = {ALL: _indicators(span, calls, callbacks, ringing)}
+        out = {ALL: _indicators(span, calls, callbacks, ringing, surveys, nodes)}
         for name in flows:
             mine = [c for c in calls if c.flow == name]
             theirs = [cb for cb in callbacks if cb.flow == name]
-            out[name] = _indicators(span, mine, theirs, ringing)
+            out[name] = _indicators(span, mine, theirs, ringing, surveys, nodes)
         return out
 
     return {
@@ -186,6 +199,7 @@ async def build_quality(
         "timezone": str(tz),
         "flow": flow,
         "flows": flows,
+        "nodes": nodes,
         "months": [_span_json(s) | {"figures": figures(s)} for s in (current, before)],
         "weeks": [_span_json(s) | {"figures": figures(s)} for s in week_spans(current, tz)],
         "definitions": DEFINITIONS,
@@ -201,8 +215,14 @@ def _indicators(
     calls: Sequence[_CallRow],
     callbacks: Sequence[_CallbackRow],
     ringing: dict[str, list[tuple[datetime, float]]],
+    surveys: Sequence[SurveyAnswer],
+    nodes: Sequence[str],
 ) -> dict[str, Any]:
     mine = [c for c in calls if span.start <= c.started < span.end]
+    ids = {c.id for c in mine}
+    per_node = dict.fromkeys(nodes, 0)
+    for c in mine:
+        per_node[c.node or UNTAGGED] += 1
     missed = sum(1 for c in mine if c.outcome in MISSED)
     without = {o: sum(1 for c in mine if c.outcome == o) for o in WITHOUT_DAEMON}
     waits = [
@@ -216,6 +236,7 @@ def _indicators(
     delays = [(cb.completed - cb.created).total_seconds() for cb in done if cb.completed]
     return {
         "calls": len(mine),
+        "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
         "response_time": {
@@ -230,7 +251,7 @@ def _indicators(
             "time_to_callback_average_s": average(delays),
             "time_to_callback_p90_s": p90(delays),
         },
-        "satisfaction": {"status": "not collected", "responses": 0, "average": None},
+        "satisfaction": satisfaction(a for a in surveys if a.call_id in ids),
     }
 
 
@@ -276,14 +297,25 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("délai de rappel moyen", _secs(cb["time_to_callback_average_s"])),
         ("délai de rappel p90", _secs(cb["time_to_callback_p90_s"])),
-        ("satisfaction des patients", _satisfaction(f["satisfaction"])),
+        ("satisfaction des patients (note moyenne)", _satisfaction(f["satisfaction"])),
+        ("enquêtes : notes / proposées", _responses(f["satisfaction"])),
+        # Several nodes share the database: each one's share of the calls.
+        *((f"appels du nœud {n}", str(k)) for n, k in f["nodes"].items() if len(f["nodes"]) > 1),
     ]
 
 
 def _satisfaction(s: dict[str, Any]) -> str:
     if s["status"] == "not collected":
         return "non collectée"
-    return f"{s['average']:.1f} / 5 ({s['responses']} réponses)".replace(".", ",")
+    if s["average"] is None:
+        return "aucune note"
+    return f"{s['average']:.1f} / {s['scale']}".replace(".", ",")
+
+
+def _responses(s: dict[str, Any]) -> str:
+    if s["status"] == "not collected":
+        return "n/d"
+    return f"{_pct(s['response_rate'])} ({s['ratings']}/{s['asked']})"
 
 
 def _sections(r: dict[str, Any]) -> list[tuple[str, str]]:

@@ -35,7 +35,9 @@ record, and a refused record is appended to ``<spool_dir>/rejected.jsonl`` with 
 Two daemons may share one database: call ids are unique (Asterisk channel ids; give each
 PBX its own ``systemname`` so they stay unique across PBXs), every write is an upsert on
 a natural key, so concurrent writers neither duplicate nor lose rows.  Each daemon needs
-its own ``spool_dir`` (the spool is locked).
+its own ``spool_dir`` (the spool is locked), and its own ``node``: its calls and trunk
+changes carry it (records journaled by an older version get it when replayed: a spool is
+one daemon's).
 """
 
 from __future__ import annotations
@@ -155,8 +157,11 @@ class Recorder:
         retry_max: float = 30.0,
         segment_records: int = 10_000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        node: str | None = None,
     ) -> None:
         self.engine = engine
+        # The node ([node] name) every call and trunk change is tagged with; None: untagged.
+        self.node = node
         self.privacy = privacy or CallerPrivacy()
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -297,6 +302,8 @@ class Recorder:
                     "tier": event.tier,
                     "dial_status": _opt(event.dial_status),
                     "outcome": _opt(event.outcome),
+                    "score": event.score,
+                    "scale": event.scale,
                 }
             case CallAnswered():
                 return {"t": "answered", "id": event.call_id, "answered": _iso(event.at)}
@@ -332,6 +339,7 @@ class Recorder:
                     "state": event.state,
                     "rtt_ms": event.rtt_ms,
                     "at": _iso(event.at),
+                    "node": self.node,
                 }
             case AuditEntry():
                 return {
@@ -352,6 +360,7 @@ class Recorder:
             "caller": self.privacy.protect(info.caller),
             "started": _iso(info.started),
             "driver": info.driver.value,
+            "node": self.node,
         }
 
     def _take(self, n: int) -> list[Record]:
@@ -568,7 +577,7 @@ class Recorder:
     async def _transaction(self, records: list[Record]) -> None:
         opened = [self._unsealed(r) for r in records]
         async with asyncio.timeout(self.write_timeout), self.engine.begin() as conn:
-            await write_records(conn, opened)
+            await write_records(conn, opened, node=self.node)
 
     def _unsealed(self, rec: Record) -> Record:
         if rec.get("t") == "callback" and isinstance(rec.get("caller"), str):

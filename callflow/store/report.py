@@ -28,6 +28,8 @@ callback requests *created* in it, optionally for one flow):
   while the daemon was down (imported from Asterisk's CDRs), *shed* calls the overloaded
   daemon handed to the dialplan, and the calls a crash left open: *recovered* (rescued, or
   taken by the fallback) and *lost*; with their share of all calls.
+* **patient satisfaction**: the survey steps' ratings (:mod:`callflow.store.satisfaction`):
+  mean rating out of the survey's scale, ratings, response rate = ratings / surveys asked.
 * **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
   time, default Europe/Paris, DST included).
 """
@@ -51,6 +53,7 @@ from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..flow.events import OutcomeKind, StepKind
 from .models import OUTCOMES, Call, CallbackRequestRow, CallStep
 from .report_words import FR, outcome, weekday, words
+from .satisfaction import answers_of, satisfaction, survey_steps
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.events
@@ -127,7 +130,7 @@ class Period:
 async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
     """The report's figures, JSON-ready (see the module's definitions)."""
     calls_q = select(
-        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination
+        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination, Call.node
     ).where(Call.started >= period.start, Call.started < period.end)
     cb_q = select(
         CallbackRequestRow.status, CallbackRequestRow.created, CallbackRequestRow.completed
@@ -139,6 +142,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         calls = (await conn.execute(calls_q)).all()
         callbacks = (await conn.execute(cb_q)).all()
         staff = list((await staff_response_times(conn, calls_q, calls)).values())
+        surveys = answers_of((await conn.execute(survey_steps(calls_q))).all())
 
     total = len(calls)
     outcomes = Counter(c.outcome for c in calls)
@@ -149,6 +153,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         if c.outcome in REACHED and c.answered is not None
     ]
     tiers = Counter("none" if c.tier is None else str(c.tier) for c in calls)
+    nodes = Counter(c.node or "-" for c in calls)  # "-": logged before nodes were
     forwarded = Counter(c.destination or "?" for c in calls if c.outcome == "forwarded")
     grid = [[0] * 24 for _ in WEEKDAYS]
     for c in calls:
@@ -172,6 +177,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "total": total,
             "unfinished": outcomes[None],
             "by_outcome": {o: outcomes[o] for o in OUTCOMES},
+            "by_node": dict(sorted(nodes.items())),
         },
         "missed": {"count": missed, "rate": _ratio(missed, total)},
         "without_daemon": {
@@ -193,6 +199,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
             "delay_average_s": average(delays),
             "delay_p90_s": p90(delays),
         },
+        "satisfaction": satisfaction(surveys),
         "tiers": dict(sorted(tiers.items())),
         "forwarding": {
             "calls": sum(forwarded.values()),
@@ -234,6 +241,9 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
     ]
     if c["unfinished"]:
         rows.append((f"  {w['unfinished']}", str(c["unfinished"])))
+    by_node = c.get("by_node", {})
+    if len(by_node) > 1:  # several nodes share the call log: each one's calls
+        rows += [(f"  {w['on_node'].format(name=n)}", str(k)) for n, k in by_node.items()]
     rows += [
         (w["missed"], f"{_pct(r['missed']['rate'], w)} ({r['missed']['count']})"),
         (w["without"], f"{_pct(wd['rate'], w)} ({sum(wd[o] for o in WITHOUT_DAEMON)})"),
@@ -255,8 +265,22 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
         (w["forwarded"], f"{f['calls']} ({_pct(f['rate'], w)})"),
         *((f"  {w['to'].format(destination=d)}", str(n)) for d, n in f["by_destination"].items()),
         (w["by_tier"], ", ".join(f"{k}: {v}" for k, v in r["tiers"].items()) or "-"),
+        *_satisfaction_lines(r["satisfaction"], w),
     ]
     return rows
+
+
+def _satisfaction_lines(s: dict[str, Any], w: dict[str, str]) -> list[tuple[str, str]]:
+    if s["status"] == "not collected":
+        return [(w["satisfaction"], w["not_collected"])]
+    average = w["na"]
+    if s["average"] is not None:
+        average = f"{s['average']:.1f} / {s['scale']}"
+        average = average.replace(".", ",") if w is FR else average
+    return [
+        (w["satisfaction_average"].format(n=s["ratings"]), average),
+        (w["survey_rate"], f"{_pct(s['response_rate'], w)} ({s['ratings']}/{s['asked']})"),
+    ]
 
 
 def _title(r: dict[str, Any], language: str) -> str:

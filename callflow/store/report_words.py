@@ -11,6 +11,7 @@ EN: Final[dict[str, str]] = {
     "flow": ", flow {name}",
     "calls": "calls",
     "unfinished": "unfinished (no end recorded)",
+    "on_node": "on node {name}",
     "missed": "missed-call rate (abandoned + failed + lost)",
     "without": "without the daemon (fallback, shed, crash)",
     "without_fallback": "dialplan fallback alone (daemon down)",
@@ -28,6 +29,10 @@ EN: Final[dict[str, str]] = {
     "forwarded": "forwarded calls",
     "to": "to {destination}",
     "by_tier": "calls by tier",
+    "satisfaction": "patient satisfaction",
+    "not_collected": "not collected (no survey asked)",
+    "satisfaction_average": "patient satisfaction, average rating ({n} ratings)",
+    "survey_rate": "survey response rate (ratings / surveys asked)",
     "heatmap": "calls by weekday and hour ({tz})",
     "cell": "{day} {hour:02d}:00-{hour:02d}:59: {n} calls",
     "na": "n/a",
@@ -35,7 +40,8 @@ EN: Final[dict[str, str]] = {
         "Definitions: see <code>callflow/store/report.py</code> (missed = abandoned + failed "
         "+ lost over all calls; time to answer = answered - started for answered, forwarded "
         "and emergency calls; response time = ring time before the answer, staff-answered "
-        "calls only, no menus; p90 = nearest rank)."
+        "calls only, no menus; satisfaction = mean survey rating, response rate = ratings / "
+        "surveys asked; p90 = nearest rank)."
     ),
 }
 
@@ -44,6 +50,7 @@ FR: Final[dict[str, str]] = {
     "flow": ", parcours {name}",
     "calls": "appels",
     "unfinished": "inachevés (aucune fin enregistrée)",
+    "on_node": "sur le nœud {name}",
     "missed": "taux d'appels manqués (abandonnés + échoués + perdus)",
     "without": "sans le démon (repli, délestés, panne)",
     "without_fallback": "repli du plan de numérotation seul (démon arrêté)",
@@ -61,6 +68,10 @@ FR: Final[dict[str, str]] = {
     "forwarded": "appels renvoyés",
     "to": "vers {destination}",
     "by_tier": "appels par niveau d'urgence",
+    "satisfaction": "satisfaction des patients",
+    "not_collected": "non collectée (aucune enquête proposée)",
+    "satisfaction_average": "satisfaction des patients, note moyenne ({n} notes)",
+    "survey_rate": "taux de réponse à l'enquête (notes / enquêtes proposées)",
     "heatmap": "appels par jour et par heure ({tz})",
     "cell": "{day} {hour:02d} h 00-{hour:02d} h 59 : {n} appels",
     "na": "n.d.",
@@ -68,7 +79,8 @@ FR: Final[dict[str, str]] = {
         "Définitions : voir <code>callflow/store/report.py</code> (manqués = abandonnés + "
         "échoués + perdus sur tous les appels ; délai de prise = décroché - début pour les "
         "appels pris, renvoyés et d'urgence ; temps de réponse = sonnerie avant le décroché, "
-        "appels pris par l'équipe seulement, sans les menus ; 90e centile = rang le plus "
+        "appels pris par l'équipe seulement, sans les menus ; satisfaction = note moyenne de "
+        "l'enquête, taux de réponse = notes / enquêtes proposées ; 90e centile = rang le plus "
         "proche)."
     ),
 }

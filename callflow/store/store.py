@@ -63,6 +63,7 @@ class Store:
             commit_interval=d.commit_interval,
             write_timeout=d.write_timeout,
             memory_limit=d.memory_limit,
+            node=settings.node.resolved,
         )
         return cls(
             engine,

@@ -35,15 +35,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import OUTCOMES, AdminAction, Call, CallbackRequestRow, CallStep, TrunkEvent
 
-CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started", "driver")
+CALL_START = ("id", "flow", "flow_version", "dialed", "caller", "started", "driver", "node")
 # Records journaled before the driver was recorded came from the only driver there was.
 DEFAULT_DRIVER = "ari"
 CALL_END = ("answered", "ended", "outcome", "tier", "destination", "trunk", "end_step", "detail")
 STEP = ("call_id", "seq", "at", "step", "kind", "result", "detail", "next", "duration")
 # A step's typed fields; optional, so that records spooled by an older version replay.
-STEP_FIELDS = ("key", "attempt", "destination", "trunk", "tier", "dial_status", "outcome")
+STEP_FIELDS = (
+    "key",
+    "attempt",
+    "destination",
+    "trunk",
+    "tier",
+    "dial_status",
+    "outcome",
+    "score",
+    "scale",
+)
 CALLBACK = ("call_id", "flow", "queue", "priority", "tier", "caller", "created")
-TRUNK = ("trunk", "state", "rtt_ms", "at")
+TRUNK = ("trunk", "state", "rtt_ms", "at", "node")
 AUDIT = ("id", "at", "who", "action", "detail")
 TIMES = frozenset({"started", "answered", "ended", "at", "created"})
 KINDS = ("call", "answered", "end", "step", "callback", "trunk", "audit")
@@ -94,17 +104,18 @@ class _Rows:
         self.placeholders: dict[str, dict[str, Any]] = {}
         self.steps: dict[tuple[str, int], dict[str, Any]] = {}
         self.callbacks: dict[tuple[str, datetime], dict[str, Any]] = {}
-        self.trunks: dict[tuple[str, datetime], dict[str, Any]] = {}
+        self.trunks: dict[tuple[str, datetime, str], dict[str, Any]] = {}
         self.audits: dict[str, dict[str, Any]] = {}
 
 
-def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
+def _rows_of(records: Iterable[dict[str, Any]], node: str | None = None) -> _Rows:
     rows = _Rows()
     for rec in records:
         kind = rec.get("t")
         if kind == "call" or kind == "end":
-            start = _fields(rec, CALL_START, optional=("driver",))
+            start = _fields(rec, CALL_START, optional=("driver", "node"))
             start["driver"] = start["driver"] or DEFAULT_DRIVER
+            start["node"] = start["node"] or node
             row = rows.calls.get(start["id"])
             if row is None:
                 row = rows.calls[start["id"]] = dict.fromkeys(CALL_END)
@@ -137,14 +148,16 @@ def _rows_of(records: Iterable[dict[str, Any]]) -> _Rows:
                     "caller": "",
                     "started": step["at"],
                     "driver": DEFAULT_DRIVER,  # until the call's own record says
+                    "node": node,
                 },
             )
         elif kind == "callback":
             cb = _fields(rec, CALLBACK)
             rows.callbacks[(cb["call_id"], cb["created"])] = cb
         elif kind == "trunk":
-            tr = _fields(rec, TRUNK)
-            rows.trunks[(tr["trunk"], tr["at"])] = tr
+            tr = _fields(rec, TRUNK, optional=("node",))
+            tr["node"] = tr["node"] or node or ""
+            rows.trunks[(tr["trunk"], tr["at"], tr["node"])] = tr
         elif kind == "audit":
             au = _fields(rec, AUDIT)
             if not isinstance(au["detail"], dict):
@@ -188,6 +201,7 @@ def _statements(dialect: str) -> _Statements:
     call = insert(table)
     keep = {c: func.coalesce(call.excluded[c], table.c[c]) for c in CALL_END}
     fresh: dict[str, Any] = {c: call.excluded[c] for c in CALL_START if c != "id"}
+    fresh["node"] = func.coalesce(call.excluded.node, table.c.node)
     # A call keeps its first start: a rescue after a crash reports the call again.
     fresh["started"] = case(
         (table.c.started < call.excluded.started, table.c.started),
@@ -209,9 +223,12 @@ def _statements(dialect: str) -> _Statements:
     )
 
 
-async def write_records(conn: AsyncConnection, records: Iterable[dict[str, Any]]) -> None:
-    """Write ``records`` (in the caller's transaction); safe to repeat."""
-    rows = _rows_of(records)
+async def write_records(
+    conn: AsyncConnection, records: Iterable[dict[str, Any]], *, node: str | None = None
+) -> None:
+    """Write ``records`` (in the caller's transaction); safe to repeat.  ``node``: the node
+    of calls and trunk changes whose record does not say (journaled by an older version)."""
+    rows = _rows_of(records, node)
     stmts = _statements(conn.dialect.name)
     if rows.calls:
         await conn.execute(stmts.call, list(rows.calls.values()))

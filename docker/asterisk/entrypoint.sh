@@ -1,9 +1,14 @@
 #!/bin/sh
-# Starts Asterisk in the container with the practice's configuration and the secrets.
+# Starts Asterisk in the container: Debian's stock /etc/asterisk joined with callflow's
+# include files, and the secrets.
 #
-# 1. /etc/asterisk is rebuilt at every start from the image's copy of asterisk-conf/,
-#    then the site's own files (pjsip.conf with the trunks and phones, extensions.conf
-#    globals, voicemail.conf ...) mounted in $SITE_DIR replace those of the same name;
+# 1. /etc/asterisk is the image's stock configuration (the asterisk package's files);
+#    at every start /etc/asterisk/callflow is rebuilt from the image's copy of
+#    asterisk-conf/callflow/, the site's own include files mounted in $SITE_DIR
+#    (pjsip_callflow.conf with the trunks and phones, extensions_callflow.conf's
+#    settings, voicemail_callflow.conf...; pjsip_callflow_transport.conf for NAT)
+#    replacing those of the same name, and
+#    asterisk-conf/join.sh adds the "#include callflow/..." lines (once);
 # 2. the ARI password and the AMI secret come from docker secrets (ari_password,
 #    ami_secret); ARI (http.conf) and AMI (manager.conf) listen on the container's
 #    network instead of loopback, AMI accepts only $AMI_PERMIT (the compose network);
@@ -40,27 +45,35 @@ esac
 ari="$(secret ari_password)"
 ami="$(secret ami_secret)"
 
-mkdir -p "$CONF"
-rm -f "$CONF"/*.conf
-cp "$TEMPLATE"/*.conf "$CONF"/
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+cp "$TEMPLATE"/callflow/*.conf "$stage"/
+# The image's Asterisk is the stock one: it has no SIP transport of its own.
+cp "$TEMPLATE"/optional/pjsip_callflow_transport.conf "$stage"/
 if [ -d "$SITE" ]; then
     for f in "$SITE"/*.conf; do
-        [ -e "$f" ] && cp "$f" "$CONF"/
+        [ -e "$f" ] && cp "$f" "$stage"/
     done
 fi
+rm -rf "$CONF/callflow"
+CALLFLOW_JOIN_FROM="$stage" sh "$TEMPLATE/join.sh" "$CONF" > /dev/null
 
-sed -i "s/^password = CHANGE-ME-ari-password\$/password = $ari/" "$CONF/ari.conf"
-sed -i "s/^secret = CHANGE-ME-ami-secret\$/secret = $ami/" "$CONF/manager.conf"
-sed -i "s/^bindaddr = 127\.0\.0\.1\$/bindaddr = 0.0.0.0/" "$CONF/http.conf" "$CONF/manager.conf"
-sed -i "s|^permit = 127\.0\.0\.1/255\.255\.255\.255\$|permit = $PERMIT|" "$CONF/manager.conf"
+inc="$CONF/callflow"
+sed -i "s/^password = CHANGE-ME-ari-password\$/password = $ari/" "$inc/ari_callflow.conf"
+sed -i "s/^secret = CHANGE-ME-ami-secret\$/secret = $ami/" "$inc/manager_callflow.conf"
+sed -i "s|^permit = 127\.0\.0\.1/255\.255\.255\.255\$|permit = $PERMIT|" "$inc/manager_callflow.conf"
+# The stock files' own bindaddr lines too: Asterisk may keep the first value it reads.
+sed -i "s/^bindaddr *= *127\.0\.0\.1\$/bindaddr = 0.0.0.0/" \
+    "$inc/http_callflow.conf" "$CONF/http.conf" "$CONF/manager.conf"
 
-left="$(grep -l '^[^;]*CHANGE-ME' "$CONF"/*.conf || true)"
+left="$(grep -l '^[^;]*CHANGE-ME' "$inc"/*.conf || true)"
 if [ -n "$left" ]; then
     die "CHANGE-ME is still in: $(echo "$left" | xargs -n1 basename | tr '\n' ' ')- mount the practice's own files in $SITE (see docker/README.md)"
 fi
 if id asterisk >/dev/null 2>&1; then
-    chown root:asterisk "$CONF"/*.conf
-    chmod 640 "$CONF"/*.conf
+    chown -R root:asterisk "$inc"
+    chmod 750 "$inc"
+    chmod 640 "$inc"/*.conf
 fi
 
 [ "${CALLFLOW_RENDER_ONLY:-0}" = 1 ] && exit 0

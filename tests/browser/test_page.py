@@ -33,7 +33,7 @@ from callflow.api.accounts import Account, Credentials, Role, digest
 from callflow.flow.live import LiveFlows
 from callflow.schedule import Override, OverrideStore
 from callflow.store.db import create_engine, upgrade
-from callflow.store.models import AdminAction, CallbackRequestRow
+from callflow.store.models import AdminAction, CallbackRequestRow, TrunkEvent
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
 from tests.support.flows import write_flow
 
@@ -173,6 +173,12 @@ async def seed(db: AsyncEngine, now: datetime) -> tuple[int, int]:
             )
             assert res.inserted_primary_key is not None
             ids.append(int(res.inserted_primary_key[0]))
+        # Another node on the same call log saw its trunk-a go down (this node is "pbx-1").
+        await conn.execute(
+            insert(TrunkEvent).values(
+                trunk="trunk-a", state="unreachable", rtt_ms=None, at=now, node="pbx-2"
+            )
+        )
     return ids[0], ids[1]
 
 
@@ -219,6 +225,7 @@ async def open_practice(tmp_path: Path, language: str = "en") -> Practice:
         audit=lambda who, action, detail: audit.append((who, action, dict(detail))),
         ari_connected=lambda: True,
         language=language,
+        node="pbx-1",
     )
     return Practice(ctx, store, overrides, db, now, callbacks, audit)
 
@@ -305,6 +312,11 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
                     tr => tr.dataset.trunk + ':' + tr.querySelector('.state').textContent)"""
             )
             assert trunks == ["trunk-a:reachable", "trunk-b:unreachable"]
+            others = await page.js(
+                """[...document.querySelectorAll('#node-trunks tbody tr')].map(
+                    tr => tr.dataset.node + ':' + tr.querySelector('.state').textContent)"""
+            )
+            assert others == ["pbx-2:unreachable"]
 
             shot = await page.send("Page.captureScreenshot", format="png")
             (tmp_path / "page.png").write_bytes(base64.b64decode(shot["data"]))

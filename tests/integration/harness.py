@@ -33,17 +33,20 @@ ARI_USER = "callflow"
 ARI_PASSWORD = "callflow-test"
 AMI_SECRET = "callflow-test"
 API_TOKEN = "bench-token-0123456789abcdef"
-AGI_LISTEN = "127.0.0.1:4573"  # the port asterisk-conf/extensions.conf's AGI() entries use
-# The patient whose calls enter over FastAGI (endpoint patient-agi, context from-trunk-agi).
+AGI_LISTEN = "127.0.0.1:4573"  # the port of extensions_callflow.conf's AGI() entries
+# The patient whose calls enter over FastAGI (endpoint patient-agi, callflow-from-trunk-agi).
 AGI_PATIENT_IP = "127.0.0.5"
-# The CDRs the sandbox's Asterisk writes (asterisk-conf/cdr_custom.conf), seen from the host.
+# The patient whose calls come as FreePBX hands them over (endpoint patient-freepbx: the
+# number in ${FROM_DID}, then the Custom Destination callflow-from-freepbx,s,1).
+FREEPBX_PATIENT_IP = "127.0.0.6"
+# The CDRs the sandbox's Asterisk writes (cdr_custom_callflow.conf), seen from the host.
 SANDBOX_ROOT = Path(
     os.environ.get("CALLFLOW_SANDBOX_ROOT")
     or Path(os.environ.get("CALLFLOW_SANDBOX") or REPO / ".sandbox") / "asterisk-root"
 )
 CDR_FILE = SANDBOX_ROOT / "var/log/asterisk/cdr-custom/callflow-cdr.json"
 
-# Address plan (tests/integration/asterisk/pjsip.conf).
+# Address plan (tests/integration/asterisk/pjsip_callflow.conf).
 PEERS = {
     "trunk-a": ("127.0.0.2", 5081),
     "trunk-b": ("127.0.0.3", 5082),
@@ -52,7 +55,8 @@ PEERS = {
     "dr-b": ("127.0.0.13", 5093),
     "dr-c": ("127.0.0.14", 5094),
 }
-_media_ports = iter(range(20000, 29000, 10))
+# SIPp's media ports: above Debian's stock RTP range of Asterisk (rtp.conf 10000-20000).
+_media_ports = iter(range(20010, 29010, 10))
 
 
 def ari(method: str, path: str) -> Any:
@@ -452,14 +456,16 @@ class Bench:
         time.sleep(0.2)  # let it bind before Asterisk sends anything
         return s
 
-    def patient(self, number: str, ip: str = "127.0.0.1", **sets: str) -> Sipp:
+    def patient(
+        self, number: str, ip: str = "127.0.0.1", scenario: str = "patient.xml", **sets: str
+    ) -> Sipp:
         """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'
         (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI)."""
         port = 5070 + len(self.procs)
         args = [
             "127.0.0.1:5060",
             "-sf",
-            str(SIPP_DIR / "patient.xml"),
+            str(SIPP_DIR / scenario),
             "-s",
             number,
             "-i",

@@ -1,9 +1,9 @@
 """The same flows over FastAGI: real calls entering by AGI(agi://...) in a real Asterisk 22.
 
 The patient calling from ``AGI_PATIENT_IP`` is endpoint ``patient-agi``, whose context
-``from-trunk-agi`` (asterisk-conf/extensions.conf) enters the flows with ``AGI()``; the one
-from 127.0.0.1 enters them with ``Stasis()``.  The table at the end runs the same calls
-through both drivers: the call log must show the same path.
+``callflow-from-trunk-agi`` (asterisk-conf/callflow/extensions_callflow.conf) enters the flows
+with ``AGI()``; the one from 127.0.0.1 enters them with ``Stasis()``.  The table at the end
+runs the same calls through both drivers: the call log must show the same path.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from .harness import Bench
 
 
 def bench_ami() -> AmiClient:
-    # tests/integration/asterisk/manager.conf: the shipped account's rights, bench secret
+    # tests/integration/asterisk/manager_callflow.conf: the shipped account's rights, bench secret
     return AmiClient(AmiConfig(username="callflow", secret="callflow-test", action_timeout=10))
 
 
@@ -54,7 +54,7 @@ async def test_the_daemon_account_watches_trunks_but_cannot_originate_or_run_com
             await ami.action(
                 "Originate",
                 {
-                    "Channel": "Local/200@internal-fallback",
+                    "Channel": "Local/200@callflow-internal-fallback",
                     "Application": "System",
                     "Data": "touch /tmp/callflow-pwned",
                 },
@@ -68,7 +68,7 @@ async def test_the_daemon_account_watches_trunks_but_cannot_originate_or_run_com
                     "SrcFilename": "extensions.conf",
                     "DstFilename": "extensions.conf",
                     "Action-000000": "Append",
-                    "Cat-000000": "from-internal",
+                    "Cat-000000": "callflow-from-internal",
                     "Var-000000": "exten",
                     "Value-000000": "666,1,System(touch /tmp/callflow-pwned)",
                 },

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .harness import (
+    FREEPBX_PATIENT_IP,
     Bench,
     Daemon,
     ari,
@@ -94,6 +95,25 @@ def test_after_hours_call_leaves_over_the_trunk(daemon: Daemon, bench: Bench) ->
     assert (out["flow"], out["outcome"]) == ("closed", "forwarded")
     assert (out["destination"], out["trunk"]) == ("telesecretariat", "trunk-a")
     assert "INVITE sip:0180000000@" in trunk.messages()
+
+
+def test_a_freepbx_custom_destination_hands_over_the_dialled_number(
+    daemon: Daemon, bench: Bench
+) -> None:
+    """FreePBX's inbound route keeps the dialled number in ${FROM_DID} and goes to the
+    Custom Destination callflow-from-freepbx,s,1 (asterisk-conf/README.md): the number
+    still chooses the flow ("200": closed, not the default flow), as from a trunk."""
+    trunk = bench.peer("trunk-a", "uas-answer.xml", hangup_ms="1500")
+    wait_trunk("trunk-a", "online")
+    patient = bench.patient("200", ip=FREEPBX_PATIENT_IP, hold_ms="8000")
+    assert trunk.wait(40) == 0, trunk.log()
+    patient.wait(40)
+    out = daemon.wait_outcome()
+    assert (out["flow"], out["outcome"], out["destination"]) == (
+        "closed",
+        "forwarded",
+        "telesecretariat",
+    )
 
 
 def test_unknown_number_goes_to_the_default_flow(daemon: Daemon, bench: Bench) -> None:

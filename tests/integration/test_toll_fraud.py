@@ -51,7 +51,7 @@ def test_an_invite_from_an_unknown_address_is_refused(bench: Bench) -> None:
 
 
 def register(bench: Bench, ip: str, password: str, expires: str = "60") -> Sipp:
-    """A phone at ``ip`` registering as 'roaming' (tests/integration/asterisk/pjsip.conf)."""
+    """A phone at ``ip`` registering as 'roaming' (tests/integration/asterisk/, pjsip)."""
     args = ["127.0.0.1:5060", "-sf", str(SIPP_DIR / "register.xml"), "-s", "roaming"]
     args += ["-au", "roaming", "-ap", password, "-i", ip, "-p", "5201"]
     args += ["-m", "1", "-timeout", "30s", "-timeout_error", "-set", "expires", expires]

@@ -299,3 +299,46 @@ async def test_a_call_rescued_after_a_crash_keeps_its_start_and_every_step(
         seqs = (await conn.execute(select(CallStep.seq).order_by(CallStep.seq))).scalars().all()
     assert (row.started, row.outcome) == (T0, "recovered")
     assert list(seqs) == [1, RESCUE_SEQ + 1]
+
+
+async def test_a_node_closes_only_its_own_open_calls(engine: AsyncEngine, tmp_path: Path) -> None:
+    """Two daemons on one database: node b's restart must not close node a's calls, which
+    run on a's Asterisk (b cannot see them: to b they look gone)."""
+    for node in ("a", "b"):
+        rec = Recorder(engine, tmp_path / f"spool-{node}", node=node)
+        async with rec:
+            rec.call_started(info(f"{node}-open"))
+    legacy = Recorder(engine, tmp_path / "spool-legacy")  # logged before nodes were
+    async with legacy:
+        legacy.call_started(info("untagged"))
+    async with engine.connect() as conn:
+        nodes = {r.id: r.node for r in await conn.execute(select(Call.id, Call.node))}
+    assert nodes == {"a-open": "a", "b-open": "b", "untagged": None}
+    rec_b = Recorder(engine, tmp_path / "spool-b", node="b")
+    part_b = AfterCrash(
+        engine,
+        rec_b,
+        Channels(set()),  # b's Asterisk has none of these channels
+        cdr_file=None,
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        settle=0.0,
+        clock=lambda: NOW,
+        node="b",
+    )
+    async with rec_b:
+        for _ in range(2):  # first seen gone, then closed (settle 0)
+            await part_b.run_once()
+    got = {k: v[0] for k, v in (await calls(engine)).items()}
+    assert got == {"a-open": None, "b-open": "lost", "untagged": "lost"}
+    assert part_b.open_left == 0 and part_b.closed == 2
+
+
+async def test_a_fallback_call_is_tagged_with_the_node_that_imported_it(
+    engine: AsyncEngine,
+) -> None:
+    await import_fallback_calls(
+        engine, [fallback_cdr("n.1")], privacy=CallerPrivacy(), flow_of=flow_of, now=NOW, node="b"
+    )
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(Call.node))).scalar_one() == "b"

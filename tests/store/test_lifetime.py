@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Daemon.parts, in order; the test below fails each one's shutdown in turn.
 PARTS = [
     "call log",
+    "calendar overrides",
     "event-loop lag",
     "retention purge",
     "calendar feeds",
@@ -51,6 +52,7 @@ PARTS = [
     "ARI events",
     "ARI client",
     "call service",
+    "drills",
     "after crash",
     "FastAGI",
     "systemd notify",

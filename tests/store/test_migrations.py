@@ -13,7 +13,16 @@ from callflow.store.models import Base
 
 from .conftest import Database
 
-TABLES = {"cdr_imports", "calls", "call_steps", "callbacks", "trunk_events", "admin_actions"}
+TABLES = {
+    "cdr_imports",
+    "calls",
+    "call_steps",
+    "callbacks",
+    "trunk_events",
+    "admin_actions",
+    "calendar_overrides",
+    "drills",
+}
 
 
 def _tables(conn: Connection) -> set[str]:

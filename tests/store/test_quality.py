@@ -247,7 +247,8 @@ async def test_quality_figures_by_hand(fixture: AsyncEngine) -> None:
         "time_to_callback_average_s": pytest.approx(4500.0),
         "time_to_callback_p90_s": pytest.approx(7200.0),
     }
-    assert every["satisfaction"] == {"status": "not collected", "responses": 0, "average": None}
+    assert every["satisfaction"]["status"] == "not collected"  # no survey in this log
+    assert every["satisfaction"]["average"] is None
 
     cabinet, other = march["figures"]["cabinet"], march["figures"]["other"]
     assert cabinet["calls"] == 9 and cabinet["missed"]["rate"] == pytest.approx(3 / 9)
@@ -286,10 +287,10 @@ async def test_quality_renderings(fixture: AsyncEngine) -> None:
     assert "temps de réponse moyen (équipe) 16,3 s (3 appels) 12,0 s (1 appels)" in lines
     assert "rappels faits / demandés 50,0 % (2/4) 100,0 % (1/1)" in lines
     assert "délai de rappel moyen 1 h 15 min 10 min 00 s" in lines
-    assert "satisfaction des patients non collectée non collectée" in lines
+    assert "satisfaction des patients (note moyenne) non collectée non collectée" in lines
     assert "Flux cabinet" in lines and "Flux other" in lines
     assert "semaine du 2 mars 5 0,0 % 16,3 s n/d" in lines
-    assert any("non collectée (pas encore d'enquête)" in line for line in lines)
+    assert any("« non collectée » quand aucune enquête" in line for line in lines)
     assert any("le temps des menus et des messages n'est pas compté" in line for line in lines)
     assert json.loads(render_quality_json(r)) == json.loads(json.dumps(r))
     page = render_quality_html(r)
@@ -361,3 +362,30 @@ async def test_the_monthly_report_shows_the_calls_without_the_daemon_apart(
     text = render_quality_text(r)
     assert "sans le démon (repli, délestés, panne)" in text and "83,3 % (2 / 1 / 2)" in text
     assert "repli du plan de numérotation" in text  # its definition is printed
+
+
+async def test_the_monthly_report_covers_every_node(engine: AsyncEngine) -> None:
+    """Two nodes on one database: one report, with each node's share of the calls."""
+    log = Log()
+    log.call("n1", "2026-03-03 09:00", "answered")
+    log.call("n2", "2026-03-03 09:05", "abandoned")
+    log.call("n3", "2026-03-04 10:00", "answered")
+    async with engine.begin() as conn:
+        await write_records(conn, log.records[:2], node="pbx-1")
+        await write_records(conn, log.records[2:], node="pbx-2")
+    r = await build_quality(engine, 2026, 3, PARIS)
+    march = r["months"][0]["figures"]["*"]
+    assert r["nodes"] == ["pbx-1", "pbx-2"]
+    assert march["calls"] == 3 and march["nodes"] == {"pbx-1": 1, "pbx-2": 2}
+    assert march["missed"]["count"] == 1
+    text = render_quality_text(r)
+    assert "appels du nœud pbx-1" in text and "appels du nœud pbx-2" in text
+    # One node only: the report reads as it always did.
+    one = await build_quality(engine, 2026, 3, PARIS, flow="nowhere")
+    assert "nœud" not in render_quality_text(one)
+    # The period report (--from/--to) counts each node's calls too.
+    period = Period(z("2026-03-01 00:00"), z("2026-04-01 00:00"), PARIS)
+    report = await build_report(engine, period)
+    assert report["calls"]["by_node"] == {"pbx-1": 1, "pbx-2": 2}
+    lines = [ln.split() for ln in render_text(report, "en").splitlines()]
+    assert ["on", "node", "pbx-1", "1"] in lines and ["on", "node", "pbx-2", "2"] in lines

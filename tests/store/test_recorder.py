@@ -109,7 +109,7 @@ class Both:
 def _step_fields(s: Any) -> tuple[object, ...]:
     """A stored step (a row) or a reported one (a StepRecord), field by field."""
     names = ("seq", "step", "kind", "result", "detail", "next", "key", "attempt")
-    names += ("destination", "trunk", "tier", "dial_status", "outcome")
+    names += ("destination", "trunk", "tier", "dial_status", "outcome", "score", "scale")
     return tuple(None if (v := getattr(s, n)) is None else str(v) for n in names)
 
 
@@ -131,6 +131,7 @@ async def test_engine_calls_are_recorded(
     task = asyncio.create_task(rec.run())
     scenarios = {
         "desk": Scenario(digits=["2"]),
+        "rated": Scenario(digits=["2", "5"]),  # the secretary hangs up: the caller rates 5
         "callback": Scenario(digits=["2"], no_answer={"secretariat"}),
         "emergency": Scenario(digits=["1", "1"]),
         "abandoned": Scenario(hangup_after_prompts=1),
@@ -362,10 +363,12 @@ async def test_a_slow_database_counts_as_an_outage(
 ) -> None:
     slow = {"on": True}
 
-    async def sluggish(conn: AsyncConnection, records: list[dict[str, Any]]) -> None:
+    async def sluggish(
+        conn: AsyncConnection, records: list[dict[str, Any]], *, node: str | None = None
+    ) -> None:
         if slow["on"]:
             await asyncio.sleep(5)
-        await write_records(conn, records)
+        await write_records(conn, records, node=node)
 
     monkeypatch.setattr(recorder_module, "write_records", sluggish)
     rec = make_recorder(engine, tmp_path / "spool", write_timeout=0.2)
@@ -603,6 +606,31 @@ async def test_trunk_changes_and_admin_actions(engine: AsyncEngine, tmp_path: Pa
         "until": str(T0),  # what JSON cannot hold is kept as text
     }
     assert audit.at == T0
+
+
+async def test_two_nodes_tag_their_calls_and_see_one_trunk_change_each(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Two daemons on one database: each call and trunk change carries its node; the same
+    trunk seen down at the same instant by both nodes is two rows, not one."""
+    for node in ("pbx-1", "pbx-2"):
+        rec = make_recorder(engine, tmp_path / node, node=node)
+        play_call(rec, f"call-{node}", 1)
+        rec.trunk_changed("trunk-a", "unreachable", None, T0)
+        await rec.close()
+    # A record journaled by an older version has no node: the replaying daemon's is given.
+    async with engine.begin() as conn:
+        old = {"t": "trunk", "trunk": "trunk-b", "state": "reachable", "rtt_ms": 3.0}
+        await write_records(conn, [{**old, "at": T0.isoformat()}], node="pbx-2")
+    async with engine.connect() as conn:
+        calls = {r.id: r.node for r in await conn.execute(select(Call.id, Call.node))}
+        trunks = (await conn.execute(select(TrunkEvent.trunk, TrunkEvent.node))).all()
+    assert calls == {"call-pbx-1": "pbx-1", "call-pbx-2": "pbx-2"}
+    assert sorted(tuple(t) for t in trunks) == [
+        ("trunk-a", "pbx-1"),
+        ("trunk-a", "pbx-2"),
+        ("trunk-b", "pbx-2"),
+    ]
 
 
 async def test_pseudonymised_callers_but_callbacks_in_clear(

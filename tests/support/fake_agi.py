@@ -63,7 +63,7 @@ class FakeAgiAsterisk:
             "agi_version": "22.10.1",
             "agi_callerid": self.caller,
             "agi_calleridname": "unknown",
-            "agi_context": "from-trunk-agi",
+            "agi_context": "callflow-from-trunk-agi",
             "agi_extension": self.extension,
             "agi_priority": "2",
             "agi_enhanced": "0.0",

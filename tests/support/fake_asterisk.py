@@ -94,7 +94,7 @@ class _Chan:
             "name": f"PJSIP/{self.id}",
             "state": self.state,
             "caller": {"name": "", "number": self.number},
-            "dialplan": {"context": "from-trunk", "exten": "100", "priority": 1},
+            "dialplan": {"context": "callflow-from-trunk", "exten": "100", "priority": 1},
         }
 
 

@@ -534,7 +534,7 @@ async def test_without_a_database_the_call_log_routes_answer_503(tmp_path: Path)
                 assert resp.status == 503
                 assert (await resp.json())["error"] == "no call log database in this daemon"
         async with client.get("/api/trunks", headers=AUTH) as resp:
-            assert await resp.json() == {"live": False, "trunks": []}
+            assert await resp.json() == {"node": "", "live": False, "trunks": [], "nodes": {}}
         async with client.get("/metrics") as resp:
             assert resp.status == 404
 

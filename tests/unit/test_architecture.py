@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "callflow"
 
 # The pure rooms: they know nothing of Asterisk, databases, HTTP or the daemon around them.
-PURE = ("callflow.flow", "callflow.schedule", "callflow.telephony")
+PURE = ("callflow.flow", "callflow.schedule", "callflow.drills", "callflow.telephony")
 ADAPTERS = (
     "callflow.agi",
     "callflow.ari",

@@ -127,7 +127,7 @@ def test_wrong_type_of_a_step(write_flow: WriteFlow, run_cli: RunCli) -> None:
     text = VALID.replace("  ext:\n    forward: out\n", "  ext: out\n")
     assert one_error(write_flow, run_cli, text) == (
         "19:8: a step needs exactly one kind key: play, menu, schedule, dial, forward, "
-        "escalate, callback, voicemail, set, goto, hangup (found: str)"
+        "escalate, callback, voicemail, set, goto, hangup, survey (found: str)"
     )
 
 
@@ -143,7 +143,7 @@ def test_step_with_no_kind(write_flow: WriteFlow, run_cli: RunCli) -> None:
     text = VALID.replace("    forward: out\n", "    next: welcome\n")
     assert one_error(write_flow, run_cli, text) == (
         "20:5: a step needs exactly one kind key: play, menu, schedule, dial, forward, "
-        "escalate, callback, voicemail, set, goto, hangup (found: next)"
+        "escalate, callback, voicemail, set, goto, hangup, survey (found: next)"
     )
 
 
@@ -151,7 +151,7 @@ def test_step_with_two_kinds(write_flow: WriteFlow, run_cli: RunCli) -> None:
     text = VALID.replace("    forward: out\n", "    forward: out\n    dial: desk\n")
     assert one_error(write_flow, run_cli, text) == (
         "20:5: a step needs exactly one kind key: play, menu, schedule, dial, forward, "
-        "escalate, callback, voicemail, set, goto, hangup (found: dial, forward)"
+        "escalate, callback, voicemail, set, goto, hangup, survey (found: dial, forward)"
     )
 
 

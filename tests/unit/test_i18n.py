@@ -143,6 +143,16 @@ def report() -> dict[str, object]:
             "delay_p90_s": None,
         },
         "forwarding": {"calls": 0, "rate": 0.0, "by_destination": {}},
+        "satisfaction": {
+            "status": "collected",
+            "asked": 3,
+            "ratings": 2,
+            "declined": 1,
+            "response_rate": 2 / 3,
+            "average": 4.5,
+            "scale": 5,
+            "by_score": {"4": 1, "5": 1},
+        },
         "tiers": {},
         "volume": {
             "weekdays": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
@@ -166,6 +176,8 @@ def test_the_html_report_in_french() -> None:
         "abandonnés",
         "appels par jour et par heure",
         "lun 09 h 00-09 h 59 : 4 appels",
+        "satisfaction des patients, note moyenne (2 notes)</th><td>4,5 / 5",
+        "66,7 % (2/3)",
         "Définitions",
     ):
         assert words in page, words
@@ -177,4 +189,6 @@ def test_the_html_report_in_english() -> None:
     page = render_html(report(), "en")
     assert '<html lang="en">' in page and "missed-call rate" in page and "25.0 %" in page
     assert "Mon 09:00-09:59: 4 calls" in page
+    assert "patient satisfaction, average rating (2 ratings)</th><td>4.5 / 5" in page
+    assert "survey response rate" in page and "66.7 % (2/3)" in page
     assert "taux" not in render_text(report(), "en")

@@ -365,12 +365,13 @@ def test_the_daemon_dockerfile() -> None:
     froms = [a for w, a in steps if w == "FROM"]
     assert froms and all(a.startswith("python:3.11-slim") for a in froms)
     users = [a for w, a in steps if w == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    assert users == ["10001:10001"]
+    # A thin layer over the Debian install script: one RUN, the script, with the uid the
+    # USER line names; the script pip-installs the project itself (pyproject's versions).
     runs = [a for w, a in steps if w == "RUN"]
-    pip = [a for a in runs if "pip install" in a]
-    assert len(pip) == 1 and pip[0].startswith("pip install --no-cache-dir")
-    assert pip[0].endswith(" .")  # the project itself, with the versions pyproject pins
-    assert any("useradd" in a for a in runs)
+    assert len(runs) == 1 and "packaging/install-debian.sh --uid 10001 --no-unit" in runs[0]
+    script = (REPO / "packaging/install-debian.sh").read_text()
+    assert '/bin/pip" install --no-cache-dir' in script and "useradd --system" in script
     assert any(w == "HEALTHCHECK" and "/healthz" in a for w, a in steps)
     for source in copy_sources(path):
         assert (REPO / source).exists(), source
@@ -409,7 +410,26 @@ def test_hadolint(name: str) -> None:
 # -- the Asterisk entrypoint ----------------------------------------------------------------
 
 
+# The stock files of the image's /etc/asterisk that callflow's include files join.
+STOCK = {
+    "extensions.conf": "[general]\n",
+    "pjsip.conf": "",
+    "ari.conf": "[general]\nenabled = yes\n",
+    "manager.conf": "[general]\nenabled = yes\nport = 5038\nbindaddr = 127.0.0.1\n",
+    "http.conf": "[general]\nservername=Asterisk\nbindaddr=127.0.0.1\n",
+    "cdr.conf": "[general]\n",
+    "cdr_custom.conf": "",
+    "voicemail.conf": "[general]\n[default]\n",
+    "modules.conf": "[modules]\nautoload=yes\n",
+}
+
+
 def render(tmp_path: Path, site: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    etc = tmp_path / "etc"
+    if not etc.exists():
+        etc.mkdir()
+        for name, text in STOCK.items():
+            (etc / name).write_text(text)
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "ari_password").write_text("a" * 24 + "\n")
@@ -440,22 +460,34 @@ def render(tmp_path: Path, site: dict[str, str] | None = None) -> subprocess.Com
 def test_the_asterisk_entrypoint_refuses_a_change_me_left(tmp_path: Path) -> None:
     proc = render(tmp_path)
     assert proc.returncode != 0
-    assert "CHANGE-ME is still in: pjsip.conf" in proc.stderr
+    assert "CHANGE-ME is still in: pjsip_callflow.conf" in proc.stderr
 
 
 def test_the_asterisk_entrypoint_renders_secrets_and_bindings(tmp_path: Path) -> None:
-    pjsip = (REPO / "asterisk-conf/pjsip.conf").read_text()
+    shipped = REPO / "asterisk-conf/callflow"
+    pjsip = (shipped / "pjsip_callflow.conf").read_text()
     site_pjsip = re.sub(r"CHANGE-ME-[\w-]+", "a-real-phone-password-123", pjsip)
-    voicemail = (REPO / "asterisk-conf/voicemail.conf").read_text()
+    voicemail = (shipped / "voicemail_callflow.conf").read_text()
     site_voicemail = voicemail.replace("CHANGE-ME-pin", "83920571")
-    proc = render(tmp_path, {"pjsip.conf": site_pjsip, "voicemail.conf": site_voicemail})
+    site = {"pjsip_callflow.conf": site_pjsip, "voicemail_callflow.conf": site_voicemail}
+    proc = render(tmp_path, site)
     assert proc.returncode == 0, proc.stderr
-    etc = tmp_path / "etc"
-    assert f"password = {'a' * 24}" in (etc / "ari.conf").read_text()
-    manager = (etc / "manager.conf").read_text()
-    assert f"secret = {'b' * 24}" in manager
-    assert "bindaddr = 0.0.0.0" in manager and "permit = 172.30.0.0/255.255.255.0" in manager
-    assert "bindaddr = 0.0.0.0" in (etc / "http.conf").read_text()
-    assert (etc / "pjsip.conf").read_text() == site_pjsip
-    conf = {p.name for p in (REPO / "asterisk-conf").glob("*.conf")}
-    assert {p.name for p in etc.glob("*.conf")} == conf
+    etc, inc = tmp_path / "etc", tmp_path / "etc/callflow"
+    assert f"password = {'a' * 24}" in (inc / "ari_callflow.conf").read_text()
+    manager = (inc / "manager_callflow.conf").read_text()
+    assert f"secret = {'b' * 24}" in manager and "permit = 172.30.0.0/255.255.255.0" in manager
+    assert "bindaddr = 0.0.0.0" in (etc / "manager.conf").read_text()
+    assert "bindaddr = 0.0.0.0" in (inc / "http_callflow.conf").read_text()
+    assert (inc / "pjsip_callflow.conf").read_text() == site_pjsip
+    names = {p.name for p in shipped.glob("*.conf")} | {"pjsip_callflow_transport.conf"}
+    assert {p.name for p in inc.glob("*.conf")} == names
+    # the stock files are joined, not replaced: their include lines are added at the end
+    pjsip_lines = (etc / "pjsip.conf").read_text().splitlines()
+    assert pjsip_lines[-3:] == [
+        "#include callflow/pjsip_callflow.conf",
+        "; callflow (asterisk-conf/join.sh): keep at the end of the file",
+        "#include callflow/pjsip_callflow_transport.conf",
+    ]
+    # a second start (the container restarted) adds no second include line
+    assert render(tmp_path, site).returncode == 0
+    assert (etc / "pjsip.conf").read_text().count("#include callflow/pjsip_callflow.conf") == 1

@@ -111,7 +111,7 @@ def test_every_gone_call_gets_exactly_one_closing() -> None:
     }
 
 
-# -- the CDR lines (asterisk-conf/cdr_custom.conf) --------------------------------------
+# -- the CDR lines (asterisk-conf/callflow/cdr_custom_callflow.conf) ---------------------
 
 LINE = {
     "uniqueid": "1796270127.0",

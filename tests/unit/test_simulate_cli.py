@@ -74,10 +74,41 @@ def test_open_calls_reach_the_desk_when_nothing_is_pressed(
     run_cli: RunCli, at: str, why: str
 ) -> None:
     data = simulate(run_cli, at)
-    assert summary(data) == ([*WELCOME, "menu", "desk"], "answered", "secretariat", None)
+    path = [*WELCOME, "menu", "desk", "satisfaction"]  # the secretary hangs up: the survey
+    assert summary(data) == (path, "answered", "secretariat", None)
     assert hours_detail(data) == ("open", why)
     (menu,) = [s for s in data["steps"] if s["step"] == "menu"]
     assert menu["detail"] == "attempt 3: no input, no input, no input"
+
+
+def test_the_caller_rates_the_secretariats_call(run_cli: RunCli) -> None:
+    data = simulate(run_cli, "2026-12-01 10:00", "--digits", "2,4")
+    assert summary(data) == (
+        [*WELCOME, "menu", "desk", "satisfaction"],
+        "answered",
+        "secretariat",
+        None,
+    )
+    survey = data["steps"][-1]
+    assert (survey["kind"], survey["result"], survey["score"]) == ("survey", "rated", 4)
+    assert survey["outcome"] is None  # the dial decided the call's outcome
+    text = run_cli("simulate", DIALPLAN, "--at", "2026-12-01 10:00", "--digits", "2,4").out
+    assert "  satisfaction: rated 4 (scale 1-5)\n" in text
+
+
+def test_a_key_outside_the_scale_twice_is_no_rating(run_cli: RunCli) -> None:
+    data = simulate(run_cli, "2026-12-01 10:00", "--digits", "2,0,7")
+    survey = data["steps"][-1]
+    assert (survey["result"], survey["score"], survey["attempt"]) == ("no rating", None, 2)
+    assert data["outcome"] == "answered"
+
+
+def test_no_survey_after_an_emergency_tier(run_cli: RunCli) -> None:
+    # SAMU unreachable: the secretariat takes the call, and nobody asks for a rating.
+    data = simulate(run_cli, "2026-12-01 10:00", "--digits", "1,1,4", "--no-answer", "samu")
+    path = [*WELCOME, "menu", "triage", "tier-1", "desk-after-emergency"]
+    assert summary(data) == (path, "answered", "secretariat", None)
+    assert not [s for s in data["steps"] if s["kind"] == "survey"]
 
 
 def test_good_friday_is_a_holiday_only_in_moselle(run_cli: RunCli, tmp_path: Path) -> None:

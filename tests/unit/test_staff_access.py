@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from callflow.api import AdminContext, AdminServer, Credentials, create_app, load_accounts
-from callflow.api.accounts import Account, Role, account_entry, digest
+from callflow.api.accounts import Account, Role, Scope, account_entry, digest
 from callflow.api.http import BRAKE
 from callflow.api.server import tls_context
 from callflow.api.sessions import Brake
@@ -172,11 +172,19 @@ def test_the_account_commands_write_an_owner_only_file_without_tokens(
     assert (marie.name, marie.role, marie.totp_secret) == ("marie", Role.SECRETARIAT, secret)
     assert main(["account", "add", "marie", "--role", "admin", "--file", str(f)]) == 1
     assert main(["account", "add", "dr.b@x", "--role", "admin", "--file", str(f)]) == 0
-    capsys.readouterr()
+    scoped = ["--flow", "parc", "--flow", "gare", "--file", str(f)]
+    assert main(["account", "add", "sec-parc", "--role", "secretariat", *scoped]) == 0
+    assert "(secretariat, gare, parc)" in capsys.readouterr().out
+    assert main(["account", "add", "x", "--role", "admin", "--flow", "a b", "--file", str(f)]) == 1
     assert main(["account", "list", "--file", str(f)]) == 0
-    assert capsys.readouterr().out.splitlines() == ["marie\tsecretariat", "dr.b@x\tadmin"]
+    assert capsys.readouterr().out.splitlines() == [
+        "marie\tsecretariat\tall flows",
+        "dr.b@x\tadmin\tall flows",
+        "sec-parc\tsecretariat\tgare, parc",
+    ]
+    assert load_accounts(f)[2].scope == Scope(frozenset({"parc", "gare"}))
     assert main(["account", "remove", "marie", "--file", str(f)]) == 0
-    assert [a.name for a in load_accounts(f)] == ["dr.b@x"]
+    assert [a.name for a in load_accounts(f)] == ["dr.b@x", "sec-parc"]
 
 
 def test_accounts_file_mistakes_are_named(tmp_path: Path) -> None:
@@ -186,7 +194,9 @@ def test_accounts_file_mistakes_are_named(tmp_path: Path) -> None:
         (good.replace('"admin"', '"root"'), "role must be"),
         (good.replace(digest("x" * 20), "abc"), "64 hex"),
         (good.replace(MARIE_TOTP, "not-base32"), "base32"),
-        (good.replace("totp_secret", "totp"), "expected role, token_sha256 and totp_secret"),
+        (good.replace("totp_secret", "totp"), "expected role, token_sha256, totp_secret"),
+        (good + "flows = []\n", "flows must be a non-empty list"),
+        (good + 'flows = ["a/b"]\n', "flows must be a non-empty list"),
         ("[other]\n", "only \\[accounts.NAME\\]"),
         ("[accounts.a\n", "accounts_file"),
     ]:

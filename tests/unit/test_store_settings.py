@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,12 @@ def test_sqlite_connections_use_wal_a_busy_timeout_and_foreign_keys(tmp_path: Pa
             await engine.dispose()
 
     assert asyncio.run(pragmas()) == ["wal", SQLITE_BUSY_TIMEOUT_MS, 1]
+
+
+def test_the_node_name_defaults_to_the_host_name_and_is_checked() -> None:
+    assert load_settings(None, {}).node.resolved == socket.gethostname().split(".")[0][:64]
+    settings = load_settings(None, {"CALLFLOW_NODE_NAME": "pbx-2"})
+    assert settings.node.resolved == "pbx-2"
+    for bad in ("pbx 2", "-x", "a" * 65, "pbx/2"):
+        with pytest.raises(SettingsError, match=r"\[node\] name"):
+            load_settings(None, {"CALLFLOW_NODE_NAME": bad})

@@ -115,6 +115,7 @@ BRANCHES = {  # the optional ways out of each kind of step
     "escalate": ["failed"],
     "callback": ["failed"],
     "voicemail": ["failed"],
+    "survey": ["next"],
 }
 
 
@@ -164,6 +165,7 @@ def step(draw: st.DrawFn, names: list[str]) -> Any:
         "set": {"set": {"X": "1"}, "next": draw(targets)},
         "goto": {"goto": draw(targets)},
         "hangup": {"hangup": None},
+        "survey": {"survey": {"prompt": "custom/rate", "scale": draw(mostly(5, 1, 10, "x"))}},
     }
     body = bodies[kind]
     for field in BRANCHES.get(kind, []):

@@ -1,10 +1,12 @@
-// The practice's page: callbacks to make, calendars, trunks.  Plain JS calling the admin
-// API with the session opened at login by the account, its token and a TOTP code (the
-// session is kept in sessionStorage: this tab only; the token itself is never stored).
+// The practice's page: callbacks to make, calendars, trunks; for an admin, the forwarding
+// drills.  Plain JS calling the admin API with the session opened at login by the account,
+// its token and a TOTP code (the session is kept in sessionStorage: this tab only; the
+// token itself is never stored).
 "use strict";
 
 const SESSION = "callflow.session";
 const USER = "callflow.user";
+const ROLE = "callflow.role";
 const REFRESH_MS = 30000;
 let timer = null;
 
@@ -181,6 +183,66 @@ function renderTrunks(data) {
     el("td", {}, String(trunk.consecutive_failures)))));
 }
 
+// Several nodes share the call log: the other nodes' trunks as each one last logged them.
+function renderNodeTrunks(data) {
+  const rows = Object.entries(data.nodes || {}).filter(([node]) => node !== data.node)
+    .flatMap(([node, trunks]) => trunks.map((trunk) => el("tr", { "data-node": node },
+      el("td", {}, node),
+      el("td", {}, trunk.name),
+      el("td", { class: "state" }, el("span", { class: "badge " + trunk.state }, t(trunk.state))),
+      el("td", {}, new Date(trunk.since).toLocaleString(LANG())))));
+  $("node-trunks").hidden = rows.length === 0;
+  $("node-trunks").querySelector("tbody").replaceChildren(...rows);
+}
+
+// -- forwarding drills (admin) --------------------------------------------------------------
+
+function renderDrills(data) {
+  const body = $("drills").querySelector("tbody");
+  body.replaceChildren(...data.legs.map((leg) => {
+    const last = leg.last;
+    const verdict = last === null ? el("span", { class: "badge unknown" }, t("never_drilled"))
+      : el("span", { class: "badge " + (last.passed ? "reachable" : "unreachable") }, last.passed ? t("passed") : t("failed"));
+    return el("tr", { "data-drill": leg.flow + "/" + leg.destination + "/" + leg.trunk },
+      el("td", {}, leg.destination, el("span", { class: "muted" }, " · " + leg.flow),
+        leg.mode === "health" ? el("span", { class: "muted" }, " " + t("trunk_health_only")) : null),
+      el("td", {}, leg.trunk),
+      el("td", { class: "state" }, verdict),
+      el("td", {}, last === null ? "—" : localTime(last.at)),
+      el("td", { class: "reason" }, last === null ? "" : drillReason(last)),
+      el("td", {}, leg.last_success === null ? "—" : localTime(leg.last_success)));
+  }));
+  const flows = [...new Set(data.legs.map((leg) => leg.flow))];
+  $("drill-next").textContent = Object.entries(data.next).filter(([f]) => flows.includes(f))
+    .map(([flow, when]) => when ? t("next_drill", { flow, when: localTime(when) }) : t("no_next_drill", { flow }))
+    .join(" ; ");
+  $("drill-buttons").replaceChildren(...flows.map((flow) => {
+    const button = el("button", { type: "button", class: "run-drill", disabled: data.running, "data-flow": flow },
+      data.running ? t("drill_running") : t("run_drill", { flow }));
+    button.addEventListener("click", () => runDrill(flow, button));
+    return button;
+  }));
+}
+
+// Why a leg passed, in the page's words; a failure keeps the daemon's own (the PBX's cause).
+function drillReason(r) {
+  if (r.mode === "health") return t(r.passed ? "line_reachable" : "line_not_reachable") + (r.passed ? "" : " — " + r.reason);
+  if (r.passed && r.answer_delay !== null) return t("answered_in", { s: r.answer_delay.toFixed(1) });
+  return r.reason;
+}
+
+async function runDrill(flow, button) {
+  document.querySelectorAll("button.run-drill").forEach((b) => { b.disabled = true; });
+  button.textContent = t("drill_running");
+  try {
+    await api("POST", "/api/drills/" + encodeURIComponent(flow));
+    showError("");
+  } catch (e) {
+    handle(e);
+  }
+  await refresh();
+}
+
 // -- the page -------------------------------------------------------------------------------
 
 function handle(e) {
@@ -201,6 +263,10 @@ async function refresh() {
     renderCallbacks(callbacks.callbacks);
     renderCalendars(calendars.calendars);
     renderTrunks(trunks);
+    renderNodeTrunks(trunks);
+    const admin = sessionStorage.getItem(ROLE) === "admin";
+    $("drills-section").hidden = !admin;
+    if (admin) renderDrills(await api("GET", "/api/drills"));
     $("updated").textContent = new Date().toLocaleTimeString(LANG());
     document.body.dataset.loaded = "yes";
   } catch (e) {
@@ -220,6 +286,7 @@ function showApp() {
 function logout(message) {
   if (sessionStorage.getItem(SESSION)) api("POST", "/api/logout").catch(() => {});
   sessionStorage.removeItem(SESSION);
+  sessionStorage.removeItem(ROLE);
   if (timer !== null) { clearInterval(timer); timer = null; }
   $("main").hidden = true;
   $("logout").hidden = true;
@@ -242,6 +309,7 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
       sessionStorage.setItem(SESSION, data.session);
       sessionStorage.setItem(USER, data.name + " (" + data.role + ")");
+      sessionStorage.setItem(ROLE, data.role);
       showError("");
       showApp();
     } catch (e) {

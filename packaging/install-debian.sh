@@ -1,0 +1,110 @@
+#!/bin/sh
+# install-debian.sh -- install the callflow daemon on Debian (12 "bookworm" or newer, or
+# an image based on it such as python:3.11-slim), the way README "Install" describes:
+#
+#   packaging/install-debian.sh [options] SOURCE
+#
+#   SOURCE          the wheel (callflow_pbx-*.whl, scripts/wheel-check builds it) or a
+#                   source tree, installed with pip into the virtualenv /opt/callflow
+#   --uid N         the callflow user's uid and gid (default: the system range)
+#   --config FILE   the settings to install as /etc/callflow/callflow.toml (default: the
+#                   repository's callflow.toml, its development state_dir dropped)
+#   --flows DIR     the flows to install as /etc/callflow/dialplans (default: dialplans/)
+#   --no-unit       no systemd unit (a container: the image's ENTRYPOINT runs the daemon)
+#
+# What it does, each step only if not done yet (it can run again for an upgrade: the
+# package is reinstalled, the settings, flows and secrets already there are kept):
+#   1. the system user and group callflow (no login, home /var/lib/callflow);
+#   2. the virtualenv /opt/callflow with the package, and /usr/local/bin/callflow;
+#   3. /etc/callflow (root, 755) with callflow.toml and dialplans/, /etc/callflow/secrets
+#      (root:callflow, 750) for the ARI/AMI secret files;
+#   4. /var/lib/callflow (callflow, 700): the call log, the spool, trunks.json;
+#   5. packaging/callflow.service in /etc/systemd/system (enable it yourself).
+# docker/callflow.Dockerfile runs it; tests/integration/test_install_debian.py runs it in
+# a debootstrapped Debian bookworm chroot (opt-in, it downloads a Debian base).
+# PYTHON (default python3, 3.11 or newer) and PIP_* variables (an index, --no-index with
+# PIP_FIND_LINKS for an offline install) are honoured.
+set -eu
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+PREFIX=/opt/callflow
+ETC=/etc/callflow
+STATE=/var/lib/callflow
+uid=""
+config=""
+flows="$REPO/dialplans"
+unit=1
+
+die() { echo "install-debian.sh: $*" >&2; exit 1; }
+say() { echo "install-debian.sh: $*"; }
+
+while [ $# -gt 1 ]; do
+    case "$1" in
+        --uid) [ $# -gt 2 ] || die "--uid needs a number"; uid="$2"; shift ;;
+        --config) [ $# -gt 2 ] || die "--config needs a file"; config="$2"; shift ;;
+        --flows) [ $# -gt 2 ] || die "--flows needs a folder"; flows="$2"; shift ;;
+        --no-unit) unit=0 ;;
+        *) die "unknown option $1 (see the head of this script)" ;;
+    esac
+    shift
+done
+[ $# = 1 ] || die "usage: $0 [--uid N] [--config FILE] [--flows DIR] [--no-unit] WHEEL|SOURCE-DIR"
+source="$1"
+[ -e "$source" ] || die "$source: no such wheel or folder"
+[ "$(id -u)" = 0 ] || die "must run as root (it creates a user and writes /opt, /etc, /var)"
+case "$uid" in *[!0-9]*) die "--uid must be a number" ;; esac
+[ -z "$config" ] || [ -f "$config" ] || die "$config: no such settings file"
+[ -d "$flows" ] || die "$flows: no such flows folder"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+    die "$PYTHON is missing or older than 3.11 (apt-get install python3 python3-venv)"
+
+# 1. the user
+if ! getent group callflow >/dev/null; then
+    groupadd --system ${uid:+--gid "$uid"} callflow
+fi
+if ! getent passwd callflow >/dev/null; then
+    useradd --system ${uid:+--uid "$uid"} --gid callflow --home-dir "$STATE" \
+        --no-create-home --shell /usr/sbin/nologin callflow
+    say "user callflow created"
+fi
+
+# 2. the package
+[ -x "$PREFIX/bin/pip" ] || "$PYTHON" -m venv "$PREFIX"
+"$PREFIX/bin/pip" install --no-cache-dir --no-warn-script-location --quiet "$source"
+ln -sf "$PREFIX/bin/callflow" /usr/local/bin/callflow
+say "$("$PREFIX/bin/callflow" --version) in $PREFIX"
+
+# 3. settings and flows: the admin's once installed, never overwritten
+install -d -m 755 "$ETC"
+if [ ! -e "$ETC/callflow.toml" ]; then
+    if [ -n "$config" ]; then
+        install -m 644 "$config" "$ETC/callflow.toml"
+    else
+        # The checkout's state_dir ("var") is for development: a system install keeps
+        # its data in /var/lib/callflow, the default.
+        sed '/^state_dir *= *"var"/d' "$REPO/callflow.toml" > "$ETC/callflow.toml"
+        chmod 644 "$ETC/callflow.toml"
+    fi
+    say "$ETC/callflow.toml installed"
+fi
+if [ ! -e "$ETC/dialplans" ]; then
+    cp -r "$flows" "$ETC/dialplans"
+    chmod -R u=rwX,go=rX "$ETC/dialplans"
+    say "$ETC/dialplans installed"
+fi
+install -d -m 750 -g callflow "$ETC/secrets"
+
+# 4. the data
+install -d -m 700 -o callflow -g callflow "$STATE"
+
+# 5. the systemd unit
+if [ "$unit" = 1 ]; then
+    install -d -m 755 /etc/systemd/system
+    install -m 644 "$HERE/callflow.service" /etc/systemd/system/callflow.service
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+    fi
+    say "unit installed: callflow check && systemctl enable --now callflow"
+fi

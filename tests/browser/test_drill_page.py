@@ -1,0 +1,109 @@
+"""The forwarding drills on the page, in a real headless Chromium: an admin sees the last
+result of each destination and trunk, and drills a flow with its button."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyotp
+
+from callflow.api import AdminContext, AdminServer, create_app
+from callflow.api.accounts import Account, Credentials, Role, digest
+from callflow.drills import DrillRunner, TestCall
+from callflow.drills.scheduler import Drills
+from callflow.flow.live import LiveFlows
+from callflow.schedule import OverrideStore
+from callflow.store.db import create_engine, upgrade
+from callflow.telephony import DialStatus
+from tests.support.flows import write_flow
+
+from .test_page import TOKEN, TOTP, chromium, chromium_path
+
+FLOW = """
+version: 1
+flow: cabinet
+numbers: ["100"]
+timezone: Europe/Paris
+destinations:
+  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
+  samu: {number: "15", route: outbound, ring: 10s}
+routes:
+  outbound: [trunk-a, trunk-b]
+start: menu
+steps:
+  menu: {menu: {prompt: beep, options: {"1": tier-1}, attempts: 1}, failed: fwd}
+  fwd: {forward: telesecretariat}
+  tier-1: {escalate: {tier: 1, to: samu}, failed: fwd}
+"""
+
+
+class Caller:
+    async def call(self, endpoint: str, ring: float, caller_id: str | None) -> TestCall:
+        if endpoint.endswith("@trunk-a"):
+            return TestCall(DialStatus.NOANSWER)
+        return TestCall(DialStatus.ANSWER, answer_delay=2.0)
+
+
+async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
+    chromium_path()  # skip (or fail in CI) before building anything
+    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    flows = LiveFlows(tmp_path / "flows", None)
+    now = datetime.now(UTC)
+    runner = DrillRunner(Caller(), lambda t: (True, "reachable (qualify)"), lambda: now)
+    drills = Drills(runner, lambda: flows.current.flows, None, lambda: now, scheduled=False)
+    db = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    await upgrade(db)
+    ctx = AdminContext(
+        flows=flows,
+        db=db,
+        overrides=OverrideStore(),
+        reload=flows.reload,
+        credentials=Credentials([Account("paul", Role.ADMIN, digest(TOKEN), TOTP)]),
+        ari_connected=lambda: True,
+        language="fr",
+        drills=drills,
+    )
+    server = AdminServer(create_app(ctx), "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with drills, chromium(tmp_path / "profile") as page:
+            await page.send("Page.enable")
+            await page.send("Page.navigate", url=f"{server.url}/page/")
+            await page.wait_for("!!document.getElementById('login-form')")
+            token, code = json.dumps(TOKEN), json.dumps(pyotp.TOTP(TOTP).now())
+            await page.js(
+                f"""document.getElementById('user').value = 'paul';
+                document.getElementById('token').value = {token};
+                document.getElementById('code').value = {code};
+                document.getElementById('login-button').click(); true"""
+            )
+            await page.wait_for("document.body.dataset.loaded === 'yes'")
+            assert await page.js("document.getElementById('drills-section').hidden") is False
+            rows = "[...document.querySelectorAll('#drills tbody tr')]"
+            before = await page.js(f"{rows}.map(tr => tr.querySelector('.state').textContent)")
+            assert before == ["jamais testé"] * 4
+
+            await page.js("document.querySelector('button.run-drill').click(); true")
+            await page.wait_for(
+                f"{rows}.every(tr => tr.querySelector('.state').textContent !== 'jamais testé')"
+            )
+            shown = await page.js(
+                f"""{rows}.map(tr => tr.dataset.drill + ' ' +
+                    tr.querySelector('.state').textContent + ' ' +
+                    tr.querySelector('.reason').textContent)"""
+            )
+            assert shown == [
+                "cabinet/telesecretariat/trunk-a échoué no answer within 6 s",
+                "cabinet/telesecretariat/trunk-b réussi décroché en 2.0 s",
+                "cabinet/samu/trunk-a réussi ligne joignable (pas d'appel d'essai)",
+                "cabinet/samu/trunk-b réussi ligne joignable (pas d'appel d'essai)",
+            ]
+            assert await page.js("document.getElementById('error').hidden") is True
+            assert "Tester les renvois : cabinet" in await page.js(
+                "document.querySelector('button.run-drill').textContent"
+            )
+    finally:
+        await server.close()
+        await db.dispose()

@@ -1,0 +1,124 @@
+"""packaging/install-debian.sh for real, in a Debian bookworm chroot: the steps the Docker
+image runs (python:3.11-slim is bookworm), since containers cannot run on this machine.
+
+Opt-in, because it needs root, the Debian mirror and minutes: debootstrap of a minimal
+bookworm, then ``apt-get install python3 python3-venv`` in it.  Run it with
+``CALLFLOW_TEST_DEBIAN_CHROOT=1`` (a fresh chroot under the test's tmp folder) or
+``CALLFLOW_TEST_DEBIAN_CHROOT=/path`` (a chroot kept there between runs: made once,
+then reused; the install script runs in a copy of it).  The package and its dependencies
+come from a wheelhouse built on the host (``pip wheel``), so the chroot needs no index.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WANTED = os.environ.get("CALLFLOW_TEST_DEBIAN_CHROOT", "")
+
+pytestmark = pytest.mark.skipif(
+    not WANTED, reason="opt-in (minutes, needs the Debian mirror): CALLFLOW_TEST_DEBIAN_CHROOT=1"
+)
+
+
+def _run(*args: str | Path, timeout: float = 1800) -> str:
+    proc = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, f"{args}: {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def _mirror() -> str:
+    """The host apt's Debian mirror (asterisk-sandbox finds it the same way)."""
+    for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for line in f.read_text().splitlines():
+            if line.lower().startswith("uris:") and "security" not in line:
+                return line.split()[1]
+    for line in Path("/etc/apt/sources.list").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] == "deb" and "security" not in line:
+            return next(p for p in parts if p.startswith(("http:", "https:", "file:")))
+    raise AssertionError("no Debian mirror in /etc/apt/sources.list*")
+
+
+def _base(tmp_path: Path) -> Path:
+    """A minimal bookworm with Python 3.11 and venv (made once when a path is given)."""
+    base = Path(WANTED) if WANTED not in ("1", "yes", "true") else tmp_path / "base"
+    if not (base / ".callflow-python").exists():
+        shutil.rmtree(base, ignore_errors=True)
+        _run("debootstrap", "--variant=minbase", "bookworm", base, _mirror())
+        (base / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
+        (base / "usr/sbin/policy-rc.d").chmod(0o755)
+        shutil.copy("/etc/resolv.conf", base / "etc/resolv.conf")
+        _run("chroot", base, "apt-get", "update")
+        _run(
+            "chroot", base, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install",
+            "-y", "--no-install-recommends", "python3", "python3-venv",
+        )  # fmt: skip
+        (base / ".callflow-python").touch()
+    return base
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel and every dependency's, built on the host."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    _run("pip", "wheel", "--quiet", "--wheel-dir", out, REPO)
+    return out
+
+
+def test_the_install_script_installs_callflow_in_debian_bookworm(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    root = tmp_path / "root"
+    _run("cp", "-a", _base(tmp_path), root)  # the base stays clean for the next run
+    src = root / "tmp/src"
+    src.mkdir(parents=True)
+    for part in ("packaging", "dialplans"):
+        shutil.copytree(REPO / part, src / part)
+    shutil.copy(REPO / "callflow.toml", src / "callflow.toml")
+    shutil.copytree(wheelhouse, src / "wheels")
+    [wheel] = (src / "wheels").glob("callflow_pbx-*.whl")
+    install = [
+        "chroot", root, "env", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/tmp/src/wheels",
+        "sh", "/tmp/src/packaging/install-debian.sh", "--uid", "10001",
+        f"/tmp/src/wheels/{wheel.name}",
+    ]  # fmt: skip
+    _run(*install)
+
+    assert "callflow:x:10001:10001:" in (root / "etc/passwd").read_text()
+    [entry] = [
+        e for e in (root / "etc/passwd").read_text().splitlines() if e.startswith("callflow:")
+    ]
+    assert entry.endswith(":/var/lib/callflow:/usr/sbin/nologin")
+    version = _run("chroot", root, "/usr/local/bin/callflow", "--version")
+    assert "callflow" in version
+    settings = (root / "etc/callflow/callflow.toml").read_text()
+    assert 'state_dir = "var"' not in settings and "[flows]" in settings
+    assert (root / "etc/callflow/dialplans/cabinet-du-parc.yaml").is_file()
+    secrets, state = root / "etc/callflow/secrets", root / "var/lib/callflow"
+    assert (secrets.stat().st_mode & 0o777, secrets.stat().st_gid) == (0o750, 10001)
+    assert (state.stat().st_mode & 0o777, state.stat().st_uid) == (0o700, 10001)
+    unit = root / "etc/systemd/system/callflow.service"
+    assert unit.read_text() == (REPO / "packaging/callflow.service").read_text()
+    # The installed daemon reads its settings and flows where the unit says (and runs
+    # as its user: the package is readable by it).
+    _run(
+        "chroot", root, "setpriv", "--reuid=10001", "--regid=10001", "--clear-groups",
+        "env", "CALLFLOW_ARI_PASSWORD=a-real-random-secret-0123",
+        "CALLFLOW_AMI_SECRET=another-real-secret-4567",
+        "/opt/callflow/bin/callflow", "check", "--config", "/etc/callflow/callflow.toml",
+    )  # fmt: skip
+
+    # An upgrade: the script again keeps the admin's settings.
+    (root / "etc/callflow/callflow.toml").write_text(settings + "\n# the admin's edit\n")
+    _run(*install)
+    assert (root / "etc/callflow/callflow.toml").read_text().endswith("# the admin's edit\n")
+    users = (root / "etc/passwd").read_text().splitlines()
+    assert [u for u in users if u.startswith("callflow:")] == [entry]
