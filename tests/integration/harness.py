@@ -59,8 +59,8 @@ PEERS = {
 _media_ports = iter(range(20010, 29010, 10))
 
 
-def ari(method: str, path: str) -> Any:
-    req = urllib.request.Request(f"{ARI_URL}/ari{path}", method=method)
+def ari(method: str, path: str, url: str = ARI_URL) -> Any:
+    req = urllib.request.Request(f"{url}/ari{path}", method=method)
     token = b64encode(f"{ARI_USER}:{ARI_PASSWORD}".encode()).decode()
     req.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -160,6 +160,8 @@ class Daemon:
     cdr: bool = False  # import the sandbox's CDRs (every call of earlier tests too)
     # The `callflow` command: this checkout's by default, an installed one's for a wheel.
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "callflow.cli"])
+    ari_url: str = ARI_URL  # another Asterisk's (a node of the cluster bench, nodes.py)
+    extra_config: str = ""  # more TOML sections (e.g. [ami] host of that Asterisk)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -175,7 +177,7 @@ class Daemon:
         self.config = self.workdir / "callflow.toml"
         self.config.write_text(
             "[ari]\n"
-            f'url = "{ARI_URL}"\napp = "callflow"\nusername = "{ARI_USER}"\n'
+            f'url = "{self.ari_url}"\napp = "callflow"\nusername = "{ARI_USER}"\n'
             'password_env = "CALLFLOW_ARI_PASSWORD"\n'
             f'[flows]\ndir = "{self.flows_dir}"\ndefault = "bench"\n'
             '[daemon]\nlog_level = "DEBUG"\nstop_grace = 5.0\nstate_dir = "var"\n'
@@ -188,6 +190,7 @@ class Daemon:
                 if self.cdr
                 else ""
             )
+            + self.extra_config
         )
         (self.workdir / "api-tokens").write_text(f"bench:{API_TOKEN}\n")
         self.db_path = self.workdir / "var" / "callflow.db"
@@ -244,7 +247,7 @@ class Daemon:
     def wait_connected(self, count: int = 1, timeout: float = 20) -> None:
         wait_until(lambda: self.connections() >= count, timeout, "the daemon to connect to ARI")
         # The application is registered once the websocket is up.
-        wait_until(lambda: _app_registered(), timeout, "the Stasis application")
+        wait_until(lambda: _app_registered(self.ari_url), timeout, "the Stasis application")
         if self.agi:
             self.wait_log(r"FastAGI listening on ", timeout)
 
@@ -365,9 +368,10 @@ def _utc(value: str) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def _app_registered() -> bool:
+def _app_registered(url: str = ARI_URL) -> bool:
     try:
-        return any(a.get("name") == "callflow" for a in ari("GET", "/applications") or [])
+        apps = ari("GET", "/applications", url) or []
+        return any(a.get("name") == "callflow" for a in apps)
     except OSError:
         return False
 
@@ -457,13 +461,19 @@ class Bench:
         return s
 
     def patient(
-        self, number: str, ip: str = "127.0.0.1", scenario: str = "patient.xml", **sets: str
+        self,
+        number: str,
+        ip: str = "127.0.0.1",
+        scenario: str = "patient.xml",
+        to: str = "127.0.0.1:5060",
+        **sets: str,
     ) -> Sipp:
         """A patient (SIPp UAC) calling ``number`` through Asterisk as endpoint 'patient'
-        (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI)."""
+        (from ``AGI_PATIENT_IP``: as 'patient-agi', whose calls enter over FastAGI), or
+        through whatever listens at ``to`` (Kamailio in nodes.py)."""
         port = 5070 + len(self.procs)
         args = [
-            "127.0.0.1:5060",
+            to,
             "-sf",
             str(SIPP_DIR / scenario),
             "-s",
