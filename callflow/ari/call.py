@@ -218,7 +218,9 @@ class AriCall:
         """Await ``aw``; raise ``_Gone`` if a watched channel hangs up first (the caller is
         always watched: ``CallerHangup``), ``TimeoutError`` after ``timeout``."""
         main = asyncio.ensure_future(aw)
-        chans = [self._chan, *watch]
+        # The caller once: a prompt played to the caller watches it too, and a second task
+        # waiting on the same hangup would cost a task per wait for nothing.
+        chans = [self._chan, *(c for c in watch if c is not self._chan)]
         gones = {asyncio.ensure_future(c.gone.wait()): c for c in chans}
         try:
             done, _ = await asyncio.wait(

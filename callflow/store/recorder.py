@@ -536,7 +536,11 @@ class Recorder:
         while (seg := self.spool.oldest()) is not None:
             await self._stash(self._take_all())  # newer records go behind; memory stays small
             while True:
-                batch = await asyncio.to_thread(self.spool.read_batch, seg, self.batch_size)
+                # What this process journaled is replayed from memory, on the loop; a
+                # segment found at start is read (and checked) from its file, off the loop.
+                batch = self.spool.memo_batch(seg, self.batch_size)
+                if batch is None:
+                    batch = await asyncio.to_thread(self.spool.read_batch, seg, self.batch_size)
                 if not await self._write(batch.records):
                     return False
                 self.spool.advance(seg, batch)
