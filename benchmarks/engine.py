@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/engine.py [--rates 100,200,...] [--holds 1000,5000]
                                           [--no-shedding] [--transport auto|websocket|http]
+                                          [--checkout DIR]
 
 The fake Asterisk runs in this process: an aiohttp server on 127.0.0.1 with ARI's events
 websocket and its REST routes, over HTTP and as ``RESTRequest`` frames on the websocket
@@ -286,6 +287,7 @@ class DaemonProcess:
     password: str
     menu_timeout: int
     shedding: bool = True
+    checkout: Path = REPO  # whose callflow the daemon runs (``-m`` imports it from its cwd)
     proc: subprocess.Popen[bytes] | None = None
     logged: Counter[str] | None = None  # outcomes in the call log, read after the stop
 
@@ -310,7 +312,7 @@ class DaemonProcess:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "callflow.cli", "run", "--config", str(config)],
-                cwd=REPO,
+                cwd=self.checkout,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -353,14 +355,16 @@ async def until(check: Any, limit: float, what: str, step: float = 0.05) -> bool
 
 @contextlib.asynccontextmanager
 async def daemon_with_fake(
-    transport: str, menu_timeout: int, shedding: bool
+    transport: str, menu_timeout: int, shedding: bool, checkout: Path = REPO
 ) -> AsyncIterator[tuple[AriServer, DaemonProcess]]:
     password = secrets.token_urlsafe(16)
     fake = AriServer(password)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="callflow-engine-bench-") as tmp:
         async with fake.serving(port):
-            daemon = DaemonProcess(Path(tmp), port, transport, password, menu_timeout, shedding)
+            daemon = DaemonProcess(
+                Path(tmp), port, transport, password, menu_timeout, shedding, checkout
+            )
             daemon.start()
             try:
                 if not await until(fake.connected.is_set, 60, "the daemon to connect"):
@@ -401,6 +405,7 @@ class RateRow:
     daemon_cpu: float  # percent of one core
     fake_cpu: float
     why_shed: str = ""
+    cpu_ms: float = 0.0  # daemon CPU (every thread) per call offered, milliseconds
 
     @property
     def kept_up(self) -> bool:
@@ -430,6 +435,7 @@ async def setups(
             pct(lat, 0.99),
             100 * dcpu / wall,
             100 * fcpu / wall,
+            cpu_ms=1e3 * dcpu / count,
         )
         shed_now = shed_counts(await daemon.metrics())
         row.why_shed = ", ".join(f"{k} {n}" for k, n in (shed_now - shed_before).items())
@@ -438,8 +444,8 @@ async def setups(
         print(
             f"  {rate:>5}/s: offered {count}, answered {len(lat)}, shed {shed}, "
             f"p50 {row.p50 * 1e3:.1f} ms, p99 {row.p99 * 1e3:.1f} ms, "
-            f"daemon {row.daemon_cpu:.0f} %, fake {row.fake_cpu:.0f} %"
-            + (f" (shed by {row.why_shed})" if row.why_shed else ""),
+            f"daemon {row.daemon_cpu:.0f} % ({row.cpu_ms:.2f} ms per call), "
+            f"fake {row.fake_cpu:.0f} %" + (f" (shed by {row.why_shed})" if row.why_shed else ""),
             flush=True,
         )
         if not row.kept_up:
@@ -545,6 +551,12 @@ async def main() -> int:
         action="store_true",
         help="[overload] enabled = false: the raw ceiling, past the shedding budgets",
     )
+    p.add_argument(
+        "--checkout",
+        type=Path,
+        default=REPO,
+        help="run the daemon of this checkout (e.g. a git worktree of main: the baseline)",
+    )
     args = p.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     levels = [int(n) for n in args.holds.split(",")]
@@ -552,7 +564,12 @@ async def main() -> int:
     load0 = load_average()
 
     print("1. call setups per second (StasisStart -> answer request)", flush=True)
-    async with daemon_with_fake(args.transport, 5, not args.no_shedding) as (fake, daemon):
+    checkout = args.checkout.resolve()
+    print(f"daemon from {checkout}", flush=True)
+    async with daemon_with_fake(args.transport, 5, not args.no_shedding, checkout) as (
+        fake,
+        daemon,
+    ):
         rate_rows = await setups(fake, daemon, rates, args.seconds)
         ways = dict(fake.by_transport)
         served = max(1, len(fake.answered))  # per call the daemon ran (not shed)
@@ -561,7 +578,7 @@ async def main() -> int:
     setup_log = daemon.logged or Counter[str]()
 
     print("2, 3. calls held idle in the menu (a fresh daemon)", flush=True)
-    async with daemon_with_fake(args.transport, HOLD_TIMEOUT, not args.no_shedding) as (
+    async with daemon_with_fake(args.transport, HOLD_TIMEOUT, not args.no_shedding, checkout) as (
         fake,
         daemon,
     ):
@@ -598,13 +615,14 @@ async def main() -> int:
     print()
     print(
         "| rate offered | calls | answered | shed | setup p50 ms | setup p99 ms "
-        "| daemon CPU % | fake CPU % | shed by |"
+        "| daemon CPU % | daemon CPU ms/call | fake CPU % | shed by |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rate_rows:
         print(
             f"| {r.rate}/s | {r.offered:,} | {r.answered:,} | {r.shed} | {r.p50 * 1e3:.1f} | "
-            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.fake_cpu:.0f} | {r.why_shed or '–'} |"
+            f"{r.p99 * 1e3:.1f} | {r.daemon_cpu:.0f} | {r.cpu_ms:.2f} | {r.fake_cpu:.0f} "
+            f"| {r.why_shed or '–'} |"
         )
     print()
     print(

@@ -21,7 +21,7 @@ from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriError, AriNotFound
+from .faults import AriBadRequest, AriError, AriNotFound
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -126,7 +126,8 @@ class AriCall:
         self.answered = channel.get("state") == "Up"
         self.bridged = False  # currently talking to someone through a bridge
         self.left = False  # handed back to the dialplan: not ours to hang up any more
-        self.lost = False  # the channel vanished while we were disconnected
+        self.lost = False  # the channel vanished while we were disconnected, or the PBX cut it
+        self._hanging_up = False  # we asked Asterisk to hang the caller up
         registry.register(self._chan.id, self)
 
     # -- identity ------------------------------------------------------------------------
@@ -172,6 +173,14 @@ class AriCall:
             chan.dtmf.put_nowait(str(event.get("digit", "")))
         elif kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
             cause = event.get("cause")
+            if kind == "ChannelHangupRequest" and event.get("soft") and chan is self._chan:
+                # A soft hangup request is Asterisk's own (it is shutting down or
+                # restarting, or an operator cut the call), never the caller's BYE (that
+                # one is not soft): the call is lost, not abandoned (issue #12).
+                if not self._hanging_up:
+                    self.lost = True
+                chan.gone.set()
+                return
             if isinstance(cause, int) and chan.cause is None:
                 chan.cause = cause
             if kind == "StasisEnd" and chan is self._chan and self.left:
@@ -209,7 +218,9 @@ class AriCall:
         """Await ``aw``; raise ``_Gone`` if a watched channel hangs up first (the caller is
         always watched: ``CallerHangup``), ``TimeoutError`` after ``timeout``."""
         main = asyncio.ensure_future(aw)
-        chans = [self._chan, *watch]
+        # The caller once: a prompt played to the caller watches it too, and a second task
+        # waiting on the same hangup would cost a task per wait for nothing.
+        chans = [self._chan, *(c for c in watch if c is not self._chan)]
         gones = {asyncio.ensure_future(c.gone.wait()): c for c in chans}
         try:
             done, _ = await asyncio.wait(
@@ -254,7 +265,10 @@ class AriCall:
 
     def _hung_up(self) -> CallerHangup:
         if self.lost:
-            return CallLost(f"channel {self.id} vanished (Asterisk restarted or events lost)")
+            return CallLost(
+                f"channel {self.id} vanished or was cut by the PBX (Asterisk restarted, "
+                "an operator hung it up, or events were lost)"
+            )
         return CallerHangup(f"caller hung up ({self.id})")
 
     # -- the Call protocol -----------------------------------------------------------------
@@ -403,7 +417,14 @@ class AriCall:
         try:
             await self._quiet(self._chan)
             await self._quiet(leg)  # a callee who confirmed during the announce
-            await self.client.add_channel(bridge_id, [self.id, leg.id])
+            try:
+                await self.client.add_channel(bridge_id, [self.id, leg.id])
+            except AriBadRequest:
+                # Asterisk answers 400 "Channel not found" when a channel of the list is
+                # gone: a caller who hung up as the callee answered (its events still on
+                # the way) is a caller hangup, not a technical failure (issue #12).
+                await self._caller_op(self.client.get_channel(self.id))
+                raise
             with contextlib.suppress(_Gone, CallerHangup):
                 await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
         finally:
@@ -566,6 +587,7 @@ class AriCall:
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         if not self.gone and not self.left:
+            self._hanging_up = True
             with contextlib.suppress(AriNotFound):
                 await self.client.hangup(self.id)
         self.close()

@@ -558,6 +558,14 @@ class _Run:
             started = self.s.clock()
             result = await self._ring_target(target, ring, confirm, setup, message)
             status = result.status
+            if (
+                status is DialStatus.NOANSWER
+                and trunk is not None
+                and not self.s.trunks.candidates([trunk], emergency=False)
+            ):
+                # It rang out on a trunk that went down meanwhile (qualify lost it): the
+                # ringing was the trunk's last word, not the callee's; try the next trunk.
+                status = DialStatus.CHANUNAVAIL
             if trunk is not None:
                 self.s.trunks.report(trunk, status)
             attempt = _Result(

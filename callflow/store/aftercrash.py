@@ -121,7 +121,10 @@ class AfterCrash:
         )
         if imported:
             self.imported += len(imported)
-            log.info("call log: %d call(s) the dialplan fallback handled alone", len(imported))
+            log.info(
+                "call log: %d call(s) from Asterisk's CDRs (the fallback's, or lost at a crash)",
+                len(imported),
+            )
         keep: set[str] = set()
         if self.open_left != 0:
             keep = await self._close_open(now)

@@ -42,6 +42,7 @@ class CdrCall:
     fallback: str = ""  # what the dialplan fallback did, e.g. "secretariat=NOANSWER outside"
     hangup_by: str = ""  # caller | peer | pbx ("" when the hangup handler did not run)
     disposition: str = ""  # of the last CDR: ANSWERED, NO ANSWER, BUSY, FAILED...
+    entered: bool = False  # came in by the shipped dialplan's entry (callflow_dialed set)
 
     def merge(self, later: CdrCall) -> CdrCall:
         """This call with the facts of a later CDR of the same call."""
@@ -56,11 +57,17 @@ class CdrCall:
             fallback=later.fallback or self.fallback,
             hangup_by=later.hangup_by or self.hangup_by,
             disposition=later.disposition or self.disposition,
+            entered=self.entered or later.entered,
         )
 
     @property
     def went_to_fallback(self) -> bool:
         return bool(self.fallback)
+
+    @property
+    def over(self) -> bool:
+        """An incoming call whose hangup handler ran: nothing more will come of it."""
+        return self.entered and bool(self.hangup_by)
 
     def fallback_detail(self) -> str:
         """What the dialplan did, for people: "dialplan fallback: secretariat=NOANSWER …"."""
@@ -103,6 +110,7 @@ def parse_line(line: str) -> CdrCall | None:
         fallback=str(data.get("callflow_fallback") or ""),
         hangup_by=hangup if hangup in HANGUP_BY else "",
         disposition=str(data.get("disposition") or ""),
+        entered=bool(dialed),
     )
 
 

@@ -5,6 +5,10 @@
   call with outcome ``fallback`` and what the dialplan did.  The call row is keyed by the
   uniqueid and ``cdr_imports`` by the same: reading the file again, a restart, or a second
   daemon on the same database, import nothing twice.
+  An incoming call that did not go through the fallback, is over (its hangup handler
+  ran) and is not in ``calls`` either was the daemon's, whose records a kill caught before
+  they reached the journal (the last ``commit_interval``): it is logged from its CDR,
+  ``abandoned`` when the caller hung up, else ``lost``, so that no call is missing.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -63,9 +67,10 @@ async def import_fallback_calls(
     now: datetime,
     node: str | None = None,
 ) -> list[str]:
-    """Log, with outcome ``fallback``, every call of ``cdrs`` that went through the dialplan
-    fallback and is not in the call log; returns the ids logged by this call."""
-    fallback = {c.uniqueid: c for c in cdrs if c.went_to_fallback}
+    """Log every call of ``cdrs`` missing from the call log: with outcome ``fallback`` when
+    it went through the dialplan fallback, else (an incoming call that is over) as the
+    caller left it (``abandoned``, or ``lost``); returns the ids logged by this call."""
+    fallback = {c.uniqueid: c for c in cdrs if c.went_to_fallback or c.over}
     if not fallback:
         return []
     async with engine.begin() as conn:
@@ -101,15 +106,30 @@ async def import_fallback_calls(
                 "started": c.start,
                 "answered": c.answer if c.disposition == "ANSWERED" else None,
                 "ended": c.end,
-                "outcome": str(OutcomeKind.FALLBACK),
+                "outcome": str(_outcome(c)),
                 "end_step": None,
-                "detail": f"the daemon never saw this call; {c.fallback_detail()}",
+                "detail": _detail(c),
                 "node": node,  # the node whose Asterisk wrote the CDR
             }
             for c in new
         ]
         await conn.execute(insert(CALLS).on_conflict_do_nothing(), calls)
     return [c.uniqueid for c in new]
+
+
+def _outcome(c: CdrCall) -> OutcomeKind:
+    if c.went_to_fallback:
+        return OutcomeKind.FALLBACK
+    return OutcomeKind.ABANDONED if c.hangup_by == "caller" else OutcomeKind.LOST
+
+
+def _detail(c: CdrCall) -> str:
+    if c.went_to_fallback:
+        return f"the daemon never saw this call; {c.fallback_detail()}"
+    return (
+        "not in the daemon's log (its records were lost at a crash); from Asterisk's CDR: "
+        f"hung up by the {c.hangup_by} ({c.disposition or '?'})"
+    )
 
 
 def _import_row(c: CdrCall, action: str, now: datetime) -> dict[str, Any]:

@@ -50,7 +50,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -536,7 +536,11 @@ class Recorder:
         while (seg := self.spool.oldest()) is not None:
             await self._stash(self._take_all())  # newer records go behind; memory stays small
             while True:
-                batch = await asyncio.to_thread(self.spool.read_batch, seg, self.batch_size)
+                # What this process journaled is replayed from memory, on the loop; a
+                # segment found at start is read (and checked) from its file, off the loop.
+                batch = self.spool.memo_batch(seg, self.batch_size)
+                if batch is None:
+                    batch = await asyncio.to_thread(self.spool.read_batch, seg, self.batch_size)
                 if not await self._write(batch.records):
                     return False
                 self.spool.advance(seg, batch)
@@ -560,7 +564,7 @@ class Recorder:
         if not records:
             return True
         try:
-            await self._transaction(records)
+            await self._journal_while(self._transaction(records))
         except Exception as exc:
             if not _bad_data(exc):
                 self._db_failed(exc)
@@ -569,6 +573,27 @@ class Recorder:
         self._db_ok()
         self.written += len(records)
         return True
+
+    async def _journal_while(self, write: Coroutine[Any, Any, None]) -> None:
+        """Await a database write (up to ``write_timeout``: a locked, slow or failing
+        database) while keeping the journal's promise: the records reported meanwhile are
+        still appended every ``commit_interval``, not held in memory where a kill of the
+        daemon would lose them (issue #12's fault matrix found this after a restart)."""
+        task = asyncio.ensure_future(write)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.commit_interval)
+                if done:
+                    return task.result()
+                # Held records are being written back (or are behind the failing disk):
+                # new ones go behind them at the next cycle instead.
+                if self._queue and not self._held:
+                    await self._stash(self._take_all())
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _transaction(self, records: list[Record]) -> None:
         opened = [self._unsealed(r) for r in records]

@@ -13,6 +13,12 @@ is skipped: the rest of the segment replays, and the segment is then moved to
 lost silently.
 
 One process at a time: the spool takes an exclusive lock (``.lock``) for its lifetime.
+
+The records a segment received in this process are also kept in memory (up to
+``memo_limit`` records in all), so that the replay feeds the database from them instead of
+reading back, decoding and checksumming what it has just written: the file is the journal
+a crash replays, the memory only spares the running daemon that work.  A segment found at
+start, or begun while the memory was full (a long database outage), is read from its file.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ class Segment:
     bad_lines: list[int] = field(default_factory=list)  # 1-based line numbers
     offset: int = 0  # bytes already replayed (in this process)
     line_no: int = 0  # lines already replayed
+    # Every record of the file with its line's length, when all were appended in this
+    # process and the memory had room: the replay reads them here, not from the file.
+    memo: list[tuple[dict[str, Any], int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,13 @@ class Batch:
 
 
 class Spool:
-    def __init__(self, directory: Path, *, segment_records: int = 10_000) -> None:
+    def __init__(
+        self, directory: Path, *, segment_records: int = 10_000, memo_limit: int = 20_000
+    ) -> None:
         self.dir = directory
         self.segment_records = segment_records
+        self.memo_limit = memo_limit  # records kept in memory for the replay, in all
+        self._memo_size = 0
         self.corrupt_dir = directory / "corrupt"
         self._lock: IO[bytes] | None = None
         self._segments: list[Segment] = []
@@ -148,7 +161,8 @@ class Spool:
         """Append and fsync; ``OSError`` (e.g. disk full) leaves the spool as it was."""
         if not records:
             return
-        data = b"".join(encode_line(r) for r in records)
+        lines = [encode_line(r) for r in records]
+        data = b"".join(lines)
         f, seg = self._writable()
         pos = f.tell()
         try:
@@ -162,6 +176,12 @@ class Spool:
                 f.seek(pos)
             raise
         seg.records += len(records)
+        if seg.memo is not None:
+            if self._memo_size + len(records) <= self.memo_limit:
+                seg.memo.extend(zip(records, map(len, lines), strict=True))
+                self._memo_size += len(records)
+            else:  # memory full (the database is away): this segment replays from its file
+                self._forget(seg)
         if seg.records >= self.segment_records:
             self.seal()
 
@@ -172,7 +192,7 @@ class Spool:
         path = self.dir / f"{_PREFIX}{n:012d}{_SUFFIX}"
         f = os.fdopen(os.open(path, _APPEND, 0o600), "ab")
         _fsync_dir(self.dir)
-        seg = Segment(n, path, 0)
+        seg = Segment(n, path, 0, memo=[] if self._memo_size < self.memo_limit else None)
         self._segments.append(seg)
         self._active = f
         return f, seg
@@ -193,10 +213,23 @@ class Spool:
             self.seal()
         return self._segments[0]
 
+    def memo_batch(self, seg: Segment, n: int) -> Batch | None:
+        """``read_batch`` from memory (no disk, no decoding: cheap enough for the event
+        loop), or None when ``seg``'s records are not all in memory."""
+        if seg.memo is None:
+            return None
+        chunk = seg.memo[seg.line_no : seg.line_no + n]
+        line_no = seg.line_no + len(chunk)
+        offset = seg.offset + sum(size for _, size in chunk)
+        return Batch([rec for rec, _ in chunk], offset, line_no, line_no >= len(seg.memo))
+
     def read_batch(self, seg: Segment, n: int) -> Batch:
         """Up to ``n`` records of ``seg`` from where its replay stands.  Damaged lines are
         noted in ``seg.bad_lines`` (and logged once) and skipped.  Once the records are in
         the database, ``advance(seg, batch)``; a batch not advanced over is read again."""
+        memo = self.memo_batch(seg, n)
+        if memo is not None:
+            return memo
         records: list[dict[str, Any]] = []
         line_no, offset = seg.line_no, seg.offset
         with seg.path.open("rb") as f:
@@ -243,6 +276,12 @@ class Spool:
             seg.path.unlink()
         _fsync_dir(self.dir)
         self._segments.pop(0)
+        self._forget(seg)
+
+    def _forget(self, seg: Segment) -> None:
+        if seg.memo is not None:
+            self._memo_size -= len(seg.memo)
+            seg.memo = None
 
 
 def _count_lines(path: Path) -> int:

@@ -23,7 +23,9 @@ fills in, so one lost line never blocks the rest.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -175,13 +177,50 @@ TRUNK_EVENTS = cast(Table, TrunkEvent.__table__)
 ADMIN_ACTIONS = cast(Table, AdminAction.__table__)
 
 
-def _insert_for(conn: AsyncConnection) -> InsertFn:
-    name = conn.dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"the call log supports SQLite and PostgreSQL, not {name}")
+@dataclass(frozen=True)
+class _Statements:
+    """The upserts of one dialect, built once: building them (``excluded`` makes a proxy
+    of every column) cost more than executing them for a batch of a few calls, and a
+    statement used again keeps SQLAlchemy's cache key and compiled form."""
+
+    call: Any
+    answer: Any
+    ignore: dict[str, Any]  # table name -> INSERT ... ON CONFLICT DO NOTHING
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert: InsertFn
+    if dialect == "postgresql":
+        insert = postgresql.insert
+    elif dialect == "sqlite":
+        insert = sqlite.insert
+    else:
+        raise NotImplementedError(f"the call log supports SQLite and PostgreSQL, not {dialect}")
+    table = CALLS
+    call = insert(table)
+    keep = {c: func.coalesce(call.excluded[c], table.c[c]) for c in CALL_END}
+    fresh: dict[str, Any] = {c: call.excluded[c] for c in CALL_START if c != "id"}
+    fresh["node"] = func.coalesce(call.excluded.node, table.c.node)
+    # A call keeps its first start: a rescue after a crash reports the call again.
+    fresh["started"] = case(
+        (table.c.started < call.excluded.started, table.c.started),
+        else_=call.excluded.started,
+    )
+    # The call's row is there: its start record is always queued before its answer.
+    answer = (
+        update(CALLS)
+        .where(CALLS.c.id == bindparam("call_id"))
+        .values(answered=func.coalesce(CALLS.c.answered, bindparam("at")))
+    )
+    return _Statements(
+        call.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep}),
+        answer,
+        {
+            t.name: insert(t).on_conflict_do_nothing()
+            for t in (CALLS, STEPS, CALLBACKS, TRUNK_EVENTS, ADMIN_ACTIONS)
+        },
+    )
 
 
 async def write_records(
@@ -190,28 +229,12 @@ async def write_records(
     """Write ``records`` (in the caller's transaction); safe to repeat.  ``node``: the node
     of calls and trunk changes whose record does not say (journaled by an older version)."""
     rows = _rows_of(records, node)
-    insert = _insert_for(conn)
+    stmts = _statements(conn.dialect.name)
     if rows.calls:
-        table = CALLS
-        stmt = insert(table)
-        keep = {c: func.coalesce(stmt.excluded[c], table.c[c]) for c in CALL_END}
-        fresh = {c: stmt.excluded[c] for c in CALL_START if c != "id"}
-        fresh["node"] = func.coalesce(stmt.excluded.node, table.c.node)
-        # A call keeps its first start: a rescue after a crash reports the call again.
-        fresh["started"] = case(
-            (table.c.started < stmt.excluded.started, table.c.started),
-            else_=stmt.excluded.started,
-        )
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep})
-        await conn.execute(stmt, list(rows.calls.values()))
+        await conn.execute(stmts.call, list(rows.calls.values()))
     if rows.answers:
-        # The call's row is there: its start record is always queued before its answer.
-        stmt = (
-            update(CALLS)
-            .where(CALLS.c.id == bindparam("call_id"))
-            .values(answered=func.coalesce(CALLS.c.answered, bindparam("at")))
-        )
-        await conn.execute(stmt, [{"call_id": k, "at": v} for k, v in rows.answers.items()])
+        answers = [{"call_id": k, "at": v} for k, v in rows.answers.items()]
+        await conn.execute(stmts.answer, answers)
     missing = [p for cid, p in rows.placeholders.items() if cid not in rows.calls]
     for table_rows, table in (
         (missing, CALLS),
@@ -221,7 +244,7 @@ async def write_records(
         (list(rows.audits.values()), ADMIN_ACTIONS),
     ):
         if table_rows:
-            await conn.execute(insert(table).on_conflict_do_nothing(), table_rows)
+            await conn.execute(stmts.ignore[table.name], table_rows)
 
 
 __all__ = ["KINDS", "check_record", "write_records"]

@@ -116,6 +116,34 @@ async def test_calls_the_daemon_logged_or_that_skipped_the_fallback_are_not_impo
     assert set(await calls(engine)) == {"known"}
 
 
+async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Found by the fault matrix (kill -9 under load): calls the daemon answered, whose
+    # records had not reached the journal when it was killed, and whose callers hung up
+    # before it came back, were in no log at all (their CDRs had no fallback to import).
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        rec.call_started(info("known"))
+        rec.call_ended(info("known"), Outcome(OutcomeKind.ABANDONED, None), T0)
+    cdrs = [
+        fallback_cdr("known", fallback="", entered=True),  # the daemon logged it
+        fallback_cdr("left", fallback="", entered=True),  # the caller hung up in Stasis
+        fallback_cdr("cut", fallback="", entered=True, hangup_by="pbx"),
+        fallback_cdr("running", fallback="", entered=True, hangup_by=""),  # not over yet
+    ]
+    privacy = CallerPrivacy()
+    got = await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW)
+    assert sorted(got) == ["cut", "left"]
+    assert (
+        await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW) == []
+    )
+    log = await calls(engine)
+    assert set(log) == {"known", "left", "cut"}
+    assert (log["left"][0], log["cut"][0], log["known"][0]) == ("abandoned", "lost", "abandoned")
+    assert "lost at a crash" in log["left"][4] and "hung up by the caller" in log["left"][4]
+
+
 async def test_a_pseudonymised_log_imports_no_number_in_clear(engine: AsyncEngine) -> None:
     privacy = CallerPrivacy(b"k" * 32)
     await import_fallback_calls(
@@ -184,7 +212,8 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
         + cdr_line("died", callflow_hangup="pbx")
         + cdr_line("talking", callflow_hangup="peer", disposition="ANSWERED")
         + cdr_line("unseen", callflow_fallback="secretariat=NOANSWER outside=ANSWER")
-        + cdr_line("a-leg-of-a-call", callflow_hangup="peer")
+        # An ARI leg never runs the entry's hangup handler: no number dialled is set.
+        + cdr_line("a-leg-of-a-call", callflow_hangup="peer", callflow_dialed="")
     )
     clock = [NOW]
     rec = Recorder(engine, tmp_path / "spool-b")

@@ -13,10 +13,13 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callflow.store import recorder as recorder_module
 from callflow.store.models import Call
 from callflow.store.recorder import Recorder
 from callflow.store.spool import decode_line
@@ -111,3 +114,39 @@ async def test_a_killed_daemon_loses_no_record(engine: AsyncEngine, tmp_path: Pa
     async with engine.connect() as conn:
         outcomes = (await conn.execute(select(Call.outcome))).scalars().all()
     assert len(outcomes) == CALLS and None not in outcomes  # every call closed, none twice
+
+
+async def test_a_slow_database_write_does_not_hold_the_journal_up(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the fault matrix (kill -9 under load just after a restart whose CDR import
+    # kept SQLite's write lock): records reported while a database write waited stayed in
+    # memory until it ended, and the kill lost seven calls outright.
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = recorder_module.write_records
+
+    async def slow(conn: Any, records: Any, **kwargs: Any) -> None:
+        entered.set()
+        await release.wait()  # a locked or slow database
+        await real(conn, records, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "write_records", slow)
+    spool = tmp_path / "spool"
+    rec = Recorder(engine, spool, flush_interval=0.05, commit_interval=0.05, write_timeout=600)
+    async with rec:
+        try:
+            play_call(rec, "first", STEPS)
+            await poll(entered.is_set, "a database write under way")
+            for n in range(CALLS):
+                play_call(rec, f"c{n}", STEPS)
+            # Journaled while the write still waits: a kill now would lose nothing.
+            ids = {f"c{n}" for n in range(CALLS)}
+            await poll(
+                lambda: ids <= {r.get("id") or r.get("call_id") for r in journaled(spool)},
+                "the records reported during the write, in the journal",
+            )
+            assert rec.queue_depth == 0
+        finally:
+            release.set()  # the write ends (else the recorder's close would wait on it)
+        await rec.flush()
+    assert await counts(engine) == (CALLS + 1, (CALLS + 1) * STEPS, 0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import pytest
 
@@ -316,3 +316,56 @@ async def test_reconcile_keeps_a_channel_that_is_still_there() -> None:
     call.reconcile(set(pbx.channels))
     assert await task == ""
     assert not call.gone
+
+
+class CallerLeavesAsTheCalleeAnswers(FakeAsterisk):
+    """The caller hangs up just as the callee answers: the channel is gone in Asterisk
+    when the bridge is asked for (400 Channel not found), its events still on the way."""
+
+    def _serve(self, method: str, seg: list[str], params: Mapping[str, str] | None) -> Any:
+        data = super()._serve(method, seg, params)
+        if (method, seg) == ("POST", ["bridges"]) and CALLER in self.channels:
+            snapshot = self.channels[CALLER].json()
+            self._forget(CALLER)
+            self._soon(lambda: self._send({"type": "StasisEnd", "channel": snapshot}))
+        return data
+
+
+async def test_a_caller_gone_when_the_bridge_is_made_hung_up_not_a_failure() -> None:
+    # Found by the fault matrix (kill -9 under load): calls recovered at the restart whose
+    # caller left meanwhile were logged "failed ... addChannel ... HTTP 400", not abandoned.
+    registry = ChannelRegistry()
+    pbx = CallerLeavesAsTheCalleeAnswers({"PJSIP/accueil": ANSWER}, sink=route_to(registry))
+    call = AriCall(client_for(pbx), registry, pbx.add_caller(CALLER), dialed="100")
+    with pytest.raises(CallerHangup):
+        await bounded(call.dial("PJSIP/accueil", timeout=20))
+    assert [r for r in pbx.requests if r.path.endswith("/addChannel")]  # refused: 400
+    assert any(c.startswith("leg-") for c in pbx.hung_up())  # the callee is let go
+    assert not pbx.bridges  # and the bridge
+
+
+@pytest.mark.parametrize(("soft", "error"), [(True, CallLost), (False, CallerHangup)])
+async def test_asterisk_hanging_the_caller_up_itself_is_a_lost_call(
+    soft: bool, error: type[CallerHangup]
+) -> None:
+    # Found by the fault matrix (Asterisk restarted under load): Asterisk shutting down
+    # hangs every channel up itself (ChannelHangupRequest "soft": true) and those calls were
+    # logged abandoned, "caller hung up".  A caller's own BYE is not soft.
+    call, pbx = make()
+    pbx.play_time = 60
+    task = asyncio.create_task(call.play(["long"]))
+    await wait_until(lambda: bool(pbx.playbacks))
+    request = {"type": "ChannelHangupRequest", "cause": 16, "channel": {"id": CALLER}}
+    pbx.sink(request | ({"soft": True} if soft else {}))
+    pbx.hang_up(CALLER)
+    with pytest.raises(error) as caught:
+        await bounded(task)
+    assert type(caught.value) is error
+
+
+async def test_our_own_hangup_of_the_caller_is_not_a_lost_call() -> None:
+    call, _ = make()
+    await call.hangup()
+    # Even if its event reached the call after the hangup (ARI's DELETE is a soft hangup).
+    call.on_event({"type": "ChannelHangupRequest", "soft": True, "channel": {"id": CALLER}})
+    assert not call.lost

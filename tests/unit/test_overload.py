@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from pathlib import Path
 
@@ -80,6 +81,23 @@ def test_latency_window_forgets_old_answers() -> None:
     assert w.worst(9.0) == 2.0
     assert w.worst(10.5) == 0.3  # the slow answer aged out
     assert w.worst(16.0) == 0.0  # so shedding on answer latency cannot last forever
+
+
+def test_latency_window_worst_is_the_max_of_the_window_whatever_the_order() -> None:
+    # The window keeps only the samples that can still be the worst: its answer must be
+    # the plain maximum of the answers of the last ``window`` seconds, at every moment.
+    rng = random.Random(11)
+    w = LatencyWindow(3.0)
+    seen: list[tuple[float, float]] = []
+    now = 0.0
+    for _ in range(2000):
+        now += rng.choice([0.0, 0.01, 0.1, 0.5, 1.0, 4.0])
+        if rng.random() < 0.6:
+            lat = rng.choice([0.0, 0.1, 0.2, 0.2, 0.5, 1.5]) * rng.random()
+            w.add(lat, now)
+            seen.append((now, lat))
+        expected = max((lat for t, lat in seen if now - t <= 3.0), default=0.0)
+        assert w.worst(now) == expected
 
 
 class Signals:

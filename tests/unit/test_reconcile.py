@@ -142,6 +142,14 @@ def test_a_cdr_line_is_read_with_its_marks() -> None:
     )
     assert c.answer is None and c.went_to_fallback
     assert c.start == datetime.fromtimestamp(1796270127.623273, UTC)
+    assert c.entered and c.over  # came in by the entry, its hangup handler ran
+
+
+def test_a_leg_is_no_incoming_call() -> None:
+    # An ARI leg (or any channel that did not come in by the shipped entry) has no number
+    # dialled: its CDR is never logged as a call of its own.
+    leg = parse_line(json.dumps({**LINE, "callflow_dialed": "", "callflow_fallback": ""}))
+    assert leg is not None and not leg.entered and not leg.over
 
 
 @pytest.mark.parametrize("bad", ["not json", "[1, 2]", json.dumps({"uniqueid": ""})])

@@ -134,3 +134,63 @@ def test_one_process_per_spool(tmp_path: Path) -> None:
     a.close()
     b.open()
     b.close()
+
+
+def _replay_all(spool: Spool, read: str, n: int) -> list[tuple[list[dict[str, object]], int, int]]:
+    """Every batch of the oldest segment as (records, offset, line_no), without advancing
+    the spool's own position."""
+    seg = spool.oldest()
+    assert seg is not None
+    out = []
+    offset, line_no = seg.offset, seg.line_no
+    while True:
+        batch = spool.memo_batch(seg, n) if read == "memo" else spool.read_batch(seg, n)
+        assert batch is not None
+        out.append((batch.records, batch.offset, batch.line_no))
+        seg.offset, seg.line_no = batch.offset, batch.line_no
+        if batch.last:
+            break
+    seg.offset, seg.line_no = offset, line_no
+    return out
+
+
+def test_the_replay_from_memory_gives_what_the_file_gives(tmp_path: Path) -> None:
+    recs = [{"t": "step", "call_id": f"c{i}", "seq": i, "detail": "é" * i} for i in range(7)]
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(recs[:3])
+    spool.append(recs[3:])
+    from_memory = _replay_all(spool, "memo", 3)
+    spool.close()
+    assert [r for batch, _, _ in from_memory for r in batch] == recs
+    again = Spool(tmp_path)  # a restart: nothing in memory, the file is read and checked
+    again.open()
+    seg = again.oldest()
+    assert seg is not None and again.memo_batch(seg, 3) is None
+    assert _replay_all(again, "file", 3) == from_memory  # same records, offsets, line numbers
+
+
+def test_the_memory_for_the_replay_is_bounded(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_records=4, memo_limit=6)
+    spool.open()
+    spool.append([{"n": i} for i in range(4)])  # segment 1: in memory (4 of 6)
+    spool.append([{"n": i} for i in range(4, 8)])  # segment 2: would pass 6: from its file
+    spool.append([{"n": 8}])  # segment 3: room again (4 held, segment 2 let go)
+    first = spool.oldest()
+    assert first is not None and spool.memo_batch(first, 10) is not None
+    second, third = spool._segments[1], spool._segments[2]
+    assert spool.memo_batch(second, 10) is None
+    assert spool.memo_batch(third, 10) is not None  # 4 + 1 <= 6
+    # The segment read from its file replays all the same, in order.
+    replayed = []
+    while (seg := spool.oldest()) is not None:
+        batch = spool.read_batch(seg, 10)
+        replayed += batch.records
+        assert batch.last
+        spool.advance(seg, batch)
+        spool.done(seg)
+    assert replayed == [{"n": i} for i in range(9)]
+    assert spool._memo_size == 0  # the memory is given back
+    spool.append([{"n": 9}])
+    seg = spool.oldest()
+    assert seg is not None and spool.memo_batch(seg, 10) is not None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from callflow.flow.engine import Engine
 from callflow.flow.events import OutcomeKind
 from callflow.flow.registry import LoadedFlow
 from callflow.flow.services import Services
 from callflow.simulate import Scenario, SimulatedCall
+from callflow.telephony import DialResult, DialStatus
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
 from tests.support.flows import compile_flow
 
@@ -102,3 +104,46 @@ async def test_the_breaker_learns_from_calls_and_skips_a_failing_trunk() -> None
     sim, _, trunk, _ = await call(sel, down={"trunk-a"})
     assert dials(sim) == ["dial PJSIP/0180000000@trunk-b -> ANSWER"]
     assert sel.breaker_open("trunk-a")
+
+
+class TrunkDiesWhileRinging(SimulatedCall):
+    """trunk-a rings, then dies: qualify finds it unreachable before the ring time ends."""
+
+    def __init__(self, sel: HealthAwareSelector, f: LoadedFlow) -> None:
+        super().__init__(f, Scenario(digits=["2"]), caller="0612345678", dialed="100")
+        self.sel = sel
+
+    async def dial(self, target: str, **kwargs: Any) -> DialResult:
+        if target.endswith("@trunk-a"):
+            update = ContactUpdate("trunk-a", "sip:trunk-a.example", TrunkState.UNREACHABLE)
+            self.sel.health.apply(update)
+            self.actions.append(f"dial {target} -> NOANSWER")
+            return DialResult(DialStatus.NOANSWER)
+        return await super().dial(target, **kwargs)
+
+
+async def test_a_trunk_that_dies_while_it_rings_is_a_trunk_fault_the_next_one_is_tried() -> None:
+    # Found by the fault matrix (trunk-a killed under load): the call rang out on the dead
+    # trunk (NOANSWER, "not a trunk fault"), trunk-b was never tried, the caller reached nobody.
+    sel = selector({"trunk-a": TrunkState.REACHABLE, "trunk-b": TrunkState.REACHABLE})
+    f = flow()
+    sim = TrunkDiesWhileRinging(sel, f)
+    outcome = await Engine(Services(clock=lambda: NOW, trunks=sel)).run(f, sim)
+    assert dials(sim) == [
+        "dial PJSIP/0180000000@trunk-a -> NOANSWER",
+        "dial PJSIP/0180000000@trunk-b -> ANSWER",
+    ]
+    assert (outcome.kind, outcome.trunk) == (OutcomeKind.FORWARDED, "trunk-b")
+    assert sel.consecutive_failures("trunk-a") == 1  # its breaker learns it, not "went through"
+
+
+async def test_a_callee_who_does_not_answer_on_a_live_trunk_is_not_a_trunk_fault() -> None:
+    sel = selector({"trunk-a": TrunkState.REACHABLE, "trunk-b": TrunkState.REACHABLE})
+    f = flow()
+    sim = SimulatedCall(
+        f, Scenario(digits=["2"], no_answer={"secretariat"}), caller="0612345678", dialed="100"
+    )
+    outcome = await Engine(Services(clock=lambda: NOW, trunks=sel)).run(f, sim)
+    assert dials(sim)[0] == "dial PJSIP/0180000000@trunk-a -> NOANSWER"
+    assert not any("@trunk-b" in d for d in dials(sim))  # no failover on a live trunk
+    assert outcome.destination == "desk"
