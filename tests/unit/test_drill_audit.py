@@ -46,7 +46,7 @@ async def _seed(db: Path, results: list[DrillResult]) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
     try:
         await upgrade(engine)
-        await SqlDrillLog(engine).record(results)
+        await SqlDrillLog(engine, "pbx-1").record(results)
     finally:
         await engine.dispose()
 
