@@ -192,7 +192,7 @@ class Daemon:
                 caller_id=drills.caller_id or None,
             ),
             lambda: self.flows.current.flows,
-            SqlDrillLog(self.store.engine),
+            SqlDrillLog(self.store.engine, self.node),  # this node's trunks, its results
             lambda: datetime.now(UTC),
             scheduled=drills.scheduled,
             lead=timedelta(seconds=drills.lead),

@@ -472,14 +472,15 @@ def _drill_half(settings: Settings | None, flows: FlowSet, out: TextIO) -> int:
         return 0
     from .store.commands import read_drill_successes
 
-    try:
-        successes = read_drill_successes(settings)
+    now = datetime.now(UTC)
+    max_age = timedelta(days=settings.drills.max_age_days)
+    try:  # by node: each node goes out by its own trunks
+        successes = read_drill_successes(settings, now - max_age)
     except UserError as exc:
         out.write(f"drills: NOT CHECKED ({exc})\n")
         return 0
-    max_age = timedelta(days=settings.drills.max_age_days)
-    stale = stale_drills(flows.flows.values(), successes, datetime.now(UTC), max_age)
-    out.write(format_drill_audit(stale, legs, max_age))
+    stale = stale_drills(flows.flows.values(), successes, now, max_age)
+    out.write(format_drill_audit(stale, legs, max_age, successes))
     return len(stale)
 
 

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
 from ..drills.scheduler import LegReading
+from ..store.drill_log import NodeDrills, by_node
 from .context import AdminContext, DrillSource
 from .http import CONTEXT, WHO, ApiError, json_response, scope_of
 
@@ -36,19 +40,56 @@ def _leg(r: LegReading) -> dict[str, Any]:
     }
 
 
+def _other_legs(found: NodeDrills, allows: Callable[[str], bool]) -> list[dict[str, Any]]:
+    legs = []
+    for key in sorted(found.last.keys() | found.last_success.keys()):
+        flow, destination, trunk = key
+        if not allows(flow):
+            continue
+        last, ok = found.last.get(key), found.last_success.get(key)
+        seen = last or found.last_success[key]  # one of the two, by the keys' union
+        legs.append(
+            {
+                "flow": flow,
+                "destination": destination,
+                "trunk": trunk,
+                "mode": str(seen.mode),
+                "last": None if last is None else last.to_json(),
+                "last_success": None if ok is None else ok.at.isoformat(),
+            }
+        )
+    return legs
+
+
 async def get_drills(request: web.Request) -> web.Response:
-    _ctx, drills = _drills(request)
+    """This node's legs (``legs``: its own trunks), and the other nodes' last results from
+    the call log (``nodes``: several nodes share the database, each over its own trunks)."""
+    ctx, drills = _drills(request)
     scope = scope_of(request)
     upcoming = {
         f: (None if t is None else t.isoformat())
         for f, t in drills.next_drill.items()
         if scope.allows(f)
     }
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    if ctx.db is not None:
+        try:
+            async with asyncio.timeout(ctx.db_timeout):
+                found = await by_node(ctx.db)
+        except (DBAPIError, OSError, TimeoutError) as exc:  # this node's view still stands
+            log.warning("drills of the other nodes unavailable: %s", exc)
+        else:
+            for node in sorted(found.keys() - {ctx.node}):
+                legs = _other_legs(found[node], scope.allows)
+                if legs:
+                    nodes[node] = legs
     return json_response(
         {
+            "node": ctx.node,
             "legs": [_leg(r) for r in drills.readings() if scope.allows(r.flow)],
             "next": upcoming,
             "running": drills.runner.running,
+            "nodes": nodes,
         }
     )
 

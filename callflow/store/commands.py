@@ -138,15 +138,18 @@ def _run(
     return asyncio.run(main())
 
 
-def read_drill_successes(settings: Settings) -> dict[tuple[str, str, str], datetime]:
-    """When each drill leg last passed (``check --horizon``); ``UserError`` when the call
-    log is missing, unreachable or not at this callflow's schema."""
+def read_drill_successes(
+    settings: Settings, since: datetime
+) -> dict[str, dict[tuple[str, str, str], datetime]]:
+    """When each drill leg last passed, node by node, for each node seen since ``since``
+    (``check --horizon``); ``UserError`` when the call log is missing, unreachable or not
+    at this callflow's schema."""
     from . import db
-    from .drill_log import last_successes
+    from .drill_log import successes_by_node
 
-    async def job(engine: AsyncEngine) -> dict[tuple[str, str, str], datetime]:
+    async def job(engine: AsyncEngine) -> dict[str, dict[tuple[str, str, str], datetime]]:
         await db.check_schema(engine)
-        return await last_successes(engine)
+        return await successes_by_node(engine, since)
 
     return _run(settings, job)
 

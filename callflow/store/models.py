@@ -240,6 +240,8 @@ class DrillRow(Base):
     __tablename__ = "drills"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The node ([node] name) that drilled: each node drills over its own trunks.
+    node: Mapped[str] = mapped_column(String)
     flow: Mapped[str] = mapped_column(String)
     destination: Mapped[str] = mapped_column(String)
     trunk: Mapped[str] = mapped_column(String)
@@ -251,7 +253,7 @@ class DrillRow(Base):
 
     __table_args__ = (
         CheckConstraint(_in("mode", DRILL_MODES), name="mode"),
-        Index(None, "flow", "destination", "trunk", "at"),
+        Index(None, "node", "flow", "destination", "trunk", "at"),
         Index(None, "at"),
     )
 

@@ -1,5 +1,6 @@
 """The forwarding drills on the page, in a real headless Chromium: an admin sees the last
-result of each destination and trunk, and drills a flow with its button."""
+result of each destination and trunk, drills a flow with its button, and sees the other
+nodes' results apart (each node drills over its own trunks)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pyotp
 
 from callflow.api import AdminContext, AdminServer, create_app
 from callflow.api.accounts import Account, Credentials, Role, digest
-from callflow.drills import DrillRunner, TestCall
+from callflow.drills import DrillMode, DrillResult, DrillRunner, TestCall
 from callflow.drills.scheduler import Drills
 from callflow.flow.live import LiveFlows
 from callflow.schedule import OverrideStore
 from callflow.store.db import create_engine, upgrade
+from callflow.store.drill_log import SqlDrillLog
 from callflow.telephony import DialStatus
 from tests.support.flows import write_flow
 
@@ -55,7 +57,10 @@ async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
     drills = Drills(runner, lambda: flows.current.flows, None, lambda: now, scheduled=False)
     db = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
     await upgrade(db)
+    other = DrillResult("cabinet", "telesecretariat", "trunk-a", DrillMode.CALL, False, "busy", now)
+    await SqlDrillLog(db, "pbx-2").record([other])  # another node's trunk-a, not this one's
     ctx = AdminContext(
+        node="pbx-1",
         flows=flows,
         db=db,
         overrides=OverrideStore(),
@@ -84,6 +89,15 @@ async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
             rows = "[...document.querySelectorAll('#drills tbody tr')]"
             before = await page.js(f"{rows}.map(tr => tr.querySelector('.state').textContent)")
             assert before == ["jamais testé"] * 4
+            assert await page.js("document.getElementById('node-drills').hidden") is False
+            others = await page.js(
+                """[...document.querySelectorAll('#node-drills tbody tr')].map(tr =>
+                    tr.dataset.nodeDrill + ' ' + tr.querySelector('.state').textContent)"""
+            )
+            assert others == ["pbx-2/cabinet/telesecretariat/trunk-a échoué"]
+            assert "Autres nœuds" in await page.js(
+                "document.querySelector('#node-drills caption').textContent"
+            )
 
             await page.js("document.querySelector('button.run-drill').click(); true")
             await page.wait_for(

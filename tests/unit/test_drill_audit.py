@@ -42,11 +42,11 @@ def settings(tmp_path: Path) -> Path:
     return config
 
 
-async def _seed(db: Path, results: list[DrillResult]) -> None:
+async def _seed(db: Path, results: list[DrillResult], node: str = "pbx-1") -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{db}")
     try:
         await upgrade(engine)
-        await SqlDrillLog(engine).record(results)
+        await SqlDrillLog(engine, node).record(results)
     finally:
         await engine.dispose()
 
@@ -87,3 +87,24 @@ def test_legs_without_a_recent_successful_drill_are_named(run_cli: RunCli, tmp_p
     r = run_cli("check", "--config", str(config), "--horizon", "2d")
     assert r.code == 0, r.out + r.err
     assert "every forwarding destination (2 legs) passed a drill in 90 days" in r.out
+
+
+def test_a_leg_drilled_on_one_node_only_is_stale_on_the_other(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """Each node goes out by its own trunks: node pbx-2's trunk-a is not pbx-1's."""
+    config = settings(tmp_path)
+    (tmp_path / "var").mkdir()
+    at = datetime.now(UTC) - timedelta(days=1)
+    db = tmp_path / "var" / "callflow.db"
+
+    def leg(trunk: str, passed: bool) -> DrillResult:
+        return DrillResult("cabinet", "telesecretariat", trunk, DrillMode.CALL, passed, "", at)
+
+    asyncio.run(_seed(db, [leg("trunk-a", True), leg("trunk-b", True)], "pbx-1"))
+    asyncio.run(_seed(db, [leg("trunk-a", True), leg("trunk-b", False)], "pbx-2"))
+    r = run_cli("check", "--config", str(config), "--horizon", "2d")
+    assert r.code == 1, r.out + r.err
+    assert "drills: 1 of 4 legs on 2 nodes (pbx-1, pbx-2) without a successful drill" in r.out
+    assert "NO DRILL cabinet/telesecretariat via trunk-b on node pbx-2: never drilled" in r.out
+    assert "on node pbx-1" not in r.out

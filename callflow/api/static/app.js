@@ -197,12 +197,16 @@ function renderNodeTrunks(data) {
 
 // -- forwarding drills (admin) --------------------------------------------------------------
 
+function drillVerdict(last) {
+  return last === null ? el("span", { class: "badge unknown" }, t("never_drilled"))
+    : el("span", { class: "badge " + (last.passed ? "reachable" : "unreachable") }, last.passed ? t("passed") : t("failed"));
+}
+
 function renderDrills(data) {
   const body = $("drills").querySelector("tbody");
   body.replaceChildren(...data.legs.map((leg) => {
     const last = leg.last;
-    const verdict = last === null ? el("span", { class: "badge unknown" }, t("never_drilled"))
-      : el("span", { class: "badge " + (last.passed ? "reachable" : "unreachable") }, last.passed ? t("passed") : t("failed"));
+    const verdict = drillVerdict(last);
     return el("tr", { "data-drill": leg.flow + "/" + leg.destination + "/" + leg.trunk },
       el("td", {}, leg.destination, el("span", { class: "muted" }, " · " + leg.flow),
         leg.mode === "health" ? el("span", { class: "muted" }, " " + t("trunk_health_only")) : null),
@@ -212,6 +216,7 @@ function renderDrills(data) {
       el("td", { class: "reason" }, last === null ? "" : drillReason(last)),
       el("td", {}, leg.last_success === null ? "—" : localTime(leg.last_success)));
   }));
+  renderNodeDrills(data);
   const flows = [...new Set(data.legs.map((leg) => leg.flow))];
   $("drill-next").textContent = Object.entries(data.next).filter(([f]) => flows.includes(f))
     .map(([flow, when]) => when ? t("next_drill", { flow, when: localTime(when) }) : t("no_next_drill", { flow }))
@@ -222,6 +227,21 @@ function renderDrills(data) {
     button.addEventListener("click", () => runDrill(flow, button));
     return button;
   }));
+}
+
+// Several nodes share the call log, each drilling over its own trunks: the other nodes'
+// last results, apart from this node's.
+function renderNodeDrills(data) {
+  const rows = Object.entries(data.nodes || {}).filter(([node]) => node !== data.node)
+    .flatMap(([node, legs]) => legs.map((leg) => el("tr", { "data-node-drill": node + "/" + leg.flow + "/" + leg.destination + "/" + leg.trunk },
+      el("td", {}, node),
+      el("td", {}, leg.destination, el("span", { class: "muted" }, " · " + leg.flow)),
+      el("td", {}, leg.trunk),
+      el("td", { class: "state" }, drillVerdict(leg.last)),
+      el("td", {}, leg.last === null ? "—" : localTime(leg.last.at)),
+      el("td", {}, leg.last_success === null ? "—" : localTime(leg.last_success)))));
+  $("node-drills").hidden = rows.length === 0;
+  $("node-drills").querySelector("tbody").replaceChildren(...rows);
 }
 
 // Why a leg passed, in the page's words; a failure keeps the daemon's own (the PBX's cause).

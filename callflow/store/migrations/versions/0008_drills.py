@@ -6,7 +6,9 @@ Create Date: 2026-12-03
 
 A drill places a real test call to each forwarding destination over each trunk of its
 route (or, for an emergency route, only checks the trunk's health).  The rows hold no
-patient data: flow, destination and trunk names, the verdict and its reason.
+patient data: flow, destination and trunk names, the verdict and its reason.  Each row
+carries its node ([node] name): every node drills over its own trunks (trunk-a of one node
+is not trunk-a of another), so each node reads back its own results.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def upgrade() -> None:
     op.create_table(
         "drills",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("node", sa.String(), nullable=False),
         sa.Column("flow", sa.String(), nullable=False),
         sa.Column("destination", sa.String(), nullable=False),
         sa.Column("trunk", sa.String(), nullable=False),
@@ -40,14 +43,14 @@ def upgrade() -> None:
         sa.CheckConstraint("mode IN ('call', 'health')", name=op.f("ck_drills_mode")),
     )
     op.create_index(
-        op.f("ix_drills_flow_destination_trunk_at"),
+        op.f("ix_drills_node_flow_destination_trunk_at"),
         "drills",
-        ["flow", "destination", "trunk", "at"],
+        ["node", "flow", "destination", "trunk", "at"],
     )
     op.create_index(op.f("ix_drills_at"), "drills", ["at"])
 
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_drills_at"), table_name="drills")
-    op.drop_index(op.f("ix_drills_flow_destination_trunk_at"), table_name="drills")
+    op.drop_index(op.f("ix_drills_node_flow_destination_trunk_at"), table_name="drills")
     op.drop_table("drills")
