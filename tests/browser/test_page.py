@@ -98,7 +98,7 @@ class DevTools:
             raise AssertionError(f"page JS error: {res['exceptionDetails']}")
         return res["result"].get("value")
 
-    async def wait_for(self, expression: str, timeout: float = 15.0) -> Any:
+    async def wait_for(self, expression: str, timeout: float = 60.0) -> Any:
         """Poll ``expression`` until it is truthy; its value."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -106,7 +106,9 @@ class DevTools:
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out waiting for: {expression}")
+                # What the page showed the user says why (an API error lands in #error).
+                shown = await self.js("(document.getElementById('error') || {}).textContent")
+                raise AssertionError(f"timed out waiting for: {expression} (page error: {shown!r})")
             await asyncio.sleep(0.1)
 
 
