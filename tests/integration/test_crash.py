@@ -203,7 +203,9 @@ def test_spool_disk_full_under_load(tmp_path: Path, flows_dir: Path, bench: Benc
 
 
 def test_a_trunk_dies_mid_call(tmp_path: Path, flows_dir: Path, bench: Bench) -> None:
-    daemon = Daemon(tmp_path / "d", flows_dir)
+    # Shedding off: this test is about trunk failover, and a loaded CI machine once shed 84
+    # of the 100 calls to the dialplan, so none was left to go out by trunk-b.
+    daemon = Daemon(tmp_path / "d", flows_dir, extra_config="[overload]\nenabled = false\n")
     start(daemon)
     try:
         bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
