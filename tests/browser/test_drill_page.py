@@ -76,7 +76,11 @@ async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
         async with drills, chromium(tmp_path / "profile") as page:
             await page.send("Page.enable")
             await page.send("Page.navigate", url=f"{server.url}/page/")
-            await page.wait_for("!!document.getElementById('login-form')")
+            # The form exists before app.js binds its submit (DOMContentLoaded): a click
+            # before then submits the form natively and reloads the page, session-less.
+            await page.wait_for(
+                "document.readyState === 'complete' && !!document.getElementById('login-form')"
+            )
             token, code = json.dumps(TOKEN), json.dumps(pyotp.TOTP(TOTP).now())
             await page.js(
                 f"""document.getElementById('user').value = 'paul';
