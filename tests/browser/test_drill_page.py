@@ -19,26 +19,9 @@ from callflow.schedule import OverrideStore
 from callflow.store.db import create_engine, upgrade
 from callflow.store.drill_log import SqlDrillLog
 from callflow.telephony import DialStatus
-from tests.support.flows import write_flow
+from tests.support.flows import DRILL_FLOW, write_flow
 
 from .test_page import TOKEN, TOTP, chromium, chromium_path
-
-FLOW = """
-version: 1
-flow: cabinet
-numbers: ["100"]
-timezone: Europe/Paris
-destinations:
-  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
-  samu: {number: "15", route: outbound, ring: 10s}
-routes:
-  outbound: [trunk-a, trunk-b]
-start: menu
-steps:
-  menu: {menu: {prompt: beep, options: {"1": tier-1}, attempts: 1}, failed: fwd}
-  fwd: {forward: telesecretariat}
-  tier-1: {escalate: {tier: 1, to: samu}, failed: fwd}
-"""
 
 
 class Caller:
@@ -50,7 +33,7 @@ class Caller:
 
 async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
     chromium_path()  # skip (or fail in CI) before building anything
-    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    write_flow(tmp_path / "flows", DRILL_FLOW, "cabinet.yaml")
     flows = LiveFlows(tmp_path / "flows", None)
     now = datetime.now(UTC)
     runner = DrillRunner(Caller(), lambda t: (True, "reachable (qualify)"), lambda: now)

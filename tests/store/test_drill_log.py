@@ -26,25 +26,11 @@ from callflow.store.db import upgrade
 from callflow.store.drill_log import SqlDrillLog, last_successes, successes_by_node
 from callflow.store.models import TrunkEvent
 from callflow.telephony import DialStatus
-from tests.support.flows import write_flow
+from tests.support.flows import FORWARD_ONLY_FLOW, write_flow
 
 from .conftest import Database
 
 T0 = datetime(2026, 12, 4, 17, 0, tzinfo=UTC)
-
-FLOW = """
-version: 1
-flow: cabinet
-numbers: ["100"]
-timezone: Europe/Paris
-destinations:
-  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
-routes:
-  outbound: [trunk-a, trunk-b]
-start: fwd
-steps:
-  fwd: {forward: telesecretariat}
-"""
 
 
 def leg(trunk: str, passed: bool, at: datetime, dest: str = "telesecretariat") -> DrillResult:
@@ -105,7 +91,7 @@ async def test_the_audit_finds_a_leg_stale_on_the_node_that_never_drilled_it(
 ) -> None:
     engine = database.engine()
     await upgrade(engine)
-    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    write_flow(tmp_path / "flows", FORWARD_ONLY_FLOW, "cabinet.yaml")
     flows = LiveFlows(tmp_path / "flows", None).current.flows.values()
     now, max_age = T0 + timedelta(days=1), timedelta(days=90)
     await SqlDrillLog(engine, "pbx-1").record([leg("trunk-a", True, T0), leg("trunk-b", True, T0)])
@@ -170,7 +156,7 @@ async def api(
     """Node pbx-1's admin API on a database that pbx-2 writes to as well."""
     engine = database.engine()
     await upgrade(engine)
-    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    write_flow(tmp_path / "flows", FORWARD_ONLY_FLOW, "cabinet.yaml")
     flows = LiveFlows(tmp_path / "flows", None)
     runner = DrillRunner(Answering(), lambda t: (True, "reachable"), lambda: T0)
     log = SqlDrillLog(engine, "pbx-1")

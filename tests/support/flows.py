@@ -54,3 +54,38 @@ def write_flow(directory: Path, text: str = PARC_FLOW, name: str = "parc.yaml") 
 def compile_flow(text: str, file: str = "t.yaml") -> LoadedFlow:
     """Load and check the flow ``text`` as if read from ``file``."""
     return compile_document(load_text(flow_text(text), file))
+
+
+# Forwarding drills: a forward to the telephone secretariat over two trunks, and an
+# emergency route (drilled as the trunks' health only, never called).
+DRILL_FLOW = """
+version: 1
+flow: cabinet
+numbers: ["100"]
+timezone: Europe/Paris
+destinations:
+  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
+  samu: {number: "15", route: outbound, ring: 10s}
+routes:
+  outbound: [trunk-a, trunk-b]
+start: menu
+steps:
+  menu: {menu: {prompt: beep, options: {"1": tier-1}, attempts: 1}, failed: fwd}
+  fwd: {forward: telesecretariat}
+  tier-1: {escalate: {tier: 1, to: samu}, failed: fwd}
+"""
+
+# The same forward without the emergency route.
+FORWARD_ONLY_FLOW = """
+version: 1
+flow: cabinet
+numbers: ["100"]
+timezone: Europe/Paris
+destinations:
+  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
+routes:
+  outbound: [trunk-a, trunk-b]
+start: fwd
+steps:
+  fwd: {forward: telesecretariat}
+"""

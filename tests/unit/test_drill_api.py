@@ -22,28 +22,11 @@ from callflow.flow.live import LiveFlows
 from callflow.metrics.drill_gauges import DrillGauges
 from callflow.schedule import OverrideStore
 from callflow.telephony import DialStatus
-from tests.support.flows import write_flow
+from tests.support.flows import DRILL_FLOW, write_flow
 
 ADMIN, STAFF = "admin-token-0123456789abcdef", "staff-token-0123456789abcdef"
 OTHER = "admin-of-another-practice-0123456"  # an admin scoped to another practice
 NOW = datetime(2026, 12, 4, 17, 0, tzinfo=UTC)
-
-FLOW = """
-version: 1
-flow: cabinet
-numbers: ["100"]
-timezone: Europe/Paris
-destinations:
-  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
-  samu: {number: "15", route: outbound, ring: 10s}
-routes:
-  outbound: [trunk-a, trunk-b]
-start: menu
-steps:
-  menu: {menu: {prompt: beep, options: {"1": tier-1}, attempts: 1}, failed: fwd}
-  fwd: {forward: telesecretariat}
-  tier-1: {escalate: {tier: 1, to: samu}, failed: fwd}
-"""
 
 
 class Caller:
@@ -72,7 +55,7 @@ class Env:
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    write_flow(tmp_path / "flows", DRILL_FLOW, "cabinet.yaml")
     flows = LiveFlows(tmp_path / "flows", None)
     caller = Caller()
     runner = DrillRunner(caller, lambda t: (t == "trunk-a", "reachable"), lambda: NOW)

@@ -13,27 +13,13 @@ from typing import Any
 from callflow.drills import DrillMode, DrillResult
 from callflow.store.db import create_engine, upgrade
 from callflow.store.drill_log import SqlDrillLog
-from tests.support.flows import write_flow
+from tests.support.flows import FORWARD_ONLY_FLOW, write_flow
 
 RunCli = Callable[..., Any]  # the fixture of conftest.py
 
-FLOW = """
-version: 1
-flow: cabinet
-numbers: ["100"]
-timezone: Europe/Paris
-destinations:
-  telesecretariat: {number: "0180000000", route: outbound, ring: 6s}
-routes:
-  outbound: [trunk-a, trunk-b]
-start: fwd
-steps:
-  fwd: {forward: telesecretariat}
-"""
-
 
 def settings(tmp_path: Path) -> Path:
-    write_flow(tmp_path / "flows", FLOW, "cabinet.yaml")
+    write_flow(tmp_path / "flows", FORWARD_ONLY_FLOW, "cabinet.yaml")
     config = tmp_path / "callflow.toml"
     config.write_text(
         '[flows]\ndir = "flows"\n[daemon]\nstate_dir = "var"\n'
@@ -52,7 +38,7 @@ async def _seed(db: Path, results: list[DrillResult], node: str = "pbx-1") -> No
 
 
 def test_without_settings_the_drill_half_is_not_checked(run_cli: RunCli, tmp_path: Path) -> None:
-    write_flow(tmp_path, FLOW, "cabinet.yaml")
+    write_flow(tmp_path, FORWARD_ONLY_FLOW, "cabinet.yaml")
     r = run_cli("check", str(tmp_path), "--horizon", "2d")
     assert "drills: NOT CHECKED (no settings" in r.out, r.out + r.err
 
