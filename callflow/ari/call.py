@@ -196,10 +196,11 @@ class AriCall:
                     chan.progress.set()
         elif kind == "ChannelStateChange" and chan is not self._chan:
             state = (event.get("channel") or {}).get("state")
+            # "Up" is progress only: a leg is answered for us at its StasisStart, which
+            # follows (every leg is originated into our app); a request on it before then
+            # is refused 409 (not in Stasis), which failed an escalation's callee message.
             if state in ("Ringing", "Ring", "Up"):
                 chan.progress.set()
-            if state == "Up":
-                chan.answered.set()
 
     def reconcile(self, alive: set[str]) -> None:
         """After a reconnection: channels of this call that Asterisk no longer has (it
