@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -200,7 +199,6 @@ def test_no_channel_is_left_behind(daemon: Daemon, bench: Bench) -> None:
     daemon.wait_outcome()
     wait_until(lambda: not channels(), 15, "no channel left")
     assert not ari("GET", "/bridges")
-    time.sleep(0.1)
 
 
 def test_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
