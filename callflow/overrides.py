@@ -25,8 +25,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,7 +37,7 @@ from .store.calendar_overrides import (
     save_override,
     shared,
 )
-from .tasks import Tasks
+from .tasks import BackgroundPart, Tasks
 
 log = logging.getLogger("callflow.overrides")
 
@@ -47,7 +45,7 @@ OVERRIDES_FILE = "overrides.json"  # where an older version kept them (one node)
 MIGRATED_SUFFIX = ".migrated"
 
 
-class SharedOverrides(OverrideStore):
+class SharedOverrides(OverrideStore, BackgroundPart):
     """``async with``: loads the table (after moving a legacy file in), then keeps the
     mirror current (PostgreSQL: LISTEN/NOTIFY) until left."""
 
@@ -124,25 +122,15 @@ class SharedOverrides(OverrideStore):
 
     # -- the part --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         # Calls start after this part: known overrides should apply to the first one.
         try:
             async with asyncio.timeout(self.start_timeout):
                 await self._start()
         except Exception as exc:  # a database away at start: calls go on, retried behind
             log.warning("calendar overrides: not read at start (%s); retrying", exc)
-        self._tasks.spawn(self._run(), "overrides")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         if not self.started:
             await self._retrying("start", self._start)
         if not shared(self.engine):

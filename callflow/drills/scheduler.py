@@ -13,11 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from ..flow.registry import LoadedFlow
-from ..tasks import Tasks
+from ..tasks import BackgroundPart, Tasks
 from .results import DrillMode, DrillResult
 from .runner import DrillRunner
 from .targets import DrillTarget, drill_targets
@@ -53,7 +52,7 @@ class LegReading:
     last_success: DrillResult | None
 
 
-class Drills:
+class Drills(BackgroundPart):
     def __init__(
         self,
         runner: DrillRunner,
@@ -79,7 +78,7 @@ class Drills:
         self.next_drill: dict[str, datetime | None] = {}
         self._tasks = Tasks("drills", log)
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         if self.log is not None:
             try:
                 last, ok = await self.log.latest()
@@ -88,17 +87,10 @@ class Drills:
             else:
                 self._remember(last)
                 self._remember(ok)
-        if self.scheduled:
-            self._tasks.spawn(self._schedule(), "drill schedule")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
+    async def run(self) -> None:
+        if self.scheduled:
+            await self._schedule()
 
     async def drill(self, flow_name: str, destination: str | None = None) -> list[DrillResult]:
         """Drill one flow now (every forwarding destination, or one).  ``KeyError``: no such

@@ -20,12 +20,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..tasks import Tasks
+from ..tasks import BackgroundPart, Tasks
 from .cdr import CdrCall, CdrFile, merge_calls
 from .cdr_import import FlowOf, close_calls, import_fallback_calls, open_calls
 from .privacy import CallerPrivacy
@@ -38,7 +36,7 @@ log = logging.getLogger("callflow.store")
 Channels = Callable[[], Awaitable[Collection[str] | None]]
 
 
-class AfterCrash:
+class AfterCrash(BackgroundPart):
     """``async with AfterCrash(...)``: runs the CDR import and the closing of open calls."""
 
     def __init__(
@@ -75,19 +73,7 @@ class AfterCrash:
         self._tasks = Tasks("after crash", log)
         self._failing = False
 
-    async def __aenter__(self) -> Self:
-        self._tasks.spawn(self._loop(), "after-crash")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 await self.run_once()
