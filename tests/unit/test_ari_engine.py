@@ -14,12 +14,9 @@ from callflow.ari.channels import ChannelRegistry
 from callflow.ari.service import CallService
 from callflow.flow.engine import Engine
 from callflow.flow.events import (
-    CallAnswered,
-    CallInfo,
     Outcome,
     OutcomeKind,
     StepKind,
-    StepRecord,
     StepResult,
 )
 from callflow.flow.services import Services
@@ -31,32 +28,13 @@ from tests.support.fake_asterisk import (
     route_to,
 )
 from tests.support.flows import compile_flow
+from tests.support.observer import RecordingObserver
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.looptime
 
 CALLER = "caller-1"
 TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class Log:
-    """The call log as the engine reports it."""
-
-    def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
-        self.outcomes: list[Outcome] = []
-
-    def call_started(self, info: CallInfo) -> None:
-        pass
-
-    def step(self, record: StepRecord) -> None:
-        self.steps.append(record)
-
-    def call_answered(self, event: CallAnswered) -> None:
-        pass
-
-    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
-        self.outcomes.append(outcome)
 
 
 FLOW = """
@@ -88,10 +66,10 @@ steps:
 
 async def call_through(
     pbx: FakeAsterisk, registry: ChannelRegistry, flow: str = FLOW
-) -> tuple[Outcome, Log]:
+) -> tuple[Outcome, RecordingObserver]:
     channel = pbx.add_caller(CALLER)
     call = AriCall(client_for(pbx), registry, channel, dialed="100")
-    log = Log()
+    log = RecordingObserver()
     services = Services(clock=lambda: TUESDAY_10H, observer=log)
     async with asyncio.timeout(3600):  # virtual seconds: a stuck call fails the test
         outcome = await Engine(services).run(compile_flow(flow), call)
