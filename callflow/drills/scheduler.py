@@ -26,6 +26,7 @@ log = logging.getLogger("callflow.drills")
 
 Key = tuple[str, str, str]  # flow, destination, trunk
 RECHECK = timedelta(minutes=15)  # the schedule is computed again (reloads, feeds, overrides)
+MAX_UNSTORED = 1000  # results kept for the database at most (the newest): a bounded memory
 NOT_READY = timedelta(seconds=5)  # a due drill waits this long for the PBX link, again
 LOOKAHEAD = timedelta(days=8)  # how far the next drill is looked for
 
@@ -77,6 +78,10 @@ class Drills(BackgroundPart):
         self.last_success: dict[Key, DrillResult] = {}
         self.next_drill: dict[str, datetime | None] = {}
         self._tasks = Tasks("drills", log)
+        # Results the database could not take yet (it was away): stored again with the next
+        # ones, at each pass of the schedule and when the part stops, so the audit
+        # (`check --horizon`) and the other nodes see them once it is back.
+        self._unstored: list[DrillResult] = []
 
     async def start(self) -> None:
         if self.log is not None:
@@ -91,6 +96,10 @@ class Drills(BackgroundPart):
     async def run(self) -> None:
         if self.scheduled:
             await self._schedule()
+
+    async def stop(self) -> None:
+        if self._unstored:
+            await self._store([])
 
     async def drill(self, flow_name: str, destination: str | None = None) -> list[DrillResult]:
         """Drill one flow now (every forwarding destination, or one).  ``KeyError``: no such
@@ -109,12 +118,24 @@ class Drills(BackgroundPart):
         for r in results:
             log.log(logging.INFO if r.passed else logging.WARNING, "drill: %s", r.line())
         self._remember(results)
-        if self.log is not None and results:
-            try:
-                await self.log.record(results)
-            except Exception as exc:  # kept in memory: the page and metrics still say it
-                log.error("drills: results not stored: %s", exc)
+        await self._store(results)
         return results
+
+    async def _store(self, results: Sequence[DrillResult]) -> None:
+        if self.log is None:
+            return
+        pending = [*self._unstored, *results]
+        if not pending:
+            return
+        try:
+            await self.log.record(pending)
+        except Exception as exc:  # kept in memory: the page and metrics still say it
+            self._unstored = pending[-MAX_UNSTORED:]
+            log.error("drills: %d result(s) not stored yet (%s); retried", len(pending), exc)
+        else:
+            if self._unstored:
+                log.info("drills: %d result(s) stored after a failure", len(self._unstored))
+            self._unstored = []
 
     def _remember(self, results: Sequence[DrillResult]) -> None:
         for r in results:
@@ -146,6 +167,8 @@ class Drills(BackgroundPart):
         """Drill each flow once per drill time, while that time's hour lasts."""
         done: set[tuple[str, datetime]] = set()
         while True:
+            if self._unstored:
+                await self._store([])
             now = self.clock()
             wake = now + RECHECK
             upcoming: dict[str, datetime | None] = {}  # flows removed by a reload drop out

@@ -1,7 +1,8 @@
 """Drill results in the call log's database (table ``drills``).
 
-Written directly, not through the journal: a drill is not a call, holds no patient data, and
-a result the database could not take is still kept in memory (page, metrics) and logged.
+Written directly, not through the journal: a drill is not a call and holds no patient data.
+A result the database could not take is kept in memory (page, metrics), logged, and stored
+again with the next ones (``drills.scheduler.Drills``).
 
 Each row carries its node ([node] name): several nodes share one database, and each drills
 over its own trunks (trunk-a of one node is not trunk-a of another).  A daemon reads back its
