@@ -143,19 +143,24 @@ def _import_row(c: CdrCall, action: str, now: datetime) -> dict[str, Any]:
 
 
 async def open_calls(
-    engine: AsyncEngine, started_before: datetime, node: str | None = None
+    engine: AsyncEngine,
+    started_before: datetime,
+    node: str | None = None,
+    *,
+    untagged: bool = True,
 ) -> list[OpenCall]:
     """The calls without an end that started before ``started_before`` (this daemon's
     start: later ones are its own, running now), with what their steps had reached.
 
-    With ``node``, only that node's calls (and untagged ones, logged before nodes were):
-    another node's open call is running on that node's Asterisk, which this daemon cannot
-    see, and is that node's to close."""
+    With ``node``, only that node's calls (and, unless ``untagged`` is False, untagged ones,
+    logged before nodes were): another node's open call is running on that node's Asterisk,
+    which this daemon cannot see, and is that node's to close."""
     query = select(Call.id, Call.started, Call.answered).where(
         Call.outcome.is_(None), Call.started < started_before
     )
     if node is not None:
-        query = query.where(or_(Call.node == node, Call.node.is_(None)))
+        mine = Call.node == node
+        query = query.where(or_(mine, Call.node.is_(None)) if untagged else mine)
     async with engine.connect() as conn:
         calls = (await conn.execute(query)).all()
         ids = [c.id for c in calls]

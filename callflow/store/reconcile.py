@@ -133,4 +133,23 @@ def _from_cdr(call: OpenCall, cdr: CdrCall) -> Closing:
     )
 
 
-__all__ = ["Closing", "OpenCall", "reconcile"]
+def retired(call: OpenCall, node: str, by: str, now: datetime) -> Closing:
+    """An open call of a node an administrator retired (gone for good, with its Asterisk
+    and its daemon): nobody is left to say how the call ended."""
+    how = f"closed by {by}: node {node} retired with the call open"
+    if call.reached is not None:
+        return Closing(
+            call.id,
+            call.reached,
+            now,
+            f"reached before node {node} went away; {how}",
+            answered=call.answered,
+            destination=call.destination,
+            step=call.step,
+        )
+    return Closing(
+        call.id, OutcomeKind.LOST, now, f"{how}; how it ended is unknown", step=call.step
+    )
+
+
+__all__ = ["Closing", "OpenCall", "reconcile", "retired"]
