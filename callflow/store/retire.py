@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .cdr_import import close_calls, open_calls
+from .maintenance import record_action
 from .models import Call
 from .reconcile import retired
 
@@ -61,6 +62,10 @@ async def retire_node(
     closings = [retired(c, node, by, now) for c in calls]
     closed = set(await close_calls(engine, closings, {}, now))
     reached = sum(1 for c in calls if c.id in closed and c.reached is not None)
+    if last is not None:  # the audit trail: calls closed by hand, by whom
+        async with engine.begin() as conn:
+            detail = {"node": node, "closed": len(closed), "reached": reached}
+            await record_action(conn, by, "retire node", detail, now)
     return Retired(node, len(closed), reached, last)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.flow.events import OutcomeKind, StepKind, StepResult
-from callflow.store.models import Call
+from callflow.store.models import AdminAction, Call
 from callflow.store.recorder import Recorder
 from callflow.store.retire import NodeActive, retire_node
 
@@ -65,6 +65,12 @@ async def test_the_retired_nodes_open_calls_are_closed_and_no_one_elses(
     assert got["untagged"] == (None, None)  # no node's: not this one's to close
     again = await retire_node(engine, "gone", by="cli:admin", now=NOW, quiet=QUIET)
     assert again.closed == 0  # once
+    async with engine.connect() as conn:
+        audit = (await conn.execute(select(AdminAction.who, AdminAction.detail))).all()
+    assert sorted((tuple(a) for a in audit), key=lambda a: -a[1]["closed"]) == [
+        ("cli:admin", {"node": "gone", "closed": 2, "reached": 1}),
+        ("cli:admin", {"node": "gone", "closed": 0, "reached": 0}),
+    ]
 
 
 async def test_a_node_that_logged_a_call_within_the_quiet_period_is_refused(
