@@ -56,7 +56,7 @@ from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
-from .store.aftercrash import AfterCrash
+from .store.aftercrash import ALIVE_FILE, AfterCrash
 from .store.cdr import CdrFile
 from .store.drill_log import SqlDrillLog
 from .store.store import Store
@@ -282,6 +282,8 @@ class Daemon:
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
             node=self.node,
+            alive_file=settings.state_dir / ALIVE_FILE,
+            retention=timedelta(days=settings.privacy.retention_days),
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress

@@ -66,11 +66,28 @@ async def import_fallback_calls(
     flow_of: FlowOf,
     now: datetime,
     node: str | None = None,
+    not_before: datetime | None = None,
+    lost_window: tuple[datetime, datetime] | None = None,
 ) -> list[str]:
     """Log every call of ``cdrs`` missing from the call log: with outcome ``fallback`` when
     it went through the dialplan fallback, else (an incoming call that is over) as the
-    caller left it (``abandoned``, or ``lost``); returns the ids logged by this call."""
-    fallback = {c.uniqueid: c for c in cdrs if c.went_to_fallback or c.over}
+    caller left it (``abandoned``, or ``lost``); returns the ids logged by this call.
+
+    No call that started before ``not_before`` (the retention cutoff: the purge removed
+    the calls older than that, and a CDR file outlives them) is imported.  A call without
+    the fallback is imported only when it started within ``lost_window`` (the moments
+    around the previous run's end, when a crash could lose its records; None: none is):
+    any other such call missing from the log was logged by the daemon and purged since,
+    or the database was restored from a backup, and its CDR alone would log it falsely."""
+
+    def wanted(c: CdrCall) -> bool:
+        if not_before is not None and c.start < not_before:
+            return False
+        if c.went_to_fallback:
+            return True
+        return c.over and lost_window is not None and lost_window[0] <= c.start <= lost_window[1]
+
+    fallback = {c.uniqueid: c for c in cdrs if wanted(c)}
     if not fallback:
         return []
     async with engine.begin() as conn:
