@@ -91,12 +91,19 @@ def originated(pbx: FakeAsterisk) -> list[str]:
 # -- what is drilled ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("number", [*EMERGENCIES, "+33 15", "1 12"])
+@pytest.mark.parametrize(
+    "number",
+    # As written, and as a carrier might read a prefixed form (found in review: "+112",
+    # "+15" and "33112" passed as ordinary numbers).
+    [*EMERGENCIES, "+33 15", "1 12", "+112", "+15", "33112", "0033 116 117", "+33116117"],
+)
 def test_french_emergency_and_urgent_numbers_are_known(number: str) -> None:
     assert is_emergency_number(number)
 
 
-@pytest.mark.parametrize("number", ["0180000000", "0612345678", "+33180000000", "3631"])
+@pytest.mark.parametrize(
+    "number", ["0180000000", "0612345678", "+33180000000", "0033180000000", "3631", "+3311234"]
+)
 def test_ordinary_numbers_are_not_emergencies(number: str) -> None:
     assert not is_emergency_number(number)
 
