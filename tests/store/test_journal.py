@@ -150,3 +150,40 @@ async def test_a_slow_database_write_does_not_hold_the_journal_up(
             release.set()  # the write ends (else the recorder's close would wait on it)
         await rec.flush()
     assert await counts(engine) == (CALLS + 1, (CALLS + 1) * STEPS, 0)
+
+
+async def test_records_reported_while_a_refused_batch_is_retried_one_by_one_are_journaled(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: a batch the database refused is written again record by record (up
+    # to a batch of transactions in a row); records reported meanwhile waited in memory.
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = recorder_module.write_records
+
+    async def refusing(conn: Any, records: Any, **kwargs: Any) -> None:
+        if len(records) > 1:
+            raise ValueError("a malformed record in the batch")  # bad data: one by one
+        entered.set()
+        await release.wait()  # each single write waits: a slow database
+        await real(conn, records, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "write_records", refusing)
+    spool = tmp_path / "spool"
+    rec = Recorder(engine, spool, flush_interval=0.05, commit_interval=0.05, write_timeout=600)
+    async with rec:
+        try:
+            play_call(rec, "first", STEPS)
+            await poll(entered.is_set, "the batch retried record by record")
+            for n in range(CALLS):
+                play_call(rec, f"c{n}", STEPS)
+            ids = {f"c{n}" for n in range(CALLS)}
+            await poll(
+                lambda: ids <= {r.get("id") or r.get("call_id") for r in journaled(spool)},
+                "the records reported during the retry, in the journal",
+            )
+            assert rec.queue_depth == 0
+        finally:
+            release.set()
+        monkeypatch.setattr(recorder_module, "write_records", real)
+        await rec.flush()
+    assert await counts(engine) == (CALLS + 1, (CALLS + 1) * STEPS, 0)
