@@ -4,6 +4,7 @@ AriClient on the fake Asterisk transport, virtual clock), and never an emergency
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -217,3 +218,19 @@ steps:
         with pytest.raises(EmergencyNumberRefused):
             await caller.call(f"PJSIP/{number}@trunk-a", 6.0, None)
     assert pbx.requests == []
+
+
+@pytest.mark.parametrize("fault", [FakeAsterisk.stall, FakeAsterisk.drop])
+async def test_an_originate_with_no_answer_is_hung_up_all_the_same(
+    fault: Callable[[FakeAsterisk, str, str], None],
+) -> None:
+    # Found in review: a timeout or a dropped socket may come after Asterisk created the
+    # channel; taken for a refusal, the test call was left ringing the secretariat while
+    # the next trunk's rang too.
+    runner, pbx = setup({"PJSIP/0180000000@trunk-a": ANSWER, "PJSIP/0180000000@trunk-b": ANSWER})
+    fault(pbx, "POST", "/channels")
+    spec = compile_flow(FLOW).spec
+    a, _b = await runner.run(drill_targets(spec, "telesecretariat"))
+    assert not a.passed and "no answer from the PBX" in a.reason
+    lines = pbx.lines()
+    assert lines[0] == "POST /channels" and lines[1].startswith("DELETE /channels/drill-")
