@@ -51,6 +51,7 @@ from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .metrics.drill_gauges import DrillGauges
+from .overrides import COPY_FILE as OVERRIDES_COPY
 from .overrides import OVERRIDES_FILE, SharedOverrides
 from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
@@ -168,6 +169,7 @@ class Daemon:
             node=self.node,
             clock=lambda: datetime.now(UTC),
             legacy_file=settings.state_dir / OVERRIDES_FILE,
+            copy_file=settings.state_dir / OVERRIDES_COPY,
         )
         self.metrics = Metrics(self._probes())
         self.services = Services(
