@@ -547,11 +547,16 @@ class _Run:
         ring = dest.ring if limit is None else max(0.0, min(dest.ring, limit))
         if dest.endpoint is not None:
             targets: list[tuple[str, str | None, float | None]] = [(dest.endpoint, None, None)]
+            usable: set[str] = set()
         else:
             assert dest.number is not None and dest.route is not None
-            trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
+            route = self.spec.routes[dest.route]
+            trunks = self.s.trunks.candidates(route, emergency=emergency)
             limit_setup = self.s.trunk_setup_timeout
             targets = [(f"PJSIP/{dest.number}@{t}", t, limit_setup) for t in trunks]
+            # The trunks usable before any ring (an emergency rings even those already down):
+            # only a trunk lost *during* its ring makes the ring-out the trunk's fault.
+            usable = set(self.s.trunks.candidates(route, emergency=False) if emergency else trunks)
         status = DialStatus.CHANUNAVAIL  # no trunk to try
         for target, trunk, setup in targets:
             self.rings += 1
@@ -561,6 +566,7 @@ class _Run:
             if (
                 status is DialStatus.NOANSWER
                 and trunk is not None
+                and trunk in usable
                 and not self.s.trunks.candidates([trunk], emergency=False)
             ):
                 # It rang out on a trunk that went down meanwhile (qualify lost it): the
