@@ -9,8 +9,10 @@ a client that goes away does not cut a test call in the middle, and the daemon's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -38,6 +40,10 @@ class DrillLog(Protocol):
 
     async def latest(self) -> tuple[list[DrillResult], list[DrillResult]]:
         """The last result of each leg, and the last successful one."""
+        ...
+
+    def exclusive(self, line: str) -> AbstractAsyncContextManager[None]:
+        """Held while this node drills ``line``: no other node drills it meanwhile."""
         ...
 
 
@@ -114,7 +120,9 @@ class Drills(BackgroundPart):
         return await asyncio.shield(task)
 
     async def _run(self, targets: Sequence[DrillTarget]) -> list[DrillResult]:
-        results = await self.runner.run(targets)
+        results: list[DrillResult] = []
+        for line in dict.fromkeys(t.number for t in targets):  # in the targets' order
+            results += await self._drill_line([t for t in targets if t.number == line])
         for r in results:
             log.log(logging.INFO if r.passed else logging.WARNING, "drill: %s", r.line())
         self._remember(results)
@@ -136,6 +144,18 @@ class Drills(BackgroundPart):
             if self._unstored:
                 log.info("drills: %d result(s) stored after a failure", len(self._unstored))
             self._unstored = []
+
+    async def _drill_line(self, targets: Sequence[DrillTarget]) -> list[DrillResult]:
+        """The legs to one line, while no other node drills it (the drill log's lock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.log is not None:
+                try:
+                    await stack.enter_async_context(self.log.exclusive(targets[0].number))
+                except Exception as exc:  # a drill not run is worse than two at once
+                    name = f"{targets[0].flow}/{targets[0].destination}"
+                    log.warning("drill of %s: other nodes not held off (%s)", name, exc)
+            results = await self.runner.run(targets)
+        return results
 
     def _remember(self, results: Sequence[DrillResult]) -> None:
         for r in results:

@@ -3,6 +3,7 @@ and the daemon's schedule, which drills each flow once in that hour."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -180,6 +181,9 @@ class _FlakyLog:
 
     async def latest(self) -> tuple[list[DrillResult], list[DrillResult]]:
         return [], []
+
+    def exclusive(self, line: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
 
 
 async def test_results_the_database_could_not_take_are_stored_with_the_next_ones() -> None:
