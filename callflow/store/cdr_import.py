@@ -7,8 +7,9 @@
   daemon on the same database, import nothing twice.
   An incoming call that did not go through the fallback, is over (its hangup handler
   ran) and is not in ``calls`` either was the daemon's, whose records a kill caught before
-  they reached the journal (the last ``commit_interval``): it is logged from its CDR,
-  ``abandoned`` when the caller hung up, else ``lost``, so that no call is missing.
+  they reached the journal (the last ``commit_interval``): it is logged from its CDR as
+  ``lost`` (whoever hung up, the daemon was dead: nobody served it), so that no call is
+  missing.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -71,7 +72,7 @@ async def import_fallback_calls(
 ) -> list[str]:
     """Log every call of ``cdrs`` missing from the call log: with outcome ``fallback`` when
     it went through the dialplan fallback, else (an incoming call that is over) as the
-    caller left it (``abandoned``, or ``lost``); returns the ids logged by this call.
+    daemon's crash left it (``lost``); returns the ids logged by this call.
 
     No call that started before ``not_before`` (the retention cutoff: the purge removed
     the calls older than that, and a CDR file outlives them) is imported.  A call without
@@ -137,7 +138,7 @@ async def import_fallback_calls(
 def _outcome(c: CdrCall) -> OutcomeKind:
     if c.went_to_fallback:
         return OutcomeKind.FALLBACK
-    return OutcomeKind.ABANDONED if c.hangup_by == "caller" else OutcomeKind.LOST
+    return OutcomeKind.LOST  # taken, then the daemon died: whoever hung up, nobody served it
 
 
 def _detail(c: CdrCall) -> str:

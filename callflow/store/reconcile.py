@@ -9,8 +9,9 @@ the call ran.  At the restart, each open call is closed from what Asterisk knows
   the call ends as it was reached (``answered``, ``forwarded``...); a conversation cut by
   the crash is not a missed call.
 * its CDR says the dialplan fallback took it: ``recovered``, with what the dialplan did.
-* its CDR says the caller hung up: ``abandoned``.
-* its CDR says Asterisk (or a peer) ended it while nobody was reached: ``lost``.
+* its CDR says it ended (the caller hung up, or Asterisk, or a peer) while nobody was
+  reached: ``lost``, a technical failure: a caller who hung up did so in the silence of a
+  dead daemon, not as a caller who leaves a working line (``abandoned``).
 * no CDR ``settle`` seconds after the channel was seen gone (Asterisk restarted, or keeps
   no CDRs): ``lost``.
 
@@ -116,11 +117,13 @@ def _from_cdr(call: OpenCall, cdr: CdrCall) -> Closing:
             step=call.step,
         )
     if cdr.hangup_by == "caller":
+        # Not "abandoned": the caller hung up in the silence of a dead daemon (review: the
+        # crash's cost was logged as the callers' doing, and left out of the failures).
         return Closing(
             call.id,
-            OutcomeKind.ABANDONED,
+            OutcomeKind.LOST,
             cdr.end,
-            "the caller hung up while the daemon was down",
+            "left open by a crash of the daemon; the caller hung up before anyone was reached",
             step=call.step,
         )
     by = {"peer": "a peer", "pbx": "Asterisk"}.get(cdr.hangup_by, "Asterisk (or a peer)")

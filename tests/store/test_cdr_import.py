@@ -146,7 +146,8 @@ async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
     assert again == []
     log = await calls(engine)
     assert set(log) == {"known", "left", "cut"}
-    assert (log["left"][0], log["cut"][0], log["known"][0]) == ("abandoned", "lost", "abandoned")
+    # Lost, whoever hung up: the daemon was dead (a caller in its silence is no abandon).
+    assert (log["left"][0], log["cut"][0], log["known"][0]) == ("lost", "lost", "abandoned")
     assert "lost at a crash" in log["left"][4] and "hung up by the caller" in log["left"][4]
 
 
@@ -317,7 +318,7 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
         await part.run_once()
         got = await calls(engine)
         assert {k: v[0] for k, v in got.items()} == {
-            "gave-up": "abandoned",
+            "gave-up": "lost",  # the caller hung up in the dead daemon's silence
             "rescued": "recovered",
             "died": "lost",
             "talking": "answered",
@@ -336,7 +337,7 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
         await part.run_once()
         assert part.open_left == 0
         before = await calls(engine)
-        assert before["still-up"][0] == "abandoned"
+        assert before["still-up"][0] == "lost"
         for _ in range(2):  # nothing is logged twice, whatever runs again
             await part.run_once()
         part2 = AfterCrash(
@@ -381,7 +382,7 @@ async def test_a_call_open_in_the_journal_only_is_closed_after_the_journal_is_fe
     )
     async with rec, part:
         await wait_for(lambda: part.open_left == 0)
-    assert (await calls(engine))["in-journal"][0] == "abandoned"
+    assert (await calls(engine))["in-journal"][0] == "lost"
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
