@@ -85,7 +85,7 @@ def _reached(call: OpenCall, ended: datetime, how: str) -> Closing:
         call.id,
         call.reached,
         ended,
-        f"reached before a crash of the daemon; {how}",
+        f"reached before the daemon went away; {how}",
         answered=call.answered,
         destination=call.destination,
         step=call.step,
@@ -141,15 +141,7 @@ def retired(call: OpenCall, node: str, by: str, now: datetime) -> Closing:
     and its daemon): nobody is left to say how the call ended."""
     how = f"closed by {by}: node {node} retired with the call open"
     if call.reached is not None:
-        return Closing(
-            call.id,
-            call.reached,
-            now,
-            f"reached before node {node} went away; {how}",
-            answered=call.answered,
-            destination=call.destination,
-            step=call.step,
-        )
+        return _reached(call, now, how)
     return Closing(
         call.id, OutcomeKind.LOST, now, f"{how}; how it ended is unknown", step=call.step
     )

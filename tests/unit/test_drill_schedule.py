@@ -186,12 +186,18 @@ class _FlakyLog:
         return contextlib.nullcontext()
 
 
-async def test_results_the_database_could_not_take_are_stored_with_the_next_ones() -> None:
+def _drills_on_a_flaky_log() -> tuple[Drills, _FlakyLog, _Clock]:
+    """Drills by hand whose database is away for the first write."""
     clock = _Clock(local(2026, 10, 23, 10, 0).astimezone(UTC))
     runner = DrillRunner(_Answering(clock), lambda t: (True, "reachable"), clock)
     drill_log = _FlakyLog(down=1)
     loaded = flow()
     drills = Drills(runner, lambda: {"cabinet": loaded}, drill_log, clock, scheduled=False)
+    return drills, drill_log, clock
+
+
+async def test_results_the_database_could_not_take_are_stored_with_the_next_ones() -> None:
+    drills, drill_log, clock = _drills_on_a_flaky_log()
     async with drills:
         first = await drills.drill("cabinet")
         assert drill_log.stored == []  # the database was away
@@ -202,11 +208,7 @@ async def test_results_the_database_could_not_take_are_stored_with_the_next_ones
 
 
 async def test_results_not_stored_are_tried_again_when_the_daemon_stops() -> None:
-    clock = _Clock(local(2026, 10, 23, 10, 0).astimezone(UTC))
-    runner = DrillRunner(_Answering(clock), lambda t: (True, "reachable"), clock)
-    drill_log = _FlakyLog(down=1)
-    loaded = flow()
-    drills = Drills(runner, lambda: {"cabinet": loaded}, drill_log, clock, scheduled=False)
+    drills, drill_log, _ = _drills_on_a_flaky_log()
     async with drills:
         results = await drills.drill("cabinet")
         assert drill_log.stored == []
