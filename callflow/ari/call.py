@@ -125,6 +125,8 @@ class AriCall:
         self._legs: dict[str, _Channel] = {}
         self.answered = channel.get("state") == "Up"
         self.bridged = False  # currently talking to someone through a bridge
+        # Set by ``detach``: the daemon stops, the conversation goes on without it.
+        self._detached = asyncio.Event()
         self.left = False  # handed back to the dialplan: not ours to hang up any more
         self.lost = False  # the channel vanished while we were disconnected, or the PBX cut it
         self._hanging_up = False  # we asked Asterisk to hang the caller up
@@ -427,11 +429,12 @@ class AriCall:
                 await self._caller_op(self.client.get_channel(self.id))
                 raise
             with contextlib.suppress(_Gone, CallerHangup):
-                await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
+                await self._race(self._detached.wait(), timeout=None, watch=[leg])
         finally:
             self.bridged = False
-            with contextlib.suppress(AriError):
-                await self.client.destroy_bridge(bridge_id)
+            if not self.detached:  # left to go on: the bridge is the conversation
+                with contextlib.suppress(AriError):
+                    await self.client.destroy_bridge(bridge_id)
 
     async def dial(
         self,
@@ -489,12 +492,17 @@ class AriCall:
             if status is not DialStatus.ANSWER:
                 return DialResult(status)
             await self._bridge_until_end(leg)
+            if self.detached:
+                return DialResult(DialStatus.ANSWER, delay, caller_hung_up=True, detached=True)
             # The caller still here: the callee hung up, and the flow may go on (a survey).
             return DialResult(DialStatus.ANSWER, delay, caller_hung_up=self.gone)
         finally:
             if message is not None:
                 await self._stop_message(message)
-            await self._end_leg(leg)
+            if self.detached:
+                self._drop_leg(leg)  # the callee talks on: only forgotten here
+            else:
+                await self._end_leg(leg)
 
     async def _start_message(self, prompts: Sequence[str]) -> str | None:
         """Start playing ``prompts`` to the caller without waiting for them to end."""
@@ -584,7 +592,21 @@ class AriCall:
         await self._quiet(self._chan)
         await self._caller_op(self.client.set_variable(self.id, name, value))
 
+    @property
+    def detached(self) -> bool:
+        return self._detached.is_set()
+
+    def detach(self) -> None:
+        """The daemon stops during a conversation: the dial returns as answered and the
+        call ends in the log as reached, leaving the bridge, the caller and the callee to
+        talk on in Asterisk (the next start watches the bridge: ``BridgeWatch``).  Nothing
+        is hung up from here on."""
+        self._detached.set()
+
     async def hangup(self) -> None:
+        if self.detached:
+            self.close()
+            return
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         if not self.gone and not self.left:

@@ -268,3 +268,48 @@ async def test_a_first_connection_with_nothing_stranded_costs_one_request() -> N
     service = CallService(client_for(pbx), engine=None, flows=None, registry=registry)  # type: ignore[arg-type]
     await service.recover()
     assert pbx.lines() == ["GET /applications/callflow"]  # no GET /channels: no call to check
+
+
+# -- stopping the daemon during a conversation -------------------------------------------------
+
+
+class _OneFlow:
+    """The service's flows: every number enters ``FLOW``."""
+
+    def __init__(self) -> None:
+        self.flow = compile_flow(FLOW)
+
+    def for_number(self, dialed: str) -> object:
+        return self.flow
+
+
+async def test_a_conversation_goes_on_when_the_daemon_stops_and_is_logged_answered() -> None:
+    # Found in review: after the stop's grace, a bridged call's task was cancelled, which
+    # destroyed the bridge and hung up the doctor: the patient was left alone in silence,
+    # and the call logged failed though the doctor had answered.
+    registry = ChannelRegistry()
+    service: CallService | None = None
+
+    def sink(event: dict[str, object]) -> None:
+        assert service is not None
+        service.dispatch(event)
+
+    pbx = FakeAsterisk({"PJSIP/doctor": ANSWER}, sink=sink)
+    log = RecordingObserver()
+    engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
+    service = CallService(client_for(pbx), engine, _OneFlow(), registry=registry)  # type: ignore[arg-type]
+    service.dispatch({"type": "StasisStart", "channel": pbx.add_caller(CALLER), "args": ["100"]})
+    pbx.press(CALLER, "1", after=1.5)  # the menu (after the 1 s welcome): 1, the doctor
+    await wait_until(lambda: CALLER in service.calls and service.calls[CALLER][0].bridged, 60)
+    await service.stop(grace=0.0)
+    [(_, outcome)] = log.ended
+    assert (outcome.kind, outcome.destination) == (OutcomeKind.ANSWERED, "doctor")
+    dial = [r for r in log.steps if r.kind is StepKind.DIAL]
+    assert dial[-1].detail == "the daemon stopped during the conversation: left to go on"
+    # Nothing torn down: the bridge holds both, nobody hung up, no fallback.
+    assert pbx.hung_up() == []
+    assert not [line for line in pbx.lines() if line.startswith("DELETE /bridges")]
+    assert not pbx.sent("POST", f"/channels/{CALLER}/continue")
+    assert [sorted(members) for members in pbx.bridges.values()] == [
+        sorted([CALLER, *[c for c in pbx.channels if c.startswith("leg-")]])
+    ]
