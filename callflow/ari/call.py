@@ -21,7 +21,7 @@ from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriBadRequest, AriError, AriNotFound
+from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -128,6 +128,7 @@ class AriCall:
         # Set by ``detach``: the daemon stops, the conversation goes on without it.
         self._detached = asyncio.Event()
         self.left = False  # handed back to the dialplan: not ours to hang up any more
+        self._left_app = False  # its StasisEnd came after we handed it to the dialplan
         self.lost = False  # the channel vanished while we were disconnected, or the PBX cut it
         self._hanging_up = False  # we asked Asterisk to hang the caller up
         registry.register(self._chan.id, self)
@@ -186,6 +187,7 @@ class AriCall:
             if isinstance(cause, int) and chan.cause is None:
                 chan.cause = cause
             if kind == "StasisEnd" and chan is self._chan and self.left:
+                self._left_app = True  # the continue was carried out, whatever its answer
                 return  # we sent it to the dialplan ourselves
             chan.gone.set()
         elif kind == "StasisStart" and chan is not self._chan:
@@ -571,6 +573,11 @@ class AriCall:
         try:
             await self.continue_to(self._fallback_context)
         except TelephonyError as exc:
+            if isinstance(exc, AriConnectionError) and await self._continued_anyway():
+                # No answer to the request, but Asterisk carried it out (review: the caller,
+                # ringing the secretariat in the dialplan, was hung up from here).
+                log.warning("call=%s in the dialplan fallback despite: %s", self.id, exc)
+                return True
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             try:
@@ -580,6 +587,19 @@ class AriCall:
                 self.close()
             return False
         return True
+
+    async def _continued_anyway(self) -> bool:
+        """After a continue request that got no answer: did the caller leave our app for
+        the dialplan all the same?  Its StasisEnd says so; else Asterisk is asked (the
+        events may be lost with the socket): a channel now in the fallback's context is
+        there.  Unknown (Asterisk still silent): not known to be, so False."""
+        if self._left_app:
+            return True
+        try:
+            channel = await self.client.get_channel(self.id)
+        except AriError:
+            return False
+        return str((channel.get("dialplan") or {}).get("context", "")) == self._fallback_context
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""

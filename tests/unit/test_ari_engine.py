@@ -123,6 +123,28 @@ async def test_an_ari_failure_mid_call_goes_to_the_dialplan_fallback_logged_fail
     assert pbx.sent("POST", "/channels") == []
 
 
+@pytest.mark.parametrize("carried_out", [True, False])
+async def test_a_continue_with_no_answer_is_checked_before_the_caller_is_hung_up(
+    carried_out: bool,
+) -> None:
+    # Found in review: a continue to the fallback that Asterisk carried out but whose
+    # answer was lost (the socket dropped) was taken for a failure, and the caller, now
+    # ringing the secretariat in the dialplan, was hung up.
+    pbx, registry = make()
+    pbx.drop("POST", f"/channels/{CALLER}/play")  # the welcome fails: to the fallback
+    if carried_out:
+        pbx.lose_answer("POST", f"/channels/{CALLER}/continue")
+    else:
+        pbx.drop("POST", f"/channels/{CALLER}/continue")
+    outcome, _ = await call_through(pbx, registry)
+    assert outcome.kind is OutcomeKind.FAILED
+    if carried_out:
+        assert pbx.hung_up() == []  # in the fallback: not ours to hang up
+        assert "could not reach the dialplan fallback" not in outcome.detail
+    else:
+        assert pbx.hung_up() == [CALLER]  # still in our app with nowhere to go
+
+
 async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
     # Issue #11 at 200 cps: the answer timed out, the menu's ``failed`` branch led to a
     # plain hangup step, and the call was logged ``hangup`` as if the caller was served.
