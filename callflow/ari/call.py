@@ -368,6 +368,10 @@ class AriCall:
                 caller_id=caller_id,
                 variables={LEG_ROLE_VAR: "leg"},
             )
+        except AriConnectionError:
+            # No answer: the leg may ring all the same (its id is ours): hang it up.
+            await self._end_leg(leg)
+            raise
         except AriError:
             self._drop_leg(leg)
             raise
@@ -477,11 +481,13 @@ class AriCall:
         started = loop.time()
         leg = await self._originate(target, timeout, caller_id)
         message: str | None = None
-        if while_ringing:
-            message = await self._start_message(while_ringing)
-        else:
-            await self._hold(True)
         try:
+            # Inside the try: a caller gone as the message starts must not leave the leg
+            # ringing (review: the SAMU rang on, then was hung up on when it answered).
+            if while_ringing:
+                message = await self._start_message(while_ringing)
+            else:
+                await self._hold(True)
             status = await self._ring_leg(leg, timeout, setup_timeout)
             delay = loop.time() - started
             if status is DialStatus.ANSWER and confirm is not None:

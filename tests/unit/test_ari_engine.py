@@ -22,6 +22,7 @@ from callflow.flow.events import (
 from callflow.flow.services import Services
 from tests.support.fake_asterisk import (
     ANSWER,
+    RINGOUT,
     FakeAsterisk,
     Leg,
     client_for,
@@ -335,3 +336,32 @@ async def test_a_conversation_goes_on_when_the_daemon_stops_and_is_logged_answer
     assert [sorted(members) for members in pbx.bridges.values()] == [
         sorted([CALLER, *[c for c in pbx.channels if c.startswith("leg-")]])
     ]
+
+
+# A tier 1 as the first step: the caller is not answered yet when the line starts ringing.
+# (A stand-in number: never an emergency number in tests.)
+TIER1_FIRST = """
+version: 1
+flow: t
+numbers: ["100"]
+timezone: Europe/Paris
+destinations:
+  urgences: {number: "0299999999", route: out}
+routes:
+  out: [trunk-a]
+start: urgent
+steps:
+  urgent:
+    escalate: {tier: 1, announce: custom/call-15, to: urgences}
+"""
+
+
+async def test_a_caller_gone_as_the_ringing_message_starts_leaves_no_leg_ringing() -> None:
+    # Found in review: the leg was originated before the try; the caller gone when the
+    # message while ringing started (its answer refused), the emergency line rang on.
+    pbx, registry = make({"PJSIP/0299999999@trunk-a": RINGOUT})
+    pbx.reply("POST", f"/channels/{CALLER}/answer", 404, {"message": "Channel not found"})
+    outcome, _ = await call_through(pbx, registry, TIER1_FIRST)
+    [leg] = [r.params["channelId"] for r in pbx.sent("POST", "/channels")]
+    assert leg in pbx.hung_up(), pbx.lines()
+    assert outcome.kind is not OutcomeKind.EMERGENCY
