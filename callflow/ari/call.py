@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver
+from ..telephony import DialResult, DialStatus, Driver, Handoff
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
 from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound
@@ -568,22 +568,30 @@ class AriCall:
             with contextlib.suppress(AriError):
                 await self.client.stop_playback(pb_id)
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         """Nobody could be reached: hand the caller to the dialplan fallback, which rings
-        the secretariat, the outside secretariat and voicemail on its own.  False when the
-        caller was gone, or hung up because the dialplan could not be reached."""
-        if self.gone or self.left:
-            return self.left and not self.gone
+        the secretariat, the outside secretariat and voicemail on its own."""
+        if self.left and not self.gone:
+            return Handoff.HANDED
+        if self.gone:
+            return Handoff.FAILED if self.lost else Handoff.CALLER_GONE
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         try:
             await self.continue_to(self._fallback_context)
+        except CallLost as exc:
+            log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
+            self.close()
+            return Handoff.FAILED
+        except CallerHangup:
+            self.close()
+            return Handoff.CALLER_GONE
         except TelephonyError as exc:
             if isinstance(exc, AriConnectionError) and await self._continued_anyway():
                 # No answer to the request, but Asterisk carried it out (review: the caller,
                 # ringing the secretariat in the dialplan, was hung up from here).
                 log.warning("call=%s in the dialplan fallback despite: %s", self.id, exc)
-                return True
+                return Handoff.HANDED
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             try:
@@ -591,8 +599,8 @@ class AriCall:
             except TelephonyError as gone:  # the PBX itself is gone (a dead node): so is the call
                 log.warning("call=%s not hung up either: %s", self.id, gone)
                 self.close()
-            return False
-        return True
+            return Handoff.FAILED
+        return Handoff.HANDED
 
     async def _continued_anyway(self) -> bool:
         """After a continue request that got no answer: did the caller leave our app for

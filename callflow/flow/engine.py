@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from ..errors import CallerHangup, CallLost, PbxLinkError, TelephonyError
 from ..schedule import Source
-from ..telephony import Call, DialResult, DialStatus
+from ..telephony import Call, DialResult, DialStatus, Handoff
 from . import schema
 from .events import CallAnswered, CallInfo, Outcome, OutcomeKind, StepKind, StepRecord, StepResult
 from .oncall import on_call
@@ -145,13 +145,17 @@ class _Run:
     async def shed(self, why: str) -> Outcome:
         self._begin()
         try:
-            handed = await self.call.last_resort()
+            handoff = await self.call.last_resort()
         except asyncio.CancelledError:
             self._end(Outcome(OutcomeKind.FAILED, None, detail=f"shed ({why}); daemon stopped"))
             raise
-        if handed:
+        if handoff is Handoff.HANDED:
             outcome = Outcome(OutcomeKind.SHED, None, detail=why)
-        else:  # the caller was gone, or hung up: the dialplan could not be reached
+        elif handoff is Handoff.CALLER_GONE:  # not a failure of ours (review)
+            outcome = Outcome(
+                OutcomeKind.ABANDONED, None, detail=f"shed ({why}); the caller hung up first"
+            )
+        else:
             outcome = Outcome(
                 OutcomeKind.FAILED, None, detail=f"shed ({why}); dialplan fallback not reached"
             )

@@ -365,3 +365,16 @@ async def test_a_caller_gone_as_the_ringing_message_starts_leaves_no_leg_ringing
     [leg] = [r.params["channelId"] for r in pbx.sent("POST", "/channels")]
     assert leg in pbx.hung_up(), pbx.lines()
     assert outcome.kind is not OutcomeKind.EMERGENCY
+
+
+async def test_a_shed_call_whose_caller_hung_up_first_is_abandoned_not_failed() -> None:
+    # Found in review: under overload it was logged a failure of the daemon.
+    pbx, registry = make()
+    call = AriCall(client_for(pbx), registry, pbx.add_caller(CALLER), dialed="100")
+    pbx.reply("POST", f"/channels/{CALLER}/continue", 404, {"message": "Channel not found"})
+    log = RecordingObserver()
+    engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
+    outcome = await engine.shed(compile_flow(FLOW), call, "overload (in_flight)")
+    assert outcome.kind is OutcomeKind.ABANDONED
+    assert outcome.detail == "shed (overload (in_flight)); the caller hung up first"
+    assert log.outcomes == [outcome]
