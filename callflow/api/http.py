@@ -128,7 +128,9 @@ def too_many(request: web.Request, wait: float) -> web.Response:
 
 def login_braked(request: web.Request, name: str) -> web.Response | None:
     """A 429 when ``name`` (or anyone) was guessed too often from this address, else None.
-    Asked before the login is checked, so that a braked guess learns nothing."""
+    Asked before the login is checked, so that a braked guess learns nothing.  Someone who
+    shares an address (the practice's NAT) can so hold up new logins from it for a window,
+    never a session already open; from another address they hold up nobody's login."""
     wait = request.app[BRAKE].login_wait(client_address(request), name)
     return None if wait is None else too_many(request, wait)
 
@@ -156,8 +158,8 @@ def _account(request: web.Request, ctx: AdminContext) -> Account | None:
 def _unknown_bearer(request: web.Request, ctx: AdminContext) -> web.Response:
     """The answer to a bearer that opened nothing, and what it costs the address.
 
-    No bearer, or a person's token offered without the login: nothing was guessed, a plain
-    401.  Any other bearer may be a guess, or a session that ended: expired, or lost when
+    No bearer, or a person's token offered without the login: nothing was guessed, nothing
+    counted.  Any other bearer may be a guess, or a session that ended: expired, or lost when
     the daemon restarted (sessions live in memory), which the daemon cannot tell from a
     guess.  It counts once per distinct bearer, so a page tab whose session ended costs one
     failure however many requests it sends, and an attacker pays for every new guess.
@@ -174,13 +176,14 @@ def _unknown_bearer(request: web.Request, ctx: AdminContext) -> web.Response:
     """
     given = bearer(request)
     why = "a valid session or token is required (Authorization: Bearer)"
-    if given is None or ctx.credentials.by_token(given) is not None:
+    if given is None:
         return refused(request, why)
     client = client_address(request)
     wait = request.app[BRAKE].bearer_wait(client)
-    if wait is not None:
+    if wait is not None:  # a person's token too: a 401 there would tell a hit from a miss
         return too_many(request, wait)
-    request.app[BRAKE].bearer_failed(client, digest(given))
+    if ctx.credentials.by_token(given) is None:
+        request.app[BRAKE].bearer_failed(client, digest(given))
     return refused(request, why)
 
 

@@ -252,9 +252,20 @@ async def test_a_valid_token_works_while_an_attacker_is_braked_from_the_same_add
     assert (await api.call("GET", "/api/trunks", SERVICE_TOKEN))[0] == 200
     assert (await api.call("GET", "/api/calendars", session))[0] == 200
     assert (await api.login("dr.root", ROOT_TOKEN, ROOT_TOTP))[0] == 200
-    # No bearer, or a person's token without the login: nothing guessed, a plain 401.
+    # No bearer: nothing guessed, a plain 401.  A person's token without the login: braked
+    # like a miss (a 401 would tell the attacker they hit a token).
     assert (await api.call("GET", "/api/calendars"))[0] == 401
-    assert (await api.call("GET", "/api/calendars", MARIE_TOKEN))[0] == 401
+    assert (await api.call("GET", "/api/calendars", MARIE_TOKEN))[0] == 429
+
+
+async def test_a_persons_token_without_the_login_is_refused_but_not_counted(api: Api) -> None:
+    for i in range(29):
+        assert (await api.call("GET", "/api/calendars", f"guess-{i}-0123456789abcdef"))[0] == 401
+    for _ in range(5):  # neither a guess: nothing counted
+        assert (await api.call("GET", "/api/calendars", MARIE_TOKEN))[0] == 401
+        assert (await api.call("GET", "/api/calendars"))[0] == 401
+    assert (await api.call("GET", "/api/calendars", "guess-29-0123456789abcdef"))[0] == 401
+    assert (await api.call("GET", "/api/calendars", "guess-30-0123456789abcdef"))[0] == 429
 
 
 def logged_from(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
