@@ -470,6 +470,8 @@ async def test_a_session_that_ended_costs_one_request_and_no_logout(
             assert await page.js("document.getElementById('login').hidden") is False
             assert await page.js("document.getElementById('main').hidden") is True
             assert await page.js("sessionStorage.getItem('callflow.session')") is None
+            shown = await page.js("document.getElementById('error').textContent")
+            assert shown == "your session has ended: log in again"
             refused = [r.getMessage() for r in caplog.records if r.getMessage()[:3] == "401"]
             assert len(refused) == 1 and refused[0].startswith("401 GET /api/callbacks")
             # Another refresh (the timer's, a click's) sends nothing: no session to send.

@@ -55,10 +55,9 @@ async function api(method, path, body) {
   const resp = await fetch(path, init);
   let data = null;
   try { data = await resp.json(); } catch (e) { data = null; }
-  // A valid session is never braked (429), so either answer means this one has ended.
-  if (resp.status === 401 || resp.status === 429) {
-    throw new Unauthorized((data && data.error) || t("not_authorised"));
-  }
+  // A valid session is never braked (429), so either answer means this one has ended
+  // (expired, or the daemon restarted): say so plainly, the login is open.
+  if (resp.status === 401 || resp.status === 429) throw new Unauthorized(t("session_ended"));
   if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
   return data;
 }
