@@ -21,8 +21,10 @@ from callflow.api import AdminContext, Credentials, create_app
 from callflow.api.accounts import Account, Role, digest
 from callflow.api.http import BRAKE, SESSIONS
 from callflow.api.sessions import SESSION_TTL, Brake, Sessions
+from callflow.app import Daemon
 from callflow.flow.live import LiveFlows
 from callflow.schedule import OverrideStore
+from callflow.settings import load_settings
 from tests.support.flows import write_flow
 
 NOW = datetime(2026, 12, 1, 9, 0, 15, tzinfo=UTC)
@@ -270,7 +272,9 @@ async def test_a_persons_token_without_the_login_is_refused_but_not_counted(api:
 
 def logged_from(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     def addresses() -> list[str]:
-        return [r.getMessage().split(" from ")[1].split(": ")[0] for r in caplog.records]
+        messages = [r.getMessage() for r in caplog.records]
+        refusals = [m for m in messages if m[:4] in ("401 ", "429 ")]
+        return [m.split(" from ")[1].split(": ")[0] for m in refusals]
 
     return addresses
 
@@ -301,3 +305,28 @@ async def test_x_forwarded_for_is_honoured_only_behind_a_proxy(
     assert (await proxied.call("GET", "/api/calendars", "h-x-01234567890abc", ATTACKER))[0] == 429
     status, _ = await proxied.call("GET", "/api/calendars", "dead-0123456789abcdef", PRACTICE)
     assert status == 401
+
+
+@pytest.mark.parametrize("behind_proxy", [True, False])
+async def test_the_daemon_passes_behind_proxy_to_the_api(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, behind_proxy: bool
+) -> None:
+    write_flow(tmp_path / "flows")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"scraper:secretariat:{SERVICE_TOKEN}\n")
+    tokens.chmod(0o600)
+    conf = tmp_path / "callflow.toml"
+    conf.write_text(
+        f'[flows]\ndir = "flows"\n[http]\nlisten = "127.0.0.1:0"\ntoken_file = "tokens"\n'
+        f"behind_proxy = {str(behind_proxy).lower()}\n"
+        '[ami]\nenabled = false\n[database]\nurl = "sqlite+aiosqlite:///callflow.db"\n'
+        '[daemon]\nstate_dir = "."\n'
+    )
+    daemon = Daemon(load_settings(conf, {}), {"CALLFLOW_ARI_PASSWORD": "x" * 20})
+    assert daemon.admin is not None
+    caplog.set_level(logging.WARNING, "callflow.api")
+    async with TestClient(TestServer(daemon.admin.app)) as client:
+        headers = {"Authorization": "Bearer guess-0123456789abcdef", "X-Forwarded-For": ATTACKER}
+        async with client.get("/api/calendars", headers=headers) as resp:
+            assert resp.status == 401
+    assert logged_from(caplog)() == [ATTACKER if behind_proxy else "127.0.0.1"]
