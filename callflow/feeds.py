@@ -194,17 +194,17 @@ class FeedFetcher(BackgroundPart):
         self.book.put(location, feed)  # on the loop, complete: the worker is done with it
         if feed.errors:
             log.warning("calendar feed %s: events not expanded: %s", status.feed, feed.errors[0])
+        if self.write_cache:
+            try:
+                # fsync'd: in a worker too; the status says "up" once the copy is on disk.
+                await asyncio.to_thread(self._write_cache, location, data)
+            except OSError as exc:
+                log.warning("calendar feed %s: cannot write its cache: %s", status.feed, exc)
         if status.up is False:
             log.info("calendar feed %s: read again after %d failures", status.feed, status.failures)
         status.up = True
         status.cached = False
         status.last_success = self.clock()
-        if not self.write_cache:
-            return True
-        try:
-            self._write_cache(location, data)
-        except OSError as exc:
-            log.warning("calendar feed %s: cannot write its cache: %s", status.feed, exc)
         return True
 
     async def _read(self, location: str) -> bytes:
