@@ -40,9 +40,9 @@ from .tasks import BackgroundPart, Tasks
 
 log = logging.getLogger("callflow.feeds")
 
-#: Bigger than a practice's closures calendar (a main agenda of years is ~1 MiB): a feed
-#: answering more is refused, not read, and its last copy kept.  Parsing costs ~3 s of a
-#: worker's CPU per MiB, so this bounds the work a feed can cost every refresh.
+#: Bigger than a practice's agenda (a main agenda of 3,000 events is ~0.5 MiB): a feed
+#: answering more is refused, not read, and its last copy kept.  Parsing and expanding
+#: cost seconds of a worker's CPU per MiB: this bounds what a feed costs every refresh.
 MAX_FEED_BYTES = 5 * 1024 * 1024
 #: Expanded ahead on every read: the calendars' lookups (two weeks ahead) stay inside.
 PREWARM = timedelta(days=366)
