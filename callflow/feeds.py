@@ -191,15 +191,16 @@ class FeedFetcher(BackgroundPart):
                 kept,
             )
             return False
-        self.book.put(location, feed)  # on the loop, complete: the worker is done with it
-        if feed.errors:
-            log.warning("calendar feed %s: events not expanded: %s", status.feed, feed.errors[0])
         if self.write_cache:
             try:
-                # fsync'd: in a worker too; the status says "up" once the copy is on disk.
-                await asyncio.to_thread(self._write_cache, location, data)
+                await asyncio.to_thread(self._write_cache, location, data)  # fsync'd
             except OSError as exc:
                 log.warning("calendar feed %s: cannot write its cache: %s", status.feed, exc)
+        # On the loop, in one go: the calendars get the complete copy (the worker is done
+        # with it) as the status says it is up.
+        self.book.put(location, feed)
+        if feed.errors:
+            log.warning("calendar feed %s: events not expanded: %s", status.feed, feed.errors[0])
         if status.up is False:
             log.info("calendar feed %s: read again after %d failures", status.feed, status.failures)
         status.up = True
