@@ -3,8 +3,9 @@
 Pure: this module turns the bytes of an ``.ics`` file (as exported by Google Agenda,
 Cal.com or a scheduling platform) into dated events; fetching and caching the bytes is
 the daemon's business (:mod:`callflow.feeds`).  Recurring events (RRULE, RDATE, EXDATE,
-modified occurrences) are expanded by ``recurring-ical-events``, lazily, one local year
-at a time, so a feed with an endless weekly rule costs nothing until a date is asked.
+modified occurrences) are expanded by ``recurring-ical-events``, lazily, one year at a
+time and once for every timezone, so a feed with an endless weekly rule costs nothing
+until a date is asked (the daemon asks in a worker thread: ``ParsedFeed.prewarm``).
 
 Times: a timed event with a TZID or in UTC is that instant; an all-day event (a DATE) and
 a floating time (no zone) are wall-clock time of the flow's timezone, like every time
