@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver
@@ -155,52 +155,85 @@ class AriCall:
     # -- events (from the router; never block) --------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        kind = event.get("type")
+        handler = self._HANDLERS.get(event.get("type", ""))
+        if handler is not None:
+            handler(self, event)
+
+    def _chan_of(self, event: Event) -> _Channel | None:
         chan_id = event_channel_id(event)
-        chan = self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
-        if kind in ("PlaybackFinished", "PlaybackFailed"):
-            pb = event.get("playback") or {}
-            pb_id = str(pb.get("id"))
-            fut = self._playbacks.pop(pb_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(str(pb.get("state", "done")))
-            if chan is not None and chan.playing == pb_id:
-                chan.playing = None  # over by itself: nothing left to stop
-            return
+        return self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
+
+    def _on_playback_end(self, event: Event) -> None:
+        pb = event.get("playback") or {}
+        pb_id = str(pb.get("id"))
+        fut = self._playbacks.pop(pb_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(str(pb.get("state", "done")))
+        chan = self._chan_of(event)
+        if chan is not None and chan.playing == pb_id:
+            chan.playing = None  # over by itself: nothing left to stop
+
+    def _on_dtmf(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        if chan is not None:
+            chan.dtmf.put_nowait(str(event.get("digit", "")))
+
+    def _on_gone(self, event: Event) -> None:
+        chan = self._chan_of(event)
         if chan is None:
             return
-        if kind == "ChannelDtmfReceived":
-            chan.dtmf.put_nowait(str(event.get("digit", "")))
-        elif kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
-            cause = event.get("cause")
-            if kind == "ChannelHangupRequest" and event.get("soft") and chan is self._chan:
-                # A soft hangup request is Asterisk's own (it is shutting down or
-                # restarting, or an operator cut the call), never the caller's BYE (that
-                # one is not soft): the call is lost, not abandoned (issue #12).
-                if not self._hanging_up:
-                    self.lost = True
-                chan.gone.set()
-                return
-            if isinstance(cause, int) and chan.cause is None:
-                chan.cause = cause
-            if kind == "StasisEnd" and chan is self._chan and self.left:
-                return  # we sent it to the dialplan ourselves
+        kind = event["type"]
+        cause = event.get("cause")
+        if kind == "ChannelHangupRequest" and event.get("soft") and chan is self._chan:
+            # A soft hangup request is Asterisk's own (it is shutting down or
+            # restarting, or an operator cut the call), never the caller's BYE (that
+            # one is not soft): the call is lost, not abandoned (issue #12).
+            if not self._hanging_up:
+                self.lost = True
             chan.gone.set()
-        elif kind == "StasisStart" and chan is not self._chan:
+            return
+        if isinstance(cause, int) and chan.cause is None:
+            chan.cause = cause
+        if kind == "StasisEnd" and chan is self._chan and self.left:
+            return  # we sent it to the dialplan ourselves
+        chan.gone.set()
+
+    def _on_stasis_start(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        if chan is not None and chan is not self._chan:
             chan.answered.set()
-        elif kind == "Dial":
-            status = event.get("dialstatus")
-            if isinstance(status, str) and status:
-                chan.dialstatus = status
-                if status in ("RINGING", "PROGRESS", "PROCEEDING"):
-                    chan.progress.set()
-        elif kind == "ChannelStateChange" and chan is not self._chan:
-            state = (event.get("channel") or {}).get("state")
-            # "Up" is progress only: a leg is answered for us at its StasisStart, which
-            # follows (every leg is originated into our app); a request on it before then
-            # is refused 409 (not in Stasis), which failed an escalation's callee message.
-            if state in ("Ringing", "Ring", "Up"):
+
+    def _on_dial(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        status = event.get("dialstatus")
+        if chan is not None and isinstance(status, str) and status:
+            chan.dialstatus = status
+            if status in ("RINGING", "PROGRESS", "PROCEEDING"):
                 chan.progress.set()
+
+    def _on_state(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        state = (event.get("channel") or {}).get("state")
+        # "Up" is progress only: a leg is answered for us at its StasisStart, which
+        # follows (every leg is originated into our app); a request on it before then
+        # is refused 409 (not in Stasis), which failed an escalation's callee message.
+        if chan is not None and chan is not self._chan and state in ("Ringing", "Ring", "Up"):
+            chan.progress.set()
+
+    # The events a call reacts to, and how.  ``EVENTS`` is what the call service asks
+    # Asterisk to send (its event filter): an event type missing here is never decoded.
+    _HANDLERS: ClassVar[dict[str, Callable[[AriCall, Event], None]]] = {
+        "PlaybackFinished": _on_playback_end,
+        "PlaybackFailed": _on_playback_end,
+        "ChannelDtmfReceived": _on_dtmf,
+        "StasisEnd": _on_gone,
+        "ChannelDestroyed": _on_gone,
+        "ChannelHangupRequest": _on_gone,
+        "StasisStart": _on_stasis_start,
+        "Dial": _on_dial,
+        "ChannelStateChange": _on_state,
+    }
+    EVENTS: ClassVar[frozenset[str]] = frozenset(_HANDLERS)
 
     def reconcile(self, alive: set[str]) -> None:
         """After a reconnection: channels of this call that Asterisk no longer has (it
