@@ -285,12 +285,12 @@ class AriClient:
         self.in_flight += 1  # read by the overload shedding and the metrics
         self._sent[self.rest_transport] += 1
         try:
-            async with asyncio.timeout(total):  # the wait for a slot counts too
-                # An emergency call is never held behind the others; over the websocket
-                # there is no pool to queue for.
-                if goes_first() or self.rest_transport == WEBSOCKET:
-                    resp = await self._transport.request(method, path, query, json, timeout=total)
-                else:
+            # An emergency call is never held behind the others; over the websocket there
+            # is no pool to queue for.  The transport bounds its request by ``total``.
+            if goes_first() or self.rest_transport == WEBSOCKET:
+                resp = await self._transport.request(method, path, query, json, timeout=total)
+            else:
+                async with asyncio.timeout(total):  # the wait for a slot counts too
                     async with self._slots:
                         resp = await self._transport.request(
                             method, path, query, json, timeout=total
