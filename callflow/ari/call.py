@@ -69,12 +69,39 @@ def leg_status(dialstatus: str | None, cause: int | None) -> DialStatus:
     return DialStatus.FAILED
 
 
+class _Flag:
+    """Set once and never cleared, like an ``asyncio.Event``, but waited on as a future: a
+    wait adds a callback to it instead of starting (and then cancelling) a task."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def future(self) -> asyncio.Future[None]:
+        """Done once set (shared by every wait: never cancel it)."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+            if self._set:
+                self._future.set_result(None)
+        return self._future
+
+
 @dataclass
 class _Channel:
     """What we track of one channel: its hangup, its keys and its pending playbacks."""
 
     id: str
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: _Flag = field(default_factory=_Flag)
     dtmf: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # legs: ringing/progress
@@ -252,28 +279,38 @@ class AriCall:
         """Await ``aw``; raise ``_Gone`` if a watched channel hangs up first (the caller is
         always watched: ``CallerHangup``), ``TimeoutError`` after ``timeout``."""
         main = asyncio.ensure_future(aw)
-        # The caller once: a prompt played to the caller watches it too, and a second task
-        # waiting on the same hangup would cost a task per wait for nothing.
-        chans = [self._chan, *(c for c in watch if c is not self._chan)]
-        gones = {asyncio.ensure_future(c.gone.wait()): c for c in chans}
         try:
-            done, _ = await asyncio.wait(
-                {main, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for t in (main, *gones):
-                if not t.done():
-                    t.cancel()
-            for t in gones:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-        if main in done:
-            return main.result()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await main
+            await self._first([main], timeout, watch)
+        except BaseException:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await main
+            raise
+        return main.result()
+
+    async def _first(
+        self,
+        futures: Sequence[asyncio.Future[Any]],
+        timeout: float | None,
+        watch: Sequence[_Channel],
+    ) -> set[asyncio.Future[Any]]:
+        """Wait until one of ``futures`` is done (they are neither cancelled nor awaited
+        here) and return those that are; raise as ``_race`` does when a watched channel
+        hangs up first, or after ``timeout``."""
+        # The caller once: a prompt played to the caller watches it too.  A hangup is a
+        # shared future of its channel, so a wait costs no task of its own.
+        chans = [self._chan, *(c for c in watch if c is not self._chan)]
+        gones = [c.gone.future() for c in chans]
+        done, _ = await asyncio.wait(
+            {*futures, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        won = {f for f in futures if f in done}
+        if won:
+            return won
         if self._chan.gone.is_set():
             raise self._hung_up()
-        if any(t in done for t in gones):
+        if any(c.gone.is_set() for c in chans):
             raise _Gone()
         raise TimeoutError
 
@@ -330,15 +367,11 @@ class AriCall:
                 else:
                     key_task = asyncio.ensure_future(chan.dtmf.get())
                     try:
-                        done = await self._race(
-                            asyncio.wait({fut, key_task}, return_when=asyncio.FIRST_COMPLETED),
-                            timeout=None,
-                            watch=[chan],
-                        )
+                        done = await self._first([fut, key_task], None, [chan])
                     finally:
                         if not key_task.done():
                             key_task.cancel()
-                    if key_task in done[0]:
+                    if key_task in done:
                         # The prompt is stopped by the next request that needs it stopped
                         # (``_quiet``), not now: if that is a hangup, it costs nothing.
                         return key_task.result()
