@@ -51,12 +51,13 @@ from .lifetime import Lifetime, Part
 from .looplag import LoopLag
 from .metrics import Metrics, Probes
 from .metrics.drill_gauges import DrillGauges
+from .overrides import COPY_FILE as OVERRIDES_COPY
 from .overrides import OVERRIDES_FILE, SharedOverrides
 from .pbxconf import refuse_placeholder, refuse_placeholders_in
 from .schedule import FeedBook
 from .sdnotify import Notifier
 from .settings import Settings, read_secret
-from .store.aftercrash import AfterCrash
+from .store.aftercrash import ALIVE_FILE, AfterCrash
 from .store.cdr import CdrFile
 from .store.drill_log import SqlDrillLog
 from .store.store import Store
@@ -187,6 +188,7 @@ class Daemon:
             node=self.node,
             clock=lambda: datetime.now(UTC),
             legacy_file=settings.state_dir / OVERRIDES_FILE,
+            copy_file=settings.state_dir / OVERRIDES_COPY,
         )
         self.metrics = Metrics(self._probes())
         self.services = Services(
@@ -301,6 +303,8 @@ class Daemon:
             poll_interval=cdr.poll_interval,
             settle=cdr.settle,
             node=self.node,
+            alive_file=settings.state_dir / ALIVE_FILE,
+            retention=timedelta(days=settings.privacy.retention_days),
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress

@@ -25,15 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from .files import write_private
 from .schedule.ical import FeedBook, FeedError, is_url, parse_feed
-from .tasks import Tasks
+from .tasks import BackgroundPart, Tasks
 
 log = logging.getLogger("callflow.feeds")
 
@@ -60,7 +58,7 @@ class FeedStatus:
     cached: bool = False  # the calendars use a copy from the disk cache
 
 
-class FeedFetcher:
+class FeedFetcher(BackgroundPart):
     """Keeps the ``FeedBook`` filled with the feeds that ``locations()`` names."""
 
     def __init__(
@@ -102,18 +100,10 @@ class FeedFetcher:
 
     # -- lifetime -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         self.load_cache()
-        self._tasks.spawn(self._refreshing(), "feed refresh")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
+    async def stop(self) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -122,7 +112,7 @@ class FeedFetcher:
             await self._session.close()
             self._session = None
 
-    async def _refreshing(self) -> None:
+    async def run(self) -> None:
         while True:
             await self.refresh()
             self._wake.clear()

@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
 
-from .tasks import Tasks
+from .tasks import BackgroundPart, Tasks
 
 __all__ = ["LoopLag"]
 
 log = logging.getLogger("callflow.looplag")
 
 
-class LoopLag:
+class LoopLag(BackgroundPart):
     def __init__(
         self,
         interval: float = 0.1,
@@ -46,19 +44,7 @@ class LoopLag:
         worst, self._worst = max(self._worst, self.lag), 0.0
         return worst
 
-    async def __aenter__(self) -> Self:
-        self._tasks.spawn(self._measure(), "loop-lag")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
-
-    async def _measure(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             asked = loop.time() + self.interval

@@ -15,6 +15,11 @@ every call, never waiting on the database) mirroring the ``calendar_overrides`` 
 The part's start also moves a ``state_dir/overrides.json`` of an older version into the
 table, once (the file is renamed ``overrides.json.migrated``); an override already in the
 table (set on another node) wins.
+
+Each node keeps a copy of the mirror on its disk (``state_dir/overrides-copy.json``,
+rewritten after every read of the table and every change made here): a daemon that starts
+while the database is away applies the closures it last knew, instead of none, until the
+table answers.
 """
 
 from __future__ import annotations
@@ -25,11 +30,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .files import write_private
 from .reconnect import Backoff
 from .schedule import Override, OverrideStore
 from .store.calendar_overrides import (
@@ -39,15 +43,16 @@ from .store.calendar_overrides import (
     save_override,
     shared,
 )
-from .tasks import Tasks
+from .tasks import BackgroundPart, Tasks
 
 log = logging.getLogger("callflow.overrides")
 
 OVERRIDES_FILE = "overrides.json"  # where an older version kept them (one node)
+COPY_FILE = "overrides-copy.json"  # this node's copy of the mirror (the database away)
 MIGRATED_SUFFIX = ".migrated"
 
 
-class SharedOverrides(OverrideStore):
+class SharedOverrides(OverrideStore, BackgroundPart):
     """``async with``: loads the table (after moving a legacy file in), then keeps the
     mirror current (PostgreSQL: LISTEN/NOTIFY) until left."""
 
@@ -58,6 +63,7 @@ class SharedOverrides(OverrideStore):
         node: str,
         clock: Callable[[], datetime],
         legacy_file: Path | None = None,
+        copy_file: Path | None = None,
         check_interval: float = 10.0,
         retry_min: float = 0.5,
         retry_max: float = 15.0,
@@ -68,6 +74,7 @@ class SharedOverrides(OverrideStore):
         self.node = node
         self.clock = clock
         self.legacy_file = legacy_file
+        self.copy_file = copy_file
         self.check_interval = check_interval
         self._backoff = Backoff(retry_min, retry_max)
         self._wake = asyncio.Event()
@@ -85,10 +92,43 @@ class SharedOverrides(OverrideStore):
             self.engine, calendar_key, flow, override, node=self.node, now=self.clock()
         )
         self.set(calendar_key, override)
+        self._save_copy()
 
     async def remove(self, key: str) -> None:
         await delete_override(self.engine, key)
         self.clear(key)
+        self._save_copy()
+
+    # -- the copy on disk -------------------------------------------------------------------
+
+    def _save_copy(self) -> None:
+        if self.copy_file is None:
+            return
+        data = {
+            key: {
+                "open": o.open,
+                "until": o.until.isoformat(),
+                "label": o.label,
+                "set_by": o.set_by,
+            }
+            for key, o in self._items.items()
+        }
+        try:
+            write_private(self.copy_file, json.dumps(data, indent=1, sort_keys=True))
+        except OSError as exc:  # the mirror in memory is still right; the next save retries
+            log.warning("calendar overrides: copy %s not written (%s)", self.copy_file, exc)
+
+    def _load_copy(self) -> None:
+        """The overrides in force from the last copy, until the table is read."""
+        if self.copy_file is None or not self.copy_file.exists():
+            return
+        now = self.clock()
+        self._items = {k: o for k, o in read_file(self.copy_file).items() if now < o.until}
+        log.warning(
+            "calendar overrides: the database not read yet; applying the last copy (%s): %s",
+            self.copy_file,
+            ", ".join(sorted(self._items)) or "none",
+        )
 
     # -- reading the table -----------------------------------------------------------------
 
@@ -98,6 +138,7 @@ class SharedOverrides(OverrideStore):
         gone, new = set(self._items) - set(items), set(items) - set(self._items)
         self._items = items
         self.refreshes += 1
+        self._save_copy()
         if gone or new:
             log.info("calendar overrides now: %s", ", ".join(sorted(items)) or "none")
 
@@ -124,25 +165,16 @@ class SharedOverrides(OverrideStore):
 
     # -- the part --------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         # Calls start after this part: known overrides should apply to the first one.
         try:
             async with asyncio.timeout(self.start_timeout):
                 await self._start()
         except Exception as exc:  # a database away at start: calls go on, retried behind
             log.warning("calendar overrides: not read at start (%s); retrying", exc)
-        self._tasks.spawn(self._run(), "overrides")
-        return self
+            self._load_copy()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         if not self.started:
             await self._retrying("start", self._start)
         if not shared(self.engine):
@@ -213,4 +245,4 @@ def read_file(path: Path) -> dict[str, Override]:
     return out
 
 
-__all__ = ["MIGRATED_SUFFIX", "OVERRIDES_FILE", "SharedOverrides", "read_file"]
+__all__ = ["COPY_FILE", "MIGRATED_SUFFIX", "OVERRIDES_FILE", "SharedOverrides", "read_file"]

@@ -13,7 +13,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-__all__ = ["Tasks"]
+__all__ = ["BackgroundPart", "Tasks"]
 
 log = logging.getLogger("callflow.tasks")
 
@@ -96,3 +96,40 @@ class Tasks:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class BackgroundPart:
+    """A part of the daemon that is, for its lifetime, one loop in the background (a
+    measure, a refresh, a schedule, a reconciliation): ``async with`` runs ``start()``
+    then spawns ``run()`` into the part's own ``_tasks``; leaving cancels the loop and any
+    other task the part spawned there, waits for them, then runs ``stop()``.
+
+    A subclass makes ``self._tasks = Tasks(...)`` in its ``__init__`` (its name is the
+    loop's in the log) and writes ``run``; ``start`` is for what the calls after this part
+    need done first (a first read), ``stop`` releases what ``start`` or the loop held.
+    """
+
+    _tasks: Tasks
+
+    async def start(self) -> None:
+        """Before the loop runs (nothing by default)."""
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """After the loop and every task of the part ended (nothing by default)."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        self._tasks.spawn(self.run(), self._tasks.owner)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._tasks.aclose()
+        await self.stop()

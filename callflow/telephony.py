@@ -46,6 +46,9 @@ class DialResult:
     # An answered call whose conversation the caller ended (hung up first): nothing of the
     # flow follows it.  False when the callee hung up and the caller is still there.
     caller_hung_up: bool = False
+    # The daemon stopped during the conversation and left it to go on in the PBX: nothing
+    # of the flow follows it (implies ``caller_hung_up``'s "no next step").
+    detached: bool = False
 
 
 class Call(Protocol):

@@ -21,7 +21,7 @@
 #   4. /var/lib/callflow (callflow, 700): the call log, the spool, trunks.json;
 #   5. packaging/callflow.service in /etc/systemd/system (enable it yourself).
 # docker/callflow.Dockerfile runs it; tests/integration/test_install_debian.py runs it in
-# a debootstrapped Debian bookworm chroot (opt-in, it downloads a Debian base).
+# a debootstrapped Debian bookworm chroot (scripts/test keeps it beside the sandbox).
 # PYTHON (default python3, 3.11 or newer) and PIP_* variables (an index, --no-index with
 # PIP_FIND_LINKS for an offline install) are honoured.
 set -eu

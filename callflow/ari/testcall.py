@@ -21,7 +21,7 @@ from ..telephony import DialStatus
 from .call import LEG_ROLE_VAR, leg_status
 from .channels import ChannelRegistry, Event
 from .client import AriClient
-from .faults import AriError
+from .faults import AriConnectionError, AriError
 
 log = logging.getLogger("callflow.ari.testcall")
 
@@ -98,8 +98,12 @@ class AriTestCaller:
                     # a leg to recovery: one stranded by a restart is hung up, never run as a call
                     variables={LEG_ROLE_VAR: "leg"},
                 )
+            except AriConnectionError as exc:
+                # The request may or may not have been carried out: a channel may ring
+                # under our id, so the finally below hangs it up (a 404 if there is none).
+                return TestCall(DialStatus.CHANUNAVAIL, detail=f"no answer from the PBX: {exc}")
             except AriError as exc:
-                watch.gone.set()  # no channel: nothing to hang up
+                watch.gone.set()  # refused: no channel, nothing to hang up
                 return TestCall(DialStatus.CHANUNAVAIL, detail=f"the PBX refused: {exc}")
             try:
                 async with asyncio.timeout(ring):

@@ -9,15 +9,16 @@ a client that goes away does not cut a test call in the middle, and the daemon's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from ..flow.registry import LoadedFlow
-from ..tasks import Tasks
+from ..tasks import BackgroundPart, Tasks
 from .results import DrillMode, DrillResult
 from .runner import DrillRunner
 from .targets import DrillTarget, drill_targets
@@ -27,6 +28,7 @@ log = logging.getLogger("callflow.drills")
 
 Key = tuple[str, str, str]  # flow, destination, trunk
 RECHECK = timedelta(minutes=15)  # the schedule is computed again (reloads, feeds, overrides)
+MAX_UNSTORED = 1000  # results kept for the database at most (the newest): a bounded memory
 NOT_READY = timedelta(seconds=5)  # a due drill waits this long for the PBX link, again
 LOOKAHEAD = timedelta(days=8)  # how far the next drill is looked for
 
@@ -38,6 +40,10 @@ class DrillLog(Protocol):
 
     async def latest(self) -> tuple[list[DrillResult], list[DrillResult]]:
         """The last result of each leg, and the last successful one."""
+        ...
+
+    def exclusive(self, line: str) -> AbstractAsyncContextManager[None]:
+        """Held while this node drills ``line``: no other node drills it meanwhile."""
         ...
 
 
@@ -53,7 +59,7 @@ class LegReading:
     last_success: DrillResult | None
 
 
-class Drills:
+class Drills(BackgroundPart):
     def __init__(
         self,
         runner: DrillRunner,
@@ -78,8 +84,12 @@ class Drills:
         self.last_success: dict[Key, DrillResult] = {}
         self.next_drill: dict[str, datetime | None] = {}
         self._tasks = Tasks("drills", log)
+        # Results the database could not take yet (it was away): stored again with the next
+        # ones, at each pass of the schedule and when the part stops, so the audit
+        # (`check --horizon`) and the other nodes see them once it is back.
+        self._unstored: list[DrillResult] = []
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         if self.log is not None:
             try:
                 last, ok = await self.log.latest()
@@ -88,17 +98,14 @@ class Drills:
             else:
                 self._remember(last)
                 self._remember(ok)
-        if self.scheduled:
-            self._tasks.spawn(self._schedule(), "drill schedule")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
+    async def run(self) -> None:
+        if self.scheduled:
+            await self._schedule()
+
+    async def stop(self) -> None:
+        if self._unstored:
+            await self._store([])
 
     async def drill(self, flow_name: str, destination: str | None = None) -> list[DrillResult]:
         """Drill one flow now (every forwarding destination, or one).  ``KeyError``: no such
@@ -113,15 +120,41 @@ class Drills:
         return await asyncio.shield(task)
 
     async def _run(self, targets: Sequence[DrillTarget]) -> list[DrillResult]:
-        results = await self.runner.run(targets)
+        results: list[DrillResult] = []
+        for line in dict.fromkeys(t.number for t in targets):  # in the targets' order
+            results += await self._drill_line([t for t in targets if t.number == line])
         for r in results:
             log.log(logging.INFO if r.passed else logging.WARNING, "drill: %s", r.line())
         self._remember(results)
-        if self.log is not None and results:
-            try:
-                await self.log.record(results)
-            except Exception as exc:  # kept in memory: the page and metrics still say it
-                log.error("drills: results not stored: %s", exc)
+        await self._store(results)
+        return results
+
+    async def _store(self, results: Sequence[DrillResult]) -> None:
+        if self.log is None:
+            return
+        pending = [*self._unstored, *results]
+        if not pending:
+            return
+        try:
+            await self.log.record(pending)
+        except Exception as exc:  # kept in memory: the page and metrics still say it
+            self._unstored = pending[-MAX_UNSTORED:]
+            log.error("drills: %d result(s) not stored yet (%s); retried", len(pending), exc)
+        else:
+            if self._unstored:
+                log.info("drills: %d result(s) stored after a failure", len(self._unstored))
+            self._unstored = []
+
+    async def _drill_line(self, targets: Sequence[DrillTarget]) -> list[DrillResult]:
+        """The legs to one line, while no other node drills it (the drill log's lock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.log is not None:
+                try:
+                    await stack.enter_async_context(self.log.exclusive(targets[0].number))
+                except Exception as exc:  # a drill not run is worse than two at once
+                    name = f"{targets[0].flow}/{targets[0].destination}"
+                    log.warning("drill of %s: other nodes not held off (%s)", name, exc)
+            results = await self.runner.run(targets)
         return results
 
     def _remember(self, results: Sequence[DrillResult]) -> None:
@@ -154,6 +187,8 @@ class Drills:
         """Drill each flow once per drill time, while that time's hour lasts."""
         done: set[tuple[str, datetime]] = set()
         while True:
+            if self._unstored:
+                await self._store([])
             now = self.clock()
             wake = now + RECHECK
             upcoming: dict[str, datetime | None] = {}  # flows removed by a reload drop out

@@ -41,20 +41,25 @@ class EmergencyNumberRefused(Exception):
     """A test call to an emergency number was asked: refused, never originated."""
 
 
-def _digits(number: str) -> str:
-    """The digits a trunk would send: spaces, dots and dashes dropped; +33 / 0033 national."""
+def _readings(number: str) -> set[str]:
+    """Every way a trunk might read the number: as written (spaces, dots, dashes dropped),
+    without an international prefix (``+``, ``00``: a carrier may drop the ``+``), and
+    without France's country code after it or alone (``+33``, ``0033``, ``33``)."""
     d = re.sub(r"[\s.\-()]", "", number)
-    for prefix in ("+33", "0033"):
+    out = {d}
+    for prefix in ("+", "00"):
         if d.startswith(prefix):
-            rest = d[len(prefix) :]
-            return rest if _SHORT_SERVICE.fullmatch(rest) or rest in EMERGENCY_NUMBERS else d
-    return d
+            out.add(d[len(prefix) :])
+    out |= {r[2:] for r in out if r.startswith("33")}
+    return out
 
 
 def is_emergency_number(number: str) -> bool:
-    """True for a French emergency or urgent number (15, 17, 18, 112, 114, 115, 116117 …)."""
-    d = _digits(number)
-    return d in EMERGENCY_NUMBERS or _SHORT_SERVICE.fullmatch(d) is not None
+    """True for a French emergency or urgent number (15, 17, 18, 112, 114, 115, 116117 …),
+    however it is prefixed (``+112``, ``0033 15``, ``33112``)."""
+    return any(
+        r in EMERGENCY_NUMBERS or _SHORT_SERVICE.fullmatch(r) is not None for r in _readings(number)
+    )
 
 
 @dataclass(frozen=True)

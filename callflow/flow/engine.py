@@ -56,6 +56,7 @@ class _Rung:
     status: DialStatus
     trunk: str | None = None
     caller_hung_up: bool = False  # answered, and the caller ended the conversation
+    detached: bool = False  # answered, and the daemon stopped while it went on
 
 
 def _answered_at(started: datetime, result: DialResult) -> datetime | None:
@@ -176,9 +177,11 @@ class _Run:
                 OutcomeKind.ABANDONED, self.step_name, tier=self.tier, detail="caller hung up"
             )
         except asyncio.CancelledError:
-            # The daemon is stopping: record the call as it stands, then let the task end.
+            # The daemon is stopping: record the call as it stands (someone reached keeps
+            # the call's outcome, as a survey after the conversation), then let it end.
             self._end(
-                Outcome(
+                self.reached
+                or Outcome(
                     OutcomeKind.FAILED,
                     self.step_name,
                     tier=self.tier,
@@ -364,7 +367,9 @@ class _Run:
             reached.result = StepResult.ANSWERED
             # The caller who ended the conversation is gone: nothing follows it (no survey).
             reached.next = None if rung.caller_hung_up else step.next
-            if rung.caller_hung_up and step.next is not None:
+            if rung.detached:
+                reached.detail = "the daemon stopped during the conversation: left to go on"
+            elif rung.caller_hung_up and step.next is not None:
                 reached.detail = "the caller ended the conversation"
             reached.outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
         else:
@@ -395,6 +400,8 @@ class _Run:
                 kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
                 res.result, res.next = StepResult.ANSWERED, None
                 res.outcome = Outcome(kind, name, spec.to, rung.trunk, spec.tier)
+                if rung.detached:
+                    res.detail = "the daemon stopped during the conversation: left to go on"
             return res
         loop = asyncio.get_running_loop()
         deadline = None if spec.total_timeout is None else loop.time() + spec.total_timeout
@@ -547,11 +554,16 @@ class _Run:
         ring = dest.ring if limit is None else max(0.0, min(dest.ring, limit))
         if dest.endpoint is not None:
             targets: list[tuple[str, str | None, float | None]] = [(dest.endpoint, None, None)]
+            usable: set[str] = set()
         else:
             assert dest.number is not None and dest.route is not None
-            trunks = self.s.trunks.candidates(self.spec.routes[dest.route], emergency=emergency)
+            route = self.spec.routes[dest.route]
+            trunks = self.s.trunks.candidates(route, emergency=emergency)
             limit_setup = self.s.trunk_setup_timeout
             targets = [(f"PJSIP/{dest.number}@{t}", t, limit_setup) for t in trunks]
+            # The trunks usable before any ring (an emergency rings even those already down):
+            # only a trunk lost *during* its ring makes the ring-out the trunk's fault.
+            usable = set(self.s.trunks.candidates(route, emergency=False) if emergency else trunks)
         status = DialStatus.CHANUNAVAIL  # no trunk to try
         for target, trunk, setup in targets:
             self.rings += 1
@@ -561,6 +573,7 @@ class _Run:
             if (
                 status is DialStatus.NOANSWER
                 and trunk is not None
+                and trunk in usable
                 and not self.s.trunks.candidates([trunk], emergency=False)
             ):
                 # It rang out on a trunk that went down meanwhile (qualify lost it): the
@@ -585,7 +598,7 @@ class _Run:
                 )
             if not status.trunk_fault or trunk is None:
                 # Answered, or busy / no answer at the far end: the trunk did its job.
-                return _Rung(status, trunk, result.caller_hung_up)
+                return _Rung(status, trunk, result.caller_hung_up, result.detached)
         return _Rung(status)
 
     async def _ring_target(

@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
-from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..tasks import Tasks
+from ..tasks import BackgroundPart, Tasks
 from .cdr import CdrCall, CdrFile, merge_calls
 from .cdr_import import FlowOf, close_calls, import_fallback_calls, open_calls
 from .privacy import CallerPrivacy
@@ -37,8 +36,14 @@ log = logging.getLogger("callflow.store")
 #: Asterisk's channel ids now; None while ARI is not connected.
 Channels = Callable[[], Awaitable[Collection[str] | None]]
 
+#: How long before the previous run's last sign of life a call it lost at a crash may have
+#: started (its records not journaled yet; the mark is touched every ``poll_interval``, and
+#: a loop that hung before a watchdog kill touched it last up to 30 s before the kill).
+LOST_MARGIN = timedelta(seconds=60)
+ALIVE_FILE = "last-alive"  # in the state folder
 
-class AfterCrash:
+
+class AfterCrash(BackgroundPart):
     """``async with AfterCrash(...)``: runs the CDR import and the closing of open calls."""
 
     def __init__(
@@ -54,6 +59,8 @@ class AfterCrash:
         settle: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         node: str | None = None,
+        alive_file: Path | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         self.engine = engine
         # This daemon's node: the only calls it may close (and import) are its own.
@@ -74,21 +81,39 @@ class AfterCrash:
         self._gone_since: dict[str, datetime] = {}
         self._tasks = Tasks("after crash", log)
         self._failing = False
+        # A file touched at every pass: at the next start, its time is when this run was
+        # last alive, around which calls lost at a crash started (see LOST_MARGIN).
+        self.alive_file = alive_file
+        self.retention = retention  # no call older than this is imported (the purge's)
+        self.lost_window: tuple[datetime, datetime] | None = None  # None: no previous run
 
-    async def __aenter__(self) -> Self:
-        self._tasks.spawn(self._loop(), "after-crash")
-        return self
+    async def start(self) -> None:
+        self._read_last_alive()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._tasks.aclose()
+    def _read_last_alive(self) -> None:
+        if self.alive_file is None:
+            return
+        try:
+            mtime = self.alive_file.stat().st_mtime
+        except FileNotFoundError:
+            return  # the first start (or the first of this release): no run to have crashed
+        last = datetime.fromtimestamp(mtime, UTC)
+        self.lost_window = (last - LOST_MARGIN, self.started)
 
-    async def _loop(self) -> None:
+    def _mark_alive(self) -> None:
+        if self.alive_file is None:
+            return
+        try:
+            self.alive_file.touch()  # its time is now (created owner-only: umask 077)
+        except OSError as exc:  # a full or read-only disk: only the next start's window
+            log.debug("after crash: %s not touched: %s", self.alive_file, exc)
+
+    async def stop(self) -> None:
+        self._mark_alive()
+
+    async def run(self) -> None:
         while True:
+            self._mark_alive()
             try:
                 await self.run_once()
             except Exception as exc:  # the database or ARI failed us: the next pass retries
@@ -118,6 +143,8 @@ class AfterCrash:
             flow_of=self.flow_of,
             now=now,
             node=self.node,
+            not_before=None if self.retention is None else now - self.retention,
+            lost_window=self.lost_window,
         )
         if imported:
             self.imported += len(imported)
@@ -161,4 +188,4 @@ class AfterCrash:
         return left
 
 
-__all__ = ["AfterCrash", "Channels"]
+__all__ = ["ALIVE_FILE", "LOST_MARGIN", "AfterCrash", "Channels"]

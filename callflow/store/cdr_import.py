@@ -7,8 +7,9 @@
   daemon on the same database, import nothing twice.
   An incoming call that did not go through the fallback, is over (its hangup handler
   ran) and is not in ``calls`` either was the daemon's, whose records a kill caught before
-  they reached the journal (the last ``commit_interval``): it is logged from its CDR,
-  ``abandoned`` when the caller hung up, else ``lost``, so that no call is missing.
+  they reached the journal (the last ``commit_interval``): it is logged from its CDR as
+  ``lost`` (whoever hung up, the daemon was dead: nobody served it), so that no call is
+  missing.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -66,11 +67,28 @@ async def import_fallback_calls(
     flow_of: FlowOf,
     now: datetime,
     node: str | None = None,
+    not_before: datetime | None = None,
+    lost_window: tuple[datetime, datetime] | None = None,
 ) -> list[str]:
     """Log every call of ``cdrs`` missing from the call log: with outcome ``fallback`` when
     it went through the dialplan fallback, else (an incoming call that is over) as the
-    caller left it (``abandoned``, or ``lost``); returns the ids logged by this call."""
-    fallback = {c.uniqueid: c for c in cdrs if c.went_to_fallback or c.over}
+    daemon's crash left it (``lost``); returns the ids logged by this call.
+
+    No call that started before ``not_before`` (the retention cutoff: the purge removed
+    the calls older than that, and a CDR file outlives them) is imported.  A call without
+    the fallback is imported only when it started within ``lost_window`` (the moments
+    around the previous run's end, when a crash could lose its records; None: none is):
+    any other such call missing from the log was logged by the daemon and purged since,
+    or the database was restored from a backup, and its CDR alone would log it falsely."""
+
+    def wanted(c: CdrCall) -> bool:
+        if not_before is not None and c.start < not_before:
+            return False
+        if c.went_to_fallback:
+            return True
+        return c.over and lost_window is not None and lost_window[0] <= c.start <= lost_window[1]
+
+    fallback = {c.uniqueid: c for c in cdrs if wanted(c)}
     if not fallback:
         return []
     async with engine.begin() as conn:
@@ -120,7 +138,7 @@ async def import_fallback_calls(
 def _outcome(c: CdrCall) -> OutcomeKind:
     if c.went_to_fallback:
         return OutcomeKind.FALLBACK
-    return OutcomeKind.ABANDONED if c.hangup_by == "caller" else OutcomeKind.LOST
+    return OutcomeKind.LOST  # taken, then the daemon died: whoever hung up, nobody served it
 
 
 def _detail(c: CdrCall) -> str:
@@ -143,19 +161,24 @@ def _import_row(c: CdrCall, action: str, now: datetime) -> dict[str, Any]:
 
 
 async def open_calls(
-    engine: AsyncEngine, started_before: datetime, node: str | None = None
+    engine: AsyncEngine,
+    started_before: datetime,
+    node: str | None = None,
+    *,
+    untagged: bool = True,
 ) -> list[OpenCall]:
     """The calls without an end that started before ``started_before`` (this daemon's
     start: later ones are its own, running now), with what their steps had reached.
 
-    With ``node``, only that node's calls (and untagged ones, logged before nodes were):
-    another node's open call is running on that node's Asterisk, which this daemon cannot
-    see, and is that node's to close."""
+    With ``node``, only that node's calls (and, unless ``untagged`` is False, untagged ones,
+    logged before nodes were): another node's open call is running on that node's Asterisk,
+    which this daemon cannot see, and is that node's to close."""
     query = select(Call.id, Call.started, Call.answered).where(
         Call.outcome.is_(None), Call.started < started_before
     )
     if node is not None:
-        query = query.where(or_(Call.node == node, Call.node.is_(None)))
+        mine = Call.node == node
+        query = query.where(or_(mine, Call.node.is_(None)) if untagged else mine)
     async with engine.connect() as conn:
         calls = (await conn.execute(query)).all()
         ids = [c.id for c in calls]

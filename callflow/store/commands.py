@@ -56,6 +56,22 @@ def add_commands(sub: Any) -> None:
     )
     config(pur)
     pur.set_defaults(func=cmd_db_purge)
+    ret = dsub.add_parser(
+        "retire-node",
+        help="close the calls a node left open when it went away for good (lost, or the "
+        "outcome they had reached)",
+    )
+    ret.add_argument("node", metavar="NODE", help="the node's [node] name")
+    ret.add_argument(
+        "--quiet-minutes",
+        type=int,
+        default=10,
+        metavar="N",
+        help="refuse if the node took a call in the last N minutes (default 10)",
+    )
+    ret.add_argument("--by", default=None, help="who retires it (default: the system user)")
+    config(ret)
+    ret.set_defaults(func=cmd_db_retire_node)
 
     e = sub.add_parser("export", help="print everything stored about a caller (JSON)")
     e.add_argument(
@@ -237,6 +253,51 @@ def cmd_db_purge(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # -- export -------------------------------------------------------------------------------
+
+
+def cmd_db_retire_node(args: argparse.Namespace, out: TextIO) -> int:
+    from . import db
+    from .retire import NodeActive, Retired, retire_node
+
+    settings = _settings(args)
+    node = args.node.strip()
+    if not node:
+        raise UserError("retire-node: give the node's [node] name")
+    if node == settings.node.resolved:
+        raise UserError(
+            f"node {node} is this settings file's own node: its daemon closes its open calls "
+            "itself when it starts (give the settings of a node that is still running)"
+        )
+    if args.quiet_minutes < 0:
+        raise UserError("--quiet-minutes must be 0 or more")
+    who = args.by or _who()
+
+    async def job(engine: AsyncEngine) -> Retired:
+        await db.check_schema(engine)
+        return await retire_node(
+            engine,
+            node,
+            by=who,
+            now=datetime.now(UTC),
+            quiet=timedelta(minutes=args.quiet_minutes),
+        )
+
+    try:
+        done = _run(settings, job)
+    except NodeActive as exc:
+        raise UserError(
+            f"{exc}, less than {args.quiet_minutes} min ago: is it really gone? Stop it "
+            "first, or wait (--quiet-minutes to change the delay)"
+        ) from None
+    if done.last is None:
+        out.write(f"node {node}: no call logged by this node (nothing to close)\n")
+        return 0
+    out.write(
+        f"node {node} retired by {who}: {done.closed} open call(s) closed"
+        f" ({done.reached} had reached someone, {done.closed - done.reached} lost);"
+        f" its last call was at {done.last.isoformat(timespec='seconds')}\n"
+    )
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:

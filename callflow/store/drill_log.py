@@ -1,7 +1,8 @@
 """Drill results in the call log's database (table ``drills``).
 
-Written directly, not through the journal: a drill is not a call, holds no patient data, and
-a result the database could not take is still kept in memory (page, metrics) and logged.
+Written directly, not through the journal: a drill is not a call and holds no patient data.
+A result the database could not take is kept in memory (page, metrics), logged, and stored
+again with the next ones (``drills.scheduler.Drills``).
 
 Each row carries its node ([node] name): several nodes share one database, and each drills
 over its own trunks (trunk-a of one node is not trunk-a of another).  A daemon reads back its
@@ -11,11 +12,12 @@ own node's rows; the others' are shown apart (``by_node``) and audited node by n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import and_, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..drills import DrillMode, DrillResult
@@ -36,12 +38,34 @@ class SqlDrillLog:
     """``drills.DrillLog`` on the call log's engine for one node; every query bounded by
     ``timeout``."""
 
-    def __init__(self, engine: AsyncEngine, node: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, node: str, timeout: float = 10.0, lock_timeout: float = 600.0
+    ) -> None:
         if not node:
             raise ValueError("a drill log needs its node's name ([node] name)")
         self.engine = engine
         self.node = node
         self.timeout = timeout
+        self.lock_timeout = lock_timeout  # another node's drill of the line: wait this long
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, line: str) -> AsyncIterator[None]:
+        """While held, no other node drills ``line`` (a number): every node drills at the
+        same time before a closure, and a line with one channel would answer one test call
+        and give the other busy, a false failure.  A PostgreSQL advisory lock, held on its
+        own connection (a node that dies releases it); SQLite is one node: nothing to do."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = {"key": f"callflow drill {line}"}
+        async with self.engine.connect() as conn:
+            async with asyncio.timeout(self.lock_timeout):
+                await conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+            try:
+                yield
+            finally:
+                async with asyncio.timeout(self.timeout):
+                    await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)
 
     async def record(self, results: Sequence[DrillResult]) -> None:
         rows = [

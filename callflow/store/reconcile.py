@@ -9,8 +9,9 @@ the call ran.  At the restart, each open call is closed from what Asterisk knows
   the call ends as it was reached (``answered``, ``forwarded``...); a conversation cut by
   the crash is not a missed call.
 * its CDR says the dialplan fallback took it: ``recovered``, with what the dialplan did.
-* its CDR says the caller hung up: ``abandoned``.
-* its CDR says Asterisk (or a peer) ended it while nobody was reached: ``lost``.
+* its CDR says it ended (the caller hung up, or Asterisk, or a peer) while nobody was
+  reached: ``lost``, a technical failure: a caller who hung up did so in the silence of a
+  dead daemon, not as a caller who leaves a working line (``abandoned``).
 * no CDR ``settle`` seconds after the channel was seen gone (Asterisk restarted, or keeps
   no CDRs): ``lost``.
 
@@ -84,7 +85,7 @@ def _reached(call: OpenCall, ended: datetime, how: str) -> Closing:
         call.id,
         call.reached,
         ended,
-        f"reached before a crash of the daemon; {how}",
+        f"reached before the daemon went away; {how}",
         answered=call.answered,
         destination=call.destination,
         step=call.step,
@@ -116,11 +117,13 @@ def _from_cdr(call: OpenCall, cdr: CdrCall) -> Closing:
             step=call.step,
         )
     if cdr.hangup_by == "caller":
+        # Not "abandoned": the caller hung up in the silence of a dead daemon (review: the
+        # crash's cost was logged as the callers' doing, and left out of the failures).
         return Closing(
             call.id,
-            OutcomeKind.ABANDONED,
+            OutcomeKind.LOST,
             cdr.end,
-            "the caller hung up while the daemon was down",
+            "left open by a crash of the daemon; the caller hung up before anyone was reached",
             step=call.step,
         )
     by = {"peer": "a peer", "pbx": "Asterisk"}.get(cdr.hangup_by, "Asterisk (or a peer)")
@@ -133,4 +136,15 @@ def _from_cdr(call: OpenCall, cdr: CdrCall) -> Closing:
     )
 
 
-__all__ = ["Closing", "OpenCall", "reconcile"]
+def retired(call: OpenCall, node: str, by: str, now: datetime) -> Closing:
+    """An open call of a node an administrator retired (gone for good, with its Asterisk
+    and its daemon): nobody is left to say how the call ended."""
+    how = f"closed by {by}: node {node} retired with the call open"
+    if call.reached is not None:
+        return _reached(call, now, how)
+    return Closing(
+        call.id, OutcomeKind.LOST, now, f"{how}; how it ended is unknown", step=call.step
+    )
+
+
+__all__ = ["Closing", "OpenCall", "reconcile", "retired"]

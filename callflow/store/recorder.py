@@ -609,9 +609,11 @@ class Recorder:
         return rec
 
     async def _write_one_by_one(self, records: list[Record]) -> bool:
+        # Up to a batch of transactions in a row: new records keep reaching the journal
+        # meanwhile (review: they waited in memory for the whole retry, lost at a kill).
         for rec in records:
             try:
-                await self._transaction([rec])
+                await self._journal_while(self._transaction([rec]))
             except Exception as exc:
                 if not _bad_data(exc):
                     self._db_failed(exc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,8 +78,7 @@ def daemon(tmp_path: Path, flows_dir: Path, asterisk: None) -> Iterator[Daemon]:
     d = Daemon(tmp_path, flows_dir)
     d.start()
     yield d
-    code = d.stop()
-    time.sleep(0.2)
+    code = d.stop()  # the process has exited: its log is complete
     log = d.log()
     assert "Traceback" not in log, log[-4000:]
     assert code == 0, f"daemon exit code {code}\n{log[-3000:]}"

@@ -41,6 +41,13 @@ _REFUSED = re.compile(
     r"From: \"Patient ([^\"]+)\"",
     re.S,
 )
+# ... or a call Asterisk took at the SIP layer (100 Trying) in the instant it stopped, then
+# never answered: SIPp's CANCEL, a minute later, gets 481 from the restarted Asterisk, which
+# never knew it (no channel, no dialplan, no CDR).
+_DROPPED = re.compile(
+    r"receive timeout on message patient-load:[1-3] [^\n]*?Dead call \S+ \(aborted at index "
+    r"[1-3]\), received 'SIP/2\.0 481 [^']*?From: \"Patient ([^\"]+)\"",
+)
 
 RATE = float(os.environ.get("CALLFLOW_FAULT_RATE", "20"))
 SECONDS = float(os.environ.get("CALLFLOW_FAULT_SECONDS", "5"))
@@ -98,11 +105,13 @@ class Load:
 
     def refused(self) -> set[str]:
         """Caller numbers whose INVITE Asterisk refused (a 5xx before any answer, e.g. 503
-        while it shuts down): no channel, no dialplan, no CDR: nothing to log."""
+        while it shuts down) or dropped as it stopped (no answer at all, then unknown to the
+        Asterisk that came back): no channel, no dialplan, no CDR: nothing to log."""
         out: set[str] = set()
         for f in self.workdir.glob("patient-load_*_errors.log"):
-            for m in _REFUSED.finditer(f.read_text(errors="replace")):
-                out.add(m.group(1))
+            text = f.read_text(errors="replace")
+            out.update(m.group(1) for m in _REFUSED.finditer(text))
+            out.update(m.group(1) for m in _DROPPED.finditer(text))
         return out
 
     def wait_placed(self, n: int, timeout: float = 60) -> None:
@@ -221,7 +230,7 @@ class Row:
     without_outcome: int
     duplicated: int  # calls logged more than once
     sipp_failed: int  # calls SIPp counted failed (e.g. cut by a restarted Asterisk)
-    refused: int = 0  # calls Asterisk refused outright (5xx to the INVITE): not placed
+    refused: int = 0  # calls Asterisk refused (5xx) or dropped as it stopped: not placed
     outcomes: dict[str, int] = field(default_factory=dict)
     date: str = ""
     machine: str = ""

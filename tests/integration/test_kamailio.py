@@ -124,6 +124,12 @@ def _node_of(call_id: str) -> str:
     return call_id.split("-", 1)[0]
 
 
+def _call(bench: Bench, kamailio: Kamailio, ip: str = "127.0.0.1", **sets: str) -> None:
+    """One patient call to the practice's number through Kamailio, to its end (SIPp: 0)."""
+    p = bench.patient("100", ip=ip, to=kamailio.address, **sets)
+    assert p.wait(60) == 0, p.log()
+
+
 def _wait_ended(db: str, n: int, timeout: float = 60) -> dict[str, dict[str, Any]]:
     wait_until(
         lambda: sum(c["outcome"] is not None for c in _calls(db).values()) >= n,
@@ -152,8 +158,7 @@ def test_calls_through_kamailio_reach_both_nodes_into_one_log_and_report(
         # Calls are spread by a hash of their Call-ID: call until both nodes have had some
         # (the chance that 16 calls all hash to one node is 1 in 32,768).
         while placed < 16 and len({_node_of(c) for c in _calls(shared_db)}) < 2:
-            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
-            assert p.wait(60) == 0, p.log()
+            _call(bench, kamailio, digits="1", wait_ms="800")
             placed += 1
             _wait_ended(shared_db, placed)
         calls = _wait_ended(shared_db, placed)
@@ -200,10 +205,8 @@ def test_a_phone_calling_through_kamailio_is_known_as_the_phone(
     try:
         # The secretariat's phone (127.0.0.11) and a patient call the practice, both
         # through Kamailio: the node sees both come from Kamailio's address.
-        phone = bench.patient("100", ip="127.0.0.11", to=kamailio.address, hold_ms="2000")
-        assert phone.wait(60) == 0, phone.log()
-        patient = bench.patient("100", to=kamailio.address, hold_ms="2000")
-        assert patient.wait(60) == 0, patient.log()
+        _call(bench, kamailio, ip="127.0.0.11", hold_ms="2000")
+        _call(bench, kamailio, hold_ms="2000")
         _wait_ended(shared_db, 2)
     finally:
         bench.close()
@@ -250,16 +253,14 @@ def test_a_dead_node_calls_go_to_the_other_and_its_call_is_logged_failed(
         # Calls placed at once, before a probe noticed: Kamailio sends those that hash to
         # the dead node to the other after NODE_TIMEOUT (ds_next_dst): every one gets there.
         for _ in range(3):
-            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
-            assert p.wait(60) == 0, p.log()
+            _call(bench, kamailio, digits="1", wait_ms="800")
         # The probes (or a failover) mark the dead node down; new calls go straight to the
         # other.
         wait_until(lambda: not kamailio.up(dead), 10 * PING_INTERVAL, f"{dead.name} down")
         down_at = kamailio.marked_down()[0]  # the first: a call or a probe
         seen = len(_dispatch_lines(kamailio))
         for _ in range(2):
-            p = bench.patient("100", to=kamailio.address, digits="1", wait_ms="800")
-            assert p.wait(60) == 0, p.log()
+            _call(bench, kamailio, digits="1", wait_ms="800")
         assert accueil.proc.poll() is None, accueil.log()
         victim.stop()
     finally:
@@ -330,8 +331,7 @@ def test_an_override_set_on_one_node_holds_on_the_other(
     try:
         placed = 0
         while placed < 16 and not any(_node_of(c) == "node2" for c in _calls(shared_db)):
-            p = bench.patient("100", to=kamailio.address, hold_ms="3000")
-            assert p.wait(60) == 0, p.log()
+            _call(bench, kamailio, hold_ms="3000")
             placed += 1
             _wait_ended(shared_db, placed)
     finally:

@@ -5,7 +5,6 @@ the metrics say which way every REST request went."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +22,7 @@ def transport_daemon(
     d.config.write_text(d.config.read_text().replace("[flows]", f'transport = "{mode}"\n[flows]'))
     d.start()
     yield d, mode
-    code = d.stop()
-    time.sleep(0.2)
+    code = d.stop()  # the process has exited: its log is complete
     log = d.log()
     assert "Traceback" not in log, log[-4000:]
     assert code == 0, f"daemon exit code {code}\n{log[-3000:]}"

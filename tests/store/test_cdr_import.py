@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.flow.engine import RESCUE_SEQ
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
-from callflow.store.aftercrash import AfterCrash
+from callflow.store.aftercrash import LOST_MARGIN, AfterCrash
 from callflow.store.cdr import CdrCall, CdrFile
 from callflow.store.cdr_import import import_fallback_calls
 from callflow.store.db import create_engine
+from callflow.store.maintenance import purge
 from callflow.store.models import Call, CallStep, CdrImport
 from callflow.store.privacy import CallerPrivacy
 from callflow.store.recorder import Recorder
@@ -133,15 +135,99 @@ async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
         fallback_cdr("running", fallback="", entered=True, hangup_by=""),  # not over yet
     ]
     privacy = CallerPrivacy()
-    got = await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW)
-    assert sorted(got) == ["cut", "left"]
-    assert (
-        await import_fallback_calls(engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW) == []
+    window = (T0 - timedelta(minutes=1), NOW)  # around the killed run's end
+    got = await import_fallback_calls(
+        engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, lost_window=window
     )
+    assert sorted(got) == ["cut", "left"]
+    again = await import_fallback_calls(
+        engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, lost_window=window
+    )
+    assert again == []
     log = await calls(engine)
     assert set(log) == {"known", "left", "cut"}
-    assert (log["left"][0], log["cut"][0], log["known"][0]) == ("abandoned", "lost", "abandoned")
+    # Lost, whoever hung up: the daemon was dead (a caller in its silence is no abandon).
+    assert (log["left"][0], log["cut"][0], log["known"][0]) == ("lost", "lost", "abandoned")
     assert "lost at a crash" in log["left"][4] and "hung up by the caller" in log["left"][4]
+
+
+async def test_a_purged_call_is_not_brought_back_by_its_cdr(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Found in review: the CDR file outlives the calls the retention purge deletes; read
+    # again at a restart, a purged call's CDR logged it anew, number in clear, "abandoned".
+    old = T0 - timedelta(days=400)
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        rec.call_started(info("old", started=old))
+        rec.call_ended(info("old", started=old), Outcome(OutcomeKind.ANSWERED, "desk"), old)
+        rec.call_started(info("recent"))
+        rec.call_ended(info("recent"), Outcome(OutcomeKind.ANSWERED, "desk"), T0)
+    assert (await purge(engine, NOW, 365)).calls == 1
+    over = {"fallback": "", "entered": True, "disposition": "ANSWERED"}
+    cdrs = [
+        fallback_cdr("old", start=old, end=old + timedelta(minutes=2), **over),
+        fallback_cdr("old-fallback", start=old, end=old + timedelta(minutes=2)),
+        fallback_cdr("recent", **over),
+    ]
+    privacy = CallerPrivacy()
+    got = await import_fallback_calls(
+        engine,
+        cdrs,
+        privacy=privacy,
+        flow_of=flow_of,
+        now=NOW,
+        not_before=NOW - timedelta(days=365),
+        lost_window=(NOW - timedelta(minutes=1), NOW),  # a run that ended just now
+    )
+    assert got == []
+    assert set(await calls(engine)) == {"recent"}
+    # Without the retention bound, the old fallback call would be imported; without the
+    # window, the purged one too: each bound is what keeps it out.
+    assert await import_fallback_calls(
+        engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, lost_window=(old, NOW)
+    ) == ["old", "old-fallback"]
+
+
+async def test_the_lost_window_comes_from_the_previous_runs_last_sign_of_life(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    alive = tmp_path / "last-alive"
+    cdr_path = tmp_path / "callflow-cdr.json"
+    # Two calls the daemon never logged, not through the fallback: one a second before the
+    # previous run's last sign of life (lost at its crash), one a day before (purged).
+    killed = NOW - timedelta(minutes=5)
+    cdr_path.write_text(
+        cdr_line("lost-at-kill", start=killed.timestamp() - 1, end=killed.timestamp() + 9)
+        + cdr_line("a-day-old", start=killed.timestamp() - 86400, end=killed.timestamp() - 86390)
+    )
+
+    def part() -> AfterCrash:
+        return AfterCrash(
+            engine,
+            Recorder(engine, tmp_path / "spool"),
+            Channels(set()),
+            cdr_file=CdrFile(cdr_path),
+            privacy=CallerPrivacy(),
+            flow_of=flow_of,
+            clock=lambda: NOW,
+            alive_file=alive,
+            retention=timedelta(days=365),
+        )
+
+    first = part()  # the first start ever: no mark, no window
+    async with first.recorder:
+        await first.start()
+        await first.run_once()
+    assert first.lost_window is None and first.imported == 0
+    alive.touch()
+    os.utime(alive, (killed.timestamp(), killed.timestamp()))
+    second = part()
+    async with second.recorder:
+        await second.start()
+        await second.run_once()
+    assert second.lost_window == (killed - LOST_MARGIN, NOW)
+    assert set(await calls(engine)) == {"lost-at-kill"}
 
 
 async def test_a_pseudonymised_log_imports_no_number_in_clear(engine: AsyncEngine) -> None:
@@ -232,7 +318,7 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
         await part.run_once()
         got = await calls(engine)
         assert {k: v[0] for k, v in got.items()} == {
-            "gave-up": "abandoned",
+            "gave-up": "lost",  # the caller hung up in the dead daemon's silence
             "rescued": "recovered",
             "died": "lost",
             "talking": "answered",
@@ -251,7 +337,7 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
         await part.run_once()
         assert part.open_left == 0
         before = await calls(engine)
-        assert before["still-up"][0] == "abandoned"
+        assert before["still-up"][0] == "lost"
         for _ in range(2):  # nothing is logged twice, whatever runs again
             await part.run_once()
         part2 = AfterCrash(
@@ -296,7 +382,7 @@ async def test_a_call_open_in_the_journal_only_is_closed_after_the_journal_is_fe
     )
     async with rec, part:
         await wait_for(lambda: part.open_left == 0)
-    assert (await calls(engine))["in-journal"][0] == "abandoned"
+    assert (await calls(engine))["in-journal"][0] == "lost"
 
 
 async def wait_for(predicate: Any, timeout: float = 30.0) -> None:

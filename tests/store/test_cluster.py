@@ -206,3 +206,31 @@ async def test_a_callback_request_is_completed_by_one_node_only(database: Databa
         audits = (await conn.execute(select(AdminAction.action))).scalars().all()
     assert done == ["done"] * len(ids)
     assert audits == ["callback done"] * len(ids)
+
+
+async def test_a_start_with_the_database_away_applies_the_last_copy_of_the_overrides(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Found in review: with the overrides only in the database, a daemon restarted while it
+    # was away ignored "closed until Monday" and rang the empty desk.
+    copy = tmp_path / "overrides-copy.json"
+    short = Override(open=True, until=NOW + timedelta(hours=1))
+    async with SharedOverrides(engine, node="a", clock=lambda: NOW, copy_file=copy) as a:
+        await a.put("cabinet/office", "cabinet", CLOSED)
+        await a.put("cabinet/short", "cabinet", short)
+    assert copy.stat().st_mode & 0o777 == 0o600
+    later = NOW + timedelta(hours=2)
+    away = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'calls.db'}")
+    restarted = SharedOverrides(
+        away, node="a", clock=lambda: later, copy_file=copy, start_timeout=2.0, retry_max=0.5
+    )
+    try:
+        async with restarted:
+            assert not restarted.started  # the table was not read
+            assert restarted.active(later) == {"cabinet/office": CLOSED}  # short expired
+    finally:
+        await away.dispose()
+    # The table read again replaces the copy's view (an override removed meanwhile goes).
+    async with SharedOverrides(engine, node="b", clock=lambda: later, copy_file=copy) as b:
+        await b.remove("cabinet/office")
+    assert json.loads(copy.read_text()) == {}

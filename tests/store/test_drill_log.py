@@ -5,6 +5,7 @@ database and each drills over its own trunks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from callflow.store.db import upgrade
 from callflow.store.drill_log import SqlDrillLog, last_successes, successes_by_node
 from callflow.store.models import TrunkEvent
 from callflow.telephony import DialStatus
-from tests.support.flows import FORWARD_ONLY_FLOW, write_flow
+from tests.support.flows import FORWARD_ONLY_FLOW, compile_flow, write_flow
 
 from .conftest import Database
 
@@ -219,3 +220,47 @@ async def test_the_api_shows_this_nodes_legs_and_the_other_nodes_apart(
     }
     assert list(body["nodes"]) == ["pbx-2"]  # this node's own rows are not an "other node"
     assert (await _get(client, OTHER))["nodes"] == {}  # another practice's admin sees none
+
+
+class _OneLine:
+    """The secretariat's line, one channel: a second test call while one rings is busy."""
+
+    def __init__(self) -> None:
+        self.ringing = 0
+        self.calls = 0
+
+    async def call(self, endpoint: str, ring: float, caller_id: str | None) -> TestCall:
+        self.calls += 1
+        if self.ringing:
+            return TestCall(DialStatus.BUSY)
+        self.ringing += 1
+        try:
+            await asyncio.sleep(0.3)  # rings, then answers (a real ring takes seconds)
+        finally:
+            self.ringing -= 1
+        return TestCall(DialStatus.ANSWER, answer_delay=0.3)
+
+
+async def test_two_nodes_drilling_the_same_line_at_once_take_turns(database: Database) -> None:
+    # Found in review: every node drills at the same moment (the last open hour before a
+    # closure); a line with one channel answered one node's test call and gave the other
+    # busy, a false "drill failed" alert.
+    if database.backend != "postgresql":
+        pytest.skip("several nodes: PostgreSQL only (SQLite is one node)")
+    line = _OneLine()
+    loaded = compile_flow(FORWARD_ONLY_FLOW)
+
+    def node(name: str) -> Drills:
+        engine = database.engine()
+        runner = DrillRunner(line, lambda t: (True, "reachable"), lambda: T0)
+        return Drills(
+            runner, lambda: {"cabinet": loaded}, SqlDrillLog(engine, name), lambda: T0,
+            scheduled=False,
+        )  # fmt: skip
+
+    await upgrade(database.engine())
+    a, b = node("pbx-1"), node("pbx-2")
+    async with a, b:
+        first, second = await asyncio.gather(a.drill("cabinet"), b.drill("cabinet"))
+    assert [r.passed for r in first + second] == [True] * len(first + second)
+    assert line.calls == len(first + second) > 2

@@ -116,16 +116,19 @@ async def test_a_killed_daemon_loses_no_record(engine: AsyncEngine, tmp_path: Pa
     assert len(outcomes) == CALLS and None not in outcomes  # every call closed, none twice
 
 
-async def test_a_slow_database_write_does_not_hold_the_journal_up(
-    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def journaled_while_a_write_waits(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, one_by_one: bool
 ) -> None:
-    # Found by the fault matrix (kill -9 under load just after a restart whose CDR import
-    # kept SQLite's write lock): records reported while a database write waited stayed in
-    # memory until it ended, and the kill lost seven calls outright.
+    """Calls reported while a database write waits reach the journal (a kill then loses
+    nothing), and all reach the database once the write ends.  ``one_by_one``: the batch
+    is refused as bad data first, so the waiting write is one of the record-by-record
+    retries."""
     entered, release = asyncio.Event(), asyncio.Event()
     real = recorder_module.write_records
 
     async def slow(conn: Any, records: Any, **kwargs: Any) -> None:
+        if one_by_one and len(records) > 1:
+            raise ValueError("a malformed record in the batch")  # bad data: one by one
         entered.set()
         await release.wait()  # a locked or slow database
         await real(conn, records, **kwargs)
@@ -148,5 +151,23 @@ async def test_a_slow_database_write_does_not_hold_the_journal_up(
             assert rec.queue_depth == 0
         finally:
             release.set()  # the write ends (else the recorder's close would wait on it)
+        monkeypatch.setattr(recorder_module, "write_records", real)
         await rec.flush()
     assert await counts(engine) == (CALLS + 1, (CALLS + 1) * STEPS, 0)
+
+
+async def test_a_slow_database_write_does_not_hold_the_journal_up(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the fault matrix (kill -9 under load just after a restart whose CDR import
+    # kept SQLite's write lock): records reported while a database write waited stayed in
+    # memory until it ended, and the kill lost seven calls outright.
+    await journaled_while_a_write_waits(engine, tmp_path, monkeypatch, one_by_one=False)
+
+
+async def test_records_reported_while_a_refused_batch_is_retried_one_by_one_are_journaled(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: a batch the database refused is written again record by record (up
+    # to a batch of transactions in a row); records reported meanwhile waited in memory.
+    await journaled_while_a_write_waits(engine, tmp_path, monkeypatch, one_by_one=True)

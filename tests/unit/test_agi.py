@@ -24,12 +24,12 @@ from callflow.agi.protocol import (
     read_request,
 )
 from callflow.flow.engine import Engine
-from callflow.flow.events import CallAnswered, CallInfo, Outcome, StepRecord
 from callflow.flow.live import LiveFlows
 from callflow.flow.services import Services
 from callflow.telephony import Driver
 from tests.support.fake_agi import Dialed, FakeAgiAsterisk
 from tests.support.flows import write_flow
+from tests.support.observer import RecordingObserver
 from tests.support.polling import wait_until
 
 TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -82,37 +82,13 @@ steps:
 OTHER = FLOW.replace("flow: agi", "flow: other").replace('numbers: ["100"]', 'numbers: ["200"]')
 
 
-class Log:
-    """The engine's observer: what the call log and the metrics would be told."""
-
-    def __init__(self) -> None:
-        self.started: list[CallInfo] = []
-        self.steps: list[StepRecord] = []
-        self.ended: list[tuple[CallInfo, Outcome]] = []
-
-    def call_started(self, info: CallInfo) -> None:
-        self.started.append(info)
-
-    def step(self, record: StepRecord) -> None:
-        self.steps.append(record)
-
-    def call_answered(self, event: CallAnswered) -> None:
-        pass
-
-    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
-        self.ended.append((info, outcome))
-
-    def path(self) -> list[tuple[str, str, str]]:
-        return [(r.step, r.kind.value, r.result.value) for r in self.steps]
+@pytest.fixture
+def log() -> RecordingObserver:
+    return RecordingObserver()
 
 
 @pytest.fixture
-def log() -> Log:
-    return Log()
-
-
-@pytest.fixture
-async def server(tmp_path: Path, log: Log) -> AsyncIterator[AgiServer]:
+async def server(tmp_path: Path, log: RecordingObserver) -> AsyncIterator[AgiServer]:
     write_flow(tmp_path / "flows", FLOW, "agi.yaml")
     write_flow(tmp_path / "flows", OTHER, "other.yaml")
     flows = LiveFlows(tmp_path / "flows", "agi")
@@ -253,7 +229,7 @@ async def test_a_command_with_a_newline_is_never_sent() -> None:
 # -- the AGI call through the engine -----------------------------------------------------
 
 
-async def test_menu_choice_reaches_the_desk(server: AgiServer, log: Log) -> None:
+async def test_menu_choice_reaches_the_desk(server: AgiServer, log: RecordingObserver) -> None:
     p = await call(server, keys=["", "1"], dials=[Dialed("ANSWER", ring_ms=2500)])
     assert log.path() == [
         ("welcome", "play", "played"),
@@ -272,7 +248,9 @@ async def test_menu_choice_reaches_the_desk(server: AgiServer, log: Log) -> None
     assert p.commands[-1] == "HANGUP" and p.closed_by_daemon
 
 
-async def test_silence_twice_then_the_failed_branch(server: AgiServer, log: Log) -> None:
+async def test_silence_twice_then_the_failed_branch(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     p = await call(server, dials=[Dialed("NOANSWER")])
     menu = [r for r in log.steps if r.step == "menu"]
     assert [(r.result.value, r.attempt) for r in menu] == [("failed", 2)]
@@ -284,7 +262,7 @@ async def test_silence_twice_then_the_failed_branch(server: AgiServer, log: Log)
     assert p.context == ("callflow-fallback", "s")  # the dialplan fallback takes the caller
 
 
-async def test_trunk_failover_over_dial(server: AgiServer, log: Log) -> None:
+async def test_trunk_failover_over_dial(server: AgiServer, log: RecordingObserver) -> None:
     p = await call(server, keys=["", "2"], dials=[Dialed("CONGESTION"), Dialed("ANSWER")])
     attempts = [(r.trunk, r.result.value) for r in log.steps if r.kind == "attempt"]
     assert attempts == [("trunk-a", "congestion"), ("trunk-b", "answer")]
@@ -295,14 +273,18 @@ async def test_trunk_failover_over_dial(server: AgiServer, log: Log) -> None:
     assert (log.ended[0][1].kind, log.ended[0][1].trunk) == ("forwarded", "trunk-b")
 
 
-async def test_a_busy_callee_is_not_a_trunk_fault(server: AgiServer, log: Log) -> None:
+async def test_a_busy_callee_is_not_a_trunk_fault(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     p = await call(server, keys=["", "2"], dials=[Dialed("BUSY"), Dialed("ANSWER")])
     assert len([d for d in p.dials_made if "@trunk" in d]) == 1
     out = [(r.kind.value, r.result.value) for r in log.steps if r.step == "out"]
     assert out[:2] == [("attempt", "busy"), ("forward", "busy")]
 
 
-async def test_on_call_confirmation_declined_then_accepted(server: AgiServer, log: Log) -> None:
+async def test_on_call_confirmation_declined_then_accepted(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     p = await call(
         server, keys=["", "3"], dials=[Dialed("ANSWER", accepted=False), Dialed("ANSWER")]
     )
@@ -313,7 +295,9 @@ async def test_on_call_confirmation_declined_then_accepted(server: AgiServer, lo
     assert (escalate.result.value, escalate.destination) == ("accepted", "dr-b")
 
 
-async def test_caller_hanging_up_mid_prompt_is_abandoned(server: AgiServer, log: Log) -> None:
+async def test_caller_hanging_up_mid_prompt_is_abandoned(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     p = await call(server, hangup_on="GET OPTION")
     assert log.path()[-1] == ("menu", "menu", "abandoned")
     assert log.ended[0][1].kind == "abandoned"
@@ -323,7 +307,7 @@ async def test_caller_hanging_up_mid_prompt_is_abandoned(server: AgiServer, log:
 
 
 async def test_a_conversation_the_caller_ends_is_answered_not_abandoned(
-    server: AgiServer, log: Log
+    server: AgiServer, log: RecordingObserver
 ) -> None:
     p = await call(server, keys=["", "1"], dials=[Dialed("ANSWER", caller_hangs_up=True)])
     assert log.path()[-2:] == [
@@ -334,7 +318,9 @@ async def test_a_conversation_the_caller_ends_is_answered_not_abandoned(
     assert "HANGUP" not in p.commands  # nothing asked of the dead channel but its variables
 
 
-async def test_asterisk_gone_mid_command_is_a_lost_call(server: AgiServer, log: Log) -> None:
+async def test_asterisk_gone_mid_command_is_a_lost_call(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     await call(server, keys=["", "1"], drop_on="EXEC Dial")
     await wait_until(lambda: bool(log.ended), 10)
     assert log.ended[0][1].kind == "failed"
@@ -346,7 +332,7 @@ async def test_asterisk_gone_mid_command_is_a_lost_call(server: AgiServer, log: 
 
 
 async def test_the_request_names_the_flow_or_the_number_chooses(
-    server: AgiServer, log: Log
+    server: AgiServer, log: RecordingObserver
 ) -> None:
     await call(server, script="other", extension="100", keys=["", "1"], dials=[Dialed()])
     await call(server, script="", extension="s", arg="200", keys=["", "1"], dials=[Dialed()])
@@ -377,7 +363,9 @@ async def test_voicemail_and_variables_go_through_the_dialplan() -> None:
 # -- the listener ------------------------------------------------------------------------
 
 
-async def test_an_address_not_allowed_is_refused_before_a_byte(tmp_path: Path, log: Log) -> None:
+async def test_an_address_not_allowed_is_refused_before_a_byte(
+    tmp_path: Path, log: RecordingObserver
+) -> None:
     write_flow(tmp_path / "flows", FLOW, "agi.yaml")
     engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
     only = (ipaddress.ip_network("192.0.2.0/24"),)
@@ -390,7 +378,9 @@ async def test_an_address_not_allowed_is_refused_before_a_byte(tmp_path: Path, l
     assert log.started == []
 
 
-async def test_garbage_and_silent_peers_cost_their_own_session(server: AgiServer, log: Log) -> None:
+async def test_garbage_and_silent_peers_cost_their_own_session(
+    server: AgiServer, log: RecordingObserver
+) -> None:
     assert server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"GET / HTTP/1.1\r\n\r\n")
@@ -410,7 +400,7 @@ async def test_garbage_and_silent_peers_cost_their_own_session(server: AgiServer
 
 
 async def test_stopping_stops_listening_and_returns_calls_to_the_dialplan(
-    tmp_path: Path, log: Log
+    tmp_path: Path, log: RecordingObserver
 ) -> None:
     write_flow(tmp_path / "flows", FLOW, "agi.yaml")
     engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
@@ -433,7 +423,7 @@ async def test_stopping_stops_listening_and_returns_calls_to_the_dialplan(
 
 
 async def test_an_overloaded_daemon_sheds_a_new_agi_call_to_the_dialplan(
-    tmp_path: Path, log: Log
+    tmp_path: Path, log: RecordingObserver
 ) -> None:
     write_flow(tmp_path / "flows", FLOW, "agi.yaml")
     write_flow(
@@ -467,7 +457,7 @@ async def test_an_overloaded_daemon_sheds_a_new_agi_call_to_the_dialplan(
 
 
 async def test_a_command_asterisk_never_answers_is_a_pbx_link_failure(
-    server: AgiServer, log: Log
+    server: AgiServer, log: RecordingObserver
 ) -> None:
     assert server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)

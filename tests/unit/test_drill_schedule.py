@@ -3,12 +3,14 @@ and the daemon's schedule, which drills each flow once in that hour."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from callflow.drills import DrillRunner, TestCall, drill_times
+from callflow.drills import DrillResult, DrillRunner, TestCall, drill_times
 from callflow.drills.scheduler import Drills
 from callflow.flow.registry import LoadedFlow
 from callflow.telephony import DialStatus
@@ -162,3 +164,52 @@ async def test_a_due_drill_waits_for_the_pbx_link() -> None:
         await drills._schedule()
     assert naps[:2] == [5.0, 5.0]  # retried soon, not at the next recheck
     assert [t for t, _ in caller.calls] == [local(2026, 10, 24, 11, 40, 10).astimezone(UTC)] * 2
+
+
+class _FlakyLog:
+    """A drill log whose database is away for the first ``down`` writes."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.stored: list[DrillResult] = []
+
+    async def record(self, results: Sequence[DrillResult]) -> None:
+        if self.down > 0:
+            self.down -= 1
+            raise OSError("connection refused")
+        self.stored.extend(results)
+
+    async def latest(self) -> tuple[list[DrillResult], list[DrillResult]]:
+        return [], []
+
+    def exclusive(self, line: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def _drills_on_a_flaky_log() -> tuple[Drills, _FlakyLog, _Clock]:
+    """Drills by hand whose database is away for the first write."""
+    clock = _Clock(local(2026, 10, 23, 10, 0).astimezone(UTC))
+    runner = DrillRunner(_Answering(clock), lambda t: (True, "reachable"), clock)
+    drill_log = _FlakyLog(down=1)
+    loaded = flow()
+    drills = Drills(runner, lambda: {"cabinet": loaded}, drill_log, clock, scheduled=False)
+    return drills, drill_log, clock
+
+
+async def test_results_the_database_could_not_take_are_stored_with_the_next_ones() -> None:
+    drills, drill_log, clock = _drills_on_a_flaky_log()
+    async with drills:
+        first = await drills.drill("cabinet")
+        assert drill_log.stored == []  # the database was away
+        assert [r.passed for r in drills.last.values()] == [True, True]  # the page says it
+        clock.now += timedelta(hours=1)
+        second = await drills.drill("cabinet")
+    assert drill_log.stored == [*first, *second]
+
+
+async def test_results_not_stored_are_tried_again_when_the_daemon_stops() -> None:
+    drills, drill_log, _ = _drills_on_a_flaky_log()
+    async with drills:
+        results = await drills.drill("cabinet")
+        assert drill_log.stored == []
+    assert drill_log.stored == results

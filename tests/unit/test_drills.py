@@ -4,6 +4,7 @@ AriClient on the fake Asterisk transport, virtual clock), and never an emergency
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -91,12 +92,19 @@ def originated(pbx: FakeAsterisk) -> list[str]:
 # -- what is drilled ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("number", [*EMERGENCIES, "+33 15", "1 12"])
+@pytest.mark.parametrize(
+    "number",
+    # As written, and as a carrier might read a prefixed form (found in review: "+112",
+    # "+15" and "33112" passed as ordinary numbers).
+    [*EMERGENCIES, "+33 15", "1 12", "+112", "+15", "33112", "0033 116 117", "+33116117"],
+)
 def test_french_emergency_and_urgent_numbers_are_known(number: str) -> None:
     assert is_emergency_number(number)
 
 
-@pytest.mark.parametrize("number", ["0180000000", "0612345678", "+33180000000", "3631"])
+@pytest.mark.parametrize(
+    "number", ["0180000000", "0612345678", "+33180000000", "0033180000000", "3631", "+3311234"]
+)
 def test_ordinary_numbers_are_not_emergencies(number: str) -> None:
     assert not is_emergency_number(number)
 
@@ -210,3 +218,19 @@ steps:
         with pytest.raises(EmergencyNumberRefused):
             await caller.call(f"PJSIP/{number}@trunk-a", 6.0, None)
     assert pbx.requests == []
+
+
+@pytest.mark.parametrize("fault", [FakeAsterisk.stall, FakeAsterisk.drop])
+async def test_an_originate_with_no_answer_is_hung_up_all_the_same(
+    fault: Callable[[FakeAsterisk, str, str], None],
+) -> None:
+    # Found in review: a timeout or a dropped socket may come after Asterisk created the
+    # channel; taken for a refusal, the test call was left ringing the secretariat while
+    # the next trunk's rang too.
+    runner, pbx = setup({"PJSIP/0180000000@trunk-a": ANSWER, "PJSIP/0180000000@trunk-b": ANSWER})
+    fault(pbx, "POST", "/channels")
+    spec = compile_flow(FLOW).spec
+    a, _b = await runner.run(drill_targets(spec, "telesecretariat"))
+    assert not a.passed and "no answer from the PBX" in a.reason
+    lines = pbx.lines()
+    assert lines[0] == "POST /channels" and lines[1].startswith("DELETE /channels/drill-")

@@ -628,7 +628,9 @@ async def test_escalate_tier1_is_an_emergency() -> None:
     # Nothing before the emergency number: the message plays while it rings.
     assert call.actions[0] == ("dial", "PJSIP/15@trunk-b", 30.0)
     assert call.messages_while_ringing == [["custom/call-15"]]
-    assert trunks.asked == [(["trunk-b", "trunk-a"], True)]
+    # The trunks to ring (even those down), and those usable before the ring (a ring-out
+    # is a trunk fault only on a trunk lost while it rang).
+    assert trunks.asked == [(["trunk-b", "trunk-a"], True), (["trunk-b", "trunk-a"], False)]
 
 
 async def test_escalate_tier1_tries_every_trunk_then_failed_branch() -> None:

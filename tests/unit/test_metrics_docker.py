@@ -596,6 +596,9 @@ def test_compose_keeps_secrets_out_and_admin_ports_on_loopback() -> None:
 
 def test_the_container_settings_load_and_agree_with_compose_and_prometheus() -> None:
     settings = load_settings(DOCKER / "callflow.toml", {})
+    # Named, not the container's host name (its id, new at every recreate): the node owns
+    # its open calls and drill results across upgrades.
+    assert settings.node.name == "pbx-1"
     assert settings.database.url.startswith("postgresql+asyncpg://callflow@postgres:5432/")
     assert settings.ari.password_file == "/run/secrets/ari_password"
     assert settings.ami.secret_file == "/run/secrets/ami_secret"

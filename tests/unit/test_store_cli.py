@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from callflow.errors import UserError
 from callflow.flow.events import CallInfo, Outcome, OutcomeKind
-from callflow.settings import load_settings
+from callflow.settings import Settings, load_settings
 from callflow.store import Store, StoreUnavailable
 from callflow.store.db import head_revision
 from callflow.store.models import AdminAction
@@ -206,3 +206,38 @@ def test_the_store_refuses_an_old_schema(config: Path) -> None:
 
     with pytest.raises(UserError, match="run `callflow db upgrade`"):
         asyncio.run(check())
+
+
+def test_retire_node_closes_a_gone_nodes_open_calls_and_refuses_its_own(
+    run_cli: Run, config: Path, tmp_path: Path
+) -> None:
+    assert run_cli("db", "upgrade", "--config", config).code == 0
+    started = datetime.now(UTC) - timedelta(hours=1)
+
+    def open_call_on(node: str) -> None:
+        own = tmp_path / f"{node}.toml"
+        own.write_text(config.read_text() + f'[node]\nname = "{node}"\n', encoding="utf-8")
+        asyncio.run(record(load_settings(own, env={})))
+
+    async def record(settings: Settings) -> None:
+        store = Store.from_settings(settings, env={})
+        store.recorder.call_started(
+            CallInfo(f"{settings.node.name}-1", "cabinet", "v1", "0612345678", "0388", started)
+        )
+        await store.recorder.close()
+        await store.dispose()
+
+    open_call_on("node2")
+    r = run_cli("db", "retire-node", "node2", "--by", "admin", "--config", config)
+    assert r.code == 0, r.err
+    assert "node node2 retired by admin: 1 open call(s) closed (0 had reached someone" in r.out
+    r = run_cli("db", "retire-node", "node1", "--config", config)
+    assert (r.code, r.out) == (0, "node node1: no call logged by this node (nothing to close)\n")
+    mine = tmp_path / "mine.toml"
+    mine.write_text(config.read_text() + '[node]\nname = "node1"\n', encoding="utf-8")
+    r = run_cli("db", "retire-node", "node1", "--config", mine)
+    assert r.code == 1 and "this settings file's own node" in r.err
+
+    open_call_on("node3")  # started an hour ago: within a 2-hour quiet period
+    r = run_cli("db", "retire-node", "node3", "--quiet-minutes", "120", "--config", config)
+    assert r.code == 1 and "is it really gone?" in r.err

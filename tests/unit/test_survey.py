@@ -21,8 +21,6 @@ from callflow.ari.channels import ChannelRegistry
 from callflow.errors import CallerHangup, TelephonyError
 from callflow.flow.engine import Engine
 from callflow.flow.events import (
-    CallAnswered,
-    CallInfo,
     FanOut,
     Outcome,
     OutcomeKind,
@@ -38,6 +36,7 @@ from callflow.telephony import DialResult, DialStatus
 from tests.support.fake_agi import Dialed, FakeAgiAsterisk
 from tests.support.fake_asterisk import ANSWER, FakeAsterisk, client_for, route_to
 from tests.support.flows import compile_flow, write_flow
+from tests.support.observer import RecordingObserver
 from tests.support.polling import wait_until
 from tests.unit.test_engine import FakeCall, make_flow, run
 
@@ -313,31 +312,13 @@ steps:
 """
 
 
-class Log:
-    def __init__(self) -> None:
-        self.steps: list[StepRecord] = []
-        self.outcomes: list[Outcome] = []
-
-    def call_started(self, info: CallInfo) -> None:
-        pass
-
-    def step(self, record: StepRecord) -> None:
-        self.steps.append(record)
-
-    def call_answered(self, event: CallAnswered) -> None:
-        pass
-
-    def call_ended(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
-        self.outcomes.append(outcome)
-
-
-async def ari_call(hang_up_first: str, key: str = "") -> tuple[FakeAsterisk, Log]:
+async def ari_call(hang_up_first: str, key: str = "") -> tuple[FakeAsterisk, RecordingObserver]:
     """A call that reaches the desk; after 30 s ``hang_up_first`` ("callee" or "caller")
     hangs up; then the caller presses ``key``."""
     registry = ChannelRegistry()
     pbx = FakeAsterisk({"PJSIP/desk": ANSWER}, sink=route_to(registry))
     call = AriCall(client_for(pbx), registry, pbx.add_caller(CALLER), dialed="100")
-    log = Log()
+    log = RecordingObserver()
     engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
 
     async def talk_then_hang_up() -> None:
@@ -394,9 +375,9 @@ steps:
 
 
 @pytest.fixture
-async def agi(tmp_path: Path) -> AsyncIterator[tuple[AgiServer, Log]]:
+async def agi(tmp_path: Path) -> AsyncIterator[tuple[AgiServer, RecordingObserver]]:
     write_flow(tmp_path / "flows", AGI_FLOW, "agi.yaml")
-    log = Log()
+    log = RecordingObserver()
     engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
     config = AgiConfig(port=0, request_timeout=2.0, command_timeout=2.0, stop_grace=1.0)
     async with AgiServer(engine, LiveFlows(tmp_path / "flows", "agi"), config) as srv:
@@ -411,7 +392,7 @@ async def agi_call(server: AgiServer, **kw: Any) -> FakeAgiAsterisk:
 
 
 async def test_over_agi_dial_comes_back_when_the_callee_hangs_up_and_the_caller_rates(
-    agi: tuple[AgiServer, Log],
+    agi: tuple[AgiServer, RecordingObserver],
 ) -> None:
     server, log = agi
     peer = await agi_call(server, keys=["2"], dials=[Dialed("ANSWER")])
@@ -427,7 +408,7 @@ async def test_over_agi_dial_comes_back_when_the_callee_hangs_up_and_the_caller_
 
 
 async def test_over_agi_no_survey_when_the_caller_hangs_up_first(
-    agi: tuple[AgiServer, Log],
+    agi: tuple[AgiServer, RecordingObserver],
 ) -> None:
     server, log = agi
     peer = await agi_call(server, keys=["2"], dials=[Dialed("ANSWER", caller_hangs_up=True)])

@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callflow.flow.engine import Engine
-from callflow.flow.events import OutcomeKind
+from callflow.flow.events import OutcomeKind, StepKind
 from callflow.flow.registry import LoadedFlow
 from callflow.flow.services import Services
 from callflow.simulate import Scenario, SimulatedCall
 from callflow.telephony import DialResult, DialStatus
 from callflow.trunks import ContactUpdate, HealthAwareSelector, TrunkHealth, TrunkState
 from tests.support.flows import compile_flow
+from tests.support.observer import RecordingObserver as Recorder
 
 FLOW = """
 version: 1
@@ -147,3 +148,22 @@ async def test_a_callee_who_does_not_answer_on_a_live_trunk_is_not_a_trunk_fault
     assert dials(sim)[0] == "dial PJSIP/0180000000@trunk-a -> NOANSWER"
     assert not any("@trunk-b" in d for d in dials(sim))  # no failover on a live trunk
     assert outcome.destination == "desk"
+
+
+async def test_an_emergency_ringing_out_on_trunks_down_before_is_no_answer_not_a_trunk_fault() -> (
+    None
+):
+    # Found in review: tier 1 rings trunks qualify already found down; its ring-out was
+    # taken for "the trunk went down while ringing" and logged CHANUNAVAIL (and counted
+    # against the trunk's breaker), though the line simply did not answer.
+    sel = selector({"trunk-a": TrunkState.UNREACHABLE, "trunk-b": TrunkState.UNREACHABLE})
+    f = flow()
+    sim = SimulatedCall(
+        f, Scenario(digits=["1"], no_answer={"samu"}), caller="0612345678", dialed="100"
+    )
+    rec = Recorder()
+    await Engine(Services(clock=lambda: NOW, trunks=sel, observer=rec)).run(f, sim)
+    attempts = [r for r in rec.steps if r.kind is StepKind.ATTEMPT and r.trunk is not None]
+    # The line rang out: no answer (not a trunk to fail over from).
+    assert [(r.trunk, r.dial_status) for r in attempts] == [("trunk-b", DialStatus.NOANSWER)]
+    assert sel.consecutive_failures("trunk-b") == 0
