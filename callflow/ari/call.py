@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver, Handoff
@@ -69,12 +69,39 @@ def leg_status(dialstatus: str | None, cause: int | None) -> DialStatus:
     return DialStatus.FAILED
 
 
+class _Flag:
+    """Set once and never cleared, like an ``asyncio.Event``, but waited on as a future: a
+    wait adds a callback to it instead of starting (and then cancelling) a task."""
+
+    __slots__ = ("_future", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def future(self) -> asyncio.Future[None]:
+        """Done once set (shared by every wait: never cancel it)."""
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+            if self._set:
+                self._future.set_result(None)
+        return self._future
+
+
 @dataclass
 class _Channel:
     """What we track of one channel: its hangup, its keys and its pending playbacks."""
 
     id: str
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: _Flag = field(default_factory=_Flag)
     dtmf: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # legs: ringing/progress
@@ -158,53 +185,86 @@ class AriCall:
     # -- events (from the router; never block) --------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        kind = event.get("type")
+        handler = self._HANDLERS.get(event.get("type", ""))
+        if handler is not None:
+            handler(self, event)
+
+    def _chan_of(self, event: Event) -> _Channel | None:
         chan_id = event_channel_id(event)
-        chan = self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
-        if kind in ("PlaybackFinished", "PlaybackFailed"):
-            pb = event.get("playback") or {}
-            pb_id = str(pb.get("id"))
-            fut = self._playbacks.pop(pb_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(str(pb.get("state", "done")))
-            if chan is not None and chan.playing == pb_id:
-                chan.playing = None  # over by itself: nothing left to stop
-            return
+        return self._chan if chan_id == self._chan.id else self._legs.get(chan_id or "")
+
+    def _on_playback_end(self, event: Event) -> None:
+        pb = event.get("playback") or {}
+        pb_id = str(pb.get("id"))
+        fut = self._playbacks.pop(pb_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(str(pb.get("state", "done")))
+        chan = self._chan_of(event)
+        if chan is not None and chan.playing == pb_id:
+            chan.playing = None  # over by itself: nothing left to stop
+
+    def _on_dtmf(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        if chan is not None:
+            chan.dtmf.put_nowait(str(event.get("digit", "")))
+
+    def _on_gone(self, event: Event) -> None:
+        chan = self._chan_of(event)
         if chan is None:
             return
-        if kind == "ChannelDtmfReceived":
-            chan.dtmf.put_nowait(str(event.get("digit", "")))
-        elif kind in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
-            cause = event.get("cause")
-            if kind == "ChannelHangupRequest" and event.get("soft") and chan is self._chan:
-                # A soft hangup request is Asterisk's own (it is shutting down or
-                # restarting, or an operator cut the call), never the caller's BYE (that
-                # one is not soft): the call is lost, not abandoned (issue #12).
-                if not self._hanging_up:
-                    self.lost = True
-                chan.gone.set()
-                return
-            if isinstance(cause, int) and chan.cause is None:
-                chan.cause = cause
-            if kind == "StasisEnd" and chan is self._chan and self.left:
-                self._left_app = True  # the continue was carried out, whatever its answer
-                return  # we sent it to the dialplan ourselves
+        kind = event["type"]
+        cause = event.get("cause")
+        if kind == "ChannelHangupRequest" and event.get("soft") and chan is self._chan:
+            # A soft hangup request is Asterisk's own (it is shutting down or
+            # restarting, or an operator cut the call), never the caller's BYE (that
+            # one is not soft): the call is lost, not abandoned (issue #12).
+            if not self._hanging_up:
+                self.lost = True
             chan.gone.set()
-        elif kind == "StasisStart" and chan is not self._chan:
+            return
+        if isinstance(cause, int) and chan.cause is None:
+            chan.cause = cause
+        if kind == "StasisEnd" and chan is self._chan and self.left:
+            self._left_app = True  # the continue was carried out, whatever its answer
+            return  # we sent it to the dialplan ourselves
+        chan.gone.set()
+
+    def _on_stasis_start(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        if chan is not None and chan is not self._chan:
             chan.answered.set()
-        elif kind == "Dial":
-            status = event.get("dialstatus")
-            if isinstance(status, str) and status:
-                chan.dialstatus = status
-                if status in ("RINGING", "PROGRESS", "PROCEEDING"):
-                    chan.progress.set()
-        elif kind == "ChannelStateChange" and chan is not self._chan:
-            state = (event.get("channel") or {}).get("state")
-            # "Up" is progress only: a leg is answered for us at its StasisStart, which
-            # follows (every leg is originated into our app); a request on it before then
-            # is refused 409 (not in Stasis), which failed an escalation's callee message.
-            if state in ("Ringing", "Ring", "Up"):
+
+    def _on_dial(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        status = event.get("dialstatus")
+        if chan is not None and isinstance(status, str) and status:
+            chan.dialstatus = status
+            if status in ("RINGING", "PROGRESS", "PROCEEDING"):
                 chan.progress.set()
+
+    def _on_state(self, event: Event) -> None:
+        chan = self._chan_of(event)
+        state = (event.get("channel") or {}).get("state")
+        # "Up" is progress only: a leg is answered for us at its StasisStart, which
+        # follows (every leg is originated into our app); a request on it before then
+        # is refused 409 (not in Stasis), which failed an escalation's callee message.
+        if chan is not None and chan is not self._chan and state in ("Ringing", "Ring", "Up"):
+            chan.progress.set()
+
+    # The events a call reacts to, and how.  ``EVENTS`` is what the call service asks
+    # Asterisk to send (its event filter): an event type missing here is never decoded.
+    _HANDLERS: ClassVar[dict[str, Callable[[AriCall, Event], None]]] = {
+        "PlaybackFinished": _on_playback_end,
+        "PlaybackFailed": _on_playback_end,
+        "ChannelDtmfReceived": _on_dtmf,
+        "StasisEnd": _on_gone,
+        "ChannelDestroyed": _on_gone,
+        "ChannelHangupRequest": _on_gone,
+        "StasisStart": _on_stasis_start,
+        "Dial": _on_dial,
+        "ChannelStateChange": _on_state,
+    }
+    EVENTS: ClassVar[frozenset[str]] = frozenset(_HANDLERS)
 
     def reconcile(self, alive: set[str]) -> None:
         """After a reconnection: channels of this call that Asterisk no longer has (it
@@ -223,28 +283,38 @@ class AriCall:
         """Await ``aw``; raise ``_Gone`` if a watched channel hangs up first (the caller is
         always watched: ``CallerHangup``), ``TimeoutError`` after ``timeout``."""
         main = asyncio.ensure_future(aw)
-        # The caller once: a prompt played to the caller watches it too, and a second task
-        # waiting on the same hangup would cost a task per wait for nothing.
-        chans = [self._chan, *(c for c in watch if c is not self._chan)]
-        gones = {asyncio.ensure_future(c.gone.wait()): c for c in chans}
         try:
-            done, _ = await asyncio.wait(
-                {main, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for t in (main, *gones):
-                if not t.done():
-                    t.cancel()
-            for t in gones:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-        if main in done:
-            return main.result()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await main
+            await self._first([main], timeout, watch)
+        except BaseException:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await main
+            raise
+        return main.result()
+
+    async def _first(
+        self,
+        futures: Sequence[asyncio.Future[Any]],
+        timeout: float | None,
+        watch: Sequence[_Channel],
+    ) -> set[asyncio.Future[Any]]:
+        """Wait until one of ``futures`` is done (they are neither cancelled nor awaited
+        here) and return those that are; raise as ``_race`` does when a watched channel
+        hangs up first, or after ``timeout``."""
+        # The caller once: a prompt played to the caller watches it too.  A hangup is a
+        # shared future of its channel, so a wait costs no task of its own.
+        chans = [self._chan, *(c for c in watch if c is not self._chan)]
+        gones = [c.gone.future() for c in chans]
+        done, _ = await asyncio.wait(
+            {*futures, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        won = {f for f in futures if f in done}
+        if won:
+            return won
         if self._chan.gone.is_set():
             raise self._hung_up()
-        if any(t in done for t in gones):
+        if any(c.gone.is_set() for c in chans):
             raise _Gone()
         raise TimeoutError
 
@@ -301,15 +371,11 @@ class AriCall:
                 else:
                     key_task = asyncio.ensure_future(chan.dtmf.get())
                     try:
-                        done = await self._race(
-                            asyncio.wait({fut, key_task}, return_when=asyncio.FIRST_COMPLETED),
-                            timeout=None,
-                            watch=[chan],
-                        )
+                        done = await self._first([fut, key_task], None, [chan])
                     finally:
                         if not key_task.done():
                             key_task.cancel()
-                    if key_task in done[0]:
+                    if key_task in done:
                         # The prompt is stopped by the next request that needs it stopped
                         # (``_quiet``), not now: if that is a hangup, it costs nothing.
                         return key_task.result()

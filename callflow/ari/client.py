@@ -21,7 +21,7 @@ import json as jsonlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
@@ -33,6 +33,7 @@ import yarl
 from callflow.ari.faults import (
     AriConnectionError,
     AriError,
+    AriHTTPError,
     AriTimeout,
     error_for_status,
 )
@@ -44,6 +45,7 @@ from callflow.reconnect import Backoff, Supervisor
 __all__ = [
     "EVENT_CONNECTED",
     "EVENT_DISCONNECTED",
+    "TRANSPORT_EVENTS",
     "AriClient",
     "AriConfig",
     "ParamValue",
@@ -55,6 +57,15 @@ log = logging.getLogger("callflow.ari")
 EVENT_CONNECTED: Final = "CallflowConnected"
 #: ``type`` of the synthetic event yielded after each drop; its ``reason`` says why.
 EVENT_DISCONNECTED: Final = "CallflowDisconnected"
+
+#: What the client itself reads among the events, whatever the caller of ``events()``
+#: handles: the answers to REST requests sent over the websocket (Asterisk filters them
+#: like any event, so an event filter without them would starve the websocket transport).
+TRANSPORT_EVENTS: Final = frozenset({"RESTResponse"})
+
+# Statuses of an Asterisk that cannot filter an application's events (the route is unknown,
+# or the method) or of an application gone meanwhile: carry on unfiltered.
+_NO_FILTER: Final = frozenset({400, 404, 405, 501})
 
 #: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
 ParamValue = str | int | float | bool
@@ -187,6 +198,7 @@ class AriClient:
             self._socket_rest = SocketTransport(http, config.transport, probe)
         self._transport: RestTransport = self._socket_rest or http
         self._sent: dict[str, int] = {WEBSOCKET: 0, HTTP: 0}
+        self._filter_refused = False  # logged once
 
     def __repr__(self) -> str:
         return (
@@ -273,12 +285,12 @@ class AriClient:
         self.in_flight += 1  # read by the overload shedding and the metrics
         self._sent[self.rest_transport] += 1
         try:
-            async with asyncio.timeout(total):  # the wait for a slot counts too
-                # An emergency call is never held behind the others; over the websocket
-                # there is no pool to queue for.
-                if goes_first() or self.rest_transport == WEBSOCKET:
-                    resp = await self._transport.request(method, path, query, json, timeout=total)
-                else:
+            # An emergency call is never held behind the others; over the websocket there
+            # is no pool to queue for.  The transport bounds its request by ``total``.
+            if goes_first() or self.rest_transport == WEBSOCKET:
+                resp = await self._transport.request(method, path, query, json, timeout=total)
+            else:
+                async with asyncio.timeout(total):  # the wait for a slot counts too
                     async with self._slots:
                         resp = await self._transport.request(
                             method, path, query, json, timeout=total
@@ -300,6 +312,27 @@ class AriClient:
             return jsonlib.loads(body)
         except ValueError as exc:
             raise AriError(f"{method} {path}: Asterisk answered with invalid JSON") from exc
+
+    async def filter_events(self, types: Iterable[str]) -> bool:
+        """Ask Asterisk to send the application only the events of ``types`` (and the REST
+        answers of ``TRANSPORT_EVENTS``): the others are never encoded, sent nor decoded.
+        The filter belongs to the application in Asterisk, so it is set again at each
+        connection.  False when this Asterisk cannot filter (logged once, at INFO): the
+        events then come unfiltered, which costs CPU and nothing else."""
+        allowed = sorted(set(types) | TRANSPORT_EVENTS)
+        body = {"allowed": [{"type": t} for t in allowed], "disallowed": []}
+        path = f"/applications/{_seg(self.config.app)}/eventFilter"
+        try:
+            await self.request("PUT", path, json=body)
+        except AriHTTPError as exc:
+            if exc.status not in _NO_FILTER:
+                raise
+            if not self._filter_refused:
+                self._filter_refused = True
+                log.info("ARI events: Asterisk does not filter them (%s): all are sent", exc)
+            return False
+        log.debug("ARI events: only %s are sent", ", ".join(allowed))
+        return True
 
     async def get_application(self) -> dict[str, Any]:
         """The Stasis application (``GET /applications/{app}``)."""

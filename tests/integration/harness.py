@@ -23,6 +23,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from callflow.ari.client import TRANSPORT_EVENTS
+from callflow.ari.service import EVENT_TYPES
 from callflow.store.spool import decode_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +68,18 @@ def ari(method: str, path: str, url: str = ARI_URL) -> Any:
     with urllib.request.urlopen(req, timeout=5) as resp:
         body = resp.read()
     return json.loads(body) if body else None
+
+
+def events_allowed(app: str = "callflow", url: str = ARI_URL) -> set[str]:
+    """The event types Asterisk sends ``app`` (its event filter; empty: every type)."""
+    return {str(e["type"]) for e in ari("GET", f"/applications/{app}", url)["events_allowed"]}
+
+
+def wait_event_filter(url: str = ARI_URL, timeout: float = 20) -> None:
+    """Wait until Asterisk sends the daemon's application only what the daemon reads (the
+    call service sets the filter after each connection)."""
+    want = EVENT_TYPES | TRANSPORT_EVENTS
+    wait_until(lambda: events_allowed(url=url) == want, timeout, f"events_allowed == {want}")
 
 
 def endpoint_state(name: str) -> str:

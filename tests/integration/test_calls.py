@@ -14,6 +14,7 @@ from .harness import (
     channels,
     crash_asterisk,
     sandbox,
+    wait_event_filter,
     wait_trunk,
     wait_until,
 )
@@ -158,10 +159,12 @@ def test_daemon_killed_during_a_call_the_caller_still_reaches_a_human(
 
 
 def test_asterisk_restart_the_daemon_reconnects(daemon: Daemon, bench: Bench) -> None:
+    wait_event_filter()
     patient = bench.patient("100", hold_ms="30000")
     daemon.wait_step("hours")
     sandbox("restart")  # the call in the menu dies with Asterisk
     daemon.wait_connected(count=2, timeout=60)
+    wait_event_filter()  # a new Asterisk, a new application: filtered again
     # The call that died with Asterisk is ended and logged, not left waiting for ever.
     # (A clean Asterisk shutdown hangs its channels up first: then it reads as abandoned;
     # a channel that vanished unseen is logged as failed, "call lost".)

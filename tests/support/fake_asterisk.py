@@ -146,6 +146,7 @@ class FakeAsterisk:
         self.stalled: set[tuple[str, str]] = set()
         self.dropped: set[tuple[str, str]] = set()
         self.answers_lost: set[tuple[str, str]] = set()
+        self.events_allowed: set[str] = set()  # the application's event filter; empty: all
         self._ids = itertools.count(1)
 
     # -- scripting ------------------------------------------------------------------------
@@ -236,6 +237,8 @@ class FakeAsterisk:
             if key in self.replies:
                 return self.replies[key]
             try:
+                if key == ("PUT", f"/applications/{APP}/eventFilter"):
+                    self.events_allowed = {str(e["type"]) for e in body.get("allowed", [])}
                 data = self._serve(method, [unquote(s) for s in path.split("/")[1:]], params)
             except _Reply as err:
                 raw = json.dumps({"message": err.message}).encode()
@@ -253,6 +256,8 @@ class FakeAsterisk:
                 return [self._application()]
             case "GET", ["applications", name] if name == APP:
                 return self._application()
+            case "PUT", ["applications", name, "eventFilter"] if name == APP:
+                return self._application()  # the filter itself: request() took it
             case "GET", ["channels"]:
                 return [c.json() for c in self.channels.values()]
             case "POST", ["channels"]:
@@ -428,7 +433,8 @@ class FakeAsterisk:
             self._send({**event, "channel": chan.json()})
 
     def _send(self, event: Event) -> None:
-        self.sink(self._log(event))
+        if not self.events_allowed or event["type"] in self.events_allowed:
+            self.sink(self._log(event))
 
     def _log(self, event: Event) -> Event:
         self.events.append(event)

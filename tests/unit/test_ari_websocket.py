@@ -5,7 +5,9 @@ Asterisk), with HTTP routes beside it for the fallback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from callflow.ari import (
     RestResponse,
     SocketTransport,
 )
+from callflow.ari.service import EVENT_TYPES, CallService
 from callflow.errors import LinkFault, PbxLinkError
 from callflow.metrics.parts import Probes, ScrapeTime
 from tests.support.polling import wait_until
@@ -33,10 +36,14 @@ from tests.support.polling import wait_until
 @dataclass
 class Asterisk:
     """``speaks_rest``: answers RESTRequest frames (Asterisk 22.4+); ``silent``: paths whose
-    requests get no answer; ``hold``: paths answered only when ``release`` is set."""
+    requests get no answer; ``hold``: paths answered only when ``release`` is set.
+    ``filters``: takes an application's event filter (Asterisk 13.26+), which then holds back
+    every other event type, ``RESTResponse`` included, as Asterisk's does."""
 
     url: str = ""
     speaks_rest: bool = True
+    filters: bool = True
+    allowed: set[str] = field(default_factory=set)  # the event filter; empty: all
     silent: set[str] = field(default_factory=set)
     hold: set[str] = field(default_factory=set)
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -45,8 +52,12 @@ class Asterisk:
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    @staticmethod
-    def answer(method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        if path == "applications/callflow/eventFilter" and method == "PUT":
+            if not self.filters:  # an older Asterisk: no such route
+                return 404, {"message": "Resource not found"}
+            self.allowed = {str(e["type"]) for e in body.get("allowed", [])}
+            return 200, {"name": "callflow", "events_allowed": body.get("allowed", [])}
         if path == "asterisk/ping":
             return 200, {"ping": "pong", "asterisk_id": "x"}
         if path.startswith("channels/gone"):
@@ -77,19 +88,23 @@ class Asterisk:
             await self.release.wait()
         body = json.loads(frame["message_body"]) if "message_body" in frame else None
         status, answer = self.answer(frame["method"], uri.path, dict(parse_qsl(uri.query)), body)
-        await ws.send_str(
-            json.dumps(
-                {
-                    "type": "RESTResponse",
-                    "request_id": frame["request_id"],
-                    "status_code": status,
-                    "reason_phrase": "OK" if status == 200 else "Error",
-                    "uri": frame["uri"],
-                    "content_type": "application/json",
-                    "message_body": json.dumps(answer),
-                }
-            )
+        await self.send(
+            ws,
+            {
+                "type": "RESTResponse",
+                "request_id": frame["request_id"],
+                "status_code": status,
+                "reason_phrase": "OK" if status == 200 else "Error",
+                "uri": frame["uri"],
+                "content_type": "application/json",
+                "message_body": json.dumps(answer),
+            },
         )
+
+    async def send(self, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """An event to the application, unless its filter holds that type back."""
+        if not self.allowed or event["type"] in self.allowed:
+            await ws.send_str(json.dumps(event))
 
     async def rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path.removeprefix("/ari/")
@@ -289,3 +304,88 @@ async def test_a_request_the_closing_socket_could_not_send_goes_over_http() -> N
     answer = await rest.request("DELETE", "/channels/c1", None, None, timeout=5)
     assert answer.status == 204
     assert http.sent == ["DELETE /channels/c1"] and rest.pending == 0
+
+
+# -- the event filter, set by the call service at each connection ---------------------------
+
+FILTER_URI = "applications/callflow/eventFilter"
+
+
+def filters_sent(pbx: Asterisk) -> list[dict[str, Any]]:
+    return [f for f in pbx.frames if f["uri"] == FILTER_URI]
+
+
+@contextlib.asynccontextmanager
+async def serving(pbx: Asterisk, **overrides: Any) -> AsyncIterator[tuple[AriClient, list[str]]]:
+    """A client whose events go to a call service, as in the daemon; yields the client and
+    the types of the events it read."""
+    client = AriClient(config(pbx.url, backoff_initial=0.01, backoff_max=0.05, **overrides))
+    service = CallService(client, engine=None, flows=None)  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    async def pump() -> None:
+        async for event in client.events():
+            seen.append(event["type"])
+            service.dispatch(event)
+
+    task = asyncio.ensure_future(pump())
+    try:
+        yield client, seen
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 10)
+        await service.stop(0.1)
+
+
+async def test_the_event_filter_is_set_at_each_connection(pbx: Asterisk) -> None:
+    async with serving(pbx) as (client, seen):
+        await wait_until(lambda: len(filters_sent(pbx)) == 1, 10)
+        await pbx.sockets[0].close()  # Asterisk restarts, say: a new connection
+        await wait_until(lambda: len(filters_sent(pbx)) == 2, 10)
+        assert seen.count("CallflowConnected") == 2
+        # Held back now: what nothing reads; sent: what the dispatch reads.
+        await wait_until(lambda: pbx.allowed != set(), 10)
+        ws = pbx.sockets[1]
+        await pbx.send(ws, {"type": "ChannelVarset", "channel": {"id": "c1"}})
+        await pbx.send(ws, {"type": "ChannelDtmfReceived", "channel": {"id": "c1"}})
+        await wait_until(lambda: "ChannelDtmfReceived" in seen, 10)
+        assert "ChannelVarset" not in seen
+        # The REST answers still come back over the socket: the filter lets them through.
+        assert client.rest_transport == "websocket"
+        assert (await client.request("GET", "/channels/c1"))["path"] == "channels/c1"
+    for frame in filters_sent(pbx):
+        assert frame["method"] == "PUT"
+        body = json.loads(frame["message_body"])
+        assert {e["type"] for e in body["allowed"]} == EVENT_TYPES | {"RESTResponse"}
+        assert body["disallowed"] == []  # whatever was set before is cleared
+    assert pbx.allowed == EVENT_TYPES | {"RESTResponse"}
+    assert pbx.http == []
+
+
+async def test_an_asterisk_that_cannot_filter_sends_every_event(
+    pbx: Asterisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    pbx.filters = False
+    caplog.set_level(logging.INFO, logger="callflow.ari")
+
+    def refused() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "does not filter" in r.getMessage()]
+
+    async with serving(pbx) as (client, seen):
+        await wait_until(lambda: len(refused()) == 1, 10)  # the refusal came back
+        await pbx.sockets[0].close()
+        await wait_until(lambda: len(filters_sent(pbx)) == 2 and len(pbx.sockets) == 2, 10)
+        await pbx.send(pbx.sockets[1], {"type": "ChannelVarset", "channel": {"id": "c1"}})
+        await wait_until(lambda: "ChannelVarset" in seen, 10)
+        assert (await client.request("GET", "/channels/c1"))["path"] == "channels/c1"
+    # The second refusal came back too (the request below went after it, on the same socket).
+    assert len(refused()) == 1 and refused()[0].levelno == logging.INFO  # once, not each time
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in errors if "filter" in r.getMessage()]  # a cost, not a fault
+
+
+async def test_over_http_the_filter_goes_over_http(pbx: Asterisk) -> None:
+    async with serving(pbx, transport="http"):
+        await wait_until(lambda: f"PUT /{FILTER_URI}" in pbx.http, 10)
+    assert pbx.frames == []
+    assert pbx.allowed == EVENT_TYPES | {"RESTResponse"}  # one mode may follow another

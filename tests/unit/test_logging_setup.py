@@ -62,3 +62,23 @@ def test_log_lines_keep_their_format_without_thread_process_or_source(
     # Not computed for each line: no format shows them.
     assert record.thread is None and record.process is None
     assert (record.funcName, record.lineno) == ("(unknown function)", 0)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_time_of_a_line_is_the_stock_formatter_s(
+    fmt: str, restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The date and time are formatted once per second and reused: every line still shows
+    its own time, to the millisecond, as the stock formatter would."""
+    settings = dataclasses.replace(Settings(), daemon=DaemonSettings(log_format=fmt))
+    setup_logging(settings)
+    (handler,) = logging.getLogger().handlers
+    ours = handler.formatter
+    assert ours is not None
+    datefmt = "%Y-%m-%dT%H:%M:%S%z" if fmt == "json" else None
+    stock = logging.Formatter()
+    # Within one second, across a second, back to an earlier one, far away.
+    for created in (1764756000.001, 1764756000.999, 1764756001.0, 1764756000.5, 1700000000.25):
+        record = logging.makeLogRecord({"msg": "x"})
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(record, datefmt) == stock.formatTime(record, datefmt)
