@@ -208,6 +208,10 @@ class CallService:
         # (and are logged) instead of waiting for events that will never come.
         for call, _task in list(self.calls.values()):
             call.reconcile(alive)
+        # The others ask what they wait for (a prompt's end, a leg's answer): its event may
+        # have been lost too, and the wait would never end (a caller left in silence).
+        in_app = set(ids)
+        await asyncio.gather(*(call.resync(in_app) for call, _ in list(self.calls.values())))
         stranded = [i for i in ids if i not in self.registry]
         if not stranded:
             return
