@@ -13,10 +13,10 @@ import contextlib
 import logging
 import time
 import uuid
-from urllib.parse import quote
 from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver
