@@ -17,7 +17,7 @@ from .flow.events import CallAnswered, CallInfo, Outcome, StepKind, StepRecord
 from .flow.registry import LoadedFlow
 from .flow.services import InOrder, MemoryCallbacks, Services
 from .schedule import OverrideStore
-from .telephony import DialResult, DialStatus, Driver
+from .telephony import DialResult, DialStatus, Driver, Handoff
 
 
 @dataclass
@@ -152,10 +152,10 @@ class SimulatedCall:
     async def set_variable(self, name: str, value: str) -> None:
         self.actions.append(f"set {name}={value}")
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         self.actions.append("last resort")
         self.hung_up = True
-        return True
+        return Handoff.HANDED
 
     async def hangup(self) -> None:
         self.hung_up = True

@@ -38,6 +38,14 @@ class DialStatus(StrEnum):
         return self in (DialStatus.CHANUNAVAIL, DialStatus.CONGESTION, DialStatus.FAILED)
 
 
+class Handoff(StrEnum):
+    """How handing a call to the PBX's last resort (the dialplan fallback) went."""
+
+    HANDED = "handed"  # the caller is in the fallback
+    CALLER_GONE = "caller gone"  # the caller hung up first: nobody to hand over
+    FAILED = "failed"  # the PBX could not take it (the caller was hung up, or lost)
+
+
 @dataclass(frozen=True)
 class DialResult:
     status: DialStatus
@@ -46,6 +54,9 @@ class DialResult:
     # An answered call whose conversation the caller ended (hung up first): nothing of the
     # flow follows it.  False when the callee hung up and the caller is still there.
     caller_hung_up: bool = False
+    # The daemon stopped during the conversation and left it to go on in the PBX: nothing
+    # of the flow follows it (implies ``caller_hung_up``'s "no next step").
+    detached: bool = False
 
 
 class Call(Protocol):
@@ -127,10 +138,9 @@ class Call(Protocol):
 
     async def set_variable(self, name: str, value: str) -> None: ...
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         """The flow reached nobody: hand the call to the PBX's own last-resort path (the
-        dialplan fallback), or hang up where there is none.  True when the caller was
-        handed over; False when they were gone or had to be hung up.  Never raises."""
+        dialplan fallback), or hang up where there is none; how it went.  Never raises."""
         ...
 
     async def hangup(self) -> None: ...

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver
+from ..telephony import DialResult, DialStatus, Driver, Handoff
 from .protocol import AgiClosed, AgiDead, AgiError, AgiReply, AgiRequest, AgiSession, quote
 
 log = logging.getLogger("callflow.agi.call")
@@ -306,20 +306,24 @@ class AgiCall:
         await self._cmd("SET PRIORITY 1")
         self.left = True
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         """Nobody could be reached: the dialplan fallback rings the secretariat, the
-        outside secretariat and voicemail on its own.  False when the caller was gone (or
-        Asterisk with them), or had to be hung up because the dialplan was unreachable."""
-        if self.gone or self.left or self.session.closed:
-            return self.left and not self.gone
+        outside secretariat and voicemail on its own."""
+        if self.left and not self.gone:
+            return Handoff.HANDED
+        if self.gone or self.session.closed:
+            # Gone with its connection: the caller, or Asterisk with them (not told apart).
+            return Handoff.CALLER_GONE if self.gone else Handoff.FAILED
         try:
             await self.continue_to(self._fallback)
+        except CallerHangup:
+            return Handoff.CALLER_GONE
         except (TelephonyError, AgiError) as exc:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             await self.hangup()
-            return False
-        return True
+            return Handoff.FAILED
+        return Handoff.HANDED
 
     async def hangup(self) -> None:
         if self.gone or self.left or self.session.closed:

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver
+from ..telephony import DialResult, DialStatus, Driver, Handoff
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriBadRequest, AriError, AriNotFound, AriTimeout
+from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound, AriTimeout
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -141,7 +141,10 @@ class AriCall:
         self._ringing: set[str] = set()
         self.answered = channel.get("state") == "Up"
         self.bridged = False  # currently talking to someone through a bridge
+        # Set by ``detach``: the daemon stops, the conversation goes on without it.
+        self._detached = asyncio.Event()
         self.left = False  # handed back to the dialplan: not ours to hang up any more
+        self._left_app = False  # its StasisEnd came after we handed it to the dialplan
         self.lost = False  # the channel vanished while we were disconnected, or the PBX cut it
         self._hanging_up = False  # we asked Asterisk to hang the caller up
         registry.register(self._chan.id, self)
@@ -200,6 +203,7 @@ class AriCall:
             if isinstance(cause, int) and chan.cause is None:
                 chan.cause = cause
             if kind == "StasisEnd" and chan is self._chan and self.left:
+                self._left_app = True  # the continue was carried out, whatever its answer
                 return  # we sent it to the dialplan ourselves
             chan.gone.set()
         elif kind == "StasisStart" and chan is not self._chan:
@@ -428,6 +432,10 @@ class AriCall:
                 caller_id=caller_id,
                 variables={LEG_ROLE_VAR: "leg"},
             )
+        except AriConnectionError:
+            # No answer: the leg may ring all the same (its id is ours): hang it up.
+            await self._end_leg(leg)
+            raise
         except AriError:
             self._drop_leg(leg)
             raise
@@ -494,11 +502,12 @@ class AriCall:
                 await self._caller_op(self.client.get_channel(self.id))
                 raise
             with contextlib.suppress(_Gone, CallerHangup):
-                await self._race(asyncio.Event().wait(), timeout=None, watch=[leg])
+                await self._race(self._detached.wait(), timeout=None, watch=[leg])
         finally:
             self.bridged = False
-            with contextlib.suppress(AriError):
-                await self.client.destroy_bridge(bridge_id)
+            if not self.detached:  # left to go on: the bridge is the conversation
+                with contextlib.suppress(AriError):
+                    await self.client.destroy_bridge(bridge_id)
 
     async def dial(
         self,
@@ -539,11 +548,13 @@ class AriCall:
         started = loop.time()
         leg = await self._originate(target, timeout, caller_id)
         message: str | None = None
-        if while_ringing:
-            message = await self._start_message(while_ringing)
-        else:
-            await self._hold(True)
         try:
+            # Inside the try: a caller gone as the message starts must not leave the leg
+            # ringing (review: the SAMU rang on, then was hung up on when it answered).
+            if while_ringing:
+                message = await self._start_message(while_ringing)
+            else:
+                await self._hold(True)
             status = await self._ring_leg(leg, timeout, setup_timeout)
             delay = loop.time() - started
             if status is DialStatus.ANSWER and confirm is not None:
@@ -556,12 +567,17 @@ class AriCall:
             if status is not DialStatus.ANSWER:
                 return DialResult(status)
             await self._bridge_until_end(leg)
+            if self.detached:
+                return DialResult(DialStatus.ANSWER, delay, caller_hung_up=True, detached=True)
             # The caller still here: the callee hung up, and the flow may go on (a survey).
             return DialResult(DialStatus.ANSWER, delay, caller_hung_up=self.gone)
         finally:
             if message is not None:
                 await self._stop_message(message)
-            await self._end_leg(leg)
+            if self.detached:
+                self._drop_leg(leg)  # the callee talks on: only forgotten here
+            else:
+                await self._end_leg(leg)
 
     async def _start_message(self, prompts: Sequence[str]) -> str | None:
         """Start playing ``prompts`` to the caller without waiting for them to end."""
@@ -619,17 +635,30 @@ class AriCall:
             with contextlib.suppress(AriError):
                 await self.client.stop_playback(pb_id)
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         """Nobody could be reached: hand the caller to the dialplan fallback, which rings
-        the secretariat, the outside secretariat and voicemail on its own.  False when the
-        caller was gone, or hung up because the dialplan could not be reached."""
-        if self.gone or self.left:
-            return self.left and not self.gone
+        the secretariat, the outside secretariat and voicemail on its own."""
+        if self.left and not self.gone:
+            return Handoff.HANDED
+        if self.gone:
+            return Handoff.FAILED if self.lost else Handoff.CALLER_GONE
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         try:
             await self.continue_to(self._fallback_context)
+        except CallLost as exc:
+            log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
+            self.close()
+            return Handoff.FAILED
+        except CallerHangup:
+            self.close()
+            return Handoff.CALLER_GONE
         except TelephonyError as exc:
+            if isinstance(exc, AriConnectionError) and await self._continued_anyway():
+                # No answer to the request, but Asterisk carried it out (review: the caller,
+                # ringing the secretariat in the dialplan, was hung up from here).
+                log.warning("call=%s in the dialplan fallback despite: %s", self.id, exc)
+                return Handoff.HANDED
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.left = False
             try:
@@ -637,8 +666,21 @@ class AriCall:
             except TelephonyError as gone:  # the PBX itself is gone (a dead node): so is the call
                 log.warning("call=%s not hung up either: %s", self.id, gone)
                 self.close()
+            return Handoff.FAILED
+        return Handoff.HANDED
+
+    async def _continued_anyway(self) -> bool:
+        """After a continue request that got no answer: did the caller leave our app for
+        the dialplan all the same?  Its StasisEnd says so; else Asterisk is asked (the
+        events may be lost with the socket): a channel now in the fallback's context is
+        there.  Unknown (Asterisk still silent): not known to be, so False."""
+        if self._left_app:
+            return True
+        try:
+            channel = await self.client.get_channel(self.id)
+        except AriError:
             return False
-        return True
+        return str((channel.get("dialplan") or {}).get("context", "")) == self._fallback_context
 
     async def continue_to(self, context: str, extension: str = "s") -> None:
         """Hand the caller back to the dialplan (fallback when the daemon cannot go on)."""
@@ -651,7 +693,21 @@ class AriCall:
         await self._quiet(self._chan)
         await self._caller_op(self.client.set_variable(self.id, name, value))
 
+    @property
+    def detached(self) -> bool:
+        return self._detached.is_set()
+
+    def detach(self) -> None:
+        """The daemon stops during a conversation: the dial returns as answered and the
+        call ends in the log as reached, leaving the bridge, the caller and the callee to
+        talk on in Asterisk (the next start watches the bridge: ``BridgeWatch``).  Nothing
+        is hung up from here on."""
+        self._detached.set()
+
     async def hangup(self) -> None:
+        if self.detached:
+            self.close()
+            return
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         if not self.gone and not self.left:

@@ -29,6 +29,9 @@ from .overload import Shedder, go_first
 
 log = logging.getLogger("callflow.ari")
 
+# How long a detached call (a conversation left to go on at a stop) may take to log its end.
+DETACH_TIMEOUT = 5.0
+
 
 class CallService:
     def __init__(
@@ -278,15 +281,26 @@ class CallService:
 
     async def stop(self, grace: float) -> None:
         """Take no new call; let calls finish for ``grace`` s; then send the rest to the
-        dialplan fallback (a conversation already bridged is left to go on)."""
+        dialplan fallback.  A conversation already bridged is left to go on: its call is
+        detached (logged as reached, nothing hung up) instead of cancelled, which would
+        tear the bridge down and hang up the callee (a review found that: a patient
+        talking to the doctor or the SAMU was cut by ``systemctl restart``)."""
         self.accepting = False
         try:
             tasks = [t for _, t in self.calls.values()]
             if tasks:
                 log.info("stopping: waiting up to %.0f s for %d call(s)", grace, len(tasks))
                 await asyncio.wait(tasks, timeout=grace)
+            detached = []
             for call, task in list(self.calls.values()):
-                bridged = call.bridged
+                if call.bridged:
+                    call.detach()
+                    detached.append(task)
+            if detached:  # they end at once (no request left to make): a bound all the same
+                log.info("stopping: %d conversation(s) left to go on", len(detached))
+                await asyncio.wait(detached, timeout=DETACH_TIMEOUT)
+            for call, task in list(self.calls.values()):
+                bridged = call.bridged or call.detached
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

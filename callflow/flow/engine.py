@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from ..errors import CallerHangup, CallLost, PbxLinkError, TelephonyError
 from ..schedule import Source
-from ..telephony import Call, DialResult, DialStatus
+from ..telephony import Call, DialResult, DialStatus, Handoff
 from . import schema
 from .events import CallAnswered, CallInfo, Outcome, OutcomeKind, StepKind, StepRecord, StepResult
 from .oncall import on_call
@@ -56,6 +56,7 @@ class _Rung:
     status: DialStatus
     trunk: str | None = None
     caller_hung_up: bool = False  # answered, and the caller ended the conversation
+    detached: bool = False  # answered, and the daemon stopped while it went on
 
 
 def _answered_at(started: datetime, result: DialResult) -> datetime | None:
@@ -144,13 +145,17 @@ class _Run:
     async def shed(self, why: str) -> Outcome:
         self._begin()
         try:
-            handed = await self.call.last_resort()
+            handoff = await self.call.last_resort()
         except asyncio.CancelledError:
             self._end(Outcome(OutcomeKind.FAILED, None, detail=f"shed ({why}); daemon stopped"))
             raise
-        if handed:
+        if handoff is Handoff.HANDED:
             outcome = Outcome(OutcomeKind.SHED, None, detail=why)
-        else:  # the caller was gone, or hung up: the dialplan could not be reached
+        elif handoff is Handoff.CALLER_GONE:  # not a failure of ours (review)
+            outcome = Outcome(
+                OutcomeKind.ABANDONED, None, detail=f"shed ({why}); the caller hung up first"
+            )
+        else:
             outcome = Outcome(
                 OutcomeKind.FAILED, None, detail=f"shed ({why}); dialplan fallback not reached"
             )
@@ -176,9 +181,11 @@ class _Run:
                 OutcomeKind.ABANDONED, self.step_name, tier=self.tier, detail="caller hung up"
             )
         except asyncio.CancelledError:
-            # The daemon is stopping: record the call as it stands, then let the task end.
+            # The daemon is stopping: record the call as it stands (someone reached keeps
+            # the call's outcome, as a survey after the conversation), then let it end.
             self._end(
-                Outcome(
+                self.reached
+                or Outcome(
                     OutcomeKind.FAILED,
                     self.step_name,
                     tier=self.tier,
@@ -364,7 +371,9 @@ class _Run:
             reached.result = StepResult.ANSWERED
             # The caller who ended the conversation is gone: nothing follows it (no survey).
             reached.next = None if rung.caller_hung_up else step.next
-            if rung.caller_hung_up and step.next is not None:
+            if rung.detached:
+                reached.detail = "the daemon stopped during the conversation: left to go on"
+            elif rung.caller_hung_up and step.next is not None:
                 reached.detail = "the caller ended the conversation"
             reached.outcome = Outcome(on_answer, name, dest_name, rung.trunk, self.tier)
         else:
@@ -395,6 +404,8 @@ class _Run:
                 kind = OutcomeKind.EMERGENCY if spec.tier == 1 else OutcomeKind.ANSWERED
                 res.result, res.next = StepResult.ANSWERED, None
                 res.outcome = Outcome(kind, name, spec.to, rung.trunk, spec.tier)
+                if rung.detached:
+                    res.detail = "the daemon stopped during the conversation: left to go on"
             return res
         loop = asyncio.get_running_loop()
         deadline = None if spec.total_timeout is None else loop.time() + spec.total_timeout
@@ -591,7 +602,7 @@ class _Run:
                 )
             if not status.trunk_fault or trunk is None:
                 # Answered, or busy / no answer at the far end: the trunk did its job.
-                return _Rung(status, trunk, result.caller_hung_up)
+                return _Rung(status, trunk, result.caller_hung_up, result.detached)
         return _Rung(status)
 
     async def _ring_target(

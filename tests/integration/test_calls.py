@@ -218,6 +218,33 @@ def test_sigterm_sends_a_call_in_progress_to_the_dialplan_fallback(
     patient.stop()
 
 
+def test_sigterm_during_a_conversation_leaves_it_to_go_on(daemon: Daemon, bench: Bench) -> None:
+    # Found in review: after the stop's grace the conversation was torn down (the bridge
+    # destroyed, the secretariat hung up) and the call logged failed.
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="15000")
+    patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="20000")
+    try:
+
+        def talking() -> bool:
+            return any(len(b.get("channels", [])) == 2 for b in ari("GET", "/bridges") or [])
+
+        wait_until(talking, 30, "the caller and the secretariat in one bridge")
+        daemon.signal(signal.SIGTERM)  # stop_grace is 5 s in the bench settings
+        assert daemon.proc is not None
+        assert daemon.proc.wait(30) == 0
+        assert talking(), "the conversation did not survive the daemon's stop"
+        # The secretariat hangs up after its 15 s, by itself: the conversation went on;
+        # the patient leaves at the end of its own hold.
+        assert accueil.wait(40) == 0, accueil.log()
+        assert patient.wait(60) == 0, patient.log()
+        [out] = daemon.outcomes()
+        assert (out["outcome"], out["destination"]) == ("answered", "secretariat")
+        dial = [s for s in daemon.steps(out["call"]) if s["kind"] == "dial"]
+        assert dial[-1]["detail"] == "the daemon stopped during the conversation: left to go on"
+    finally:
+        patient.stop()
+
+
 def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None:
     status, body = daemon.http("/healthz", token=False)
     assert status == 200, body

@@ -92,6 +92,7 @@ class _Chan:
     number: str = ""
     state: str = "Ring"
     in_app: bool = False
+    context: str = "callflow-from-trunk"  # where it is in the dialplan (``continue`` moves it)
     variables: dict[str, str] = field(default_factory=dict)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
@@ -101,7 +102,7 @@ class _Chan:
             "name": f"PJSIP/{self.id}",
             "state": self.state,
             "caller": {"name": "", "number": self.number},
-            "dialplan": {"context": "callflow-from-trunk", "exten": "100", "priority": 1},
+            "dialplan": {"context": self.context, "exten": "100", "priority": 1},
         }
 
 
@@ -151,6 +152,7 @@ class FakeAsterisk:
         self.replies: dict[tuple[str, str], RestResponse] = {}
         self.stalled: set[tuple[str, str]] = set()
         self.dropped: set[tuple[str, str]] = set()
+        self.answers_lost: set[tuple[str, str]] = set()
         self.connected = True  # the events websocket: while down, events never reach ``sink``
         self.missed: list[Event] = []  # the events that happened while it was down
         self._ids = itertools.count(1)
@@ -184,6 +186,11 @@ class FakeAsterisk:
     def drop(self, method: str, path: str) -> None:
         """The events websocket carrying ``method path`` (unquoted) drops before its answer."""
         self.dropped.add((method, path))
+
+    def lose_answer(self, method: str, path: str) -> None:
+        """Carry ``method path`` (unquoted) out, then drop the events websocket before its
+        answer: the client cannot tell whether it was done."""
+        self.answers_lost.add((method, path))
 
     def press(self, channel_id: str, keys: str, after: float = 0.0, gap: float = 0.5) -> None:
         """The person on ``channel_id`` presses ``keys``, ``gap`` s apart, from ``after`` s."""
@@ -253,6 +260,8 @@ class FakeAsterisk:
             except _Reply as err:
                 raw = json.dumps({"message": err.message}).encode()
                 return RestResponse(err.status, raw, http.HTTPStatus(err.status).phrase)
+            if key in self.answers_lost:
+                raise AriSocketDropped("events websocket dropped (connection lost)")
             if data is None:
                 return RestResponse(204, b"", "No Content")
             return RestResponse(200, json.dumps(data).encode(), "OK")
@@ -304,6 +313,7 @@ class FakeAsterisk:
             case "POST", ["channels", cid, "continue"]:
                 chan = self._chan(cid, in_app=True)
                 chan.in_app = False
+                chan.context = q.get("context", chan.context)
                 self._soon(lambda: self._emit({"type": "StasisEnd"}, cid))
                 return None
             case "GET", ["bridges"]:

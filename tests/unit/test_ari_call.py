@@ -11,7 +11,7 @@ import pytest
 from callflow.ari.call import AriCall, leg_status
 from callflow.ari.channels import ChannelRegistry
 from callflow.errors import CallerHangup, CallLost
-from callflow.telephony import DialStatus
+from callflow.telephony import DialStatus, Handoff
 from tests.support.fake_asterisk import (
     ANSWER,
     BUSY,
@@ -264,20 +264,27 @@ async def test_playback_ids_cycle_so_a_restarted_daemon_can_stop_them() -> None:
 
 async def test_last_resort_hands_the_caller_to_the_dialplan_fallback() -> None:
     call, pbx = make()
-    await call.last_resort()
+    assert await call.last_resort() is Handoff.HANDED
     (cont,) = pbx.sent("POST", f"/channels/{CALLER}/continue")
     assert cont.params == {"context": "callflow-fallback", "extension": "s", "priority": "1"}
     await call.hangup()
     assert CALLER not in pbx.hung_up()
 
 
-async def test_last_resort_with_the_pbx_gone_returns_false_without_raising() -> None:
+async def test_last_resort_with_the_pbx_gone_fails_without_raising() -> None:
     # A node's Asterisk died: neither the fallback nor the hangup can reach it.
     call, pbx = make()
     pbx.drop("POST", f"/channels/{CALLER}/continue")
     pbx.drop("DELETE", f"/channels/{CALLER}")
-    assert await call.last_resort() is False
+    assert await call.last_resort() is Handoff.FAILED
     assert pbx.sent("DELETE", f"/channels/{CALLER}")  # it was tried
+
+
+async def test_last_resort_for_a_caller_who_hung_up_first_says_so() -> None:
+    call, pbx = make()
+    pbx.reply("POST", f"/channels/{CALLER}/continue", 404, {"message": "Channel not found"})
+    assert await call.last_resort() is Handoff.CALLER_GONE
+    assert pbx.hung_up() == []
 
 
 async def test_a_trunk_that_shows_no_sign_of_life_is_given_up_after_the_setup_timeout() -> None:

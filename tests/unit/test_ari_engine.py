@@ -22,6 +22,7 @@ from callflow.flow.events import (
 from callflow.flow.services import Services
 from tests.support.fake_asterisk import (
     ANSWER,
+    RINGOUT,
     FakeAsterisk,
     Leg,
     client_for,
@@ -121,6 +122,28 @@ async def test_an_ari_failure_mid_call_goes_to_the_dialplan_fallback_logged_fail
     )
     assert pbx.hung_up() == []
     assert pbx.sent("POST", "/channels") == []
+
+
+@pytest.mark.parametrize("carried_out", [True, False])
+async def test_a_continue_with_no_answer_is_checked_before_the_caller_is_hung_up(
+    carried_out: bool,
+) -> None:
+    # Found in review: a continue to the fallback that Asterisk carried out but whose
+    # answer was lost (the socket dropped) was taken for a failure, and the caller, now
+    # ringing the secretariat in the dialplan, was hung up.
+    pbx, registry = make()
+    pbx.drop("POST", f"/channels/{CALLER}/play")  # the welcome fails: to the fallback
+    if carried_out:
+        pbx.lose_answer("POST", f"/channels/{CALLER}/continue")
+    else:
+        pbx.drop("POST", f"/channels/{CALLER}/continue")
+    outcome, _ = await call_through(pbx, registry)
+    assert outcome.kind is OutcomeKind.FAILED
+    if carried_out:
+        assert pbx.hung_up() == []  # in the fallback: not ours to hang up
+        assert "could not reach the dialplan fallback" not in outcome.detail
+    else:
+        assert pbx.hung_up() == [CALLER]  # still in our app with nowhere to go
 
 
 async def test_an_answer_timeout_is_not_logged_as_the_flows_hangup() -> None:
@@ -268,3 +291,90 @@ async def test_a_first_connection_with_nothing_stranded_costs_one_request() -> N
     service = CallService(client_for(pbx), engine=None, flows=None, registry=registry)  # type: ignore[arg-type]
     await service.recover()
     assert pbx.lines() == ["GET /applications/callflow"]  # no GET /channels: no call to check
+
+
+# -- stopping the daemon during a conversation -------------------------------------------------
+
+
+class _OneFlow:
+    """The service's flows: every number enters ``FLOW``."""
+
+    def __init__(self) -> None:
+        self.flow = compile_flow(FLOW)
+
+    def for_number(self, dialed: str) -> object:
+        return self.flow
+
+
+async def test_a_conversation_goes_on_when_the_daemon_stops_and_is_logged_answered() -> None:
+    # Found in review: after the stop's grace, a bridged call's task was cancelled, which
+    # destroyed the bridge and hung up the doctor: the patient was left alone in silence,
+    # and the call logged failed though the doctor had answered.
+    registry = ChannelRegistry()
+    service: CallService | None = None
+
+    def sink(event: dict[str, object]) -> None:
+        assert service is not None
+        service.dispatch(event)
+
+    pbx = FakeAsterisk({"PJSIP/doctor": ANSWER}, sink=sink)
+    log = RecordingObserver()
+    engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
+    service = CallService(client_for(pbx), engine, _OneFlow(), registry=registry)  # type: ignore[arg-type]
+    service.dispatch({"type": "StasisStart", "channel": pbx.add_caller(CALLER), "args": ["100"]})
+    pbx.press(CALLER, "1", after=1.5)  # the menu (after the 1 s welcome): 1, the doctor
+    await wait_until(lambda: CALLER in service.calls and service.calls[CALLER][0].bridged, 60)
+    await service.stop(grace=0.0)
+    [(_, outcome)] = log.ended
+    assert (outcome.kind, outcome.destination) == (OutcomeKind.ANSWERED, "doctor")
+    dial = [r for r in log.steps if r.kind is StepKind.DIAL]
+    assert dial[-1].detail == "the daemon stopped during the conversation: left to go on"
+    # Nothing torn down: the bridge holds both, nobody hung up, no fallback.
+    assert pbx.hung_up() == []
+    assert not [line for line in pbx.lines() if line.startswith("DELETE /bridges")]
+    assert not pbx.sent("POST", f"/channels/{CALLER}/continue")
+    assert [sorted(members) for members in pbx.bridges.values()] == [
+        sorted([CALLER, *[c for c in pbx.channels if c.startswith("leg-")]])
+    ]
+
+
+# A tier 1 as the first step: the caller is not answered yet when the line starts ringing.
+# (A stand-in number: never an emergency number in tests.)
+TIER1_FIRST = """
+version: 1
+flow: t
+numbers: ["100"]
+timezone: Europe/Paris
+destinations:
+  urgences: {number: "0299999999", route: out}
+routes:
+  out: [trunk-a]
+start: urgent
+steps:
+  urgent:
+    escalate: {tier: 1, announce: custom/call-15, to: urgences}
+"""
+
+
+async def test_a_caller_gone_as_the_ringing_message_starts_leaves_no_leg_ringing() -> None:
+    # Found in review: the leg was originated before the try; the caller gone when the
+    # message while ringing started (its answer refused), the emergency line rang on.
+    pbx, registry = make({"PJSIP/0299999999@trunk-a": RINGOUT})
+    pbx.reply("POST", f"/channels/{CALLER}/answer", 404, {"message": "Channel not found"})
+    outcome, _ = await call_through(pbx, registry, TIER1_FIRST)
+    [leg] = [r.params["channelId"] for r in pbx.sent("POST", "/channels")]
+    assert leg in pbx.hung_up(), pbx.lines()
+    assert outcome.kind is not OutcomeKind.EMERGENCY
+
+
+async def test_a_shed_call_whose_caller_hung_up_first_is_abandoned_not_failed() -> None:
+    # Found in review: under overload it was logged a failure of the daemon.
+    pbx, registry = make()
+    call = AriCall(client_for(pbx), registry, pbx.add_caller(CALLER), dialed="100")
+    pbx.reply("POST", f"/channels/{CALLER}/continue", 404, {"message": "Channel not found"})
+    log = RecordingObserver()
+    engine = Engine(Services(clock=lambda: TUESDAY_10H, observer=log))
+    outcome = await engine.shed(compile_flow(FLOW), call, "overload (in_flight)")
+    assert outcome.kind is OutcomeKind.ABANDONED
+    assert outcome.detail == "shed (overload (in_flight)); the caller hung up first"
+    assert log.outcomes == [outcome]

@@ -28,7 +28,7 @@ from callflow.flow.parse import parse_document
 from callflow.flow.registry import LoadedFlow, compile_document
 from callflow.flow.services import CallbackRequest, InOrder, MemoryCallbacks, Services
 from callflow.schedule import Calendar, Override, OverrideStore
-from callflow.telephony import DialResult, DialStatus, Driver
+from callflow.telephony import DialResult, DialStatus, Driver, Handoff
 
 # A Tuesday, 10:00 in Paris.
 TUESDAY_10H = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -178,9 +178,9 @@ class FakeCall:
     async def set_variable(self, name: str, value: str) -> None:
         await self._do("set_variable", name, name, value)
 
-    async def last_resort(self) -> bool:
+    async def last_resort(self) -> Handoff:
         await self._do("last_resort", "")
-        return True
+        return Handoff.HANDED
 
     async def hangup(self) -> None:
         await self._do("hangup", "")
