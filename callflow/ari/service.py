@@ -214,7 +214,11 @@ class CallService:
         # The others ask what they wait for (a prompt's end, a leg's answer): its event may
         # have been lost too, and the wait would never end (a caller left in silence).
         in_app = set(ids)
-        await asyncio.gather(*(call.resync(in_app) for call, _ in list(self.calls.values())))
+        calls = [call for call, _ in self.calls.values()]
+        checks = await asyncio.gather(*(c.resync(in_app) for c in calls), return_exceptions=True)
+        for call, err in zip(calls, checks, strict=True):
+            if isinstance(err, Exception):  # a bug in one call must not stop the recovery
+                log.error("recovery: call=%s not re-checked", call.id, exc_info=err)
         stranded = [i for i in ids if i not in self.registry]
         if not stranded:
             return
