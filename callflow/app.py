@@ -220,6 +220,7 @@ class Daemon:
                 language=settings.daemon.language,
                 node=self.node,
                 drills=self.drills,
+                behind_proxy=settings.http.behind_proxy,
             )
             http = settings.http
             tls = None

@@ -12,6 +12,11 @@ keeps the last copy, with a warning in the log and in the metrics (``FeedStatus`
 
 A feed's URL may hold a secret (Google's private addresses do): logs and metric labels
 name a feed by ``feed_key`` (host or file name and a hash), never by its URL.
+
+Parsing a feed and expanding its recurring events (seconds for a big agenda) happen in a
+short-lived worker thread (``asyncio.to_thread``), never on the event loop: the new copy,
+already expanded for this year and the next in every zone its calendars use, replaces the
+old one in the book only once complete, so a call never waits for a feed.
 """
 
 from __future__ import annotations
@@ -21,22 +26,26 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from .files import write_private
-from .schedule.ical import FeedBook, FeedError, is_url, parse_feed
+from .schedule.ical import FeedBook, FeedError, ParsedFeed, is_url, parse_feed
 from .tasks import BackgroundPart, Tasks
 
 log = logging.getLogger("callflow.feeds")
 
-#: Bigger than any practice's calendar: a feed answering more is refused, not read.
-MAX_FEED_BYTES = 20 * 1024 * 1024
+#: Bigger than a practice's agenda (a main agenda of 3,000 events is ~0.5 MiB): a feed
+#: answering more is refused, not read, and its last copy kept.  Parsing and expanding
+#: cost seconds of a worker's CPU per MiB: this bounds what a feed costs every refresh.
+MAX_FEED_BYTES = 5 * 1024 * 1024
+#: Expanded ahead on every read: the calendars' lookups (two weeks ahead) stay inside.
+PREWARM = timedelta(days=366)
 
 
 def feed_key(location: str) -> str:
@@ -101,7 +110,7 @@ class FeedFetcher(BackgroundPart):
     # -- lifetime -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.load_cache()
+        await self.load_cache()
 
     async def stop(self) -> None:
         await self.aclose()
@@ -127,27 +136,36 @@ class FeedFetcher(BackgroundPart):
 
     # -- reading ----------------------------------------------------------------------------
 
-    def load_cache(self) -> None:
+    async def load_cache(self) -> None:
         """Put the cached copy of each feed not read yet in the book."""
-        for location in self.locations():
+        for location in list(self.locations()):
             if location not in self.book:
-                self._load_cached(location)
+                await self._load_cached(location)
 
-    def _load_cached(self, location: str) -> None:
+    async def _load_cached(self, location: str) -> None:
         key = feed_key(location)
         try:
-            data = self.cache_path(location).read_bytes()
+            data = await asyncio.to_thread(_read_file, self.cache_path(location))
         except FileNotFoundError:
             return
-        except OSError as exc:
-            log.warning("calendar feed %s: cannot read its cache: %s", key, exc)
+        except (OSError, FeedError) as exc:
+            log.warning("calendar feed %s: cannot read its cache: %s", key, _why(exc))
             return
         try:
-            self.book.put(location, parse_feed(data, _fallback_name(location)))
+            feed = await self._prepare(location, data)
         except FeedError as exc:
             log.warning("calendar feed %s: its cache is unreadable: %s", key, exc)
             return
+        if location in self.book:  # read meanwhile: that copy is newer
+            return
+        self.book.put(location, feed)
         self.status(location).cached = True
+
+    async def _prepare(self, location: str, data: bytes) -> ParsedFeed:
+        """Parse and pre-warm a feed in a worker thread; the copy returned is the loop's."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        zones = self.book.zones(location)  # read here, on the loop, not by the worker
+        return await asyncio.to_thread(_prepared, data, _fallback_name(location), now, zones)
 
     async def refresh(self) -> None:
         """Read every feed once; one failing feed does not stop the others."""
@@ -159,12 +177,12 @@ class FeedFetcher(BackgroundPart):
         status = self.status(location)
         try:
             data = await self._read(location)
-            feed = parse_feed(data, _fallback_name(location))
+            feed = await self._prepare(location, data)
         except (OSError, aiohttp.ClientError, TimeoutError, FeedError) as exc:
             status.failures += 1
             status.up = False
             if location not in self.book:
-                self._load_cached(location)
+                await self._load_cached(location)
             kept = "keeping the last copy" if location in self.book else "no copy to keep"
             log.warning(
                 "calendar feed %s: read failed (%s): %s",
@@ -173,11 +191,14 @@ class FeedFetcher(BackgroundPart):
                 kept,
             )
             return False
+        if self.write_cache:
+            try:
+                await asyncio.to_thread(self._write_cache, location, data)  # fsync'd
+            except OSError as exc:
+                log.warning("calendar feed %s: cannot write its cache: %s", status.feed, exc)
+        # On the loop, in one go: the calendars get the complete copy (the worker is done
+        # with it) as the status says it is up.
         self.book.put(location, feed)
-        # Expand this year and the next now, so that a rule the library cannot expand is
-        # said here (the calendars then do without that feed's events for those years).
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        feed.events(now, now + timedelta(days=366), UTC)
         if feed.errors:
             log.warning("calendar feed %s: events not expanded: %s", status.feed, feed.errors[0])
         if status.up is False:
@@ -185,12 +206,6 @@ class FeedFetcher(BackgroundPart):
         status.up = True
         status.cached = False
         status.last_success = self.clock()
-        if not self.write_cache:
-            return True
-        try:
-            self._write_cache(location, data)
-        except OSError as exc:
-            log.warning("calendar feed %s: cannot write its cache: %s", status.feed, exc)
         return True
 
     async def _read(self, location: str) -> bytes:
@@ -202,10 +217,10 @@ class FeedFetcher(BackgroundPart):
             if resp.status != 200:
                 raise FeedError(f"HTTP {resp.status}")
             if (resp.content_length or 0) > MAX_FEED_BYTES:
-                raise FeedError(f"larger than {MAX_FEED_BYTES} bytes")
+                raise FeedError(TOO_BIG)
             data = await resp.content.read(MAX_FEED_BYTES + 1)
         if len(data) > MAX_FEED_BYTES:
-            raise FeedError(f"larger than {MAX_FEED_BYTES} bytes")
+            raise FeedError(TOO_BIG)
         return data
 
     # -- cache --------------------------------------------------------------------------------
@@ -220,12 +235,24 @@ class FeedFetcher(BackgroundPart):
         write_private(self.cache_path(location), data)
 
 
+TOO_BIG = f"larger than {MAX_FEED_BYTES // (1024 * 1024)} MiB, the limit for a calendar feed"
+
+
 def _read_file(path: Path) -> bytes:
     with path.open("rb") as f:
         data = f.read(MAX_FEED_BYTES + 1)
     if len(data) > MAX_FEED_BYTES:
-        raise FeedError(f"larger than {MAX_FEED_BYTES} bytes")
+        raise FeedError(TOO_BIG)
     return data
+
+
+def _prepared(data: bytes, name: str, now: datetime, zones: Sequence[tzinfo]) -> ParsedFeed:
+    """In a worker thread: parse, then expand this year and the next in every zone the
+    calendars read the feed in (so no call expands it), and so that a rule the library
+    cannot expand is said at once (the calendars do without that feed's events then)."""
+    feed = parse_feed(data, name)
+    feed.prewarm(now, now + PREWARM, zones)
+    return feed
 
 
 def _fallback_name(location: str) -> str:

@@ -172,7 +172,8 @@ class HttpSettings:
     each logs in with a TOTP second factor) and the service tokens of ``token_file`` (lines
     ``name:token`` or ``name:role:token``); with neither, every ``/api/`` route is refused.
     Both are re-read on SIGHUP.  A ``listen`` address other than loopback serves HTTPS
-    (``tls_cert``, ``tls_key``), or needs ``behind_proxy = true`` (a TLS proxy in front).
+    (``tls_cert``, ``tls_key``), or needs ``behind_proxy = true`` (a TLS proxy in front;
+    the client's address is then the right-most ``X-Forwarded-For`` entry, the proxy's).
     """
 
     enabled: bool = True

@@ -83,6 +83,8 @@ class AdminContext:
     language: str = "en"  # the page's words; the daemon passes [daemon] language (fr default)
     node: str = ""  # this daemon's node ([node] name): its trunks are the live ones
     drills: DrillSource | None = None  # forwarding drills (None: the drill routes answer 503)
+    #: ``[http] behind_proxy``: the client's address is the proxy's last X-Forwarded-For entry
+    behind_proxy: bool = False
 
 
 __all__ = ["AdminContext", "AuditFn", "DrillSource", "FlowSource", "TrunkSource"]

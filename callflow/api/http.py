@@ -6,6 +6,7 @@ route.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from .accounts import Account, Role, Scope
+from .accounts import Account, Role, Scope, digest
 from .calendars import BadRequest
 from .context import AdminContext
 from .sessions import Brake, Sessions
@@ -90,7 +91,21 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """Who is asking: the peer's address, or behind a trusted proxy (``[http] behind_proxy``)
+    the address that proxy saw, i.e. the right-most ``X-Forwarded-For`` entry, the one it
+    appends.  Entries to its left come from the client and could name anyone, so they are
+    never read; without the header (or with garbage there) the proxy's own address is used.
+    One proxy is trusted: a chain of proxies must give the daemon the client's address as
+    the last entry.  Not behind a proxy, the header is ignored: anyone could send it."""
+    peer = request.remote or "unknown"
+    if not request.app[CONTEXT].behind_proxy:
+        return peer
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    last = forwarded.rpartition(",")[2].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
 
 
 def bearer(request: web.Request) -> str | None:
@@ -99,11 +114,33 @@ def bearer(request: web.Request) -> str | None:
 
 
 def refused(request: web.Request, why: str) -> web.Response:
-    """A 401, logged (never with what was offered) and counted against the client."""
-    client = client_address(request)
-    request.app[BRAKE].failed(client)
-    log.warning("401 %s %s from %s: %s", request.method, request.path, client, why)
+    """A 401, logged (never with what was offered); the brake is the caller's business."""
+    log.warning("401 %s %s from %s: %s", request.method, request.path, client_address(request), why)
     return error_response(401, why, {"WWW-Authenticate": 'Bearer realm="callflow"'})
+
+
+def too_many(request: web.Request, wait: float) -> web.Response:
+    log.warning("429 %s %s from %s", request.method, request.path, client_address(request))
+    return error_response(
+        429, "too many failed attempts: try again later", {"Retry-After": str(int(wait))}
+    )
+
+
+def login_braked(request: web.Request, name: str) -> web.Response | None:
+    """A 429 when ``name`` (or anyone) was guessed too often from this address, else None.
+    Asked before the login is checked, so that a braked guess learns nothing.  Someone who
+    shares an address (the practice's NAT) can so hold up new logins from it for a window,
+    never a session already open; from another address they hold up nobody's login."""
+    wait = request.app[BRAKE].login_wait(client_address(request), name)
+    return None if wait is None else too_many(request, wait)
+
+
+def login_refused(request: web.Request, name: str, token: str, code: str) -> web.Response:
+    """A wrong login: counted against (address, name) and the address, then a 401.  The
+    same wrong login sent again (a double click) counts once."""
+    guess = digest("\0".join((name, token, code)))
+    request.app[BRAKE].login_failed(client_address(request), name, guess)
+    return refused(request, "the name, token or code is wrong (or the code was used)")
 
 
 def _account(request: web.Request, ctx: AdminContext) -> Account | None:
@@ -118,27 +155,55 @@ def _account(request: web.Request, ctx: AdminContext) -> Account | None:
     return None if account is None or account.needs_second_factor else account
 
 
+def _unknown_bearer(request: web.Request, ctx: AdminContext) -> web.Response:
+    """The answer to a bearer that opened nothing, and what it costs the address.
+
+    No bearer, or a person's token offered without the login: nothing was guessed, nothing
+    counted.  Any other bearer may be a guess, or a session that ended: expired, or lost when
+    the daemon restarted (sessions live in memory), which the daemon cannot tell from a
+    guess.  It counts once per distinct bearer, so a page tab whose session ended costs one
+    failure however many requests it sends, and an attacker pays for every new guess.
+
+    What this brake can and cannot do: a valid session or token is checked before it and
+    always passes, so it never locks out the staff sharing an address with an attacker, and
+    for the same reason it cannot refuse a right guess.  What protects the bearers is their
+    size: a session is 256 random bits, a service token at least ``MIN_TOKEN`` characters
+    (``openssl rand -hex 24`` is advised).  The brake caps what a guesser gets answered and
+    logged: past ``address_limit`` unknown bearers in the window, that address's unknown
+    bearers get a 429 (and the page, whose valid session is never braked, logs in again).
+    An attacker can make only their own address's dead sessions see 429 instead of 401,
+    and behind a proxy they cannot pose as another address (``client_address``).
+    """
+    given = bearer(request)
+    why = "a valid session or token is required (Authorization: Bearer)"
+    if given is None:
+        return refused(request, why)
+    client = client_address(request)
+    wait = request.app[BRAKE].bearer_wait(client)
+    if wait is not None:  # a person's token too: a 401 there would tell a hit from a miss
+        return too_many(request, wait)
+    if ctx.credentials.by_token(given) is None:
+        request.app[BRAKE].bearer_failed(client, digest(given))
+    return refused(request, why)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``/api/`` needs a session or a service token, and the route's role; sets
-    ``request[ACCOUNT]`` and ``request[WHO]``.  Too many failures from one address: 429."""
+    ``request[ACCOUNT]`` and ``request[WHO]``.  The credential is checked first: a valid
+    one is never braked; too many unknown bearers from one address: 429 (the login
+    brakes its own guesses, ``login_braked``)."""
     if not request.path.startswith("/api/"):
         return await handler(request)
     ctx = request.app[CONTEXT]
     if not ctx.credentials:
         raise ApiError(401, "the admin API is disabled: no [http] accounts_file or token_file")
-    wait = request.app[BRAKE].retry_after(client_address(request))
-    if wait is not None:
-        log.warning("429 %s %s from %s", request.method, request.path, client_address(request))
-        return error_response(
-            429, "too many failed attempts: try again later", {"Retry-After": str(int(wait))}
-        )
     needed = request.app[ACCESS].get(request.match_info.handler, Role.ADMIN)
     if needed is None:
         return await handler(request)
     account = _account(request, ctx)
     if account is None:
-        return refused(request, "a valid session or token is required (Authorization: Bearer)")
+        return _unknown_bearer(request, ctx)
     if not account.role.allows(needed):
         log.warning(
             "403 %s %s for %s (%s)", request.method, request.path, account.name, account.role
@@ -186,6 +251,8 @@ __all__ = [
     "error_response",
     "errors_middleware",
     "json_response",
+    "login_braked",
+    "login_refused",
     "refused",
     "scope_of",
     "security_headers",

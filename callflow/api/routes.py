@@ -34,7 +34,8 @@ from .http import (
     bearer,
     client_address,
     json_response,
-    refused,
+    login_braked,
+    login_refused,
     scope_of,
 )
 from .i18n import render_page
@@ -164,9 +165,12 @@ async def login(request: web.Request) -> web.Response:
     name, token, code = (body[f] for f in fields)
     if not all(isinstance(v, str) for v in (name, token, code)) or not NAME.match(name):
         raise BadRequest('"name", "token" and "code" must be texts')
+    braked = login_braked(request, name)
+    if braked is not None:
+        return braked
     opened = request.app[SESSIONS].login(name, token, code.strip(), ctx.clock())
     if opened is None:
-        return refused(request, "the name, token or code is wrong (or the code was used)")
+        return login_refused(request, name, token, code)
     session, state = opened
     who = state.account.name
     log.info("login: %s (%s) from %s", who, state.account.role, client_address(request))

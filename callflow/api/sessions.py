@@ -96,38 +96,81 @@ class Sessions:
 
 
 class Brake:
-    """Failed attempts by client address: past ``limit`` within ``window`` seconds, that
-    address is refused (429) until its oldest failure leaves the window."""
+    """The brake on guessing, by client address.
 
-    def __init__(self, clock: Callable[[], float], limit: int = 10, window: float = 300.0) -> None:
+    Only guesses count: a wrong name, token or code at the login, counted per (address,
+    name) up to ``limit`` and per address up to ``address_limit`` (a practice's NAT holds
+    several people mistyping a code), and a bearer that is neither a session nor a token,
+    counted per address up to ``address_limit``, each distinct bearer once in the
+    ``window``.  Past a limit that kind of attempt is refused (429) until its oldest
+    failure leaves the window.  The caller checks a bearer before asking the brake: a
+    valid session or token is never braked (see ``http.auth_middleware``).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        limit: int = 10,
+        window: float = 300.0,
+        address_limit: int = 30,
+    ) -> None:
         self.clock = clock
         self.limit = limit
+        self.address_limit = address_limit
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        #: key -> (time, what was guessed: a digest, so that a repeat is not counted)
+        self._failures: dict[tuple[str, ...], deque[tuple[float, str]]] = {}
 
-    def _recent(self, client: str) -> deque[float]:
-        times = self._failures.get(client)
+    def _recent(self, key: tuple[str, ...]) -> deque[tuple[float, str]]:
+        times = self._failures.get(key)
         if times is None:
             return deque()
         cutoff = self.clock() - self.window
-        while times and times[0] <= cutoff:
+        while times and times[0][0] <= cutoff:
             times.popleft()
         if not times:
-            del self._failures[client]
+            del self._failures[key]
         return times
 
-    def retry_after(self, client: str) -> float | None:
-        """Seconds until ``client`` may try again, or None when it may now."""
-        times = self._recent(client)
-        if len(times) < self.limit:
+    def _wait(self, key: tuple[str, ...], limit: int) -> float | None:
+        times = self._recent(key)
+        if len(times) < limit:
             return None
-        return max(1.0, times[0] + self.window - self.clock())
+        return max(1.0, times[0][0] + self.window - self.clock())
 
-    def failed(self, client: str) -> None:
+    def _count(self, key: tuple[str, ...], limit: int, what: str) -> None:
         if len(self._failures) > 10_000:  # a flood of addresses: forget the quiet ones
-            for c in list(self._failures):
-                self._recent(c)
-        self._failures.setdefault(client, deque()).append(self.clock())
+            for k in list(self._failures):
+                self._recent(k)
+        times = self._recent(key)
+        if len(times) >= limit or any(w == what for _, w in times):
+            return  # braked already (bounded memory), or the same guess again
+        self._failures.setdefault(key, times).append((self.clock(), what))
+
+    def login_wait(self, client: str, name: str) -> float | None:
+        """Seconds until ``client`` may try to log in as ``name`` again, or None: now."""
+        waits = [
+            w
+            for w in (
+                self._wait(("login", client, name), self.limit),
+                self._wait(("login", client), self.address_limit),
+            )
+            if w is not None
+        ]
+        return max(waits) if waits else None
+
+    def login_failed(self, client: str, name: str, what: str) -> None:
+        """A wrong login; ``what`` identifies the guess (a digest, never the secret)."""
+        self._count(("login", client, name), self.limit, what)
+        self._count(("login", client), self.address_limit, what)
+
+    def bearer_wait(self, client: str) -> float | None:
+        """Seconds until ``client``'s unknown bearers are answered 401 again, or None."""
+        return self._wait(("bearer", client), self.address_limit)
+
+    def bearer_failed(self, client: str, what: str) -> None:
+        """An unknown bearer; ``what`` is its digest (the same one counts once)."""
+        self._count(("bearer", client), self.address_limit, what)
 
 
 __all__ = ["SESSION_TTL", "Brake", "Session", "Sessions", "totp_code_ok"]

@@ -137,6 +137,10 @@ class Calendar:
             *((feed_location(f, base), True) for f in spec.open_feeds),
             *((feed_location(f, base), False) for f in spec.closed_feeds),
         ]
+        for location, _ in self.feed_locations:
+            # So that the daemon pre-warms each new copy of the feed in this zone, off the
+            # event loop: a call's schedule step then never expands a year itself.
+            self.feeds.want(location, tz)
         self._weekly: dict[int, list[TimeRange]] = {d: [] for d in range(7)}
         for key, ranges in spec.weekly.items():
             for day in parse_days(key):

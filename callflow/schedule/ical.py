@@ -3,8 +3,9 @@
 Pure: this module turns the bytes of an ``.ics`` file (as exported by Google Agenda,
 Cal.com or a scheduling platform) into dated events; fetching and caching the bytes is
 the daemon's business (:mod:`callflow.feeds`).  Recurring events (RRULE, RDATE, EXDATE,
-modified occurrences) are expanded by ``recurring-ical-events``, lazily, one local year
-at a time, so a feed with an endless weekly rule costs nothing until a date is asked.
+modified occurrences) are expanded by ``recurring-ical-events``, lazily, one year at a
+time and once for every timezone, so a feed with an endless weekly rule costs nothing
+until a date is asked (the daemon asks in a worker thread: ``ParsedFeed.prewarm``).
 
 Times: a timed event with a TZID or in UTC is that instant; an all-day event (a DATE) and
 a floating time (no zone) are wall-clock time of the flow's timezone, like every time
@@ -50,40 +51,112 @@ class FeedEvent:
     feed: str  # the feed's name (X-WR-CALNAME, else the file's or the host's name)
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """One expanded occurrence as the feed writes it, before any timezone is applied."""
+
+    start: date | datetime
+    end: date | datetime | None  # DTEND
+    duration: timedelta | None  # DURATION, when there is no DTEND
+    summary: str
+
+    def fixed(self) -> bool:
+        """Its instants are the same in every zone (no DATE, no floating time)."""
+        return _aware(self.start) and (self.end is None or _aware(self.end))
+
+    def event(self, tz: tzinfo, feed: str) -> FeedEvent | None:
+        lo = _instant(self.start, tz)
+        if self.end is not None:
+            hi = _instant(self.end, tz)
+        elif self.duration is not None:
+            hi = lo + self.duration
+        elif not isinstance(self.start, datetime):
+            hi = _instant(self.start + timedelta(days=1), tz)  # RFC 5545: a DATE lasts a day
+        else:
+            return None  # an instant, no length: it closes or opens nothing
+        return FeedEvent(lo, hi, self.summary, feed) if hi > lo else None
+
+
+@dataclass(frozen=True)
+class _Expansion:
+    """One year's occurrences, expanded once for every zone: those at fixed instants
+    already as events, the all-day and floating ones still as written."""
+
+    fixed: tuple[FeedEvent, ...]
+    wall: tuple[_Raw, ...]
+
+
 @dataclass
 class ParsedFeed:
-    """A feed read from its bytes; its occurrences are expanded per (year, timezone)."""
+    """A feed read from its bytes; its occurrences are expanded once per year (the costly
+    part, by ``recurring-ical-events``), then placed in each timezone asked (cheap: only
+    the all-day and floating ones depend on it) and kept per (year, timezone).
+
+    Not thread-safe: the daemon builds and pre-warms one in a worker thread
+    (``prewarm``), and only then hands it to the event loop, which alone touches it after.
+    """
 
     name: str
     calendar: icalendar.Calendar = field(repr=False)
     errors: list[str] = field(default_factory=list)  # years that could not be expanded
+    _expanded: dict[int, _Expansion] = field(default_factory=dict, repr=False)
     _years: dict[tuple[int, str], tuple[FeedEvent, ...]] = field(default_factory=dict, repr=False)
 
     def events(self, start: datetime, end: datetime, tz: tzinfo) -> list[FeedEvent]:
         """Occurrences overlapping UTC ``[start, end)``, all-day ones in local ``tz``."""
         found: set[FeedEvent] = set()
-        first, last = start.astimezone(tz).year, end.astimezone(tz).year
-        for year in range(first, last + 1):
+        for year in _local_years(start, end, tz):
             found.update(e for e in self._year(year, tz) if e.start < end and e.end > start)
         return sorted(found, key=lambda e: (e.start, e.end, e.summary))
+
+    def prewarm(self, start: datetime, end: datetime, zones: Iterable[tzinfo]) -> None:
+        """Expand the years of UTC ``[start, end)`` and place them in each of ``zones``
+        (the calendars' zones), so that no lookup in that window expands anything; a rule
+        the library cannot expand is then in ``errors``."""
+        for year in _local_years(start, end, UTC):
+            self._expansion(year)
+        for tz in zones:
+            for year in _local_years(start, end, tz):
+                self._year(year, tz)
 
     def _year(self, year: int, tz: tzinfo) -> tuple[FeedEvent, ...]:
         key = (year, str(tz))
         cached = self._years.get(key)
         if cached is None:
-            lo, hi = date(year, 1, 1), date(year + 1, 1, 1)
-            # A day of margin either side: "between" works in each event's own zone.
-            try:
-                query = recurring_ical_events.of(self.calendar)
-                components = query.between(lo - timedelta(days=1), hi + timedelta(days=1))
-                cached = tuple(_occurrences(components, self.name, tz))
-            except Exception as exc:  # the library's errors have no common base
-                # A call's schedule step must get an answer: a feed whose rules cannot be
-                # expanded adds nothing to that year, and says so to whoever looks.
-                self.errors.append(f"{year}: {exc}")
-                cached = ()
+            expansion = self._expansion(year)
+            placed = (r.event(tz, self.name) for r in expansion.wall)
+            cached = expansion.fixed + tuple(e for e in placed if e is not None)
             self._years[key] = cached
         return cached
+
+    def _expansion(self, year: int) -> _Expansion:
+        found = self._expanded.get(year)
+        if found is None:
+            found = self._expanded[year] = self._expand(year)
+        return found
+
+    def _expand(self, year: int) -> _Expansion:
+        """The costly part: the library expands the year's recurring events."""
+        lo, hi = date(year, 1, 1), date(year + 1, 1, 1)
+        # A day of margin either side: "between" works in each event's own zone, and a
+        # local year in any zone lies within the UTC year and a day.
+        try:
+            query = recurring_ical_events.of(self.calendar)
+            components = query.between(lo - timedelta(days=1), hi + timedelta(days=1))
+            raws = list(_raw_occurrences(components))
+        except Exception as exc:  # the library's errors have no common base
+            # A call's schedule step must get an answer: a feed whose rules cannot be
+            # expanded adds nothing to that year, and says so to whoever looks.
+            self.errors.append(f"{year}: {exc}")
+            return _Expansion((), ())
+        fixed = (r.event(UTC, self.name) for r in raws if r.fixed())
+        return _Expansion(
+            tuple(e for e in fixed if e is not None), tuple(r for r in raws if not r.fixed())
+        )
+
+
+def _local_years(start: datetime, end: datetime, tz: tzinfo) -> range:
+    return range(start.astimezone(tz).year, end.astimezone(tz).year + 1)
 
 
 def parse_feed(data: bytes, fallback_name: str) -> ParsedFeed:
@@ -98,7 +171,7 @@ def parse_feed(data: bytes, fallback_name: str) -> ParsedFeed:
     return ParsedFeed(name, cal)
 
 
-def _occurrences(components: Iterable[Any], feed: str, tz: tzinfo) -> Iterator[FeedEvent]:
+def _raw_occurrences(components: Iterable[Any]) -> Iterator[_Raw]:
     for c in components:
         if getattr(c, "name", None) != "VEVENT":
             continue
@@ -107,20 +180,19 @@ def _occurrences(components: Iterable[Any], feed: str, tz: tzinfo) -> Iterator[F
         start = c.get("DTSTART")
         if start is None:
             continue
-        lo = _instant(start.dt, tz)
         end = c.get("DTEND")
-        if end is not None:
-            hi = _instant(end.dt, tz)
-        elif c.get("DURATION") is not None:
-            hi = lo + c.get("DURATION").dt
-        elif not isinstance(start.dt, datetime):
-            hi = _instant(start.dt + timedelta(days=1), tz)  # RFC 5545: a DATE lasts a day
-        else:
-            continue  # an instant, no length: it closes or opens nothing
-        if hi <= lo:
-            continue
+        duration = c.get("DURATION")
         summary = str(c.get("SUMMARY") or "").strip() or "(no title)"
-        yield FeedEvent(lo, hi, summary, feed)
+        yield _Raw(
+            start.dt,
+            end.dt if end is not None else None,
+            duration.dt if end is None and duration is not None else None,
+            summary,
+        )
+
+
+def _aware(value: date | datetime) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is not None
 
 
 def _instant(value: date | datetime, tz: tzinfo) -> datetime:
@@ -157,6 +229,15 @@ class FeedBook:
 
     def __init__(self, feeds: Mapping[str, ParsedFeed] | None = None) -> None:
         self._feeds: dict[str, ParsedFeed] = dict(feeds or {})
+        self._zones: dict[str, dict[str, tzinfo]] = {}
+
+    def want(self, location: str, tz: tzinfo) -> None:
+        """A calendar in ``tz`` reads this feed: a new copy is pre-warmed for that zone."""
+        self._zones.setdefault(location, {})[str(tz)] = tz
+
+    def zones(self, location: str) -> tuple[tzinfo, ...]:
+        """The zones the calendars read this feed in (a copy, for a worker thread)."""
+        return tuple(self._zones.get(location, {}).values())
 
     def get(self, location: str) -> ParsedFeed | None:
         return self._feeds.get(location)

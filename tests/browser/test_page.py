@@ -14,6 +14,7 @@ import base64
 import contextlib
 import itertools
 import json
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.api import AdminContext, AdminServer, create_app
 from callflow.api.accounts import Account, Credentials, Role, digest
+from callflow.api.http import SESSIONS
 from callflow.flow.live import LiveFlows
 from callflow.schedule import Override, OverrideStore
 from callflow.store.db import create_engine, upgrade
@@ -432,3 +434,49 @@ async def test_the_page_speaks_french_when_the_daemon_does(tmp_path: Path) -> No
     finally:
         await server.close()
         await db.dispose()
+
+
+async def test_a_session_that_ended_costs_one_request_and_no_logout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tab whose session ended (expired, or the daemon restarted) stops at the first 401,
+    shows the login form, and sends nothing more with the dead session (no logout either):
+    open tabs must not add up to the brake's limit (``tests/unit/test_api_brake.py``)."""
+    chromium_path()
+    practice = await open_practice(tmp_path)
+    app = create_app(practice.ctx)
+    server = AdminServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with chromium(tmp_path / "profile") as page:
+            await page.send("Page.enable")
+            await page.send("Page.navigate", url=f"{server.url}/page/")
+            await page.wait_for(
+                "document.readyState === 'complete' && !!document.getElementById('login-form')"
+            )
+            await page.js(
+                f"""document.getElementById('user').value = 'marie';
+                document.getElementById('token').value = {json.dumps(TOKEN)};
+                document.getElementById('code').value = {json.dumps(pyotp.TOTP(TOTP).now())};
+                document.getElementById('login-button').click(); true"""
+            )
+            await page.wait_for("document.body.dataset.loaded === 'yes'")
+            session = await page.js("sessionStorage.getItem('callflow.session')")
+            app[SESSIONS].logout(session)  # the daemon no longer knows it
+            caplog.clear()
+            caplog.set_level(logging.WARNING, "callflow.api")
+            # The page's next refresh, awaited: it found the session dead.
+            await page.js("refresh().then(() => true)")
+            assert await page.js("document.getElementById('login').hidden") is False
+            assert await page.js("document.getElementById('main').hidden") is True
+            assert await page.js("sessionStorage.getItem('callflow.session')") is None
+            shown = await page.js("document.getElementById('error').textContent")
+            assert shown == "your session has ended: log in again"
+            refused = [r.getMessage() for r in caplog.records if r.getMessage()[:3] == "401"]
+            assert len(refused) == 1 and refused[0].startswith("401 GET /api/callbacks")
+            # Another refresh (the timer's, a click's) sends nothing: no session to send.
+            await page.js("refresh().then(() => true)")
+            assert [r.getMessage()[:3] for r in caplog.records] == ["401"]
+    finally:
+        await server.close()
+        await practice.db.dispose()

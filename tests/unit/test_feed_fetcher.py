@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 
-from callflow.feeds import FeedFetcher, feed_key, read_feeds_once
+from callflow.feeds import MAX_FEED_BYTES, FeedFetcher, feed_key, read_feeds_once
 from callflow.metrics import Metrics, Probes
 from callflow.schedule import Calendar, CalendarSpec, FeedBook, Source, localize
 from tests.support.polling import wait_until
@@ -181,3 +181,22 @@ async def test_a_feed_never_read_and_not_cached_adds_nothing(tmp_path: Path) -> 
     assert [(s.up, s.cached, s.failures) for s in statuses] == [(False, False, 1)]
     assert cal.state_at(WEDNESDAY).source is Source.WEEKLY
     assert not (tmp_path / "cache").exists()  # the command line writes no cache
+
+
+async def test_a_feed_answering_over_the_size_limit_is_refused_and_its_copy_kept(
+    feed: Feed, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = FeedBook()
+    cal = calendar(book, feed.url)
+    f = fetcher(book, feed.url, tmp_path)
+    assert await f.refresh_one(feed.url)
+    padding = b"DESCRIPTION:" + b"x" * MAX_FEED_BYTES + b"\r\n"
+    feed.body = ICS.replace(b"END:VCALENDAR", padding + b"END:VCALENDAR")
+    caplog.set_level(logging.WARNING, "callflow.feeds")
+    assert not await f.refresh_one(feed.url)
+    await f.aclose()
+    assert feed.hits == 2 and f.status(feed.url).failures == 1
+    assert cal.state_at(WEDNESDAY).feed == "Cabinet fermetures"
+    assert f.cache_path(feed.url).read_bytes() == ICS
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("larger than 5 MiB" in w and "keeping the last copy" in w for w in warnings)

@@ -43,7 +43,10 @@ function showError(message) {
 class Unauthorized extends Error {}
 
 async function api(method, path, body) {
-  const headers = { Authorization: "Bearer " + sessionStorage.getItem(SESSION) };
+  const session = sessionStorage.getItem(SESSION);
+  // The session ended (a 401 already seen): send nothing more with it.
+  if (!session) throw new Unauthorized("");
+  const headers = { Authorization: "Bearer " + session };
   const init = { method, headers, cache: "no-store" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -52,7 +55,9 @@ async function api(method, path, body) {
   const resp = await fetch(path, init);
   let data = null;
   try { data = await resp.json(); } catch (e) { data = null; }
-  if (resp.status === 401) throw new Unauthorized((data && data.error) || t("not_authorised"));
+  // A valid session is never braked (429), so either answer means this one has ended
+  // (expired, or the daemon restarted): say so plainly, the login is open.
+  if (resp.status === 401 || resp.status === 429) throw new Unauthorized(t("session_ended"));
   if (!resp.ok) throw new Error((data && data.error) || resp.status + " " + resp.statusText);
   return data;
 }
@@ -267,7 +272,7 @@ async function runDrill(flow, button) {
 
 function handle(e) {
   if (e instanceof Unauthorized) {
-    logout(e.message);
+    if (sessionStorage.getItem(SESSION)) sessionEnded(e.message);  // once, at the first 401
   } else {
     showError(e.message);
   }
@@ -275,8 +280,9 @@ function handle(e) {
 
 async function refresh() {
   try {
-    const [callbacks, calendars, trunks] = await Promise.all([
-      api("GET", "/api/callbacks?status=pending"),
+    // One request first: a session that has ended then costs one 401, not three.
+    const callbacks = await api("GET", "/api/callbacks?status=pending");
+    const [calendars, trunks] = await Promise.all([
       api("GET", "/api/calendars"),
       api("GET", "/api/trunks"),
     ]);
@@ -303,8 +309,15 @@ function showApp() {
   if (timer === null) timer = setInterval(refresh, REFRESH_MS);
 }
 
-function logout(message) {
+// The button: the daemon ends the session, then the tab forgets it.
+function logout() {
   if (sessionStorage.getItem(SESSION)) api("POST", "/api/logout").catch(() => {});
+  sessionEnded("");
+}
+
+// The session is over (logged out, or refused: then it is dead already, so no logout is sent
+// with it): back to the login form.
+function sessionEnded(message) {
   sessionStorage.removeItem(SESSION);
   sessionStorage.removeItem(ROLE);
   if (timer !== null) { clearInterval(timer); timer = null; }
@@ -336,6 +349,6 @@ document.addEventListener("DOMContentLoaded", () => {
       showError(e.message);
     }
   });
-  $("logout").addEventListener("click", () => logout(""));
+  $("logout").addEventListener("click", logout);
   if (sessionStorage.getItem(SESSION)) showApp();
 });
