@@ -13,15 +13,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver, Handoff
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound
+from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound, AriTimeout
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -40,6 +41,17 @@ def playback_ids(channel_id: str) -> list[str]:
 
 
 VOICEMAIL_BOX_VAR = "CALLFLOW_VOICEMAIL_BOX"
+
+# The longest a prompt is waited for.  The daemon cannot know a sound's length, and the
+# reconnection check (``resync``) only helps once the events come back: past this, the
+# playback's end is taken as lost and the call as failed by the PBX, never silent forever.
+PLAYBACK_LIMIT = 600.0
+
+
+class PlaybackLost(AriTimeout):
+    """A prompt's end never came (its event was lost): a PBX fault, so the call goes to the
+    dialplan fallback and is logged failed."""
+
 
 # Hangup causes (Q.850) of a leg that never answered, as a dial status.
 _CAUSES: dict[int, DialStatus] = {
@@ -150,6 +162,10 @@ class AriCall:
         self._fallback_context = fallback_context
         self._playbacks: dict[str, asyncio.Future[str]] = {}
         self._legs: dict[str, _Channel] = {}
+        # What a reconnection must check (``resync``): the playbacks Asterisk accepted and
+        # the legs being rung, whose ending or answering event may have been lost.
+        self._played: set[str] = set()
+        self._ringing: set[str] = set()
         self.answered = channel.get("state") == "Up"
         self.bridged = False  # currently talking to someone through a bridge
         # Set by ``detach``: the daemon stops, the conversation goes on without it.
@@ -275,6 +291,43 @@ class AriCall:
                 self.lost = self.lost or chan is self._chan
                 chan.gone.set()
 
+    async def resync(self, in_app: Container[str]) -> None:
+        """After a reconnection: ask Asterisk about what this call waits for, since the
+        event ending the wait may have been lost while disconnected (``in_app``: the
+        channels in our application now)."""
+        for pb_id in list(self._played):
+            fut = self._playbacks.get(pb_id)
+            if fut is None or fut.done():
+                continue
+            try:
+                await self.client.request("GET", f"/playbacks/{quote(pb_id, safe='')}")
+            except AriNotFound:  # over while we were away
+                log.warning("call=%s playback %s ended while disconnected", self.id, pb_id)
+                if not fut.done():
+                    fut.set_result("done")
+            except AriError as exc:
+                log.warning("call=%s playback %s not checked: %s", self.id, pb_id, exc)
+        for leg_id in list(self._ringing):
+            leg = self._legs.get(leg_id)
+            if leg is None or leg.gone.is_set() or leg.answered.is_set():
+                continue
+            try:
+                state = (await self.client.get_channel(leg_id)).get("state")
+            except AriNotFound:  # it ended (busy, rejected, hung up) while we were away
+                log.warning("call=%s %s ended while disconnected", self.id, leg_id)
+                leg.gone.set()
+                continue
+            except AriError as exc:
+                log.warning("call=%s %s not checked: %s", self.id, leg_id, exc)
+                continue
+            if state in ("Ringing", "Ring", "Up"):
+                leg.progress.set()
+            # Answered and in Stasis: its StasisStart was lost (one still to come would be
+            # sent on the new connection, so an Up leg not in Stasis yet is left to it).
+            if state == "Up" and leg_id in in_app:
+                log.warning("call=%s %s answered while disconnected", self.id, leg_id)
+                leg.answered.set()
+
     # -- waiting ---------------------------------------------------------------------------
 
     async def _race(
@@ -366,12 +419,16 @@ class AriCall:
             chan.playing = pb_id
             try:
                 await self.client.play(chan.id, self._prefix + prompt, playback_id=pb_id)
+                self._played.add(pb_id)
                 if not barge_in:
-                    state = await self._race(fut, timeout=None, watch=[chan])
+                    state = await self._play_race(fut, chan, prompt)
                 else:
                     key_task = asyncio.ensure_future(chan.dtmf.get())
                     try:
-                        done = await self._first([fut, key_task], None, [chan])
+                        try:
+                            done = await self._first([fut, key_task], PLAYBACK_LIMIT, [chan])
+                        except TimeoutError:
+                            raise self._playback_lost(chan, prompt) from None
                     finally:
                         if not key_task.done():
                             key_task.cancel()
@@ -385,7 +442,20 @@ class AriCall:
                     log.warning("call=%s sound %r could not be played", self.id, prompt)
             finally:
                 self._playbacks.pop(pb_id, None)
+                self._played.discard(pb_id)
         return ""
+
+    async def _play_race(self, aw: Awaitable[T], chan: _Channel, prompt: str) -> T:
+        try:
+            return await self._race(aw, timeout=PLAYBACK_LIMIT, watch=[chan])
+        except TimeoutError:
+            raise self._playback_lost(chan, prompt) from None
+
+    def _playback_lost(self, chan: _Channel, prompt: str) -> PlaybackLost:
+        log.error("call=%s sound %r never ended: its end was lost", self.id, prompt)
+        return PlaybackLost(
+            f"no end of playback on {chan.id} in {PLAYBACK_LIMIT:.0f} s (event lost?)"
+        )
 
     async def play(self, prompts: Sequence[str], *, barge_in: bool = False) -> str:
         try:
@@ -467,6 +537,7 @@ class AriCall:
     async def _ring_leg(self, leg: _Channel, timeout: float, setup: float | None) -> DialStatus:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._ringing.add(leg.id)
         try:
             if setup is not None and setup < timeout:
                 try:
@@ -482,6 +553,8 @@ class AriCall:
             return DialStatus.NOANSWER
         except _Gone:
             return leg_status(leg.dialstatus, leg.cause)
+        finally:
+            self._ringing.discard(leg.id)
 
     async def _bridge_until_end(self, leg: _Channel) -> None:
         """Bridge the caller with ``leg`` and wait until either hangs up."""

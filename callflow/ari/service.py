@@ -221,6 +221,14 @@ class CallService:
         # (and are logged) instead of waiting for events that will never come.
         for call, _task in list(self.calls.values()):
             call.reconcile(alive)
+        # The others ask what they wait for (a prompt's end, a leg's answer): its event may
+        # have been lost too, and the wait would never end (a caller left in silence).
+        in_app = set(ids)
+        calls = [call for call, _ in self.calls.values()]
+        checks = await asyncio.gather(*(c.resync(in_app) for c in calls), return_exceptions=True)
+        for call, err in zip(calls, checks, strict=True):
+            if isinstance(err, Exception):  # a bug in one call must not stop the recovery
+                log.error("recovery: call=%s not re-checked", call.id, exc_info=err)
         stranded = [i for i in ids if i not in self.registry]
         if not stranded:
             return

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from callflow.ari import AriClient, AriConfig, AriSocketDropped, RestResponse
+from callflow.ari import (
+    EVENT_CONNECTED,
+    EVENT_DISCONNECTED,
+    AriClient,
+    AriConfig,
+    AriSocketDropped,
+    RestResponse,
+)
 from callflow.ari.channels import ChannelRegistry, Event, event_channel_id
 
 __all__ = [
@@ -147,6 +154,8 @@ class FakeAsterisk:
         self.dropped: set[tuple[str, str]] = set()
         self.answers_lost: set[tuple[str, str]] = set()
         self.events_allowed: set[str] = set()  # the application's event filter; empty: all
+        self.connected = True  # the events websocket: while down, events never reach ``sink``
+        self.missed: list[Event] = []  # the events that happened while it was down
         self._ids = itertools.count(1)
 
     # -- scripting ------------------------------------------------------------------------
@@ -197,6 +206,17 @@ class FakeAsterisk:
     def vanish(self, channel_id: str) -> None:
         """Asterisk forgets the channel without a word (it restarted; events were lost)."""
         self._forget(channel_id)
+
+    def disconnect(self) -> None:
+        """The events websocket drops (a missed heartbeat, then the backoff): Asterisk goes
+        on (REST still answers, as over HTTP) but its events are lost until ``reconnect``."""
+        self.sink({"type": EVENT_DISCONNECTED, "reason": "heartbeat missed"})
+        self.connected = False
+
+    def reconnect(self) -> None:
+        """The events websocket is back; the client says so with ``EVENT_CONNECTED``."""
+        self.connected = True
+        self.sink({"type": EVENT_CONNECTED})
 
     # -- what was asked -------------------------------------------------------------------
 
@@ -279,6 +299,11 @@ class FakeAsterisk:
                 return None
             case "POST", ["channels", cid, "play"]:
                 return self._play(self._chan(cid, in_app=True), q)
+            case "GET", ["playbacks", pb_id]:
+                if pb_id not in self.playbacks:
+                    raise _Reply(404, "Playback not found")
+                target = f"channel:{self.playbacks[pb_id][0]}"
+                return {"id": pb_id, "target_uri": target, "state": "playing"}
             case "DELETE", ["playbacks", pb_id]:
                 self._stop_playback(pb_id)
                 return None
@@ -377,7 +402,7 @@ class FakeAsterisk:
             "state": "queued",
         }
         duration = self.play_time * len(media.split(","))
-        self._soon(lambda: self.sink(self._log({"type": "PlaybackStarted", "playback": playback})))
+        self._soon(lambda: self._send({"type": "PlaybackStarted", "playback": playback}))
         handle = self._at(duration, chan.id, lambda: self._finish_playback(pb_id))
         self.playbacks[pb_id] = (chan.id, handle)
         return playback
@@ -392,7 +417,7 @@ class FakeAsterisk:
         entry = self.playbacks.pop(pb_id, None)
         if entry is not None:
             pb = {"id": pb_id, "target_uri": f"channel:{entry[0]}", "state": "done"}
-            self.sink(self._log({"type": "PlaybackFinished", "playback": pb}))
+            self._send({"type": "PlaybackFinished", "playback": pb})
 
     def _destroy(self, cid: str, cause: int, *, soon: bool = False) -> None:
         """The channel hangs up: StasisEnd if it was in the application, then destroyed."""
@@ -433,8 +458,12 @@ class FakeAsterisk:
             self._send({**event, "channel": chan.json()})
 
     def _send(self, event: Event) -> None:
-        if not self.events_allowed or event["type"] in self.events_allowed:
+        if self.events_allowed and event["type"] not in self.events_allowed:
+            return  # filtered out by Asterisk: never sent, never missed
+        if self.connected:
             self.sink(self._log(event))
+        else:
+            self.missed.append(self._log(event))
 
     def _log(self, event: Event) -> Event:
         self.events.append(event)
