@@ -120,9 +120,11 @@ def lost_to_the_crash(row: tuple[Any, ...]) -> bool:
 
 
 def cut_by_the_pbx(row: tuple[Any, ...]) -> bool:
-    """A call Asterisk itself lost (it restarted under it): logged failed or lost, with why;
-    never a normal hangup."""
-    return row[2] in ("failed", "lost") and "lost" in str(row[3])
+    """A call Asterisk itself lost (it restarted under it) or would not serve as it shut
+    down (a channel it refused to make: 500 "Allocation failed", for a dial or for the
+    flow's fallback): logged failed or lost, with why; never a normal hangup."""
+    detail = str(row[3])
+    return row[2] in ("failed", "lost") and ("lost" in detail or "Allocation failed" in detail)
 
 
 def pg_sandbox_url() -> str:
