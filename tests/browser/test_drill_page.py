@@ -4,11 +4,8 @@ nodes' results apart (each node drills over its own trunks)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pyotp
 
 from callflow.api import AdminContext, AdminServer, create_app
 from callflow.api.accounts import Account, Credentials, Role, digest
@@ -21,7 +18,7 @@ from callflow.store.drill_log import SqlDrillLog
 from callflow.telephony import DialStatus
 from tests.support.flows import DRILL_FLOW, write_flow
 
-from .test_page import TOKEN, TOTP, chromium, chromium_path
+from .test_page import TOKEN, TOTP, chromium, chromium_path, open_login_form, submit_login
 
 
 class Caller:
@@ -57,20 +54,8 @@ async def test_an_admin_drills_a_flow_from_the_page(tmp_path: Path) -> None:
     await server.start()
     try:
         async with drills, chromium(tmp_path / "profile") as page:
-            await page.send("Page.enable")
-            await page.send("Page.navigate", url=f"{server.url}/page/")
-            # The form exists before app.js binds its submit (DOMContentLoaded): a click
-            # before then submits the form natively and reloads the page, session-less.
-            await page.wait_for(
-                "document.readyState === 'complete' && !!document.getElementById('login-form')"
-            )
-            token, code = json.dumps(TOKEN), json.dumps(pyotp.TOTP(TOTP).now())
-            await page.js(
-                f"""document.getElementById('user').value = 'paul';
-                document.getElementById('token').value = {token};
-                document.getElementById('code').value = {code};
-                document.getElementById('login-button').click(); true"""
-            )
+            await open_login_form(page, server.url)
+            await submit_login(page, user="paul")
             await page.wait_for("document.body.dataset.loaded === 'yes'")
             assert await page.js("document.getElementById('drills-section').hidden") is False
             rows = "[...document.querySelectorAll('#drills tbody tr')]"

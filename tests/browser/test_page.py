@@ -155,6 +155,28 @@ async def chromium(profile: Path) -> AsyncIterator[DevTools]:
                 await proc.wait()
 
 
+async def open_login_form(page: DevTools, base_url: str) -> None:
+    """Open the page and wait until app.js has bound the login form: the form exists before
+    (DOMContentLoaded), and a click then submits it natively and reloads the page."""
+    await page.send("Page.enable")
+    await page.send("Page.navigate", url=f"{base_url}/page/")
+    await page.wait_for(
+        "document.readyState === 'complete' && !!document.getElementById('login-form')"
+    )
+
+
+async def submit_login(page: DevTools, user: str = "marie", code: str | None = None) -> None:
+    """Fill the login form with the account's token and a code (the authenticator's
+    current one unless given), and submit it."""
+    code = pyotp.TOTP(TOTP).now() if code is None else code
+    await page.js(
+        f"""document.getElementById('user').value = {json.dumps(user)};
+        document.getElementById('token').value = {json.dumps(TOKEN)};
+        document.getElementById('code').value = {json.dumps(code)};
+        document.getElementById('login-button').click(); true"""
+    )
+
+
 async def seed(db: AsyncEngine, now: datetime) -> tuple[int, int]:
     await upgrade(db)
     ids = []
@@ -252,24 +274,16 @@ async def test_the_page_lists_callbacks_marks_one_done_and_shows_calendars(
     await server.start()
     try:
         async with chromium(tmp_path / "profile") as page:
-            await page.send("Page.enable")
-            await page.send("Page.navigate", url=f"{server.url}/page/")
-            await page.wait_for(
-                "document.readyState === 'complete' && !!document.getElementById('login-form')"
-            )
+            await open_login_form(page, server.url)
             assert await page.js("document.getElementById('main').hidden") is True
 
             # Log in with the account, its token and the authenticator's code: a wrong code
             # is refused; the right one opens a session (the token itself is not kept).
-            login = """document.getElementById('user').value = 'marie';
-                document.getElementById('token').value = %s;
-                document.getElementById('code').value = %s;
-                document.getElementById('login-button').click(); true"""
-            await page.js(login % (json.dumps(TOKEN), json.dumps("000000")))
+            await submit_login(page, code="000000")
             await page.wait_for("!document.getElementById('error').hidden")
             assert "wrong" in await page.js("document.getElementById('error').textContent")
             assert await page.js("document.getElementById('main').hidden") is True
-            await page.js(login % (json.dumps(TOKEN), json.dumps(pyotp.TOTP(TOTP).now())))
+            await submit_login(page)
             await page.wait_for("document.body.dataset.loaded === 'yes'")
             stored = await page.js("JSON.stringify(Object.values(sessionStorage))")
             assert TOKEN not in stored and TOTP not in stored
@@ -393,21 +407,12 @@ async def test_the_page_speaks_french_when_the_daemon_does(tmp_path: Path) -> No
     await server.start()
     try:
         async with chromium(tmp_path / "profile") as page:
-            await page.send("Page.enable")
-            await page.send("Page.navigate", url=f"{server.url}/page/")
-            await page.wait_for(
-                "document.readyState === 'complete' && !!document.getElementById('login-form')"
-            )
+            await open_login_form(page, server.url)
             assert await page.js("document.documentElement.lang") == "fr"
             assert await page.js("document.getElementById('login-button').textContent") == (
                 "Se connecter"
             )
-            await page.js(
-                f"""document.getElementById('user').value = 'marie';
-                document.getElementById('token').value = {json.dumps(TOKEN)};
-                document.getElementById('code').value = {json.dumps(pyotp.TOTP(TOTP).now())};
-                document.getElementById('login-button').click(); true"""
-            )
+            await submit_login(page)
             await page.wait_for("document.body.dataset.loaded === 'yes'")
             waiting = await page.js(
                 "document.querySelector('#callbacks tbody tr .waiting').textContent"
@@ -449,17 +454,8 @@ async def test_a_session_that_ended_costs_one_request_and_no_logout(
     await server.start()
     try:
         async with chromium(tmp_path / "profile") as page:
-            await page.send("Page.enable")
-            await page.send("Page.navigate", url=f"{server.url}/page/")
-            await page.wait_for(
-                "document.readyState === 'complete' && !!document.getElementById('login-form')"
-            )
-            await page.js(
-                f"""document.getElementById('user').value = 'marie';
-                document.getElementById('token').value = {json.dumps(TOKEN)};
-                document.getElementById('code').value = {json.dumps(pyotp.TOTP(TOTP).now())};
-                document.getElementById('login-button').click(); true"""
-            )
+            await open_login_form(page, server.url)
+            await submit_login(page)
             await page.wait_for("document.body.dataset.loaded === 'yes'")
             session = await page.js("sessionStorage.getItem('callflow.session')")
             app[SESSIONS].logout(session)  # the daemon no longer knows it
