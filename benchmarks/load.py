@@ -166,6 +166,10 @@ def sipp(number: str, rate: int, calls: int, workdir: Path) -> tuple[list[float]
 def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     calls = rate * seconds
     work = root / f"{target}-{rate}"
+    n = 1
+    while work.exists():  # a target named twice (interleaved rounds): a folder each
+        n += 1
+        work = root / f"{target}-{rate}-{n}"
     work.mkdir()
     ast_pid = restart_asterisk()
     run = Run(target, rate, calls)
