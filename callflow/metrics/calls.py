@@ -29,6 +29,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -54,6 +55,28 @@ DURATION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 
 STEP_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 ACCEPT_BUCKETS = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 CALLBACK_BUCKETS = (300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0)
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[_M]):
+    """A labelled metric's children, kept by their label values: ``labels()`` takes the
+    metric's lock and checks and converts every value at each observation (a few per call,
+    on the event loop); a dict lookup does not.  The labels are bounded (see above), and no
+    child is ever removed, so the children kept are the metric's own."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: _M) -> None:
+        self._metric: _M = metric
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 def tier_label(tier: int | None) -> str:
@@ -172,12 +195,20 @@ class CallMetrics:
             registry=r,
         )
         self._calls: OrderedDict[str, _CallState] = OrderedDict()
+        # The children observed per call, looked up without ``labels()`` (see _Children).
+        self._ended = _Children(self.calls)
+        self._missed = _Children(self.missed)
+        self._active = _Children(self.active)
+        self._answer_time = _Children(self.answer_time)
+        self._duration = _Children(self.duration)
+        self._steps = _Children(self.steps)
+        self._step_latency = _Children(self.step_latency)
 
     # -- the engine's Observer: never raises ---------------------------------------------
 
     def call_started(self, info: CallInfo) -> None:
         try:
-            self.active.labels(info.flow).inc()
+            self._active(info.flow).inc()
             self._calls[info.call_id] = _CallState(info.flow, info.started)
             while len(self._calls) > _MAX_TRACKED:
                 self._calls.popitem(last=False)
@@ -196,7 +227,7 @@ class CallMetrics:
             if state is None:
                 return
             if not state.answers:  # time to answer: the first person to take the call
-                self.answer_time.labels(event.flow).observe(_seconds(state.started, event.at))
+                self._answer_time(event.flow).observe(_seconds(state.started, event.at))
             state.answers.setdefault(event.step, event.at)
         except Exception:  # pragma: no cover
             log.exception("metrics: call_answered")
@@ -215,8 +246,8 @@ class CallMetrics:
         if state is not None:
             state.last_attempt = None  # a new ring starts after any other step
         if r.kind is not StepKind.FALLBACK:  # bookkeeping records, always 0 s
-            self.step_latency.labels(r.kind).observe(max(r.duration, 0.0))
-        self.steps.labels(r.flow, r.step, r.kind).inc()
+            self._step_latency(r.kind).observe(max(r.duration, 0.0))
+        self._steps(r.flow, r.step, r.kind).inc()
         if r.kind is StepKind.ESCALATE:
             self._escalation(r, state)
         elif r.kind is StepKind.SURVEY:
@@ -262,14 +293,14 @@ class CallMetrics:
 
     def _end(self, info: CallInfo, outcome: Outcome, at: datetime) -> None:
         self._calls.pop(info.call_id, None)
-        self.active.labels(info.flow).dec()
+        self._active(info.flow).dec()
         kind = str(outcome.kind)
-        self.calls.labels(info.flow, kind, info.driver.value).inc()
+        self._ended(info.flow, kind, info.driver.value).inc()
         if outcome.kind in MISSED:
-            self.missed.labels(info.flow).inc()
+            self._missed(info.flow).inc()
         else:
-            self.missed.labels(info.flow)  # the series exists (at 0) for rate()
-        self.duration.labels(info.flow, kind).observe(_seconds(info.started, at))
+            self._missed(info.flow)  # the series exists (at 0) for rate()
+        self._duration(info.flow, kind).observe(_seconds(info.started, at))
         if outcome.kind is OutcomeKind.CALLBACK:
             self.callbacks_requested.labels(info.flow, tier_label(outcome.tier)).inc()
 
