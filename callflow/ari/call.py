@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -108,13 +109,49 @@ class _Flag:
         return self._future
 
 
+class _Keys:
+    """The keys a channel received and nobody took yet, in order.  A wait for the next one
+    is a future shared by every wait (``ready``), like ``_Flag``'s: an ``asyncio.Queue``'s
+    ``get()`` needed a task of its own per wait, started and then cancelled at each prompt.
+    A key is taken (``pop``) only by the wait that won, so none is lost to a race."""
+
+    __slots__ = ("_keys", "_ready")
+
+    def __init__(self) -> None:
+        self._keys: deque[str] = deque()
+        self._ready: asyncio.Future[None] | None = None
+
+    def put(self, key: str) -> None:
+        self._keys.append(key)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._keys
+
+    def pop(self) -> str:
+        """The oldest key (there must be one)."""
+        return self._keys.popleft()
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+    def ready(self) -> asyncio.Future[None]:
+        """Done once a key is there (shared by every wait: never cancel it)."""
+        if self._ready is None or (self._ready.done() and not self._keys):
+            self._ready = asyncio.get_running_loop().create_future()
+        if self._keys and not self._ready.done():
+            self._ready.set_result(None)
+        return self._ready
+
+
 @dataclass
 class _Channel:
     """What we track of one channel: its hangup, its keys and its pending playbacks."""
 
     id: str
     gone: _Flag = field(default_factory=_Flag)
-    dtmf: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    dtmf: _Keys = field(default_factory=_Keys)
     answered: asyncio.Event = field(default_factory=asyncio.Event)  # legs: entered Stasis
     progress: asyncio.Event = field(default_factory=asyncio.Event)  # legs: ringing/progress
     dialstatus: str | None = None
@@ -127,8 +164,7 @@ class _Channel:
         return f"{self.id}:pb:{self.playbacks % PLAYBACK_SLOTS}"
 
     def flush_dtmf(self) -> None:
-        while not self.dtmf.empty():
-            self.dtmf.get_nowait()
+        self.dtmf.clear()
 
 
 class _Gone(Exception):
@@ -222,7 +258,7 @@ class AriCall:
     def _on_dtmf(self, event: Event) -> None:
         chan = self._chan_of(event)
         if chan is not None:
-            chan.dtmf.put_nowait(str(event.get("digit", "")))
+            chan.dtmf.put(str(event.get("digit", "")))
 
     def _on_gone(self, event: Event) -> None:
         chan = self._chan_of(event)
@@ -371,6 +407,14 @@ class AriCall:
             raise _Gone()
         raise TimeoutError
 
+    async def _key(
+        self, chan: _Channel, timeout: float | None, watch: Sequence[_Channel] = ()
+    ) -> str:
+        """The next key pressed on ``chan``; raises as ``_race`` does."""
+        if chan.dtmf.empty():
+            await self._first([chan.dtmf.ready()], timeout, watch)
+        return chan.dtmf.pop()
+
     async def _caller_op(self, aw: Awaitable[T]) -> T:
         """A REST call on the caller's channel: a missing channel means the caller left."""
         if self.gone:
@@ -411,7 +455,7 @@ class AriCall:
     async def _play_on(self, chan: _Channel, prompts: Sequence[str], barge_in: bool) -> str:
         for prompt in prompts:
             if barge_in and not chan.dtmf.empty():
-                return chan.dtmf.get_nowait()
+                return chan.dtmf.pop()
             await self._quiet(chan)
             pb_id = chan.next_playback_id()
             fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -423,19 +467,15 @@ class AriCall:
                 if not barge_in:
                     state = await self._play_race(fut, chan, prompt)
                 else:
-                    key_task = asyncio.ensure_future(chan.dtmf.get())
+                    key = chan.dtmf.ready()
                     try:
-                        try:
-                            done = await self._first([fut, key_task], PLAYBACK_LIMIT, [chan])
-                        except TimeoutError:
-                            raise self._playback_lost(chan, prompt) from None
-                    finally:
-                        if not key_task.done():
-                            key_task.cancel()
-                    if key_task in done:
+                        done = await self._first([fut, key], PLAYBACK_LIMIT, [chan])
+                    except TimeoutError:
+                        raise self._playback_lost(chan, prompt) from None
+                    if key in done:
                         # The prompt is stopped by the next request that needs it stopped
                         # (``_quiet``), not now: if that is a hangup, it costs nothing.
-                        return key_task.result()
+                        return chan.dtmf.pop()
                     state = fut.result()
                 chan.playing = None
                 if state == "failed":
@@ -482,7 +522,7 @@ class AriCall:
         while len(digits) < max_digits:
             wait = first_timeout if not digits else inter_timeout
             try:
-                key = await self._race(self._chan.dtmf.get(), timeout=wait)
+                key = await self._key(self._chan, wait)
             except TimeoutError:
                 break
             if key == "#" and digits and max_digits > 1:
@@ -682,7 +722,7 @@ class AriCall:
             if announce:
                 pressed = await self._play_on(leg, announce, barge_in=True)
             if not pressed:
-                pressed = await self._race(leg.dtmf.get(), timeout=wait, watch=[leg])
+                pressed = await self._key(leg, wait, watch=[leg])
         except (TimeoutError, _Gone, AriNotFound):
             return DialStatus.DECLINED
         return DialStatus.ANSWER if pressed == key else DialStatus.DECLINED
