@@ -22,8 +22,9 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, Final, Literal, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import aiohttp
 from aiohttp.http_websocket import WSMessageNoDecodeText
@@ -98,7 +99,7 @@ class SocketTransport:
         answered = False
         try:
             async with asyncio.timeout(self._probe_timeout):
-                await ws.send_str(json.dumps(_frame(rid, _PROBE_METHOD, _PROBE_PATH, None, None)))
+                await ws.send_str(_frame(rid, _PROBE_METHOD, _PROBE_PATH, None, None))
                 while not answered:
                     msg = await ws.receive()
                     frame = _rest_response(msg)
@@ -159,7 +160,7 @@ class SocketTransport:
         try:
             async with asyncio.timeout(timeout):  # TimeoutError: the client's AriTimeout
                 try:
-                    await ws.send_str(json.dumps(_frame(rid, method, path, params, body)))
+                    await ws.send_str(_frame(rid, method, path, params, body))
                 except (ConnectionError, aiohttp.ClientError) as exc:
                     # Not sent: the socket is closing and the reader has not noticed yet.
                     # Nothing reached Asterisk, so HTTP may carry it without doing it twice.
@@ -173,19 +174,20 @@ class SocketTransport:
             self._pending.pop(rid, None)
 
 
-def _frame(
-    rid: str, method: str, path: str, params: Mapping[str, str] | None, body: Any
-) -> dict[str, Any]:
+def _frame(rid: str, method: str, path: str, params: Mapping[str, str] | None, body: Any) -> str:
+    """The ``RESTRequest`` frame's text: what ``json.dumps`` of the frame's dict gives, written
+    out (dumps and ``urlencode`` were a tenth of a request's CPU, on the event loop)."""
     # ``uri`` is the path under /ari without its leading slash, with its query string.
     uri = path.lstrip("/")
     if params:
-        uri += "?" + urlencode(params)
-    frame: dict[str, Any] = {"type": "RESTRequest", "request_id": rid, "method": method}
-    frame["uri"] = uri
+        uri += "?" + "&".join(quote_plus(k) + "=" + quote_plus(v) for k, v in params.items())
+    text = (
+        f'{{"type": "RESTRequest", "request_id": {_quoted(rid)}, '
+        f'"method": {_quoted(method)}, "uri": {_quoted(uri)}'
+    )
     if body is not None:
-        frame["content_type"] = "application/json"
-        frame["message_body"] = json.dumps(body)
-    return frame
+        text += f', "content_type": "application/json", "message_body": {_quoted(json.dumps(body))}'
+    return text + "}"
 
 
 def _rest_response(msg: WSMessageNoDecodeText) -> dict[str, Any] | None:

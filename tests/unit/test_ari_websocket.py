@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from aiohttp import web
@@ -28,6 +28,7 @@ from callflow.ari import (
     SocketTransport,
 )
 from callflow.ari.service import EVENT_TYPES, CallService
+from callflow.ari.websocket import _frame
 from callflow.errors import LinkFault, PbxLinkError
 from callflow.metrics.parts import Probes, ScrapeTime
 from tests.support.polling import wait_until
@@ -255,6 +256,31 @@ async def test_http_mode_never_uses_the_socket(pbx: Asterisk) -> None:
         assert pbx.frames == [] and pbx.http == ["GET /channels/c1"]
         await client.close()
         await events.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "body"),
+    [
+        ("/asterisk/ping", None, None),
+        (
+            "/channels/a b/play",
+            {"media": "sound:vm-intro,sound:\u00e9 x", "playbackId": "c:pb:1"},
+            None,
+        ),
+        ("/channels", {"endpoint": "PJSIP/x"}, {"variables": {"CALLFLOW_ROLE": '"leg"\\'}}),
+        ("/channels/c1", {}, None),
+    ],
+)
+def test_a_request_frame_is_the_json_of_its_fields(
+    path: str, params: dict[str, str] | None, body: Any
+) -> None:
+    """The frame's text is written out by hand (cheaper than json.dumps): it must say what
+    the dict of its fields does, quotes, non-ASCII and query string included."""
+    uri = path.lstrip("/") + ("?" + urlencode(params) if params else "")
+    want: dict[str, Any] = {"type": "RESTRequest", "request_id": "7", "method": "POST", "uri": uri}
+    if body is not None:
+        want |= {"content_type": "application/json", "message_body": json.dumps(body)}
+    assert json.loads(_frame("7", "POST", path, params, body)) == want
 
 
 def test_bad_transport_is_refused() -> None:
