@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import random
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from callflow.ari import (
     AriNotFound,
     AriTimeout,
 )
+from callflow.ari.client import _decode
 from callflow.ari.overload import go_first, goes_first
 
 USER = "callflow"
@@ -535,6 +537,32 @@ async def test_malformed_frames_are_logged_and_skipped(
     assert types(got) == [EVENT_CONNECTED, "Ok"]
     skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
     assert len(skipped) == 4
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "X", "a": [1, 2]}',
+        '{"type": "X"} \n',
+        ' {"type": "X"}',
+        '{"type": "X"} x',
+        '{"a": 1}{"b": 2}',
+        '{"type":',
+        "[1]",
+        b'{"type": "B"}',
+        b"\xff",
+        "",
+    ],
+)
+def test_frames_decode_as_json_loads_does(frame: str | bytes) -> None:
+    """Frames skip json.loads's wrapper when they can: the same value or the same refusal."""
+    try:
+        want: Any = json.loads(frame)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=re.escape(str(exc))):
+            _decode(frame)
+    else:
+        assert _decode(frame) == want
 
 
 async def test_close_ends_iterator_while_waiting_to_reconnect(ari: AriHttpServer) -> None:
