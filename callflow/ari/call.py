@@ -167,6 +167,32 @@ class _Channel:
         self.dtmf.clear()
 
 
+async def _any_done(futures: Sequence[asyncio.Future[Any]], timeout: float | None) -> None:
+    """Return once one of ``futures`` is done, or ``timeout`` s have passed; never cancels
+    nor awaits them.  ``asyncio.wait(..., FIRST_COMPLETED)`` without its set building, type
+    checks and counting (a third of its cost, on each wait of a call), and without a pass
+    through the loop when one is done already."""
+    if any(f.done() for f in futures):
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(wake)
+    timer = None if timeout is None else loop.call_later(timeout, wake, None)
+    try:
+        await waiter
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for f in futures:
+            f.remove_done_callback(wake)
+
+
 class _Gone(Exception):
     """The channel being waited on has hung up."""
 
@@ -394,11 +420,8 @@ class AriCall:
         # The caller once: a prompt played to the caller watches it too.  A hangup is a
         # shared future of its channel, so a wait costs no task of its own.
         chans = [self._chan, *(c for c in watch if c is not self._chan)]
-        gones = [c.gone.future() for c in chans]
-        done, _ = await asyncio.wait(
-            {*futures, *gones}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        won = {f for f in futures if f in done}
+        await _any_done([*futures, *(c.gone.future() for c in chans)], timeout)
+        won = {f for f in futures if f.done()}
         if won:
             return won
         if self._chan.gone.is_set():
