@@ -282,12 +282,13 @@ class AriClient:
             raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
+        way = self.rest_transport
         self.in_flight += 1  # read by the overload shedding and the metrics
-        self._sent[self.rest_transport] += 1
+        self._sent[way] += 1
         try:
             # An emergency call is never held behind the others; over the websocket there
             # is no pool to queue for.  The transport bounds its request by ``total``.
-            if goes_first() or self.rest_transport == WEBSOCKET:
+            if way == WEBSOCKET or goes_first():
                 resp = await self._transport.request(method, path, query, json, timeout=total)
             else:
                 async with asyncio.timeout(total):  # the wait for a slot counts too
