@@ -80,22 +80,37 @@ def _time(value: Any) -> datetime:
     return t
 
 
-def _fields(
-    rec: dict[str, Any], names: Iterable[str], optional: Iterable[str] = ()
-) -> dict[str, Any]:
+#: How to read one kind of record: (field, is a time, may be missing) for each field.
+_Spec = tuple[tuple[str, bool, bool], ...]
+_MISSING = object()
+
+
+def _spec(names: tuple[str, ...], optional: tuple[str, ...] = ()) -> _Spec:
+    return tuple((name, name in TIMES, name in optional) for name in names)
+
+
+def _fields(rec: dict[str, Any], spec: _Spec) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    opt = set(optional)
-    for name in names:
-        if name not in rec:
-            if name in opt:
+    for name, is_time, optional in spec:
+        value = rec.get(name, _MISSING)
+        if value is _MISSING:
+            if optional:
                 row[name] = None
                 continue
             raise KeyError(f"record {rec.get('t')!r} lacks {name!r}")
-        value = rec[name]
-        if name in TIMES and value is not None:
+        if is_time and value is not None:
             value = _time(value)
         row[name] = value
     return row
+
+
+_START = _spec(CALL_START, optional=("driver", "node"))
+_END = _spec(CALL_END, optional=("answered",))
+_ANSWER = _spec(("id", "answered"))
+_STEP = _spec(STEP + STEP_FIELDS, optional=STEP_FIELDS)
+_CALLBACK = _spec(CALLBACK)
+_TRUNK = _spec(TRUNK, optional=("node",))
+_AUDIT = _spec(AUDIT)
 
 
 def check_record(rec: dict[str, Any]) -> None:
@@ -122,7 +137,7 @@ def _rows_of(records: Iterable[dict[str, Any]], node: str | None = None) -> _Row
     for rec in records:
         kind = rec.get("t")
         if kind == "call" or kind == "end":
-            start = _fields(rec, CALL_START, optional=("driver", "node"))
+            start = _fields(rec, _START)
             start["driver"] = start["driver"] or DEFAULT_DRIVER
             start["node"] = start["node"] or node
             row = rows.calls.get(start["id"])
@@ -131,21 +146,21 @@ def _rows_of(records: Iterable[dict[str, Any]], node: str | None = None) -> _Row
             row.update(start)
             if kind == "end":
                 # ``answered`` is its own record now; an older version's end carried it.
-                end = _fields(rec, CALL_END, optional=("answered",))
+                end = _fields(rec, _END)
                 if end["outcome"] not in OUTCOMES:
                     raise ValueError(f"unknown outcome {end['outcome']!r}")
                 if end["answered"] is None:
                     del end["answered"]
                 row.update(end)
         elif kind == "answered":
-            ans = _fields(rec, ("id", "answered"))
+            ans = _fields(rec, _ANSWER)
             if ans["answered"] is None:
                 raise ValueError("an answer without a time")
             rows.answers.setdefault(ans["id"], ans["answered"])
             if ans["id"] in rows.calls and rows.calls[ans["id"]]["answered"] is None:
                 rows.calls[ans["id"]]["answered"] = ans["answered"]
         elif kind == "step":
-            step = _fields(rec, STEP + STEP_FIELDS, optional=STEP_FIELDS)
+            step = _fields(rec, _STEP)
             rows.steps[(step["call_id"], int(step["seq"]))] = step
             rows.placeholders.setdefault(
                 step["call_id"],
@@ -161,14 +176,14 @@ def _rows_of(records: Iterable[dict[str, Any]], node: str | None = None) -> _Row
                 },
             )
         elif kind == "callback":
-            cb = _fields(rec, CALLBACK)
+            cb = _fields(rec, _CALLBACK)
             rows.callbacks[(cb["call_id"], cb["created"])] = cb
         elif kind == "trunk":
-            tr = _fields(rec, TRUNK, optional=("node",))
+            tr = _fields(rec, _TRUNK)
             tr["node"] = tr["node"] or node or ""
             rows.trunks[(tr["trunk"], tr["at"], tr["node"])] = tr
         elif kind == "audit":
-            au = _fields(rec, AUDIT)
+            au = _fields(rec, _AUDIT)
             if not isinstance(au["detail"], dict):
                 raise TypeError("audit detail must be an object")
             rows.audits[au["id"]] = au
