@@ -14,7 +14,13 @@ after the IVR is up, so its start-up jobs are not counted per call).  Four IVRs 
   interval, INFO log, /metrics on) running
   ``load/flow.yaml``, entered with ``Stasis()``;
 * ``callflow-agi``: the same daemon and flow, entered with ``AGI(agi://127.0.0.1:4573/load)``
-  (FastAGI: a TCP connection and one res_agi thread in Asterisk per call).
+  (FastAGI: a TCP connection and one res_agi thread in Asterisk per call);
+* ``callflow-stdloop``: ``callflow`` on the standard library's event loop
+  (``[daemon] event_loop = "asyncio"``) instead of its default uvloop.
+
+``--rounds N`` runs the targets N times, in reverse order every other round (a machine's
+noise then falls on each in turn), and ends with each round's CPU per call and its ratio
+to the reference of the same round (the issue's target: callflow's at most the reference's).
 
 Asterisk is restarted before each (target, rate), so no run inherits another's channels.
 For each it prints calls placed, answered, completed (the IVR hung up after the key) and
@@ -60,7 +66,13 @@ HERE = Path(__file__).resolve().parent / "load"
 RTP_END = 29999  # Asterisk's RTP ports 10000-29999; SIPp's media ports start above them
 SIPP_MEDIA = 40000
 SETTLE = 3.0  # seconds between an IVR's start and the first call
-NUMBERS = {"dialplan": "901", "reference": "902", "callflow": "903", "callflow-agi": "904"}
+NUMBERS = {
+    "dialplan": "901",
+    "reference": "902",
+    "callflow": "903",
+    "callflow-agi": "904",
+    "callflow-stdloop": "903",
+}
 # The dialplan IVR and the reference's entry, added at run time (not shipped).
 DIALPLAN = [
     "901,1,Goto(bench-ivr,s,1) into callflow-from-trunk",
@@ -103,16 +115,21 @@ class Run:
     outcomes: Counter[str] = field(default_factory=Counter)
     logged: int | None = None
 
+    @property
+    def cpu_per_call(self) -> float:
+        return 1000 * self.ivr_cpu_s / max(1, self.placed)
+
     def row(self) -> str:
         def ms(v: float | None) -> str:
             return "–" if v is None else f"{v:,.0f}"
 
         a50, a99 = pct(self.answer_ms, 50), pct(self.answer_ms, 99)
+        amax = max(self.answer_ms, default=None)  # the issue: no caller waits over 2 s
         h50, h99 = pct(self.hangup_ms, 50), pct(self.hangup_ms, 99)
         cpu = per_call = "–"
         if self.ivr_cpu is not None:
             cpu = f"{self.ivr_cpu:.0f}%"
-            per_call = f"{1000 * self.ivr_cpu_s / max(1, self.placed):.1f}"
+            per_call = f"{self.cpu_per_call:.1f}"
         failed = self.placed - len(self.hangup_ms)
         log = "–"
         if self.logged is not None:
@@ -121,13 +138,14 @@ class Run:
             )
         return (
             f"| {self.target} | {self.rate} | {self.placed} | {len(self.answer_ms)} "
-            f"| {len(self.hangup_ms)} | {failed} | {ms(a50)} / {ms(a99)} | {ms(h50)} / {ms(h99)} "
+            f"| {len(self.hangup_ms)} | {failed} | {ms(a50)} / {ms(a99)} / {ms(amax)} "
+            f"| {ms(h50)} / {ms(h99)} "
             f"| {cpu} | {per_call} | {self.asterisk_cpu:.0f}% | {log} |"
         )
 
 
 HEADER = (
-    "| IVR | cps | placed | answered | completed | failed | INVITE→answer p50 / p99 ms "
+    "| IVR | cps | placed | answered | completed | failed | INVITE→answer p50 / p99 / max ms "
     "| DTMF→hangup p50 / p99 ms | IVR CPU | IVR CPU ms/call | Asterisk CPU "
     "| logged (outcomes) |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -185,7 +203,7 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
             assert proc.stdout is not None
             proc.stdout.readline()  # "connected"
             ivr_pid = proc.pid
-        elif target in ("callflow", "callflow-agi"):  # the harness's daemon listens for both
+        elif target.startswith("callflow"):  # the harness's daemon listens for both drivers
             flows = work / "flows"
             flows.mkdir()
             shutil.copy(HERE / "flow.yaml", flows / "load.yaml")
@@ -198,6 +216,8 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
             # (flush_interval 0.2 s, write_timeout 2 s: five feeds a second).
             os.environ["CALLFLOW_DATABASE_FLUSH_INTERVAL"] = "1.0"
             os.environ["CALLFLOW_DATABASE_WRITE_TIMEOUT"] = "10.0"
+            loop = "asyncio" if target == "callflow-stdloop" else "uvloop"
+            os.environ["CALLFLOW_DAEMON_EVENT_LOOP"] = loop
             daemon.start()
             assert daemon.proc is not None
             ivr_pid = daemon.proc.pid
@@ -237,21 +257,52 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=10, help="how long each rate is held")
     p.add_argument("--targets", default="dialplan,reference,callflow,callflow-agi")
     p.add_argument("--keep", type=Path, help="keep each run's files (SIPp traces, daemon log) here")
+    p.add_argument("--rounds", type=int, default=1, help="run the targets this many times")
     args = p.parse_args()
     if shutil.which("sipp") is None:
         print("sipp is missing: apt-get install sip-tester", file=sys.stderr)
         return 2
     rates = [int(r) for r in args.rates.split(",")]
     targets = args.targets.split(",")
+    unknown = sorted(set(targets) - set(NUMBERS))
+    if unknown:
+        print(f"unknown targets {unknown}: choose among {sorted(NUMBERS)}", file=sys.stderr)
+        return 2
     print(f"# SIPp IVR load, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}")
     print(HEADER, flush=True)
     with tempfile.TemporaryDirectory(prefix="callflow-load-") as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
+        runs: list[tuple[int, Run]] = []
         for rate in rates:
-            for target in targets:
-                print(bench(target, rate, args.seconds, root).row(), flush=True)
+            for n in range(1, args.rounds + 1):
+                for target in targets if n % 2 else targets[::-1]:
+                    run = bench(target, rate, args.seconds, root)
+                    runs.append((n, run))
+                    print(run.row(), flush=True)
+    if args.rounds > 1 or len(runs) > len(set((r.target, r.rate) for _, r in runs)):
+        print(summary(runs))
     return 0
+
+
+def summary(runs: list[tuple[int, Run]]) -> str:
+    """CPU ms per call by round, and divided by the reference's of the same round."""
+    lines = [
+        "",
+        "| cps | IVR | CPU ms/call by round | mean | ÷ reference, by round |",
+        "|---|---|---|---|---|",
+    ]
+    keys = sorted({(r.rate, r.target) for _, r in runs if r.ivr_cpu is not None})
+    for rate, target in keys:
+        mine = {n: r.cpu_per_call for n, r in runs if (r.rate, r.target) == (rate, target)}
+        ref = {n: r.cpu_per_call for n, r in runs if (r.rate, r.target) == (rate, "reference")}
+        ratios = [f"{mine[n] / ref[n]:.2f}" for n in sorted(mine) if ref.get(n)]
+        mean = statistics.fmean(mine.values())
+        by_round = " / ".join(f"{v:.1f}" for _, v in sorted(mine.items()))
+        lines.append(
+            f"| {rate} | {target} | {by_round} | {mean:.2f} | {' / '.join(ratios) or '–'} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -464,10 +464,11 @@ class Daemon:
             loop.add_signal_handler(sig, handler)
         names = ", ".join(sorted(self.flows.current.flows))
         log.info(
-            "callflow starting: flows %s; ARI %s app %s",
+            "callflow starting: flows %s; ARI %s app %s; event loop %s",
             names,
             self.ari_config.url,
             self.ari_config.app,
+            type(loop).__module__.split(".")[0],  # what runs, not what was asked: uvloop, asyncio
         )
         try:
             self._write_trunk_snapshot()

@@ -223,12 +223,14 @@ def _load_with_feeds(paths: Sequence[Path], config: Path | None) -> FlowSet:
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from .app import Daemon, setup_logging
+    from .eventloop import LoopKind
+    from .eventloop import run as run_on
     from .settings import discover_settings
 
     settings = discover_settings(args.config, required=True)
     setup_logging(settings)
     daemon = Daemon(settings)
-    return asyncio.run(daemon.run())
+    return run_on(daemon.run(), LoopKind(settings.daemon.event_loop))
 
 
 # -- trunks ---------------------------------------------------------------------------------

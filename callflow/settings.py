@@ -34,6 +34,7 @@ DEV_CONFIG = Path("callflow.toml")  # a checkout's, in the current directory
 STATE_DIR = "/var/lib/callflow"  # a system install's data (systemd's StateDirectory=callflow)
 NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LANGUAGES = ("fr", "en")  # what staff read is French by default, English available
+EVENT_LOOPS = ("uvloop", "asyncio")  # callflow/eventloop.py's LoopKind
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,17 @@ class DaemonSettings:
     # start while a secret or PIN there is a placeholder or guessable. None: not checked.
     asterisk_conf: str | None = None
     language: str = "fr"  # what staff read: the page, the HTML report, holiday names (fr | en)
+    event_loop: str = "uvloop"  # uvloop | asyncio (the standard library's loop)
 
     def __post_init__(self) -> None:
         if self.language not in LANGUAGES:
             raise SettingsError(
                 f"[daemon] language must be one of {', '.join(LANGUAGES)}, got {self.language!r}"
+            )
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(
+                f"[daemon] event_loop must be one of {', '.join(EVENT_LOOPS)}, "
+                f"got {self.event_loop!r}"
             )
 
 

@@ -1,11 +1,12 @@
 """An append-only local spool: records wait here, on disk, while the database is away.
 
 The spool is a folder of segments, ``segment-<n>.jsonl``, replayed in order of ``n``.  Each
-line is one record: ``{"crc": <crc32 of "rec">, "rec": {...}}``; each append is flushed and
-fsync'd before it returns, so a record the recorder has spooled survives a crash of the
-daemon or of the machine.  New records go to the newest (active) segment; a segment is
-*sealed* (no longer written to) when it reaches ``segment_records`` lines or when the
-replay comes to it, so a segment being replayed is never being written.
+line is one record: ``{"crc32": <crc32 of the bytes of "rec">, "rec": {...}}`` (an older
+version wrote ``{"crc": <crc32 of "rec" re-encoded with sorted keys>, ...}``: still read).
+Each append is flushed and fsync'd before it returns, so a record the recorder has spooled
+survives a crash of the daemon or of the machine.  New records go to the newest (active)
+segment; a segment is *sealed* (no longer written to) when it reaches ``segment_records``
+lines or when the replay comes to it, so a segment being replayed is never being written.
 
 A line that cannot be read back (torn by a crash, bad JSON, wrong checksum, unknown record)
 is skipped: the rest of the segment replays, and the segment is then moved to
@@ -42,16 +43,26 @@ _SUFFIX = ".jsonl"
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
 
+# One encoder for every line: ``json.dumps`` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_HEAD = b'{"crc32":'  # a line's start since the checksum covers its body's bytes
+_REC = b',"rec":'
+
+
 def encode_line(rec: dict[str, Any]) -> bytes:
-    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    crc = zlib.crc32(body.encode("utf-8"))
-    return f'{{"crc":{crc},"rec":{body}}}\n'.encode()
+    """``{"crc32":<crc32 of the body>,"rec":<body>}``: the checksum covers the body's bytes
+    as written, so reading the line back checks them without encoding the record again."""
+    body = _ENCODE(rec).encode("utf-8")
+    return b"%s%d%s%s}\n" % (_HEAD, zlib.crc32(body), _REC, body)
 
 
 def decode_line(line: bytes) -> dict[str, Any]:
-    """The record of one spool line; ``ValueError`` when the line is damaged."""
+    """The record of one spool line; ``ValueError`` when the line is damaged.  Reads both
+    forms: ``crc32`` (the body's bytes) and the older ``crc`` (the record's sorted JSON)."""
     if not line.endswith(b"\n"):
         raise ValueError("truncated line (no end of line)")
+    if line.startswith(_HEAD):
+        return _decode_crc32(line)
     try:
         outer = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -62,6 +73,25 @@ def decode_line(line: bytes) -> dict[str, Any]:
     body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if zlib.crc32(body.encode("utf-8")) != outer.get("crc"):
         raise ValueError("checksum mismatch")
+    return rec
+
+
+def _decode_crc32(line: bytes) -> dict[str, Any]:
+    end = line.find(_REC, len(_HEAD))
+    if end < 0 or not line.endswith(b"}\n"):
+        raise ValueError("not a spool record")
+    digits = line[len(_HEAD) : end]
+    if not digits.isdigit():
+        raise ValueError("not a spool record")
+    body = line[end + len(_REC) : -2]
+    if zlib.crc32(body) != int(digits):
+        raise ValueError("checksum mismatch")
+    try:
+        rec = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(rec, dict):
+        raise ValueError("not a spool record")
     return rec
 
 

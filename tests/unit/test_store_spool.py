@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,81 @@ def test_the_memory_for_the_replay_is_bounded(tmp_path: Path) -> None:
     spool.append([{"n": 9}])
     seg = spool.oldest()
     assert seg is not None and spool.memo_batch(seg, 10) is not None
+
+
+def old_line(rec: dict[str, object]) -> bytes:
+    """A line as an older version wrote it: the checksum of the record's sorted JSON."""
+    body = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    crc = zlib.crc32(body.encode("utf-8"))
+    return f'{{"crc":{crc},"rec":{body}}}\n'.encode()
+
+
+def test_a_line_checksums_the_bytes_of_its_record() -> None:
+    rec = {"t": "call", "id": "c1", "caller": "é"}
+    line = encode_line(rec)
+    head, body = line.split(b',"rec":', 1)
+    assert head.startswith(b'{"crc32":') and body.endswith(b"}\n")
+    assert int(head[len(b'{"crc32":') :]) == zlib.crc32(body[:-2])
+    assert json.loads(line) == {"crc32": zlib.crc32(body[:-2]), "rec": rec}  # still JSON
+
+
+def test_an_older_versions_line_still_decodes() -> None:
+    rec = {"t": "step", "seq": 2, "detail": "é → 1", "at": "2026-03-02T09:00:00+00:00"}
+    assert decode_line(old_line(rec)) == rec
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        decode_line(old_line(rec).replace(b'seq":2', b'seq":3'))
+
+
+def test_any_flipped_byte_of_a_line_is_refused() -> None:
+    line = encode_line({"t": "step", "call_id": "c1", "seq": 3, "detail": "é"})
+    for i in range(len(line)):
+        for mask in (0x01, 0x20, 0x80):
+            damaged = line[:i] + bytes([line[i] ^ mask]) + line[i + 1 :]
+            with pytest.raises(ValueError):
+                decode_line(damaged)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"crc32":12,"rec":{}\n',  # no closing brace
+        b'{"crc32":x1,"rec":{}}\n',  # not a number
+        b'{"crc32":1"rec":{}}\n',  # no record
+        b'{"crc32":%d,"rec":[]}\n' % zlib.crc32(b"[]"),  # not an object
+        b'{"crc32":%d,"rec":{x}}\n' % zlib.crc32(b"{x}"),  # not JSON, right checksum
+    ],
+)
+def test_a_damaged_crc32_line_is_refused(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_line(line)
+
+
+def test_a_segment_of_old_and_new_lines_replays_whole(tmp_path: Path) -> None:
+    """A spool left by the previous version, then appended to by this one, replays in order
+    from its file (the state after a restart)."""
+    old = [{"t": "call", "n": i} for i in range(3)]
+    (tmp_path / "segment-000000000001.jsonl").write_bytes(b"".join(map(old_line, old)))
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append([{"t": "call", "n": 3}])  # a new segment, after the old one
+    seen = []
+    while (seg := spool.oldest()) is not None:
+        while True:
+            batch = spool.read_batch(seg, 10)
+            seen += [r["n"] for r in batch.records]
+            spool.advance(seg, batch)
+            if batch.last:
+                break
+        assert not seg.bad_lines
+        spool.done(seg)
+    spool.close()
+    assert seen == [0, 1, 2, 3]
+    spool = Spool(tmp_path)  # and the new form is read from a file too, after a restart
+    spool.open()
+    spool.append([{"t": "call", "n": 4}])
+    spool.close()
+    spool.open()
+    seg = spool.oldest()
+    assert seg is not None and seg.memo is None
+    assert spool.read_batch(seg, 10).records == [{"t": "call", "n": 4}]
+    spool.close()
