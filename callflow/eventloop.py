@@ -14,8 +14,6 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any, TypeVar
 
-import uvloop
-
 T = TypeVar("T")
 
 
@@ -26,7 +24,11 @@ class LoopKind(StrEnum):
 
 def loop_factory(kind: LoopKind) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """What ``asyncio.Runner`` builds its loop with (None: the standard library's)."""
-    return uvloop.new_event_loop if kind is LoopKind.UVLOOP else None
+    if kind is LoopKind.ASYNCIO:
+        return None  # uvloop not even imported: the escape hatch runs without it
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 def run(main: Coroutine[Any, Any, T], kind: LoopKind) -> T:

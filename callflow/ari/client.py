@@ -596,7 +596,8 @@ def _decode(data: str | bytes) -> Any:
     """``json.loads(data)``: the same value, or the same ``ValueError``."""
     if isinstance(data, str) and data[:1] == "{":  # Asterisk's frames: one object each
         value, end = _DECODER.raw_decode(data)
-        if end == len(data) or data[end:].isspace():
+        # JSON's own whitespace only: str.isspace() would take what json.loads refuses.
+        if end == len(data) or not data[end:].strip(" \t\n\r"):
             return value
     return jsonlib.loads(data)  # anything else: the full decoder takes it or refuses it
 

@@ -235,7 +235,9 @@ def _statements(dialect: str) -> _Statements:
     answer = (
         update(CALLS)
         .where(CALLS.c.id == bindparam("call_id"))
-        .values(answered=func.coalesce(CALLS.c.answered, bindparam("at")))
+        # Typed: untyped, an answer in a later batch than its call was stored as the
+        # driver's own text of an aware time ("...+00:00"), not as every other time.
+        .values(answered=func.coalesce(CALLS.c.answered, bindparam("at", type_=UTCDateTime())))
     )
     return _Statements(
         call.on_conflict_do_update(index_elements=["id"], set_={**fresh, **keep}),

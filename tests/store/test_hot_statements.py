@@ -4,7 +4,7 @@ of the same statements stores, on SQLite and PostgreSQL, times included."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -103,3 +103,21 @@ async def test_a_replay_through_the_driver_path_changes_nothing(engine: AsyncEng
         await write_records(conn, [*recs, later])
     after = (await rows(engine, "calls", "id"), await rows(engine, "call_steps", "call_id"))
     assert after == before
+
+
+async def test_an_answer_in_a_later_batch_is_stored_like_every_other_time(
+    engine: AsyncEngine,
+) -> None:
+    """The usual case: a call's answer reaches the database after its start (review)."""
+    call, _step, answer, _end = records("late")
+    async with engine.begin() as conn:
+        await write_records(conn, [call])
+    async with engine.begin() as conn:
+        await write_records(conn, [answer])
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql("SELECT started, answered FROM calls")
+        [(started, answered)] = result.all()
+    if isinstance(started, str):  # SQLite: the naive UTC text of every other time
+        assert (started, answered) == ("2026-07-01 08:00:00.123456", "2026-07-01 08:00:07.000000")
+    else:  # PostgreSQL: an aware timestamp
+        assert answered == datetime(2026, 7, 1, 8, 0, 7, tzinfo=UTC)

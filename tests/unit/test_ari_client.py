@@ -544,6 +544,9 @@ async def test_malformed_frames_are_logged_and_skipped(
     [
         '{"type": "X", "a": [1, 2]}',
         '{"type": "X"} \n',
+        '{"a": 1}\x0c',  # not JSON whitespace (str.isspace() would take them): refused
+        '{"a": 1}\xa0',
+        '{"a": 1}\u2028',
         ' {"type": "X"}',
         '{"type": "X"} x',
         '{"a": 1}{"b": 2}',
