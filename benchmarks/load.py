@@ -10,6 +10,9 @@ after the IVR is up, so its start-up jobs are not counted per call).  Four IVRs 
 * ``dialplan``: Asterisk alone (Answer, Background, WaitExten): the floor;
 * ``reference``: a minimal aiohttp ARI application (``load/reference_app.py``): what any
   ARI program costs;
+* ``reference-handler``: the same application entered as callflow's calls are (the digits
+  filter and the hangup handler of ``extensions_callflow.conf``): what that dialplan costs
+  Asterisk, apart from any daemon;
 * ``callflow``: the daemon with its defaults (SQLite call log with its default feed
   interval, INFO log, /metrics on) running
   ``load/flow.yaml``, entered with ``Stasis()``;
@@ -69,6 +72,7 @@ SETTLE = 3.0  # seconds between an IVR's start and the first call
 NUMBERS = {
     "dialplan": "901",
     "reference": "902",
+    "reference-handler": "905",
     "callflow": "903",
     "callflow-agi": "904",
     "callflow-stdloop": "903",
@@ -80,6 +84,13 @@ DIALPLAN = [
     "902,2,Hangup() into callflow-from-trunk",
     "904,1,AGI(agi://127.0.0.1:4573/load) into callflow-from-trunk",
     "904,2,Hangup() into callflow-from-trunk",
+    # The reference entered as callflow's calls are (extensions_callflow.conf): what
+    # callflow's dialplan and its hangup handler cost Asterisk, apart from the daemon.
+    "905,1,Set(NUMBER=${FILTER(0-9,${EXTEN})}) into callflow-from-trunk",
+    "905,2,Set(CHANNEL(hangup_handler_push)=callflow-hangup,s,1(${NUMBER}))"
+    " into callflow-from-trunk",
+    "905,3,Stasis(bench-ref,${NUMBER}) into callflow-from-trunk",
+    "905,4,Hangup() into callflow-from-trunk",
     "s,1,Answer() into bench-ivr",
     "s,2,Background(vm-intro) into bench-ivr",
     "s,3,WaitExten(5) into bench-ivr",
@@ -195,7 +206,7 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     daemon: Daemon | None = None
     ivr_pid: int | None = None
     try:
-        if target == "reference":
+        if target.startswith("reference"):
             proc = subprocess.Popen(
                 [sys.executable, str(HERE / "reference_app.py"), ARI_URL, ARI_USER, ARI_PASSWORD],
                 stdout=subprocess.PIPE,

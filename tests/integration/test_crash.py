@@ -59,6 +59,18 @@ def start(daemon: Daemon) -> None:
     daemon.wait_connected(timeout=120)
 
 
+def answering(bench: Bench) -> None:
+    """The flow's whole chain answers: the secretariat, and the telephone secretariat over
+    both trunks.  On a loaded CI machine the secretariat once took longer than its 6 s ring
+    to answer; the flow went on to after-hours, whose forward failed with no trunk up, and
+    the callers ended on 'bye', reaching nobody: a lack of the bench, not of the daemon."""
+    bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+    bench.peer("trunk-a", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+    bench.peer("trunk-b", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+    wait_trunk("trunk-a", "online", timeout=90)
+    wait_trunk("trunk-b", "online", timeout=90)
+
+
 def stopped(daemon: Daemon) -> None:
     code = daemon.stop()
     log = daemon.log()
@@ -70,7 +82,7 @@ def test_kill_9_under_load_then_restart(tmp_path: Path, flows_dir: Path, bench: 
     daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
 
         def kill_then_restart(load: Load) -> None:
             daemon.kill()  # SIGKILL: calls in progress stay open in the call log
@@ -98,7 +110,7 @@ def test_asterisk_restart_under_load(tmp_path: Path, flows_dir: Path, bench: Ben
     daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
 
         def restart(load: Load) -> None:
             sandbox("restart")
@@ -157,7 +169,7 @@ def test_postgres_stopped_mid_run_then_started(
     daemon = Daemon(tmp_path / "d", flows_dir, db_url=url)
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
 
         def stop_then_start(load: Load) -> None:
             postgres("stop")
@@ -188,7 +200,7 @@ def test_spool_disk_full_under_load(tmp_path: Path, flows_dir: Path, bench: Benc
         assert daemon.proc is not None
         inside = Path(f"/proc/{daemon.proc.pid}/root") / spool.relative_to("/")
         assert "callflow-spool" in Path(f"/proc/{daemon.proc.pid}/mounts").read_text()
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
 
         def fill_then_free(load: Load) -> None:
             filler = inside / "filler"
@@ -254,7 +266,7 @@ def test_sighup_with_a_broken_flow_under_load(
     daemon = Daemon(tmp_path / "d", flows_dir)
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
         flow = flows_dir / "bench.yaml"
 
         def broken_reload(load: Load) -> None:
@@ -283,10 +295,10 @@ def test_a_dtmf_flood_under_load(tmp_path: Path, flows_dir: Path, bench: Bench) 
     daemon = Daemon(tmp_path / "d", flows_dir)
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
         calls = [
             # Half choose 1 then keep pressing; half press only wrong keys (two attempts,
-            # then the menu's failed branch: the secretariat).
+            # then the menu's failed branch: the secretariat, then the telesecretariat).
             Caller(number, digits="1" + FLOOD if i % 2 else FLOOD, tone_ms=50)
             for i, number in enumerate(callers(int(RATE * SECONDS)))
         ]
@@ -315,7 +327,7 @@ def test_hostile_caller_ids_under_load(tmp_path: Path, flows_dir: Path, bench: B
     daemon = Daemon(tmp_path / "d", flows_dir)  # a fresh call log: every row is ours
     start(daemon)
     try:
-        bench.peer("accueil", "uas-answer.xml", hangup_ms="1500", keep_running="1")
+        answering(bench)
         numbers = callers(int(RATE * SECONDS))
         calls = [
             Caller(HOSTILE[i // 2 % len(HOSTILE)] if i % 2 == 0 else n)
