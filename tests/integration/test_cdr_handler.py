@@ -1,0 +1,85 @@
+"""What ``[callflow-hangup]`` (asterisk-conf/callflow/extensions_callflow.conf) writes into
+a call's CDR, read back from the file the daemon imports (cdr_custom_callflow.conf): the
+number dialled, who hung up (caller, peer or pbx) and what the dialplan fallback did.
+The daemon's after-crash check and CDR import read nothing else, so each value is checked
+on a real call, as Asterisk writes it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .harness import CDR_FILE, Bench, Daemon, wait_until
+
+
+def _size() -> int:
+    return CDR_FILE.stat().st_size if CDR_FILE.exists() else 0
+
+
+def _incoming_since(offset: int) -> list[dict[str, Any]]:
+    """The CDRs written after ``offset`` for calls from the operators: ended in
+    [callflow-from-trunk], or in [callflow-fallback] when the daemon was away."""
+    if not CDR_FILE.exists():
+        return []
+    with CDR_FILE.open("rb") as fh:
+        fh.seek(offset)
+        lines = fh.read().decode(errors="replace").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in rows if r.get("dcontext") in ("callflow-from-trunk", "callflow-fallback")]
+
+
+def _one_cdr(offset: int) -> dict[str, Any]:
+    # Asterisk writes the CDR when the call ends (batch = no), the handler having run.
+    wait_until(lambda: _incoming_since(offset), 30, "the call's CDR")
+    rows = _incoming_since(offset)
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_the_caller_hung_up(daemon: Daemon, bench: Bench) -> None:
+    offset = _size()
+    patient = bench.patient("100", hold_ms="1500")  # hangs up during the menu's prompt
+    assert patient.wait(30) == 0, patient.log()
+    out = daemon.wait_outcome()
+    cdr = _one_cdr(offset)
+    assert cdr["uniqueid"] == out["call"]
+    assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
+        "100",
+        "caller",
+        "",
+    )
+
+
+def test_callflow_hung_up(daemon: Daemon, bench: Bench) -> None:
+    # No secretariat and no trunk: the desk fails, then the forward, and the flow says
+    # goodbye and hangs up itself (bench.yaml's 'bye').
+    offset = _size()
+    patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="30000")
+    out = daemon.wait_outcome(timeout=60)
+    assert (out["outcome"], out["step"]) == ("hangup", "bye"), out
+    assert patient.wait(30) == 0, patient.log()
+    cdr = _one_cdr(offset)
+    assert cdr["uniqueid"] == out["call"]
+    assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
+        "100",
+        "pbx",
+        "",
+    )
+
+
+def test_the_fallback_put_the_caller_through_and_the_secretariat_hung_up(bench: Bench) -> None:
+    # No daemon: Stasis() fails and the dialplan rings the secretariat, who hangs up.
+    offset = _size()
+    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
+    patient = bench.patient("100", hold_ms="8000")
+    assert accueil.wait(40) == 0, accueil.log()
+    assert patient.wait(40) == 0, patient.log()
+    cdr = _one_cdr(offset)
+    assert cdr["dcontext"] == "callflow-fallback"
+    # The handler ran as the secretariat hung up, while Dial() was still on: the fallback
+    # had got as far as ringing the secretariat.
+    assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
+        "100",
+        "peer",
+        "secretariat",
+    )
