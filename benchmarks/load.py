@@ -1,11 +1,12 @@
-"""SIPp load benchmark: the same IVR three ways, on the same Asterisk, in the same run.
+"""SIPp load benchmark: the same IVR several ways, on the same Asterisk, in the same run.
 
     sudo scripts/asterisk-sandbox up            # once (root: the sandbox is a chroot)
     .venv/bin/python benchmarks/load.py [--rates 25,50,100] [--seconds 10]
 
 SIPp (``load/ivr.xml``) places IVR calls at each rate for ``--seconds``: answer, a prompt,
 the caller presses 1 after 1 s, the IVR hangs up (the first call comes ``SETTLE`` = 3 s
-after the IVR is up, so its start-up jobs are not counted per call).  Four IVRs answer them:
+after the IVR is up, so its start-up jobs are not counted per call).  These IVRs answer
+them (``--targets``):
 
 * ``dialplan``: Asterisk alone (Answer, Background, WaitExten): the floor;
 * ``reference``: a minimal aiohttp ARI application (``load/reference_app.py``): what any
