@@ -27,6 +27,8 @@ noise then falls on each in turn), and ends with each round's CPU per call and i
 to the reference of the same round (the issue's target: callflow's at most the reference's).
 
 Asterisk is restarted before each (target, rate), so no run inherits another's channels.
+A secretariat phone (SIPp at accueil's address) answers what the dialplan fallback rings,
+as in a practice: a call the daemon sheds reaches a human, not the voicemail.
 For each it prints calls placed, answered, completed (the IVR hung up after the key) and
 failed, INVITE→answer and DTMF→hangup p50/p99 (SIPp's response-time timers), the CPU the
 IVR process used (percent of a core, and milliseconds per call) and Asterisk's, and, for
@@ -59,8 +61,11 @@ from tests.integration.harness import (  # noqa: E402  (the bench's own daemon r
     ARI_PASSWORD,
     ARI_URL,
     ARI_USER,
+    PEERS,
     SANDBOX_ROOT,
+    SIPP_DIR,
     Daemon,
+    _udp_bound,
     asterisk_cli,
     sandbox,
     wait_until,
@@ -69,6 +74,7 @@ from tests.integration.harness import (  # noqa: E402  (the bench's own daemon r
 HERE = Path(__file__).resolve().parent / "load"
 RTP_END = 29999  # Asterisk's RTP ports 10000-29999; SIPp's media ports start above them
 SIPP_MEDIA = 40000
+SECRETARIAT_MEDIA = 39000  # the secretariat's SIPp: below the callers', above Asterisk's RTP
 SETTLE = 3.0  # seconds between an IVR's start and the first call
 NUMBERS = {
     "dialplan": "901",
@@ -193,6 +199,21 @@ def sipp(number: str, rate: int, calls: int, workdir: Path) -> tuple[list[float]
     return answer, hangup
 
 
+def secretariat(seconds: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """The practice's secretariat phone (a SIPp UAS at accueil's address: it answers after
+    0.5 s and hangs up 1 s later), for the calls the dialplan fallback takes: a shed call
+    reaches a human, as in a practice, instead of a voicemail that costs Asterisk more than
+    the IVR it was shed from."""
+    ip, port = PEERS["accueil"]
+    args = ["sipp", "-sf", str(SIPP_DIR / "uas-answer.xml"), "-i", ip, "-p", str(port)]
+    args += ["-mi", ip, "-mp", str(SECRETARIAT_MEDIA), "-nostdin", "-timeout", f"{seconds + 300}s"]
+    args += ["-set", "hangup_ms", "1000", "-set", "keep_running", "1"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: _udp_bound(ip, port) or proc.poll() is not None, 10, "the secretariat")
+    assert proc.poll() is None, "the secretariat's SIPp exited at start"
+    return proc
+
+
 def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     calls = rate * seconds
     work = root / f"{target}-{rate}"
@@ -206,6 +227,7 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     proc: subprocess.Popen[bytes] | None = None
     daemon: Daemon | None = None
     ivr_pid: int | None = None
+    desk = secretariat(seconds, work)
     try:
         if target.startswith("reference"):
             proc = subprocess.Popen(
@@ -260,6 +282,8 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+        desk.terminate()
+        desk.wait(10)
     return run
 
 
