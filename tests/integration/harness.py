@@ -461,15 +461,15 @@ class Bench:
         self.workdir = workdir
         self.procs: list[Sipp] = []
 
-    def _run(self, name: str, args: list[str]) -> Sipp:
+    def _run(self, name: str, args: list[str], *, trace: bool = True) -> Sipp:
         log_path = self.workdir / f"sipp-{name}-{len(self.procs)}.log"
         msg_path = log_path.with_suffix(".msg")
+        # Every SIP message to a file: what the tests read; a load benchmark turns it off.
+        msgs = ["-trace_msg", "-message_file", str(msg_path)] if trace else []
         cmd = [
             "sipp",
             *args,
-            "-trace_msg",
-            "-message_file",
-            str(msg_path),
+            *msgs,
             "-trace_err",
             "-error_file",
             str(log_path.with_suffix(".err")),
@@ -481,9 +481,19 @@ class Bench:
         self.procs.append(s)
         return s
 
-    def peer(self, name: str, scenario: str, **sets: str) -> Sipp:
+    def peer(
+        self,
+        name: str,
+        scenario: str,
+        *,
+        media_port: int | None = None,
+        lifetime: int = 90,
+        trace: bool = True,
+        **sets: str,
+    ) -> Sipp:
         """A phone or trunk (SIPp UAS) at its address from the plan, answering per scenario
-        (the scenarios end after one call unless ``keep_running`` is set)."""
+        (the scenarios end after one call unless ``keep_running`` is set; SIPp quits after
+        ``lifetime`` seconds whatever it is doing).  ``sets`` are the scenario's variables."""
         ip, port = PEERS[name]
         args = [
             "-sf",
@@ -495,13 +505,13 @@ class Bench:
             "-mi",
             ip,
             "-mp",
-            str(next(_media_ports)),
+            str(media_port if media_port is not None else next(_media_ports)),
             "-timeout",
-            "90s",
+            f"{lifetime}s",
         ]
         for k, v in sets.items():
             args += ["-set", k, v]
-        s = self._run(name, args)
+        s = self._run(name, args, trace=trace)
         # Asterisk may send at once (a qualify, a call): wait until SIPp has bound its port.
         wait_until(lambda: _udp_bound(ip, port) or s.proc.poll() is not None, 10, f"{name} bound")
         assert s.proc.poll() is None, f"SIPp {name} exited at start:\n{s.log()}"
