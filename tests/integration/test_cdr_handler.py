@@ -62,15 +62,19 @@ def test_the_caller_hung_up(daemon: Daemon, bench: Bench) -> None:
 
 
 def test_callflow_hung_up(daemon: Daemon, bench: Bench) -> None:
-    # No secretariat and no trunk: the desk fails, then the forward, and the flow says
-    # goodbye and hangs up itself (bench.yaml's 'bye').
+    # A secretariat that never answers and no trunk: the desk rings out, the forward fails,
+    # and the flow says goodbye and hangs up itself (bench.yaml's 'bye').  The secretariat
+    # rings rather than being absent: an INVITE to a closed port stays in Asterisk's
+    # retransmissions for 32 s and would reach the next test's secretariat instead.
     wait_trunk("trunk-a", "offline")
     wait_trunk("trunk-b", "offline")
+    accueil = bench.peer("accueil", "uas-ringout.xml")
     offset = _size()
     patient = bench.patient("100", digits="1", wait_ms="1500", hold_ms="30000")
     out = daemon.wait_outcome(timeout=60)
     assert (out["outcome"], out["step"]) == ("hangup", "bye"), out
     assert patient.wait(30) == 0, patient.log()
+    assert accueil.wait(30) == 0, accueil.log()  # rang, then cancelled: a clean end
     cdr = _one_cdr(offset, out["call"])
     assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
         "100",
