@@ -43,6 +43,11 @@ def playback_ids(channel_id: str) -> list[str]:
 
 VOICEMAIL_BOX_VAR = "CALLFLOW_VOICEMAIL_BOX"
 
+# Where a shed call enters the dialplan fallback: the label of its "s" extension at which
+# the dialplan answers the caller and asks them to hold before ringing the secretariat, so
+# that an overloaded daemon (or PBX) never leaves a caller waiting on a ring.
+SHED_LABEL = "shed"
+
 # The longest a prompt is waited for.  The daemon cannot know a sound's length, and the
 # reconnection check (``resync``) only helps once the events come back: past this, the
 # playback's end is taken as lost and the call as failed by the PBX, never silent forever.
@@ -208,6 +213,7 @@ class AriCall:
         sounds_prefix: str = "sound:",
         voicemail_context: str = "callflow-voicemail",
         fallback_context: str = "callflow-fallback",
+        fallback_label: str | None = None,
         on_answered: Callable[[float], None] | None = None,
     ) -> None:
         self.client = client
@@ -222,6 +228,9 @@ class AriCall:
         self._prefix = sounds_prefix
         self._voicemail_context = voicemail_context
         self._fallback_context = fallback_context
+        # Where in the fallback's "s" extension this call enters it: None, at its start; a
+        # shed call at the label where the dialplan answers it first (``SHED_LABEL``).
+        self._fallback_label = fallback_label
         self._playbacks: dict[str, asyncio.Future[str]] = {}
         self._legs: dict[str, _Channel] = {}
         # What a reconnection must check (``resync``): the playbacks Asterisk accepted and
@@ -780,7 +789,7 @@ class AriCall:
         for leg in list(self._legs.values()):
             await self._end_leg(leg)
         try:
-            await self.continue_to(self._fallback_context)
+            await self._enter_fallback()
         except CallLost as exc:
             log.error("call=%s could not reach the dialplan fallback: %s", self.id, exc)
             self.close()
@@ -803,6 +812,28 @@ class AriCall:
                 self.close()
             return Handoff.FAILED
         return Handoff.HANDED
+
+    async def _enter_fallback(self) -> None:
+        label = self._fallback_label
+        if label is not None:
+            if self.gone:
+                raise self._hung_up()
+            await self._quiet(self._chan)
+            self.left = True
+            with contextlib.suppress(AriNotFound):  # the label, or the caller, is missing
+                await self.client.continue_in_dialplan(
+                    self.id, self._fallback_context, "s", label=label
+                )
+                return
+        await self.continue_to(self._fallback_context)  # CallerHangup if the caller left
+        if label is not None:  # the channel was there: the dialplan is older than the daemon
+            log.warning(
+                "call=%s: the dialplan has no label %s,s,%s (install the new "
+                "extensions_callflow.conf): the call entered the fallback at its start",
+                self.id,
+                self._fallback_context,
+                label,
+            )
 
     async def _continued_anyway(self) -> bool:
         """After a continue request that got no answer: did the caller leave our app for

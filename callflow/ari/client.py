@@ -448,8 +448,11 @@ class AriClient:
         context: str | None = None,
         extension: str | None = None,
         priority: int | None = None,
+        label: str | None = None,
     ) -> None:
-        """Leave Stasis and go on in the dialplan (at the given place, if any)."""
+        """Leave Stasis and go on in the dialplan (at the given place, if any).  A ``label``
+        that the extension lacks is refused with 404 (``AriNotFound``), where a missing
+        priority would be accepted and the call hung up by the dialplan."""
         params: dict[str, ParamValue] = {}
         if context is not None:
             params["context"] = context
@@ -457,6 +460,8 @@ class AriClient:
             params["extension"] = extension
         if priority is not None:
             params["priority"] = priority
+        if label is not None:
+            params["label"] = label
         await self.request("POST", f"/channels/{_seg(channel_id)}/continue", params=params)
 
     async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:

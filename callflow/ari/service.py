@@ -21,7 +21,7 @@ from ..flow.events import Outcome
 from ..flow.live import LiveFlows
 from ..flow.registry import LoadedFlow
 from ..tasks import Tasks
-from .call import LEG_ROLE_VAR, AriCall
+from .call import LEG_ROLE_VAR, SHED_LABEL, AriCall
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
 from .faults import AriError
@@ -118,25 +118,26 @@ class CallService:
             self._spawn(self._hangup(str(channel.get("id"))), "orphan leg hangup")
             return
         dialed = str(args[0]) if args else str((channel.get("dialplan") or {}).get("exten", ""))
+        flow = self.flows.for_number(dialed)
+        if self.accepting and flow is not None and self.shedder is not None:
+            reason = self.shedder.admit(flow.spec.never_shed)
+            if reason is not None:
+                call = self._call(channel, dialed, fallback_label=SHED_LABEL)
+                why = self.shedder.explain(reason)
+                log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
+                self._spawn(self._shed(call, flow, why), "shed")
+                return
         call = self._call(channel, dialed)
         if not self.accepting:
             log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
             self._spawn(self._to_dialplan(call, "daemon stopping"), "fallback")
             return
-        flow = self.flows.for_number(dialed)
         if flow is None:
             log.error(
                 "call=%s dialed=%s: no flow and no default: dialplan fallback", call.id, dialed
             )
             self._spawn(self._to_dialplan(call, "no flow"), "fallback")
             return
-        if self.shedder is not None:
-            reason = self.shedder.admit(flow.spec.never_shed)
-            if reason is not None:
-                why = self.shedder.explain(reason)
-                log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
-                self._spawn(self._shed(call, flow, why), "shed")
-                return
         self._start(call, flow, rescue=None)
 
     async def _shed(self, call: AriCall, flow: LoadedFlow, why: str) -> None:
@@ -181,7 +182,9 @@ class CallService:
         with contextlib.suppress(AriError):
             await self.client.hangup(channel_id)
 
-    def _call(self, channel: dict[str, Any], dialed: str) -> AriCall:
+    def _call(
+        self, channel: dict[str, Any], dialed: str, fallback_label: str | None = None
+    ) -> AriCall:
         return AriCall(
             self.client,
             self.registry,
@@ -189,6 +192,7 @@ class CallService:
             dialed=dialed,
             sounds_prefix=self.sounds_prefix,
             fallback_context=self.fallback_context,
+            fallback_label=fallback_label,
             on_answered=self._answered,
         )
 

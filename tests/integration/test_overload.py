@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Bench, Daemon, wait_until
+from .harness import Bench, Daemon, channels, wait_until
 
 URGENCES = """\
 # The practice's emergency line: never shed, even when the daemon is behind.
@@ -55,12 +55,20 @@ def test_a_new_call_is_shed_to_the_dialplan_and_an_emergency_call_is_served(
     d = shedding
     wait_until(lambda: metric(d, "callflow_shedding 1.0"), 30, "the daemon to start shedding")
 
-    # A patient calls the practice: the dialplan fallback rings the secretariat at once.
-    accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1500")
-    patient = bench.patient("100", hold_ms="8000")
-    assert accueil.wait(40) == 0, accueil.log()
-    assert patient.wait(40) == 0, patient.log()
-    assert accueil.messages().count("INVITE sip:") >= 1
+    # A patient calls the practice: the dialplan fallback answers the shed call at once,
+    # asks the caller to hold, and rings the secretariat (who does not pick up here: the
+    # ring lasts SECRETARIAT_RING, 20 s). While it rings, the patient is already answered.
+    accueil = bench.peer("accueil", "uas-ringout.xml")
+    patient = bench.patient("100", hold_ms="15000")
+
+    def state(prefix: str) -> str | None:
+        return next((c["state"] for c in channels() if c["name"].startswith(prefix)), None)
+
+    wait_until(lambda: state("PJSIP/accueil-") == "Ringing", 30, "the secretariat to ring")
+    assert state("PJSIP/patient-") == "Up"
+    assert patient.wait(40) == 0, patient.log()  # answered, held, hung up: all went well
+    assert accueil.wait(40) == 0, accueil.log()  # rang, then cancelled when the patient left
+    assert accueil.messages().count("INVITE sip:") == 1
     shed = d.wait_outcome()
     assert (shed["flow"], shed["outcome"], shed["step"]) == ("bench", "shed", None)
     assert shed["detail"].startswith("overload (loop_lag): event-loop lag ")

@@ -11,6 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,8 +50,9 @@ def arrive(pbx: FakeAsterisk, service: CallService, call_id: str, dialed: str) -
     service.dispatch({"type": "StasisStart", "channel": channel, "args": [dialed]})
 
 
+@pytest.mark.parametrize("dialplan", ["shipped", "older"])
 async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
-    engine: AsyncEngine, tmp_path: Path
+    engine: AsyncEngine, tmp_path: Path, dialplan: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     flows_dir = tmp_path / "flows"
     write_flow(flows_dir, MAIN, "main.yaml")
@@ -67,6 +69,8 @@ async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
     registry = ChannelRegistry()
     events: list[CallService] = []
     pbx = FakeAsterisk(sink=lambda e: events[0].dispatch(e), play_time=0.3)
+    if dialplan == "older":  # an extensions_callflow.conf from before the "shed" label
+        pbx.labels.clear()
     latencies: list[float] = []
     service = CallService(
         client_for(pbx),
@@ -102,10 +106,19 @@ async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
     assert late.outcome == "shed" and late.ended is not None
     assert late.detail == "overload (loop_lag): event-loop lag 1.000 s, budget 0.25 s"
     assert "late" not in steps  # not one step of the flow ran
-    # It went straight back to the dialplan fallback, unanswered by the daemon.
-    assert [r.params for r in pbx.sent("POST", "/channels/late/continue")] == [
-        {"context": "callflow-fallback", "extension": "s", "priority": "1"}
-    ]
+    # It went straight back to the dialplan fallback, unanswered by the daemon: at the
+    # label where the dialplan answers it first, or, in a dialplan without that label
+    # (Asterisk refuses the label with 404), at the fallback's start.
+    shed_entry = {"context": "callflow-fallback", "extension": "s", "label": "shed"}
+    start = {"context": "callflow-fallback", "extension": "s", "priority": "1"}
+    continues = [r.params for r in pbx.sent("POST", "/channels/late/continue")]
+    no_label = "the dialplan has no label callflow-fallback,s,shed"
+    if dialplan == "shipped":
+        assert continues == [shed_entry]
+        assert no_label not in caplog.text
+    else:
+        assert continues == [shed_entry, start]
+        assert f"call=late: {no_label}" in caplog.text
     assert not pbx.sent("POST", "/channels/late/answer")
     # The call already running and the emergency line's call were carried to their end.
     assert rows["running"].outcome == rows["emergency"].outcome == "hangup"

@@ -154,6 +154,9 @@ class FakeAsterisk:
         self.dropped: set[tuple[str, str]] = set()
         self.answers_lost: set[tuple[str, str]] = set()
         self.events_allowed: set[str] = set()  # the application's event filter; empty: all
+        # The dialplan's labels a ``continue`` may name, (context, extension, label): those
+        # of the shipped dialplan.  Asterisk refuses a label it lacks with 404.
+        self.labels: set[tuple[str, str, str]] = {("callflow-fallback", "s", "shed")}
         self.connected = True  # the events websocket: while down, events never reach ``sink``
         self.missed: list[Event] = []  # the events that happened while it was down
         self._ids = itertools.count(1)
@@ -317,6 +320,9 @@ class FakeAsterisk:
                 return {"value": value}
             case "POST", ["channels", cid, "continue"]:
                 chan = self._chan(cid, in_app=True)
+                place = (q.get("context", chan.context), q.get("extension", "s"), q.get("label"))
+                if place[2] is not None and place not in self.labels:
+                    raise _Reply(404, "Requested label can not be found")
                 chan.in_app = False
                 chan.context = q.get("context", chan.context)
                 self._soon(lambda: self._emit({"type": "StasisEnd"}, cid))

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from callflow.ari.call import AriCall, leg_status
+from callflow.ari.call import SHED_LABEL, AriCall, leg_status
 from callflow.ari.channels import ChannelRegistry
 from callflow.errors import CallerHangup, CallLost
 from callflow.telephony import DialStatus, Handoff
@@ -284,6 +284,49 @@ async def test_last_resort_for_a_caller_who_hung_up_first_says_so() -> None:
     call, pbx = make()
     pbx.reply("POST", f"/channels/{CALLER}/continue", 404, {"message": "Channel not found"})
     assert await call.last_resort() is Handoff.CALLER_GONE
+    assert pbx.hung_up() == []
+
+
+def make_shed() -> tuple[AriCall, FakeAsterisk]:
+    """A call the daemon sheds: it enters the fallback at the label ``shed``."""
+    registry = ChannelRegistry()
+    pbx = FakeAsterisk(sink=route_to(registry))
+    channel = pbx.add_caller(CALLER, "0612345678")
+    call = AriCall(client_for(pbx), registry, channel, dialed="100", fallback_label=SHED_LABEL)
+    return call, pbx
+
+
+SHED_ENTRY = {"context": "callflow-fallback", "extension": "s", "label": "shed"}
+START = {"context": "callflow-fallback", "extension": "s", "priority": "1"}
+
+
+async def test_a_shed_call_enters_the_fallback_where_the_dialplan_answers_it() -> None:
+    call, pbx = make_shed()
+    assert await call.last_resort() is Handoff.HANDED
+    assert [r.params for r in pbx.sent("POST", f"/channels/{CALLER}/continue")] == [SHED_ENTRY]
+
+
+async def test_a_shed_call_in_a_dialplan_without_the_label_enters_at_the_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call, pbx = make_shed()
+    pbx.labels.clear()  # an extensions_callflow.conf older than the daemon
+    assert await call.last_resort() is Handoff.HANDED
+    assert [r.params for r in pbx.sent("POST", f"/channels/{CALLER}/continue")] == [
+        SHED_ENTRY,
+        START,
+    ]
+    assert "the dialplan has no label callflow-fallback,s,shed" in caplog.text
+
+
+async def test_a_shed_caller_who_hung_up_first_is_not_taken_for_a_missing_label(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    call, pbx = make_shed()
+    pbx.vanish(CALLER)  # gone before the continue: Asterisk says 404 to both requests
+    assert await call.last_resort() is Handoff.CALLER_GONE
+    assert len(pbx.sent("POST", f"/channels/{CALLER}/continue")) == 2
+    assert "no label" not in caplog.text
     assert pbx.hung_up() == []
 
 
