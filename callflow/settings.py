@@ -122,15 +122,18 @@ class DatabaseSettings:
     batch_size: int = 500  # rows per write transaction
     flush_interval: float = 1.0  # seconds between database writes when traffic is low
     commit_interval: float = 0.05  # seconds a record may wait for the journal (group commit)
+    sync_interval: float = 1.0  # seconds between the journal's fsyncs (what a power loss loses)
     write_timeout: float = 10.0  # a write slower than this counts as an outage (spooled)
     memory_limit: int = 100_000  # records held in memory when neither database nor spool work
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.memory_limit < 1:
             raise SettingsError("[database] batch_size and memory_limit must be at least 1")
-        if self.flush_interval <= 0 or self.write_timeout <= 0 or self.commit_interval <= 0:
+        intervals = (self.flush_interval, self.write_timeout, self.commit_interval)
+        if min(intervals) <= 0 or self.sync_interval <= 0:
             raise SettingsError(
-                "[database] flush_interval, commit_interval and write_timeout must be positive"
+                "[database] flush_interval, commit_interval, sync_interval and write_timeout "
+                "must be positive"
             )
 
 

@@ -3,8 +3,12 @@
 The spool is a folder of segments, ``segment-<n>.jsonl``, replayed in order of ``n``.  Each
 line is one record: ``{"crc32": <crc32 of the bytes of "rec">, "rec": {...}}`` (an older
 version wrote ``{"crc": <crc32 of "rec" re-encoded with sorted keys>, ...}``: still read).
-Each append is flushed and fsync'd before it returns, so a record the recorder has spooled
-survives a crash of the daemon or of the machine.  New records go to the newest (active)
+``append`` writes and fsyncs before it returns: the records survive a crash of the daemon
+or of the machine.  ``write`` only hands them to the kernel (no thread, no disk wait: cheap
+enough for the event loop), which a kill of the daemon cannot lose; ``take_sync`` then
+gives the fsync of everything written so far as a ``SyncJob`` to run in a thread, so that
+a group commit costs no thread wake-up and the fsyncs come once in a while (the recorder's
+``sync_interval``), as Redis's ``appendfsync everysec`` does.  New records go to the newest (active)
 segment; a segment is *sealed* (no longer written to) when it reaches ``segment_records``
 lines or when the replay comes to it, so a segment being replayed is never being written.
 
@@ -109,6 +113,28 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class SyncJob:
+    """The fsyncs that make what ``Spool.write`` wrote survive a power loss: run it in a
+    thread (``run`` blocks on the disk).  It owns the sealed files it closes; the active
+    file goes on being written meanwhile (its later writes wait for the next job)."""
+
+    files: list[IO[bytes]]  # fsync'd
+    sealed: list[IO[bytes]]  # of ``files``: closed once fsync'd
+    directory: Path | None  # fsync'd too when a segment was created in it
+
+    def run(self) -> None:
+        try:
+            for f in self.files:
+                os.fsync(f.fileno())
+            if self.directory is not None:
+                _fsync_dir(self.directory)
+        finally:
+            for f in self.sealed:
+                with contextlib.suppress(OSError):
+                    f.close()
+
+
+@dataclass(frozen=True)
 class Batch:
     records: list[dict[str, Any]]
     offset: int  # where the segment's replay stands once these records are written
@@ -128,6 +154,11 @@ class Spool:
         self._lock: IO[bytes] | None = None
         self._segments: list[Segment] = []
         self._active: IO[bytes] | None = None  # the open newest segment, when not sealed
+        # What ``write`` left to fsync (``take_sync``): the active segment's new bytes,
+        # sealed segments still open, a segment file created in the folder.
+        self._active_unsynced = False
+        self._sealed_unsynced: list[IO[bytes]] = []
+        self._dir_unsynced = False
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -170,6 +201,10 @@ class Spool:
 
     def close(self) -> None:
         self.seal()
+        job = self.take_sync()
+        if job is not None:
+            with contextlib.suppress(OSError):  # the records are in the file, only unsynced
+                job.run()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -187,8 +222,37 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------------
 
+    @property
+    def unsynced(self) -> bool:
+        """Something written is not fsync'd yet (``take_sync`` has work)."""
+        return self._active_unsynced or bool(self._sealed_unsynced) or self._dir_unsynced
+
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append and fsync; ``OSError`` (e.g. disk full) leaves the spool as it was."""
+        self._put(records, sync=True)
+        job = self.take_sync()  # the folder, when a segment was created, and sealed files
+        if job is not None:
+            job.run()
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        """Append without fsync (the kernel has them: a kill of the process loses nothing;
+        ``take_sync`` makes them survive a power loss); ``OSError`` (e.g. disk full)
+        leaves the spool as it was."""
+        self._put(records, sync=False)
+
+    def take_sync(self) -> SyncJob | None:
+        """The fsyncs owed for what was written so far, or None: run the job in a thread."""
+        sealed, self._sealed_unsynced = self._sealed_unsynced, []
+        files = list(sealed)
+        if self._active is not None and self._active_unsynced:
+            files.append(self._active)
+        directory = self.dir if self._dir_unsynced else None
+        self._active_unsynced = self._dir_unsynced = False
+        if not files and directory is None:
+            return None
+        return SyncJob(files, sealed, directory)
+
+    def _put(self, records: list[dict[str, Any]], *, sync: bool) -> None:
         if not records:
             return
         lines = [encode_line(r) for r in records]
@@ -198,7 +262,10 @@ class Spool:
         try:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
+            else:
+                self._active_unsynced = True
         except OSError:
             # Do not leave half a record behind: cut the file back to where it was.
             with contextlib.suppress(OSError):
@@ -221,18 +288,20 @@ class Spool:
         n = self._segments[-1].number + 1 if self._segments else 1
         path = self.dir / f"{_PREFIX}{n:012d}{_SUFFIX}"
         f = os.fdopen(os.open(path, _APPEND, 0o600), "ab")
-        _fsync_dir(self.dir)
+        self._dir_unsynced = True  # the new file's name: fsync'd with its first records
         seg = Segment(n, path, 0, memo=[] if self._memo_size < self.memo_limit else None)
         self._segments.append(seg)
         self._active = f
         return f, seg
 
     def seal(self) -> None:
-        """Stop appending to the active segment (the next append starts a new one)."""
+        """Stop appending to the active segment (the next append starts a new one).  Its
+        file is closed by the next ``SyncJob``, after its fsync (a job in a thread may be
+        fsyncing it right now)."""
         if self._active is not None:
-            with contextlib.suppress(OSError):
-                self._active.close()
+            self._sealed_unsynced.append(self._active)
             self._active = None
+            self._active_unsynced = False
 
     # -- replay --------------------------------------------------------------------------
 
@@ -331,4 +400,4 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-__all__ = ["Batch", "Segment", "Spool", "decode_line", "encode_line"]
+__all__ = ["Batch", "Segment", "Spool", "SyncJob", "decode_line", "encode_line"]

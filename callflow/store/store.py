@@ -61,6 +61,7 @@ class Store:
             batch_size=d.batch_size,
             flush_interval=d.flush_interval,
             commit_interval=d.commit_interval,
+            sync_interval=d.sync_interval,
             write_timeout=d.write_timeout,
             memory_limit=d.memory_limit,
             node=settings.node.resolved,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import callflow.store.recorder as recorder_module
+import callflow.store.spool as spool_module
 from callflow.errors import UserError
 from callflow.flow.engine import Engine
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
@@ -38,6 +41,7 @@ from callflow.store.privacy import CallerPrivacy
 from callflow.store.recorder import Recorder
 from callflow.store.writer import write_records
 from callflow.telephony import Driver
+from tests.support.polling import wait_until
 
 from .conftest import REPO, Database
 from .support import T0, count, counts, info, play_call, step, step_keys
@@ -489,15 +493,15 @@ async def test_a_full_disk_keeps_records_in_memory_then_writes_them(
     rec = make_recorder(engine, tmp_path / "spool", memory_limit=1000)
     outage = Outage(rec)
     outage.down = True
-    real_append = rec.spool.append
+    real_write = rec.spool.write
     disk = {"full": True}
 
-    def append(records: list[dict[str, Any]]) -> None:
+    def write(records: list[dict[str, Any]]) -> None:
         if disk["full"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_append(records)
+        real_write(records)
 
-    rec.spool.append = append  # type: ignore[method-assign]
+    rec.spool.write = write  # type: ignore[method-assign]
     task = asyncio.create_task(rec.run())
     with caplog.at_level(logging.ERROR, logger="callflow.store"):
         for n in range(10):
@@ -527,7 +531,7 @@ async def test_memory_is_bounded_and_losses_are_counted_and_logged(
     def full(records: list[dict[str, Any]]) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    rec.spool.append = full  # type: ignore[method-assign]
+    rec.spool.write = full  # type: ignore[method-assign]
     with caplog.at_level(logging.ERROR, logger="callflow.store"):
         for n in range(4):
             play_call(rec, f"c{n}", 2)  # 16 records: 6 too many, and no exception
@@ -733,3 +737,39 @@ def test_aware_times_only() -> None:
     for raw in (T0.replace(tzinfo=None), T0.replace(tzinfo=None).isoformat(sep=" "), local):
         back = column.process_result_value(raw, lite)
         assert back == T0 and back is not None and back.tzinfo is UTC
+
+
+async def test_the_journal_is_written_at_each_group_commit_and_fsyncd_off_the_loop(
+    engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync_threads: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        fsync_threads.append(threading.get_ident())
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+    spool = tmp_path / "spool"
+    rec = make_recorder(engine, spool, commit_interval=0.01, sync_interval=3600.0)
+    outage = Outage(rec)
+    outage.down = True  # the records stay in the journal
+    task = asyncio.create_task(rec.run())
+
+    def journaled() -> int:
+        return sum(len(p.read_bytes().splitlines()) for p in spool_files(spool))
+
+    play_call(rec, "c1", 2)  # 4 records
+    # In the journal's file at the group commit (a kill of the daemon loses none), with no
+    # fsync yet: that waits for sync_interval.
+    await wait_until(lambda: journaled() == 4, 10)
+    assert fsync_threads == []
+    rec.sync_interval = 0.05
+    await wait_until(lambda: bool(fsync_threads), 10)
+    assert threading.get_ident() not in fsync_threads  # never on the loop's thread
+    outage.down = False
+    await rec.flush()
+    await rec.close()
+    await task
+    assert await counts(engine) == (1, 2, 0)
+    assert threading.get_ident() not in fsync_threads

@@ -274,3 +274,53 @@ def test_a_segment_of_old_and_new_lines_replays_whole(tmp_path: Path) -> None:
     assert seg is not None and seg.memo is None
     assert spool.read_batch(seg, 10).records == [{"t": "call", "n": 4}]
     spool.close()
+
+
+def counting_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The file descriptors fsync'd from now on (the real fsync still runs)."""
+    done: list[int] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        done.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return done
+
+
+def test_write_hands_records_to_the_kernel_and_the_sync_job_fsyncs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, segment_records=3)
+    spool.open()
+    fsyncs = counting_fsyncs(monkeypatch)
+    spool.write([{"n": 1}, {"n": 2}])
+    # In the file (another process reads them: a kill of this one loses nothing), unsynced.
+    [first] = tmp_path.glob("segment-*")
+    assert [decode_line(line)["n"] for line in first.read_bytes().splitlines(True)] == [1, 2]
+    assert fsyncs == [] and spool.unsynced
+    job = spool.take_sync()
+    assert job is not None and not spool.unsynced and spool.take_sync() is None
+    assert job.directory == tmp_path  # the new segment's name is fsync'd with it
+    job.run()
+    assert len(fsyncs) == 2  # the segment, then the folder
+    spool.write([{"n": 3}, {"n": 4}])  # the first segment fills (3) and is sealed
+    sealed = next(iter(spool._sealed_unsynced))
+    assert not sealed.closed  # closed by the job, after its fsync (a thread may be in it)
+    job = spool.take_sync()
+    assert job is not None and job.sealed == [sealed] and job.directory is None
+    job.run()
+    assert sealed.closed and len(fsyncs) == 3
+    assert spool.size == 4
+    spool.close()
+    assert len(fsyncs) == 3  # nothing was owed any more
+
+
+def test_close_fsyncs_what_is_owed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    fsyncs = counting_fsyncs(monkeypatch)
+    spool.write([{"n": 1}])
+    spool.close()
+    assert len(fsyncs) == 2  # the segment and the folder
