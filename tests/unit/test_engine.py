@@ -343,6 +343,22 @@ async def test_menu_valid_key() -> None:
     assert first.detail == "attempt 1: pressed 2"
 
 
+async def test_at_info_a_call_logs_its_start_and_end_but_not_the_branch_it_took(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="callflow.call"):
+        await run(make_flow(MENU), FakeCall(keys=["2"]))
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert [line.split("event=")[1].split()[0] for line in lines] == ["start", "end"]
+    assert not any("next=" in line for line in lines)  # the triage branch: DEBUG only
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="callflow.call"):
+        await run(make_flow(MENU), FakeCall(keys=["2"]))
+    assert any(
+        "step=first kind=menu result=pressed next=two" in r.getMessage() for r in caplog.records
+    )
+
+
 async def test_menu_invalid_then_valid() -> None:
     call = FakeCall(keys=["7", "1"])
     outcome, rec, _ = await run(make_flow(MENU), call)
