@@ -117,7 +117,7 @@ class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///callflow.db"
     password_env: str = "CALLFLOW_DATABASE_PASSWORD"  # the password for a url that needs one
     password_file: str | None = None
-    # The journal (relative to state_dir): every record, fsync'd, before the database.
+    # The journal (relative to state_dir): every record, before the database.
     spool_dir: str = "spool"
     batch_size: int = 500  # rows per write transaction
     flush_interval: float = 1.0  # seconds between database writes when traffic is low

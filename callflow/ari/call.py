@@ -231,6 +231,7 @@ class AriCall:
         # Where in the fallback's "s" extension this call enters it: None, at its start; a
         # shed call at the label where the dialplan answers it first (``SHED_LABEL``).
         self._fallback_label = fallback_label
+        self.fallback_label_missing = False  # Asterisk's dialplan lacked it (found at the handoff)
         self._playbacks: dict[str, asyncio.Future[str]] = {}
         self._legs: dict[str, _Channel] = {}
         # What a reconnection must check (``resync``): the playbacks Asterisk accepted and
@@ -827,13 +828,7 @@ class AriCall:
                 return
         await self.continue_to(self._fallback_context)  # CallerHangup if the caller left
         if label is not None:  # the channel was there: the dialplan is older than the daemon
-            log.warning(
-                "call=%s: the dialplan has no label %s,s,%s (install the new "
-                "extensions_callflow.conf): the call entered the fallback at its start",
-                self.id,
-                self._fallback_context,
-                label,
-            )
+            self.fallback_label_missing = True  # the call service says so, and stops asking
 
     async def _continued_anyway(self) -> bool:
         """After a continue request that got no answer: did the caller leave our app for

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
@@ -32,6 +33,8 @@ log = logging.getLogger("callflow.ari")
 
 # How long a detached call (a conversation left to go on at a stop) may take to log its end.
 DETACH_TIMEOUT = 5.0
+# Seconds between two tries of the dialplan's shed label once it was found missing.
+SHED_LABEL_RETRY = 600.0
 
 
 class CallService:
@@ -61,6 +64,12 @@ class CallService:
         self._background = Tasks("call service", log)
         self.recoveries = 0
         self.shedder = shedder  # None: never shed (overload shedding disabled)
+        # Where shed calls enter the fallback: the dialplan's label that answers them first,
+        # or None for a while after the dialplan was found without it (an older
+        # extensions_callflow.conf: each try costs Asterisk a refused request and an error
+        # line, just when it is overloaded).
+        self._shed_label: str | None = SHED_LABEL
+        self._shed_label_retry = 0.0  # time.monotonic() when the label is tried again
         self._on_answered = on_answered  # a call's answer latency, for the metrics
 
     async def __aenter__(self) -> Self:
@@ -122,7 +131,7 @@ class CallService:
         if self.accepting and flow is not None and self.shedder is not None:
             reason = self.shedder.admit(flow.spec.never_shed)
             if reason is not None:
-                call = self._call(channel, dialed, fallback_label=SHED_LABEL)
+                call = self._call(channel, dialed, fallback_label=self._shed_entry())
                 why = self.shedder.explain(reason)
                 log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
                 self._spawn(self._shed(call, flow, why), "shed")
@@ -145,6 +154,22 @@ class CallService:
             await self.engine.shed(flow, call, why)  # logged once, as shed (or failed)
         finally:
             call.close()
+        if call.fallback_label_missing and self._shed_label is not None:
+            self._shed_label = None
+            self._shed_label_retry = time.monotonic() + SHED_LABEL_RETRY
+            log.warning(
+                "the dialplan has no label %s,s,%s (install the new extensions_callflow.conf): "
+                "shed calls enter the fallback at its start, ringing unanswered; tried again "
+                "in %.0f s",
+                self.fallback_context,
+                SHED_LABEL,
+                SHED_LABEL_RETRY,
+            )
+
+    def _shed_entry(self) -> str | None:
+        if self._shed_label is None and time.monotonic() >= self._shed_label_retry:
+            self._shed_label = SHED_LABEL  # a new dialplan may have been loaded since
+        return self._shed_label
 
     def _answered(self, latency: float) -> None:
         if self.shedder is not None:

@@ -183,6 +183,7 @@ class Recorder:
         self._wake = asyncio.Event()
         self._first_queued = 0.0  # time.monotonic() when the oldest queued record came
         self._unsynced_since: float | None = None  # the first spool write not yet fsync'd
+        self._syncing: asyncio.Future[None] | None = None  # the fsync job in its thread
         self._last_sync_log = 0.0
         self._feed_at = 0.0  # time.monotonic() of the next scheduled database feed
         self._opened = False
@@ -452,6 +453,7 @@ class Recorder:
                 if not w.done():
                     w.set_result(None)
             self._flush_waiters = []
+            await self._sync_finished()
             self.spool.close()
             self._opened = False
             self._stopped.set()
@@ -478,6 +480,7 @@ class Recorder:
             try:
                 await self._final()
             finally:
+                await self._sync_finished()
                 self.spool.close()
                 self._opened = False
 
@@ -489,7 +492,7 @@ class Recorder:
         await self._cycle_locked(force=True)
         if self._queue:
             await self._stash(self._take_all(), force=True)
-        await self._sync()  # in a thread, as always: the spool's close finds nothing owed
+        await self._sync()  # in a thread, as always: the spool's close then has no fsync to do
         if self._held:
             log.critical(
                 "call log: stopping with %d records neither in the database nor in the "
@@ -545,8 +548,8 @@ class Recorder:
     async def _replay(self) -> bool:
         """Write the spool, then the held records, oldest first; False on a failure.
 
-        Spool files are read, written and deleted in a worker thread: an fsync must not
-        hold up the event loop that runs the calls."""
+        Spool files are read and deleted in a worker thread, and fsync'd there (``_sync``):
+        a disk wait must not hold up the event loop that runs the calls."""
         replayed = 0
         while (seg := self.spool.oldest()) is not None:
             await self._stash(self._take_all())  # newer records go behind; memory stays small
@@ -560,6 +563,8 @@ class Recorder:
                     return False
                 self.spool.advance(seg, batch)
                 replayed += len(batch.records)
+                if self._sync_due(time.monotonic()):  # a long replay keeps the fsyncs' pace
+                    await self._sync()
                 if batch.last:
                     break
             await asyncio.to_thread(self.spool.done, seg)
@@ -693,7 +698,7 @@ class Recorder:
             self._retry_at = 0.0
 
     async def _stash(self, records: list[Record], *, force: bool = False) -> None:
-        """Records for the journal: to the spool (fsync'd), else held in memory."""
+        """Records for the journal: to the spool, else held in memory."""
         if not records and not self._held:
             return
         now = time.monotonic()
@@ -703,8 +708,13 @@ class Recorder:
         pending = [*self._held, *records]
         self._held.clear()
         try:
-            # On the loop: a write to the kernel (the fsync is ``_sync``'s, in a thread).
-            self.spool.write(pending)
+            # A group commit is a write to the kernel, on the loop (the fsync is ``_sync``'s,
+            # in a thread); a backlog (records held while the disk was full, up to
+            # ``memory_limit``) is encoded and written in a thread.
+            if len(pending) <= self.batch_size:
+                self.spool.write(pending)
+            else:
+                await asyncio.to_thread(self.spool.write, pending)
             if self._unsynced_since is None:
                 self._unsynced_since = now
         except Exception as exc:  # OSError: disk full, read-only...; anything else: a bug
@@ -733,19 +743,29 @@ class Recorder:
         job = self.spool.take_sync()
         if job is None:
             return
+        self._syncing = asyncio.ensure_future(asyncio.to_thread(job.run))
         try:
-            await asyncio.to_thread(job.run)
+            await self._syncing
         except OSError as exc:
-            # The records are written (a kill loses none); only a power loss could.
+            # The records are written (a kill of the daemon loses none) and go on to the
+            # database from memory; only a power loss before then could lose them.
             now = time.monotonic()
             if now - self._last_sync_log >= _LOG_EVERY or not self._last_sync_log:
                 self._last_sync_log = now
                 log.error(
-                    "call log: the spool %s could not be fsync'd (%s): the last records "
-                    "would not survive a power loss",
+                    "call log: the spool %s could not be fsync'd (%s): records not yet in "
+                    "the database would not survive a power loss",
                     self.spool.dir,
                     exc.strerror or exc,
                 )
+
+    async def _sync_finished(self) -> None:
+        """Wait for a fsync job still running in its thread (the writer was cancelled
+        while awaiting it): the spool's files are closed only after it."""
+        job, self._syncing = self._syncing, None
+        if job is not None and not job.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(job)
 
 
 __all__ = ["Recorder"]

@@ -115,23 +115,28 @@ class Segment:
 @dataclass(frozen=True)
 class SyncJob:
     """The fsyncs that make what ``Spool.write`` wrote survive a power loss: run it in a
-    thread (``run`` blocks on the disk).  It owns the sealed files it closes; the active
-    file goes on being written meanwhile (its later writes wait for the next job)."""
+    thread (``run`` blocks on the disk), and touch the spool again only once it is done
+    (the recorder's one writer task awaits it).  It closes the sealed files it owns."""
 
     files: list[IO[bytes]]  # fsync'd
-    sealed: list[IO[bytes]]  # of ``files``: closed once fsync'd
+    sealed: list[IO[bytes]]  # closed at the end (fsync'd first when also in ``files``)
     directory: Path | None  # fsync'd too when a segment was created in it
 
     def run(self) -> None:
-        try:
-            for f in self.files:
+        """Every fsync is tried, even after one failed; the first error is raised."""
+        error: OSError | None = None
+        for f in self.files:
+            try:
                 os.fsync(f.fileno())
-            if self.directory is not None:
-                _fsync_dir(self.directory)
-        finally:
-            for f in self.sealed:
-                with contextlib.suppress(OSError):
-                    f.close()
+            except OSError as exc:
+                error = error or exc
+        if self.directory is not None:
+            _fsync_dir(self.directory)
+        for f in self.sealed:
+            with contextlib.suppress(OSError):
+                f.close()
+        if error is not None:
+            raise error
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,7 @@ class Spool:
         # sealed segments still open, a segment file created in the folder.
         self._active_unsynced = False
         self._sealed_unsynced: list[IO[bytes]] = []
+        self._sealed_synced: list[IO[bytes]] = []  # only to close
         self._dir_unsynced = False
 
     # -- lifetime ------------------------------------------------------------------------
@@ -242,13 +248,14 @@ class Spool:
 
     def take_sync(self) -> SyncJob | None:
         """The fsyncs owed for what was written so far, or None: run the job in a thread."""
-        sealed, self._sealed_unsynced = self._sealed_unsynced, []
-        files = list(sealed)
+        files, self._sealed_unsynced = self._sealed_unsynced, []
+        sealed = [*files, *self._sealed_synced]
+        self._sealed_synced = []
         if self._active is not None and self._active_unsynced:
-            files.append(self._active)
+            files = [*files, self._active]
         directory = self.dir if self._dir_unsynced else None
         self._active_unsynced = self._dir_unsynced = False
-        if not files and directory is None:
+        if not sealed and not files and directory is None:
             return None
         return SyncJob(files, sealed, directory)
 
@@ -296,10 +303,11 @@ class Spool:
 
     def seal(self) -> None:
         """Stop appending to the active segment (the next append starts a new one).  Its
-        file is closed by the next ``SyncJob``, after its fsync (a job in a thread may be
-        fsyncing it right now)."""
+        file is closed by the next ``SyncJob`` (after its fsync if it has unsynced bytes),
+        not here: a job running in a thread may hold it."""
         if self._active is not None:
-            self._sealed_unsynced.append(self._active)
+            owed = self._sealed_unsynced if self._active_unsynced else self._sealed_synced
+            owed.append(self._active)
             self._active = None
             self._active_unsynced = False
 

@@ -88,6 +88,8 @@ async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
     arrive(pbx, service, "late", "100")  # shed
     arrive(pbx, service, "emergency", "200")  # never shed
     await wait_until(lambda: not service.calls and not len(service._background), 10)
+    arrive(pbx, service, "later", "100")  # shed too, once the first shed call is handed off
+    await wait_until(lambda: not len(service._background), 10)
     await service.stop(1.0)
     await rec.close()
     await writer
@@ -101,7 +103,7 @@ async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
                 )
             ).all()
         )
-    assert set(rows) == {"running", "late", "emergency"}  # one row each: logged once
+    assert set(rows) == {"running", "late", "later", "emergency"}  # one row each: logged once
     late = rows["late"]
     assert late.outcome == "shed" and late.ended is not None
     assert late.detail == "overload (loop_lag): event-loop lag 1.000 s, budget 0.25 s"
@@ -112,16 +114,19 @@ async def test_a_shed_call_goes_to_the_dialplan_and_is_logged_shed_once(
     shed_entry = {"context": "callflow-fallback", "extension": "s", "label": "shed"}
     start = {"context": "callflow-fallback", "extension": "s", "priority": "1"}
     continues = [r.params for r in pbx.sent("POST", "/channels/late/continue")]
+    then = [r.params for r in pbx.sent("POST", "/channels/later/continue")]
     no_label = "the dialplan has no label callflow-fallback,s,shed"
     if dialplan == "shipped":
-        assert continues == [shed_entry]
+        assert continues == then == [shed_entry]
         assert no_label not in caplog.text
     else:
-        assert continues == [shed_entry, start]
-        assert f"call=late: {no_label}" in caplog.text
+        # Found missing once, with one warning: the next shed call is not refused again.
+        assert (continues, then) == ([shed_entry, start], [start])
+        assert caplog.text.count(no_label) == 1
     assert not pbx.sent("POST", "/channels/late/answer")
     # The call already running and the emergency line's call were carried to their end.
     assert rows["running"].outcome == rows["emergency"].outcome == "hangup"
     assert steps["running"] == steps["emergency"] == 2
-    assert shedder.shed[Reason.LOOP_LAG] == 1 and sum(shedder.shed.values()) == 1
+    assert shedder.shed[Reason.LOOP_LAG] == 2 and sum(shedder.shed.values()) == 2
+    assert rows["later"].outcome == "shed"
     assert len(latencies) == 2  # both served calls were answered, and measured

@@ -324,3 +324,44 @@ def test_close_fsyncs_what_is_owed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     spool.write([{"n": 1}])
     spool.close()
     assert len(fsyncs) == 2  # the segment and the folder
+
+
+def test_a_clean_segment_sealed_is_closed_without_an_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.write([{"n": 1}])
+    job = spool.take_sync()
+    assert job is not None
+    job.run()
+    active = spool._active
+    assert active is not None
+    fsyncs = counting_fsyncs(monkeypatch)
+    assert spool.oldest() is not None  # the replay reaches it: sealed, nothing owed
+    spool.close()
+    assert active.closed and fsyncs == []  # closing the spool fsyncs nothing on the loop
+
+
+def test_a_failed_fsync_still_fsyncs_the_rest_and_closes_the_sealed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, segment_records=1)
+    spool.open()
+    spool.write([{"n": 1}])  # sealed at once (one record a segment)
+    spool.write([{"n": 2}])
+    job = spool.take_sync()
+    assert job is not None and len(job.sealed) == 2
+    tried: list[int] = []
+
+    def failing(fd: int) -> None:
+        tried.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        job.run()
+    assert len(tried) == 3  # both segments, then the folder, despite the first failure
+    assert all(f.closed for f in job.sealed)
+    monkeypatch.undo()
+    spool.close()
