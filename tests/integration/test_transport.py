@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Bench, Daemon, wait_event_filter
+from .harness import Bench, Daemon, ari, wait_event_filter
 
 
 @pytest.fixture(params=["websocket", "auto", "http"])
@@ -39,7 +39,13 @@ def test_a_call_served_over_each_transport(
 ) -> None:
     daemon, mode = transport_daemon
     expected = "http" if mode == "http" else "websocket"
-    daemon.wait_log(rf"ARI events: connected \(app callflow; REST over {expected}\)")
+    # Over the websocket, three more lanes (the default) carry requests beside it: each an
+    # application of its own in Asterisk, connected, that no channel enters.
+    lanes = r", 3 more lane\(s\)" if expected == "websocket" else ""
+    daemon.wait_log(rf"ARI events: connected \(app callflow; REST over {expected}{lanes}\)")
+    if expected == "websocket":
+        apps = {a["name"] for a in ari("GET", "/applications")}
+        assert {f"callflow-rest{n}" for n in (1, 2, 3)} <= apps
     # Asterisk sends only what the daemon reads, and the call below still goes through.
     wait_event_filter()
 
