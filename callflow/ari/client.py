@@ -507,12 +507,13 @@ class AriClient:
                         # What the probe read besides its answer comes first, in order.
                         backlog = await rest.attach(ws) if rest is not None else []
                         if rest is not None and rest.in_use == WEBSOCKET:
-                            await self._open_lanes(rest, lanes)
+                            # Opened beside the reading of this socket, which must not wait:
+                            # until a lane is open, its calls' requests go over this socket.
+                            lanes.spawn(self._open_lanes(rest, lanes), "ARI REST lanes")
                         log.info(
-                            "ARI events: connected (app %s; REST over %s%s)",
+                            "ARI events: connected (app %s; REST over %s)",
                             self.config.app,
                             self.rest_transport,
-                            f", {rest.lanes} more lane(s)" if rest and rest.lanes else "",
                         )
                         yield {"type": EVENT_CONNECTED}
                         while True:
@@ -555,6 +556,7 @@ class AriClient:
                 continue
             rest.attach_lane(number, ws)
             lanes.spawn(self._read_lane(rest, number, ws), f"ARI REST lane {number}")
+        log.info("ARI REST: %d lane(s) open beside the events socket", rest.lanes)
 
     async def _connect_lane(self, number: int) -> aiohttp.ClientWebSocketResponse[bool]:
         return await self._connect_events(f"{self.config.app}-rest{number}")

@@ -455,8 +455,10 @@ async def test_each_call_keeps_one_lane_and_other_requests_take_the_events_socke
 ) -> None:
     client, task = await lanes_client(pbx, 2)
     try:
+        rest = client._socket_rest
+        assert rest is not None
+        await wait_until(lambda: rest.lanes == 2, 10)
         assert sorted(pbx.socket_apps) == ["callflow", "callflow-rest1", "callflow-rest2"]
-        assert client._socket_rest is not None and client._socket_rest.lanes == 2
         for n in range(12):
             for _ in range(3):
                 await as_call(client, f"call-{n}", f"/channels/call-{n}")
@@ -477,6 +479,9 @@ async def test_a_dropped_lane_fails_its_requests_and_its_calls_take_the_events_s
 ) -> None:
     client, task = await lanes_client(pbx, 1)
     try:
+        rest = client._socket_rest
+        assert rest is not None
+        await wait_until(lambda: rest.lanes == 1, 10)
         # A call whose key picks lane 1 (the events socket or lane 1: one in two).
         key = next(k for k in (f"call-{n}" for n in range(50)) if _lane_of(k, 1) == 1)
         pbx.hold = {f"channels/{key}"}
