@@ -47,7 +47,7 @@ class AriSettings:
     request_timeout: float = 10.0
     pool_size: int = 20
     transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
-    rest_lanes: int = 3  # more websockets for REST requests, beside the events socket
+    rest_lanes: int = 0  # more websockets for REST requests, beside the events socket
 
     def __post_init__(self) -> None:
         if self.transport not in ("auto", "websocket", "http"):

@@ -110,7 +110,7 @@ class AriConfig:
     stable_after: float = 10.0
     transport: TransportMode = "auto"
     probe_timeout: float = 3.0
-    rest_lanes: int = 3
+    rest_lanes: int = 0
 
     def __post_init__(self) -> None:
         url = yarl.URL(self.url)

@@ -19,7 +19,11 @@ def transport_daemon(
 ) -> Iterator[tuple[Daemon, str]]:
     mode: str = request.param
     d = Daemon(tmp_path, flows_dir)
-    d.config.write_text(d.config.read_text().replace("[flows]", f'transport = "{mode}"\n[flows]'))
+    # Over the websocket, with three REST lanes beside the events socket.
+    lanes = "rest_lanes = 3\n" if mode != "http" else ""
+    d.config.write_text(
+        d.config.read_text().replace("[flows]", f'transport = "{mode}"\n{lanes}[flows]')
+    )
     d.start()
     yield d, mode
     code = d.stop()  # the process has exited: its log is complete
@@ -39,8 +43,8 @@ def test_a_call_served_over_each_transport(
 ) -> None:
     daemon, mode = transport_daemon
     expected = "http" if mode == "http" else "websocket"
-    # Over the websocket, three more lanes (the default) carry requests beside it: each an
-    # application of its own in Asterisk, connected, that no channel enters.
+    # Over the websocket, three more lanes carry requests beside it: each an application
+    # of its own in Asterisk, connected, that no channel enters.
     daemon.wait_log(rf"ARI events: connected \(app callflow; REST over {expected}\)")
     if expected == "websocket":
         daemon.wait_log(r"ARI REST: 3 lane\(s\) open beside the events socket")

@@ -139,7 +139,7 @@ async def pbx() -> AsyncIterator[Asterisk]:
 
 
 def config(url: str, **overrides: Any) -> AriConfig:
-    # No REST lanes unless a test asks: the socket counts below are the events socket's.
+    # No REST lanes (the default) unless a test asks: the socket counts are the events one's.
     values: dict[str, Any] = {"app": "callflow", "username": "u", "password": "p", "rest_lanes": 0}
     values.update(overrides)
     return AriConfig(url=url, **values)
