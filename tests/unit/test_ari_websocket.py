@@ -145,10 +145,10 @@ def config(url: str, **overrides: Any) -> AriConfig:
     return AriConfig(url=url, **values)
 
 
-@pytest.fixture
-async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
-    """A client whose events are pumped (as the daemon does) and that has connected."""
-    client = AriClient(config(pbx.url))
+@contextlib.asynccontextmanager
+async def pumped(pbx: Asterisk, **overrides: Any) -> AsyncIterator[AriClient]:
+    """A client whose events are pumped (as the daemon does), once it has connected."""
+    client = AriClient(config(pbx.url, **overrides))
     events: list[dict[str, Any]] = []
 
     async def pump() -> None:
@@ -156,10 +156,18 @@ async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
             events.append(event)
 
     task = asyncio.ensure_future(pump())
-    await wait_until(lambda: bool(events), timeout=10)
-    yield client
-    await client.close()
-    await asyncio.wait_for(task, 10)
+    try:
+        await wait_until(lambda: bool(events), timeout=10)
+        yield client
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
+    async with pumped(pbx) as client:
+        yield client
 
 
 async def test_auto_uses_the_socket_where_asterisk_answers(
@@ -426,17 +434,14 @@ async def test_over_http_the_filter_goes_over_http(pbx: Asterisk) -> None:
 # -- REST lanes: more websockets for the requests, a call's always on the same one --------
 
 
-async def lanes_client(pbx: Asterisk, lanes: int) -> tuple[AriClient, asyncio.Task[None]]:
-    client = AriClient(config(pbx.url, rest_lanes=lanes))
-    events: list[dict[str, Any]] = []
-
-    async def pump() -> None:
-        async for event in client.events():
-            events.append(event)
-
-    task = asyncio.ensure_future(pump())
-    await wait_until(lambda: bool(events), timeout=10)
-    return client, task
+@contextlib.asynccontextmanager
+async def with_lanes(pbx: Asterisk, lanes: int) -> AsyncIterator[AriClient]:
+    """A pumped client once its ``lanes`` REST lanes are open."""
+    async with pumped(pbx, rest_lanes=lanes) as client:
+        rest = client._socket_rest
+        assert rest is not None
+        await wait_until(lambda: rest.lanes == lanes, 10)
+        yield client
 
 
 async def as_call(client: AriClient, key: str, path: str) -> str:
@@ -453,11 +458,7 @@ async def as_call(client: AriClient, key: str, path: str) -> str:
 async def test_each_call_keeps_one_lane_and_other_requests_take_the_events_socket(
     pbx: Asterisk,
 ) -> None:
-    client, task = await lanes_client(pbx, 2)
-    try:
-        rest = client._socket_rest
-        assert rest is not None
-        await wait_until(lambda: rest.lanes == 2, 10)
+    async with with_lanes(pbx, 2) as client:
         assert sorted(pbx.socket_apps) == ["callflow", "callflow-rest1", "callflow-rest2"]
         for n in range(12):
             for _ in range(3):
@@ -469,19 +470,12 @@ async def test_each_call_keeps_one_lane_and_other_requests_take_the_events_socke
         assert all(len(apps) == 1 for apps in used.values())  # each call on one socket
         assert used["asterisk/info"] == {"callflow"}
         assert len(set().union(*used.values())) == 3  # twelve calls spread over all three
-    finally:
-        await client.close()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_a_dropped_lane_fails_its_requests_and_its_calls_take_the_events_socket(
     pbx: Asterisk,
 ) -> None:
-    client, task = await lanes_client(pbx, 1)
-    try:
-        rest = client._socket_rest
-        assert rest is not None
-        await wait_until(lambda: rest.lanes == 1, 10)
+    async with with_lanes(pbx, 1) as client:
         # A call whose key picks lane 1 (the events socket or lane 1: one in two).
         key = next(k for k in (f"call-{n}" for n in range(50)) if _lane_of(k, 1) == 1)
         pbx.hold = {f"channels/{key}"}
@@ -495,20 +489,13 @@ async def test_a_dropped_lane_fails_its_requests_and_its_calls_take_the_events_s
         await as_call(client, key, f"/channels/{key}/again")
         assert pbx.apps[-1] == "callflow"  # the events socket carries that call now
         assert client.connected  # the events socket was not touched
-    finally:
-        await client.close()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_no_lane_is_opened_when_requests_go_over_http(pbx: Asterisk) -> None:
     pbx.speaks_rest = False  # an older Asterisk: auto mode takes HTTP
-    client, task = await lanes_client(pbx, 3)
-    try:
+    async with pumped(pbx, rest_lanes=3) as client:
         assert pbx.socket_apps == ["callflow"]
         assert client.rest_transport == "http"
-    finally:
-        await client.close()
-        await asyncio.wait_for(task, 10)
 
 
 def _lane_of(key: str, lanes: int) -> int:
