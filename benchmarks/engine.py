@@ -196,8 +196,6 @@ class AriServer:
             return web.Response(status=401, text='{"message": "Authentication required"}')
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        if request.query.get("app") != APP:
-            return await self._lane(ws)  # a REST lane: requests and their answers only
         self._ws = ws
         self.connected.set()
         writer = asyncio.create_task(self._write(ws))
@@ -206,20 +204,10 @@ class AriServer:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     frame = json.loads(msg.data)
                     if frame.get("type") == "RESTRequest":
-                        self._send(await self._socket_request(frame))
+                        await self._socket_request(frame)
         finally:
             writer.cancel()
             self.connected.clear()
-        return ws
-
-    async def _lane(self, ws: web.WebSocketResponse) -> web.WebSocketResponse:
-        """A websocket of another application that carries REST requests (the daemon's
-        lanes): each answer goes back on the socket its request came by."""
-        async for msg in ws:
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                frame = json.loads(msg.data)
-                if frame.get("type") == "RESTRequest":
-                    await ws.send_str(json.dumps(await self._socket_request(frame)))
         return ws
 
     async def _write(self, ws: web.WebSocketResponse) -> None:
@@ -227,7 +215,7 @@ class AriServer:
             data = await self._out.get()
             await ws.send_str(data)
 
-    async def _socket_request(self, frame: dict[str, Any]) -> dict[str, Any]:
+    async def _socket_request(self, frame: dict[str, Any]) -> None:
         uri = urlsplit("/" + str(frame["uri"]))
         body = frame.get("message_body")
         status, raw = await self._serve(
@@ -247,7 +235,7 @@ class AriServer:
         if raw:
             reply["content_type"] = "application/json"
             reply["message_body"] = raw.decode()
-        return reply
+        self._send(reply)
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != self._auth:

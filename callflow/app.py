@@ -155,7 +155,6 @@ class Daemon:
             request_timeout=ari.request_timeout,
             pool_size=ari.pool_size,
             transport=transport_mode(ari.transport),
-            rest_lanes=ari.rest_lanes,
         )
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))

@@ -47,15 +47,12 @@ class AriSettings:
     request_timeout: float = 10.0
     pool_size: int = 20
     transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
-    rest_lanes: int = 0  # more websockets for REST requests, beside the events socket
 
     def __post_init__(self) -> None:
         if self.transport not in ("auto", "websocket", "http"):
             raise SettingsError(
                 f"[ari] transport must be 'auto', 'websocket' or 'http', got {self.transport!r}"
             )
-        if not 0 <= self.rest_lanes <= 16:
-            raise SettingsError("[ari] rest_lanes must be between 0 and 16")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
 from callflow.ari.websocket import HTTP, TRANSPORTS, WEBSOCKET, SocketTransport, TransportMode
 from callflow.reconnect import Backoff, Supervisor
-from callflow.tasks import Tasks
 
 __all__ = [
     "EVENT_CONNECTED",
@@ -92,10 +91,6 @@ class AriConfig:
     the events websocket, see ``callflow.ari.websocket``) or ``auto`` (the websocket when
     Asterisk answers a probe over it within ``probe_timeout`` s at connect, else HTTP).
     Whatever the mode, requests go over HTTP while the events websocket is down.
-    ``rest_lanes`` more websockets (each for an application ``{app}-rest<n>`` that no channel
-    enters) carry REST requests beside the events socket when it carries them: Asterisk
-    runs a websocket's requests one after the other, so one slow request holds up the
-    others on its socket only (``callflow.ari.websocket``).
     """
 
     url: str
@@ -110,7 +105,6 @@ class AriConfig:
     stable_after: float = 10.0
     transport: TransportMode = "auto"
     probe_timeout: float = 3.0
-    rest_lanes: int = 0
 
     def __post_init__(self) -> None:
         url = yarl.URL(self.url)
@@ -136,8 +130,6 @@ class AriConfig:
             raise ValueError(f"ARI transport must be one of {', '.join(TRANSPORTS)}")
         if self.probe_timeout <= 0:
             raise ValueError("ARI probe_timeout must be > 0")
-        if not 0 <= self.rest_lanes <= 16:
-            raise ValueError("ARI rest_lanes must be between 0 and 16")
 
     @property
     def rest_url(self) -> str:
@@ -502,14 +494,9 @@ class AriClient:
                     self._ws = ws
                     rest = self._socket_rest
                     reason = "closed"
-                    lanes = Tasks("ARI REST lanes", log)
                     try:
                         # What the probe read besides its answer comes first, in order.
                         backlog = await rest.attach(ws) if rest is not None else []
-                        if rest is not None and rest.in_use == WEBSOCKET:
-                            # Opened beside the reading of this socket, which must not wait:
-                            # until a lane is open, its calls' requests go over this socket.
-                            lanes.spawn(self._open_lanes(rest, lanes), "ARI REST lanes")
                         log.info(
                             "ARI events: connected (app %s; REST over %s)",
                             self.config.app,
@@ -529,7 +516,6 @@ class AriClient:
                         self._ws = None
                         if rest is not None:  # requests waiting on this socket fail now
                             rest.detach(reason)
-                        await lanes.aclose()  # each lane's reader closes its socket
                         await ws.close()
                     if self.closed:
                         return
@@ -539,47 +525,6 @@ class AriClient:
             self._events_active = False
 
     # -- internals -------------------------------------------------------------------------
-
-    async def _open_lanes(self, rest: SocketTransport, lanes: Tasks) -> None:
-        """Open the REST lanes beside this events socket (at once, each bounded by
-        ``request_timeout``); one that cannot be opened is logged and left out."""
-        count = self.config.rest_lanes
-        if not count:
-            return
-        rest.plan_lanes(count)
-        opened = await asyncio.gather(
-            *(self._connect_lane(n) for n in range(1, count + 1)), return_exceptions=True
-        )
-        for number, ws in enumerate(opened, start=1):
-            if isinstance(ws, BaseException):
-                log.warning("ARI REST: lane %d not opened: %s", number, ws)
-                continue
-            rest.attach_lane(number, ws)
-            lanes.spawn(self._read_lane(rest, number, ws), f"ARI REST lane {number}")
-        log.info("ARI REST: %d lane(s) open beside the events socket", rest.lanes)
-
-    async def _connect_lane(self, number: int) -> aiohttp.ClientWebSocketResponse[bool]:
-        return await self._connect_events(f"{self.config.app}-rest{number}")
-
-    @staticmethod
-    async def _read_lane(
-        rest: SocketTransport, number: int, ws: aiohttp.ClientWebSocketResponse[bool]
-    ) -> None:
-        """A lane's reader: its requests' answers (the application's own events, if any,
-        are dropped), until the lane or the events socket closes."""
-        reason = "closed"
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    reason = _drop_reason(ws, msg.type, msg.data)
-                    break
-                event = _parse_frame(msg.data)
-                if event is not None:
-                    rest.feed(event)
-        finally:
-            rest.detach_lane(number, reason)
-            await ws.close()
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self.closed:
@@ -591,16 +536,14 @@ class AriClient:
             )
         return self._session
 
-    async def _connect_events(
-        self, app: str | None = None
-    ) -> aiohttp.ClientWebSocketResponse[bool]:
+    async def _connect_events(self) -> aiohttp.ClientWebSocketResponse[bool]:
         session = self._require_session()
         limit = self.config.request_timeout
         try:
             async with asyncio.timeout(limit):
                 return await session.ws_connect(
                     self.config.events_url,
-                    params={"app": app or self.config.app, "subscribeAll": "false"},
+                    params={"app": self.config.app, "subscribeAll": "false"},
                     headers=self._headers,
                     heartbeat=self.config.heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=limit),

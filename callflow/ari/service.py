@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self, TypeVar
+from typing import Any, ClassVar, Final, Self
 
 from ..flow.engine import Engine
 from ..flow.events import Outcome
@@ -28,13 +28,10 @@ from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
 from .faults import AriError
 from .overload import Shedder, go_first
 from .testcall import TestCallWatch
-from .websocket import on_lane
 
 log = logging.getLogger("callflow.ari")
 
 # How long a detached call (a conversation left to go on at a stop) may take to log its end.
-T = TypeVar("T")
-
 DETACH_TIMEOUT = 5.0
 # Seconds between two tries of the dialplan's shed label once it was found missing.
 SHED_LABEL_RETRY = 600.0
@@ -137,18 +134,18 @@ class CallService:
                 call = self._call(channel, dialed, fallback_label=self._shed_entry())
                 why = self.shedder.explain(reason)
                 log.warning("call=%s shed (%s): sent to the dialplan fallback", call.id, why)
-                self._spawn(_on_lane(call.id, self._shed(call, flow, why)), "shed")
+                self._spawn(self._shed(call, flow, why), "shed")
                 return
         call = self._call(channel, dialed)
         if not self.accepting:
             log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
-            self._spawn(_on_lane(call.id, self._to_dialplan(call, "daemon stopping")), "fallback")
+            self._spawn(self._to_dialplan(call, "daemon stopping"), "fallback")
             return
         if flow is None:
             log.error(
                 "call=%s dialed=%s: no flow and no default: dialplan fallback", call.id, dialed
             )
-            self._spawn(_on_lane(call.id, self._to_dialplan(call, "no flow")), "fallback")
+            self._spawn(self._to_dialplan(call, "no flow"), "fallback")
             return
         self._start(call, flow, rescue=None)
 
@@ -188,7 +185,6 @@ class CallService:
         )
         if flow.spec.never_shed:
             coro = _going_first(coro)  # an emergency line: its requests skip the queue
-        coro = _on_lane(call.id, coro)  # its requests keep one websocket lane, in order
         task = self._call_tasks.spawn(coro, f"call-{call.id}", report=False)  # _call_done logs
         if task is None:  # only after stop(), which no longer starts calls
             log.error("call=%s not started: the call service has stopped", call.id)
@@ -356,11 +352,6 @@ class CallService:
         finally:  # whatever failed above, no task outlives the service
             await self._call_tasks.aclose()
             await self._background.aclose()
-
-
-async def _on_lane(call_id: str, coro: Coroutine[Any, Any, T]) -> T:
-    on_lane(call_id)  # in the call's own task, so in its context alone
-    return await coro
 
 
 async def _going_first(coro: Coroutine[Any, Any, Outcome]) -> Outcome:

@@ -13,16 +13,6 @@ Asterisk speaks REST there), each ``RESTResponse`` frame it reads (``feed``) and
 (``detach``: every request still waiting on that socket fails with ``AriSocketDropped``).
 While no socket carries REST (not connected yet, dropped, or an Asterisk that does not
 answer over it) requests go over HTTP, so that a hangup or a fallback still gets through.
-
-**Lanes.**  Asterisk carries out the requests of one websocket one after the other
-(``res/ari/ari_websockets.c`` reads a frame, runs the request to its end, then reads the
-next): one request that waits (a channel's thread slow to take its command, a busy CPU)
-holds up every call's requests behind it.  So the client may open a few more websockets,
-each for a Stasis application of its own that no channel enters (``attach_lane``); Asterisk
-finds a channel's control whatever the socket's application.  A call's requests all take
-the lane its id picks (``on_lane``, a context variable of the call's task), so they keep
-their order; requests of no call take the events socket.  A lane that drops fails its own
-waiting requests (``AriSocketDropped``) and its calls go over the events socket.
 """
 
 from __future__ import annotations
@@ -31,9 +21,7 @@ import asyncio
 import itertools
 import json
 import logging
-import zlib
 from collections.abc import Mapping
-from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import quote_plus
@@ -44,7 +32,7 @@ from aiohttp.http_websocket import WSMessageNoDecodeText
 from callflow.ari.faults import AriSocketDropped
 from callflow.ari.transport import RestResponse, RestTransport
 
-__all__ = ["TRANSPORTS", "SocketTransport", "TransportMode", "on_lane"]
+__all__ = ["TRANSPORTS", "SocketTransport", "TransportMode"]
 
 log = logging.getLogger("callflow.ari")
 
@@ -57,17 +45,6 @@ HTTP: Final = "http"
 
 # The probe: cheap, side-effect free, answered by every Asterisk that has ARI.
 _PROBE_METHOD, _PROBE_PATH = "GET", "/asterisk/ping"
-
-
-# The key (a call's id) whose lane carries the current task's requests; None: the events
-# socket.  A context variable: each call's task has its own, and the helper tasks it starts
-# inherit it.
-_LANE_KEY: ContextVar[str | None] = ContextVar("callflow_ari_lane", default=None)
-
-
-def on_lane(key: str) -> None:
-    """From now on, the current task's REST requests over a websocket take ``key``'s lane."""
-    _LANE_KEY.set(key)
 
 
 class Socket(Protocol):
@@ -92,9 +69,6 @@ class SocketTransport:
         self._ws: Socket | None = None  # the socket carrying REST now, if any
         self._pending: dict[str, asyncio.Future[RestResponse]] = {}
         self._ids = itertools.count(1)
-        self._lanes: dict[int, Socket] = {}  # the lanes open now, by number (1..)
-        self._lane_count = 0  # lanes asked for at this connection (some may be down)
-        self._on_lane: dict[int, set[str]] = {}  # request ids waiting on each lane
 
     def __repr__(self) -> str:
         return f"SocketTransport(mode={self._mode!r}, in_use={self.in_use!r})"
@@ -156,41 +130,9 @@ class SocketTransport:
             fut.set_result(_response(event))
         return True
 
-    @property
-    def lanes(self) -> int:
-        """Lanes carrying requests now, besides the events socket."""
-        return len(self._lanes)
-
-    def plan_lanes(self, count: int) -> None:
-        """``count`` lanes are being opened for this events socket: the calls' requests are
-        spread over them and the events socket (a lane not open yet, or dropped, sends its
-        calls' requests over the events socket)."""
-        self._lane_count = count
-
-    def attach_lane(self, number: int, ws: Socket) -> None:
-        """Lane ``number`` (1..``count``) is open: its calls' requests go over ``ws``."""
-        self._lanes[number] = ws
-        self._on_lane.setdefault(number, set())
-
-    def detach_lane(self, number: int, reason: str) -> None:
-        """Lane ``number`` dropped: its waiting requests fail; its calls use the events socket."""
-        if self._lanes.pop(number, None) is None:
-            return
-        failed = 0
-        for rid in self._on_lane.pop(number, set()):
-            fut = self._pending.pop(rid, None)
-            if fut is not None and not fut.done():
-                fut.set_exception(AriSocketDropped(f"ARI REST lane {number} dropped ({reason})"))
-                failed += 1
-        log.warning("ARI REST: lane %d dropped (%s): %d request(s) failed", number, reason, failed)
-
     def detach(self, reason: str) -> None:
-        """The socket dropped: stop using it, and fail every request waiting on it (and on
-        the lanes, which are closed with it)."""
+        """The socket dropped: stop using it, and fail every request waiting on it."""
         self._ws = None
-        self._lanes.clear()
-        self._on_lane.clear()
-        self._lane_count = 0
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -212,14 +154,9 @@ class SocketTransport:
         ws = self._ws
         if ws is None:
             return await self._http.request(method, path, params, body, timeout=timeout)
-        lane = self._lane()
-        if lane:
-            ws = self._lanes[lane]
         rid = str(next(self._ids))
         fut: asyncio.Future[RestResponse] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        if lane:
-            self._on_lane[lane].add(rid)
         try:
             async with asyncio.timeout(timeout):  # TimeoutError: the client's AriTimeout
                 try:
@@ -235,18 +172,6 @@ class SocketTransport:
                 return await fut
         finally:
             self._pending.pop(rid, None)
-            if lane:
-                self._on_lane.get(lane, set()).discard(rid)
-
-    def _lane(self) -> int:
-        """The lane of the current task's call, or 0 (the events socket): the key's hash
-        picks one of the events socket and the lanes asked for; one that is down sends its
-        calls over the events socket."""
-        key = _LANE_KEY.get()
-        if key is None or not self._lanes:
-            return 0
-        number = zlib.crc32(key.encode()) % (self._lane_count + 1)
-        return number if number in self._lanes else 0
 
 
 def _frame(rid: str, method: str, path: str, params: Mapping[str, str] | None, body: Any) -> str:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,7 @@ from callflow.ari import (
     SocketTransport,
 )
 from callflow.ari.service import EVENT_TYPES, CallService
-from callflow.ari.websocket import _frame, on_lane
+from callflow.ari.websocket import _frame
 from callflow.errors import LinkFault, PbxLinkError
 from callflow.metrics.parts import Probes, ScrapeTime
 from tests.support.polling import wait_until
@@ -50,8 +49,6 @@ class Asterisk:
     hold: set[str] = field(default_factory=set)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     frames: list[dict[str, Any]] = field(default_factory=list)  # RESTRequests received
-    apps: list[str] = field(default_factory=list)  # the application of each frame's socket
-    socket_apps: list[str] = field(default_factory=list)  # of each socket, in order
     http: list[str] = field(default_factory=list)  # "METHOD /path" over HTTP
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -74,13 +71,11 @@ class Asterisk:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.sockets.append(ws)
-        self.socket_apps.append(request.query["app"])
         async for msg in ws:
             frame = json.loads(msg.data)
             if frame.get("type") != "RESTRequest" or not self.speaks_rest:
                 continue
             self.frames.append(frame)
-            self.apps.append(request.query["app"])
             task = asyncio.ensure_future(self._reply(ws, frame))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -139,16 +134,15 @@ async def pbx() -> AsyncIterator[Asterisk]:
 
 
 def config(url: str, **overrides: Any) -> AriConfig:
-    # No REST lanes (the default) unless a test asks: the socket counts are the events one's.
-    values: dict[str, Any] = {"app": "callflow", "username": "u", "password": "p", "rest_lanes": 0}
+    values: dict[str, Any] = {"app": "callflow", "username": "u", "password": "p"}
     values.update(overrides)
     return AriConfig(url=url, **values)
 
 
-@contextlib.asynccontextmanager
-async def pumped(pbx: Asterisk, **overrides: Any) -> AsyncIterator[AriClient]:
-    """A client whose events are pumped (as the daemon does), once it has connected."""
-    client = AriClient(config(pbx.url, **overrides))
+@pytest.fixture
+async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
+    """A client whose events are pumped (as the daemon does) and that has connected."""
+    client = AriClient(config(pbx.url))
     events: list[dict[str, Any]] = []
 
     async def pump() -> None:
@@ -156,18 +150,10 @@ async def pumped(pbx: Asterisk, **overrides: Any) -> AsyncIterator[AriClient]:
             events.append(event)
 
     task = asyncio.ensure_future(pump())
-    try:
-        await wait_until(lambda: bool(events), timeout=10)
-        yield client
-    finally:
-        await client.close()
-        await asyncio.wait_for(task, 10)
-
-
-@pytest.fixture
-async def connected(pbx: Asterisk) -> AsyncIterator[AriClient]:
-    async with pumped(pbx) as client:
-        yield client
+    await wait_until(lambda: bool(events), timeout=10)
+    yield client
+    await client.close()
+    await asyncio.wait_for(task, 10)
 
 
 async def test_auto_uses_the_socket_where_asterisk_answers(
@@ -429,74 +415,3 @@ async def test_over_http_the_filter_goes_over_http(pbx: Asterisk) -> None:
         await wait_until(lambda: f"PUT /{FILTER_URI}" in pbx.http, 10)
     assert pbx.frames == []
     assert pbx.allowed == EVENT_TYPES | {"RESTResponse"}  # one mode may follow another
-
-
-# -- REST lanes: more websockets for the requests, a call's always on the same one --------
-
-
-@contextlib.asynccontextmanager
-async def with_lanes(pbx: Asterisk, lanes: int) -> AsyncIterator[AriClient]:
-    """A pumped client once its ``lanes`` REST lanes are open."""
-    async with pumped(pbx, rest_lanes=lanes) as client:
-        rest = client._socket_rest
-        assert rest is not None
-        await wait_until(lambda: rest.lanes == lanes, 10)
-        yield client
-
-
-async def as_call(client: AriClient, key: str, path: str) -> str:
-    """A request made from a call's task (its lane key set), and the app it went over."""
-
-    async def call() -> Any:
-        on_lane(key)
-        return await client.request("GET", path)
-
-    await asyncio.ensure_future(call())
-    return path
-
-
-async def test_each_call_keeps_one_lane_and_other_requests_take_the_events_socket(
-    pbx: Asterisk,
-) -> None:
-    async with with_lanes(pbx, 2) as client:
-        assert sorted(pbx.socket_apps) == ["callflow", "callflow-rest1", "callflow-rest2"]
-        for n in range(12):
-            for _ in range(3):
-                await as_call(client, f"call-{n}", f"/channels/call-{n}")
-        await client.request("GET", "/asterisk/info")  # no call: the events socket
-        used: dict[str, set[str]] = {}
-        for frame, app in zip(pbx.frames, pbx.apps, strict=True):
-            used.setdefault(frame["uri"], set()).add(app)
-        assert all(len(apps) == 1 for apps in used.values())  # each call on one socket
-        assert used["asterisk/info"] == {"callflow"}
-        assert len(set().union(*used.values())) == 3  # twelve calls spread over all three
-
-
-async def test_a_dropped_lane_fails_its_requests_and_its_calls_take_the_events_socket(
-    pbx: Asterisk,
-) -> None:
-    async with with_lanes(pbx, 1) as client:
-        # A call whose key picks lane 1 (the events socket or lane 1: one in two).
-        key = next(k for k in (f"call-{n}" for n in range(50)) if _lane_of(k, 1) == 1)
-        pbx.hold = {f"channels/{key}"}
-        held = asyncio.ensure_future(as_call(client, key, f"/channels/{key}"))
-        await wait_until(lambda: f"channels/{key}" in [f["uri"] for f in pbx.frames], 10)
-        lane = pbx.sockets[pbx.socket_apps.index("callflow-rest1")]
-        await lane.close()
-        with pytest.raises(AriSocketDropped, match="lane 1"):
-            await asyncio.wait_for(held, 10)
-        pbx.hold = set()
-        await as_call(client, key, f"/channels/{key}/again")
-        assert pbx.apps[-1] == "callflow"  # the events socket carries that call now
-        assert client.connected  # the events socket was not touched
-
-
-async def test_no_lane_is_opened_when_requests_go_over_http(pbx: Asterisk) -> None:
-    pbx.speaks_rest = False  # an older Asterisk: auto mode takes HTTP
-    async with pumped(pbx, rest_lanes=3) as client:
-        assert pbx.socket_apps == ["callflow"]
-        assert client.rest_transport == "http"
-
-
-def _lane_of(key: str, lanes: int) -> int:
-    return zlib.crc32(key.encode()) % (lanes + 1)
