@@ -129,8 +129,8 @@ class DatabaseSettings:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.memory_limit < 1:
             raise SettingsError("[database] batch_size and memory_limit must be at least 1")
-        intervals = (self.flush_interval, self.write_timeout, self.commit_interval)
-        if min(intervals) <= 0 or self.sync_interval <= 0:
+        intervals = (self.flush_interval, self.commit_interval, self.sync_interval)
+        if min(*intervals, self.write_timeout) <= 0:
             raise SettingsError(
                 "[database] flush_interval, commit_interval, sync_interval and write_timeout "
                 "must be positive"
