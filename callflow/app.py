@@ -33,7 +33,7 @@ from .api import (
 )
 from .api.server import tls_context
 from .ari.channels import ChannelRegistry
-from .ari.client import AriClient, AriConfig
+from .ari.client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient, AriConfig
 from .ari.overload import Budgets, Shedder
 from .ari.service import CallService
 from .ari.testcall import AriTestCaller
@@ -487,7 +487,9 @@ class Daemon:
     async def _serve(self) -> None:
         """Pump ARI events into the call service until a stop is asked or the pump fails."""
         pump = self._events.spawn(
-            self._pump(self.ari_client, self.service), "ari-events", report=False
+            self._pump(self.ari_client, self.service, self.after_crash),
+            "ari-events",
+            report=False,
         )
         stop = self._events.spawn(self._stop.wait(), "stop")
         assert pump is not None and stop is not None  # the part was just entered
@@ -526,8 +528,15 @@ class Daemon:
             await asyncio.sleep(24 * 3600)
 
     @staticmethod
-    async def _pump(client: AriClient, service: CallService) -> None:
+    async def _pump(client: AriClient, service: CallService, after_crash: AfterCrash) -> None:
         async for event in client.events():
+            # The calls Asterisk cuts when it stops may never reach the daemon: the CDR
+            # import looks for them around each loss of Asterisk.
+            kind = event.get("type")
+            if kind == EVENT_DISCONNECTED:
+                after_crash.pbx_lost(datetime.now(UTC))
+            elif kind == EVENT_CONNECTED:
+                after_crash.pbx_back(datetime.now(UTC))
             service.dispatch(event)
 
 

@@ -5,7 +5,10 @@ Every ``poll_interval`` seconds it reads the CDRs Asterisk appended, has the rec
 its journal to the database (``Recorder.flush``: a call the daemon logged is then in the
 database before its CDR is looked at), then
 
-1. logs the calls the dialplan fallback handled alone (outcome ``fallback``), once each;
+1. logs the calls the dialplan fallback handled alone (outcome ``fallback``), once each,
+   and the calls missing from the log that a crash, or a loss of Asterisk, cut (``lost``,
+   ``failed``): the daemon tells it when it loses Asterisk and gets it back
+   (``pbx_lost``, ``pbx_back``);
 2. until none is left, closes the calls a crash left open (those of its own node that
    started before this daemon did), from Asterisk's live channels and the CDRs.  Another
    node's open calls are never touched: they may be running on that node's Asterisk.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +44,13 @@ Channels = Callable[[], Awaitable[Collection[str] | None]]
 #: started (its records not journaled yet; the mark is touched every ``poll_interval``, and
 #: a loop that hung before a watchdog kill touched it last up to 30 s before the kill).
 LOST_MARGIN = timedelta(seconds=60)
+#: How long before the daemon lost Asterisk a call it never saw may have started: a channel
+#: in the dialplan on its way to Stasis, or in Stasis with its event not read yet.
+CUT_MARGIN = timedelta(seconds=30)
+#: How long a call's CDR is kept for a later pass after it was read: the daemon may learn it
+#: lost Asterisk after Asterisk wrote the CDRs of the calls it cut (one poll or more later).
+CUT_HOLD = timedelta(seconds=60)
+OUTAGES_KEPT = 16  # the last losses of Asterisk whose calls may still be imported
 ALIVE_FILE = "last-alive"  # in the state folder
 
 
@@ -86,6 +97,22 @@ class AfterCrash(BackgroundPart):
         self.alive_file = alive_file
         self.retention = retention  # no call older than this is imported (the purge's)
         self.lost_window: tuple[datetime, datetime] | None = None  # None: no previous run
+        # When this run lost Asterisk, and got it back (None: not yet).
+        self._outages: deque[tuple[datetime, datetime | None]] = deque(maxlen=OUTAGES_KEPT)
+
+    def pbx_lost(self, at: datetime) -> None:
+        """The daemon lost Asterisk at ``at`` (the events websocket dropped)."""
+        if not self._outages or self._outages[-1][1] is not None:
+            self._outages.append((at, None))
+
+    def pbx_back(self, at: datetime) -> None:
+        """The daemon has Asterisk again (connected) since ``at``."""
+        if self._outages and self._outages[-1][1] is None:
+            self._outages[-1] = (self._outages[-1][0], at)
+
+    def cut_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
+        """When the calls started that a loss of Asterisk may have cut unseen."""
+        return [(lost - CUT_MARGIN, now if back is None else back) for lost, back in self._outages]
 
     async def start(self) -> None:
         self._read_last_alive()
@@ -145,18 +172,26 @@ class AfterCrash(BackgroundPart):
             node=self.node,
             not_before=None if self.retention is None else now - self.retention,
             lost_window=self.lost_window,
+            cut_windows=self.cut_windows(now),
         )
         if imported:
             self.imported += len(imported)
             log.info(
-                "call log: %d call(s) from Asterisk's CDRs (the fallback's, or lost at a crash)",
+                "call log: %d call(s) from Asterisk's CDRs (the fallback's, or lost at a "
+                "crash or a loss of Asterisk)",
                 len(imported),
             )
         keep: set[str] = set()
         if self.open_left != 0:
             keep = await self._close_open(now)
-        # What is not an open call's is done with: imported, logged by the daemon, or a leg.
-        self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep}
+        # What is not an open call's is done with: imported, logged by the daemon, or a leg;
+        # but a call that ended lately may yet prove cut by a loss of Asterisk not known yet.
+        recent = now - CUT_HOLD
+        self._cdrs = {
+            k: v
+            for k, v in self._cdrs.items()
+            if k in keep or (v.over and not v.went_to_fallback and v.end >= recent)
+        }
 
     async def _close_open(self, now: datetime) -> set[str]:
         calls = await open_calls(self.engine, self.started, self.node)
@@ -188,4 +223,4 @@ class AfterCrash(BackgroundPart):
         return left
 
 
-__all__ = ["ALIVE_FILE", "LOST_MARGIN", "AfterCrash", "Channels"]
+__all__ = ["ALIVE_FILE", "CUT_HOLD", "CUT_MARGIN", "LOST_MARGIN", "AfterCrash", "Channels"]

@@ -9,7 +9,10 @@
   ran) and is not in ``calls`` either was the daemon's, whose records a kill caught before
   they reached the journal (the last ``commit_interval``): it is logged from its CDR as
   ``lost`` (whoever hung up, the daemon was dead: nobody served it), so that no call is
-  missing.
+  missing.  One that started around a time the daemon lost Asterisk (``cut_windows``:
+  Asterisk stopped or restarted, or the events websocket dropped) was cut by the PBX before
+  the daemon took it (Asterisk ends an unanswered channel in Stasis at its stop, and the
+  event announcing it may never reach the daemon): it is logged ``failed``, saying so.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
@@ -69,6 +73,7 @@ async def import_fallback_calls(
     node: str | None = None,
     not_before: datetime | None = None,
     lost_window: tuple[datetime, datetime] | None = None,
+    cut_windows: Sequence[tuple[datetime, datetime]] = (),
 ) -> list[str]:
     """Log every call of ``cdrs`` missing from the call log: with outcome ``fallback`` when
     it went through the dialplan fallback, else (an incoming call that is over) as the
@@ -79,16 +84,25 @@ async def import_fallback_calls(
     the fallback is imported only when it started within ``lost_window`` (the moments
     around the previous run's end, when a crash could lose its records; None: none is):
     any other such call missing from the log was logged by the daemon and purged since,
-    or the database was restored from a backup, and its CDR alone would log it falsely."""
+    or the database was restored from a backup, and its CDR alone would log it falsely.
+    Likewise one that started within one of ``cut_windows`` (the moments around a loss of
+    Asterisk: the PBX cut it before the daemon could take it) is imported ``failed``."""
 
-    def wanted(c: CdrCall) -> bool:
+    def why(c: CdrCall) -> _Why | None:
         if not_before is not None and c.start < not_before:
-            return False
+            return None
         if c.went_to_fallback:
-            return True
-        return c.over and lost_window is not None and lost_window[0] <= c.start <= lost_window[1]
+            return _Why.FALLBACK
+        if not c.over:
+            return None
+        if lost_window is not None and lost_window[0] <= c.start <= lost_window[1]:
+            return _Why.CRASH
+        if any(lo <= c.start <= hi for lo, hi in cut_windows):
+            return _Why.CUT
+        return None
 
-    fallback = {c.uniqueid: c for c in cdrs if wanted(c)}
+    whys = {c.uniqueid: w for c in cdrs if (w := why(c)) is not None}
+    fallback = {c.uniqueid: c for c in cdrs if c.uniqueid in whys}
     if not fallback:
         return []
     async with engine.begin() as conn:
@@ -124,9 +138,9 @@ async def import_fallback_calls(
                 "started": c.start,
                 "answered": c.answer if c.disposition == "ANSWERED" else None,
                 "ended": c.end,
-                "outcome": str(_outcome(c)),
+                "outcome": str(_OUTCOMES[whys[c.uniqueid]]),
                 "end_step": None,
-                "detail": _detail(c),
+                "detail": _detail(c, whys[c.uniqueid]),
                 "node": node,  # the node whose Asterisk wrote the CDR
             }
             for c in new
@@ -135,18 +149,30 @@ async def import_fallback_calls(
     return [c.uniqueid for c in new]
 
 
-def _outcome(c: CdrCall) -> OutcomeKind:
-    if c.went_to_fallback:
-        return OutcomeKind.FALLBACK
-    return OutcomeKind.LOST  # taken, then the daemon died: whoever hung up, nobody served it
+class _Why(Enum):
+    """Why a call missing from the log is imported from its CDR."""
+
+    FALLBACK = "fallback"  # the dialplan fallback handled it alone
+    CRASH = "crash"  # taken, then the daemon died: whoever hung up, nobody served it
+    CUT = "cut"  # Asterisk ended it (a stop, a restart) before the daemon took it
 
 
-def _detail(c: CdrCall) -> str:
-    if c.went_to_fallback:
+_OUTCOMES = {
+    _Why.FALLBACK: OutcomeKind.FALLBACK,
+    _Why.CRASH: OutcomeKind.LOST,
+    _Why.CUT: OutcomeKind.FAILED,  # a technical failure, never a normal hangup
+}
+
+
+def _detail(c: CdrCall, why: _Why) -> str:
+    if why is _Why.FALLBACK:
         return f"the daemon never saw this call; {c.fallback_detail()}"
+    cdr = f"from Asterisk's CDR: hung up by the {c.hangup_by} ({c.disposition or '?'})"
+    if why is _Why.CRASH:
+        return f"not in the daemon's log (its records were lost at a crash); {cdr}"
     return (
-        "not in the daemon's log (its records were lost at a crash); from Asterisk's CDR: "
-        f"hung up by the {c.hangup_by} ({c.disposition or '?'})"
+        "cut by the PBX before callflow took it (Asterisk stopped or restarted, or its "
+        f"connection to callflow dropped); {cdr}"
     )
 
 

@@ -134,11 +134,13 @@ def lost_to_the_crash(row: tuple[Any, ...]) -> bool:
 
 
 def cut_by_the_pbx(row: tuple[Any, ...]) -> bool:
-    """A call Asterisk itself lost (it restarted under it) or would not serve as it shut
+    """A call Asterisk itself lost (it restarted under it), would not serve as it shut
     down (a channel it refused to make: 500 "Allocation failed", for a dial or for the
-    flow's fallback): logged failed or lost, with why; never a normal hangup."""
+    flow's fallback), or cut before the daemon took it (in Stasis, its StasisStart unread:
+    imported from its CDR): logged failed or lost, with why; never a normal hangup."""
     detail = str(row[3])
-    return row[2] in ("failed", "lost") and ("lost" in detail or "Allocation failed" in detail)
+    why = ("lost", "Allocation failed", "cut by the PBX")
+    return row[2] in ("failed", "lost") and any(w in detail for w in why)
 
 
 def pg_sandbox_url() -> str:

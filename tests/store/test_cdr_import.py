@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.flow.engine import RESCUE_SEQ
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
-from callflow.store.aftercrash import LOST_MARGIN, AfterCrash
+from callflow.store.aftercrash import CUT_HOLD, CUT_MARGIN, LOST_MARGIN, AfterCrash
 from callflow.store.cdr import CdrCall, CdrFile
 from callflow.store.cdr_import import import_fallback_calls
 from callflow.store.db import create_engine
@@ -149,6 +149,98 @@ async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
     # Lost, whoever hung up: the daemon was dead (a caller in its silence is no abandon).
     assert (log["left"][0], log["cut"][0], log["known"][0]) == ("lost", "lost", "abandoned")
     assert "lost at a crash" in log["left"][4] and "hung up by the caller" in log["left"][4]
+
+
+async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Found by the fault matrix (Asterisk restarted under load): a caller's channel was in
+    # Stasis, its StasisStart not yet read, when Asterisk stopped: 603 to the caller, a CDR
+    # (hung up by the pbx, FAILED), and no line in the log.
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        rec.call_started(info("served"))
+        rec.call_ended(info("served"), Outcome(OutcomeKind.ANSWERED, "desk"), T0)
+    cut = {"fallback": "", "entered": True, "hangup_by": "pbx", "disposition": "FAILED"}
+    lost_at = T0 + timedelta(minutes=10)
+    cdrs = [
+        fallback_cdr("served", **cut),  # the daemon logged it: not imported again
+        fallback_cdr("cut", **{**cut, "start": lost_at - timedelta(seconds=1)}),
+        fallback_cdr("crash", **{**cut, "start": lost_at - timedelta(seconds=2)}),
+        fallback_cdr("before", **{**cut, "start": lost_at - timedelta(minutes=5)}),
+        fallback_cdr("after", **{**cut, "start": lost_at + timedelta(minutes=5)}),
+        fallback_cdr("fallback", start=lost_at),  # the fallback's: imported as such
+    ]
+    cut_windows = [(lost_at - timedelta(seconds=30), lost_at + timedelta(seconds=20))]
+    crash = (lost_at - timedelta(seconds=3), lost_at - timedelta(seconds=2))
+    privacy = CallerPrivacy()
+    got = await import_fallback_calls(
+        engine,
+        cdrs,
+        privacy=privacy,
+        flow_of=flow_of,
+        now=NOW,
+        lost_window=crash,
+        cut_windows=cut_windows,
+    )
+    assert sorted(got) == ["crash", "cut", "fallback"]
+    log = await calls(engine)
+    assert (log["cut"][0], log["crash"][0], log["fallback"][0]) == ("failed", "lost", "fallback")
+    assert log["cut"][4].startswith("cut by the PBX before callflow took it")
+    assert "hung up by the pbx (FAILED)" in log["cut"][4]
+    assert log["served"][0] == "answered"
+    # Outside every window, no such call is imported: without a window it is not either.
+    assert "before" not in log and "after" not in log
+    assert (
+        await import_fallback_calls(
+            engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
+        )
+        == []
+    )
+
+
+async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports_them(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # Asterisk writes the CDRs of the calls it cuts as it stops; the daemon may read them
+    # a pass before its events websocket reports the drop.
+    now = [NOW]
+    cdr_path = tmp_path / "callflow-cdr.json"
+    stop = NOW - timedelta(seconds=2)
+    cut = {"callflow_hangup": "pbx", "disposition": "FAILED"}
+    cdr_path.write_text(
+        cdr_line("cut", start=stop.timestamp() - 1, end=stop.timestamp(), **cut)
+        + cdr_line("old", start=stop.timestamp() - 600, end=stop.timestamp() - 590, **cut)
+    )
+    part = AfterCrash(
+        engine,
+        Recorder(engine, tmp_path / "spool"),
+        Channels(set()),
+        cdr_file=CdrFile(cdr_path),
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        clock=lambda: now[0],
+    )
+    async with part.recorder:
+        await part.run_once()  # Asterisk not known lost yet: nothing to import
+        assert part.imported == 0 and await calls(engine) == {}
+        part.pbx_lost(NOW)
+        now[0] = NOW + timedelta(seconds=2)
+        await part.run_once()  # still running down: the window runs to now
+        assert set(await calls(engine)) == {"cut"}
+        part.pbx_back(NOW + timedelta(seconds=5))
+        assert part.cut_windows(NOW + timedelta(hours=1)) == [
+            (NOW - CUT_MARGIN, NOW + timedelta(seconds=5))
+        ]
+        # A CDR read too long before any loss is known is not held for ever.
+        with cdr_path.open("a") as f:
+            f.write(cdr_line("late", start=stop.timestamp() + 60, end=stop.timestamp() + 61))
+        now[0] = NOW + timedelta(seconds=59) + CUT_HOLD
+        await part.run_once()
+        part.pbx_lost(NOW + timedelta(seconds=90))
+        await part.run_once()
+        assert set(await calls(engine)) == {"cut"}
+        assert part.imported == 1
 
 
 async def test_a_purged_call_is_not_brought_back_by_its_cdr(
