@@ -111,8 +111,12 @@ class AfterCrash(BackgroundPart):
             self._outages[-1] = (self._outages[-1][0], at)
 
     def cut_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
-        """When the calls started that a loss of Asterisk may have cut unseen."""
-        return [(lost - CUT_MARGIN, now if back is None else back) for lost, back in self._outages]
+        """When the calls started that a loss of Asterisk may have cut unseen (none before
+        this run: an earlier run's calls are the lost window's, or that run's log's)."""
+        return [
+            (max(lost - CUT_MARGIN, self.started), now if back is None else back)
+            for lost, back in self._outages
+        ]
 
     async def start(self) -> None:
         self._read_last_alive()

@@ -85,8 +85,9 @@ async def import_fallback_calls(
     around the previous run's end, when a crash could lose its records; None: none is):
     any other such call missing from the log was logged by the daemon and purged since,
     or the database was restored from a backup, and its CDR alone would log it falsely.
-    Likewise one that started within one of ``cut_windows`` (the moments around a loss of
-    Asterisk: the PBX cut it before the daemon could take it) is imported ``failed``."""
+    Likewise one never answered that started within one of ``cut_windows`` (the moments
+    around a loss of Asterisk: the PBX cut it before the daemon could take it) is imported
+    ``failed``."""
 
     def why(c: CdrCall) -> _Why | None:
         if not_before is not None and c.start < not_before:
@@ -97,7 +98,9 @@ async def import_fallback_calls(
             return None
         if lost_window is not None and lost_window[0] <= c.start <= lost_window[1]:
             return _Why.CRASH
-        if any(lo <= c.start <= hi for lo, hi in cut_windows):
+        # Never answered: the daemon answers the calls it takes, so one that was answered
+        # was taken (and logged) by a daemon, maybe another's on the same Asterisk.
+        if c.answer is None and any(lo <= c.start <= hi for lo, hi in cut_windows):
             return _Why.CUT
         return None
 

@@ -162,9 +162,13 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
         rec.call_started(info("served"))
         rec.call_ended(info("served"), Outcome(OutcomeKind.ANSWERED, "desk"), T0)
     cut = {"fallback": "", "entered": True, "hangup_by": "pbx", "disposition": "FAILED"}
+    cut["answer"] = None  # the daemon answers the calls it takes
     lost_at = T0 + timedelta(minutes=10)
+    taken = {**cut, "answer": lost_at, "disposition": "ANSWERED", "start": lost_at}
     cdrs = [
         fallback_cdr("served", **cut),  # the daemon logged it: not imported again
+        # Answered, so taken by a daemon (another's log, on the same Asterisk): not ours.
+        fallback_cdr("answered", **taken),
         fallback_cdr("cut", **{**cut, "start": lost_at - timedelta(seconds=1)}),
         fallback_cdr("crash", **{**cut, "start": lost_at - timedelta(seconds=2)}),
         fallback_cdr("before", **{**cut, "start": lost_at - timedelta(minutes=5)}),
@@ -190,7 +194,7 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     assert "hung up by the pbx (FAILED)" in log["cut"][4]
     assert log["served"][0] == "answered"
     # Outside every window, no such call is imported: without a window it is not either.
-    assert "before" not in log and "after" not in log
+    assert "before" not in log and "after" not in log and "answered" not in log
     assert (
         await import_fallback_calls(
             engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
@@ -204,7 +208,7 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
 ) -> None:
     # Asterisk writes the CDRs of the calls it cuts as it stops; the daemon may read them
     # a pass before its events websocket reports the drop.
-    now = [NOW]
+    now = [NOW - timedelta(minutes=1)]  # the daemon's start
     cdr_path = tmp_path / "callflow-cdr.json"
     stop = NOW - timedelta(seconds=2)
     cut = {"callflow_hangup": "pbx", "disposition": "FAILED"}
@@ -221,6 +225,7 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
         flow_of=flow_of,
         clock=lambda: now[0],
     )
+    now[0] = NOW
     async with part.recorder:
         await part.run_once()  # Asterisk not known lost yet: nothing to import
         assert part.imported == 0 and await calls(engine) == {}
@@ -232,12 +237,18 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
         assert part.cut_windows(NOW + timedelta(hours=1)) == [
             (NOW - CUT_MARGIN, NOW + timedelta(seconds=5))
         ]
+        # No window reaches back before the daemon's start: an earlier run's calls are
+        # that run's (in its log, or the lost window's at a crash).
+        part.pbx_lost(part.started + timedelta(seconds=1))
+        assert part.cut_windows(NOW)[-1] == (part.started, NOW)
+        part.pbx_back(NOW)
         # A CDR read too long before any loss is known is not held for ever.
         with cdr_path.open("a") as f:
-            f.write(cdr_line("late", start=stop.timestamp() + 60, end=stop.timestamp() + 61))
-        now[0] = NOW + timedelta(seconds=59) + CUT_HOLD
+            late = NOW + timedelta(seconds=70)
+            f.write(cdr_line("late", start=late.timestamp(), end=late.timestamp() + 1))
+        now[0] = late + timedelta(seconds=2) + CUT_HOLD
         await part.run_once()
-        part.pbx_lost(NOW + timedelta(seconds=90))
+        part.pbx_lost(late + timedelta(seconds=5))  # its window would hold "late"
         await part.run_once()
         assert set(await calls(engine)) == {"cut"}
         assert part.imported == 1

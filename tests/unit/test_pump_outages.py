@@ -39,6 +39,7 @@ async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None
         cdr_file=None,
         privacy=CallerPrivacy(),
         flow_of=lambda _: "",
+        clock=lambda: datetime.now(UTC) - timedelta(hours=1),  # started an hour ago
     )
     kinds = (EVENT_CONNECTED, "StasisStart", EVENT_DISCONNECTED, EVENT_CONNECTED)
     service = Service()
