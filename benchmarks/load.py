@@ -91,11 +91,10 @@ DIALPLAN = [
     "904,2,Hangup() into callflow-from-trunk",
     # The reference entered as callflow's calls are (extensions_callflow.conf): what
     # callflow's dialplan and its hangup handler cost Asterisk, apart from the daemon.
-    "905,1,Set(NUMBER=${FILTER(0-9,${EXTEN})}) into callflow-from-trunk",
-    "905,2,Set(CHANNEL(hangup_handler_push)=callflow-hangup,s,1(${NUMBER}))"
+    "905,1,Set(CHANNEL(hangup_handler_push)=callflow-hangup,s,1(${FILTER(0-9,${EXTEN})}))"
     " into callflow-from-trunk",
-    "905,3,Stasis(bench-ref,${NUMBER}) into callflow-from-trunk",
-    "905,4,Hangup() into callflow-from-trunk",
+    "905,2,Stasis(bench-ref,${FILTER(0-9,${EXTEN})}) into callflow-from-trunk",
+    "905,3,Hangup() into callflow-from-trunk",
     "s,1,Answer() into bench-ivr",
     "s,2,Background(vm-intro) into bench-ivr",
     "s,3,WaitExten(5) into bench-ivr",
