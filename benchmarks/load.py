@@ -20,7 +20,9 @@ them (``--targets``):
 * ``callflow-agi``: the same daemon and flow, entered with ``AGI(agi://127.0.0.1:4573/load)``
   (FastAGI: a TCP connection and one res_agi thread in Asterisk per call);
 * ``callflow-stdloop``: ``callflow`` on the standard library's event loop
-  (``[daemon] event_loop = "asyncio"``) instead of its default uvloop.
+  (``[daemon] event_loop = "asyncio"``) instead of its default uvloop;
+* ``callflow-http``: ``callflow`` with its REST requests over HTTP (``[ari] transport =
+  "http"``, the pool of ``pool_size`` connections) instead of the events websocket.
 
 ``--rounds N`` runs the targets N times, in reverse order every other round (a machine's
 noise then falls on each in turn), and ends with each round's CPU per call and its ratio
@@ -81,6 +83,7 @@ NUMBERS = {
     "callflow": "903",
     "callflow-agi": "904",
     "callflow-stdloop": "903",
+    "callflow-http": "903",
 }
 # The dialplan IVR and the reference's entry, added at run time (not shipped).
 DIALPLAN = [
@@ -253,6 +256,8 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
             os.environ["CALLFLOW_DATABASE_WRITE_TIMEOUT"] = "10.0"
             loop = "asyncio" if target == "callflow-stdloop" else "uvloop"
             os.environ["CALLFLOW_DAEMON_EVENT_LOOP"] = loop
+            rest = "http" if target == "callflow-http" else "auto"
+            os.environ["CALLFLOW_ARI_TRANSPORT"] = rest
             daemon.start()
             assert daemon.proc is not None
             ivr_pid = daemon.proc.pid

@@ -129,6 +129,7 @@ class Supervisor(Generic[C]):
         self._serving = False
         self._running = False
         self._reason = "connection lost"
+        self._at_least = 0.0  # the least wait before the next connection (see ``lost``)
 
     @property
     def reconnects(self) -> int:
@@ -148,9 +149,11 @@ class Supervisor(Generic[C]):
         """End ``run``/``sessions`` (now if they wait; after the connection being served)."""
         self._stopped.set()
 
-    def lost(self, reason: str) -> None:
-        """Why the connection being served was lost (for the log line of ``sessions``)."""
+    def lost(self, reason: str, *, at_least: float = 0.0) -> None:
+        """Why the connection being served was lost (for the log line of ``sessions``), and
+        the least time to wait before the next one (a peer that must not be fought over)."""
         self._reason = reason
+        self._at_least = at_least
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` unless stopped first (then cancel it, raise ``Closed``)."""
@@ -186,6 +189,7 @@ class Supervisor(Generic[C]):
                     return
                 self.connections += 1
                 self._reason = "connection lost"
+                self._at_least = 0.0
                 up_since = self._clock()
                 self._serving = True
                 try:
@@ -196,7 +200,7 @@ class Supervisor(Generic[C]):
                     return
                 if self._clock() - up_since >= self.stable_after:
                     self.backoff.reset()
-                delay = self.backoff.next_delay()
+                delay = max(self.backoff.next_delay(), self._at_least)
                 self._log.warning(
                     "%s: disconnected (%s); reconnecting in %.2f s", self.name, self._reason, delay
                 )

@@ -43,6 +43,7 @@ from callflow.ari.websocket import HTTP, TRANSPORTS, WEBSOCKET, SocketTransport,
 from callflow.reconnect import Backoff, Supervisor
 
 __all__ = [
+    "APP_REPLACED",
     "EVENT_CONNECTED",
     "EVENT_DISCONNECTED",
     "TRANSPORT_EVENTS",
@@ -62,6 +63,8 @@ EVENT_DISCONNECTED: Final = "CallflowDisconnected"
 #: handles: the answers to REST requests sent over the websocket (Asterisk filters them
 #: like any event, so an event filter without them would starve the websocket transport).
 TRANSPORT_EVENTS: Final = frozenset({"RESTResponse"})
+#: Sent when another websocket took the application: this one gets no more calls.
+APP_REPLACED: Final = "ApplicationReplaced"
 
 # Statuses of an Asterisk that cannot filter an application's events (the route is unknown,
 # or the method) or of an application gone meanwhile: carry on unfiltered.
@@ -320,7 +323,7 @@ class AriClient:
         The filter belongs to the application in Asterisk, so it is set again at each
         connection.  False when this Asterisk cannot filter (logged once, at INFO): the
         events then come unfiltered, which costs CPU and nothing else."""
-        allowed = sorted(set(types) | TRANSPORT_EVENTS)
+        allowed = sorted(set(types) | TRANSPORT_EVENTS | {APP_REPLACED})
         body = {"allowed": [{"type": t} for t in allowed], "disallowed": []}
         path = f"/applications/{_seg(self.config.app)}/eventFilter"
         try:
@@ -494,6 +497,7 @@ class AriClient:
                     self._ws = ws
                     rest = self._socket_rest
                     reason = "closed"
+                    wait = 0.0  # the least wait before connecting again
                     try:
                         # What the probe read besides its answer comes first, in order.
                         backlog = await rest.attach(ws) if rest is not None else []
@@ -507,6 +511,9 @@ class AriClient:
                             msg = backlog.pop(0) if backlog else await ws.receive()
                             if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                                 event = _parse_frame(msg.data)
+                                if event is not None and event.get("type") == APP_REPLACED:
+                                    reason, wait = self._replaced(), self.config.backoff_max
+                                    break
                                 if event is not None and not (rest and rest.feed(event)):
                                     yield event
                             else:
@@ -519,12 +526,27 @@ class AriClient:
                         await ws.close()
                     if self.closed:
                         return
-                    self._supervisor.lost(reason)  # it logs the drop, then backs off
+                    self._supervisor.lost(reason, at_least=wait)  # it logs it, backs off
                     yield {"type": EVENT_DISCONNECTED, "reason": reason}
         finally:
             self._events_active = False
 
     # -- internals -------------------------------------------------------------------------
+
+    def _replaced(self) -> str:
+        """Another program opened the events websocket of this application: Asterisk now
+        sends it the calls, and this socket gets none.  The socket is dropped (health and
+        metrics show ARI down) and taken back after ``backoff_max``: calls must reach the
+        daemon, but two daemons sharing one application name fight only that slowly."""
+        app = self.config.app
+        log.error(
+            "ARI events: another program took the Stasis application %r (a second daemon "
+            "or a tool with the same [ari] app?): this daemon gets no calls; taking it back "
+            "in %g s",
+            app,
+            self.config.backoff_max,
+        )
+        return f"another program took the application {app!r}"
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self.closed:

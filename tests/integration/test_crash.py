@@ -144,7 +144,8 @@ def test_calls_asterisk_cut_before_the_daemon_saw_them_are_logged_failed(
     # Found by the restart row above, once in CI: a call in Stasis() whose StasisStart the
     # daemon had not read when Asterisk stopped (603 Decline to the caller) was in no log.
     # Here such calls are made on purpose: another program takes the ARI application (the
-    # newest websocket gets it), holds two calls unanswered, and Asterisk restarts.
+    # newest websocket gets it), holds two calls unanswered, and Asterisk restarts (while
+    # the daemon waits to take its application back).
     daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
     start(daemon)
     out = tmp_path / "holder.out"
@@ -162,6 +163,9 @@ def test_calls_asterisk_cut_before_the_daemon_saw_them_are_logged_failed(
         holder.stdin.write(ARI_PASSWORD + "\n")
         holder.stdin.close()
         wait_until(lambda: said()[:1] == ["ready"], 20, "the holder connected")
+        # Asterisk tells the daemon, which says so loudly and leaves the application to
+        # the other program for [ari] backoff_max (30 s) before taking it back.
+        daemon.wait_log(r"another program took the Stasis application 'callflow'")
         for _ in range(2):
             bench.patient("100")  # answered by nobody: Asterisk's stop answers 603
         wait_until(lambda: len(said()) == 3, 30, "two calls held")

@@ -456,6 +456,29 @@ async def test_clean_server_close_reconnects_with_synthetic_events(ari: AriHttpS
         assert [e async for e in events] == []
 
 
+async def test_an_application_taken_by_another_program_is_taken_back_slowly(
+    ari: AriHttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Asterisk gives an application to the newest websocket that asks for it and tells the
+    # old one (ApplicationReplaced), which then gets no calls though it stays open.
+    ari.scripts = [
+        Script([json.dumps({"type": "ApplicationReplaced", "application": "callflow"})], False),
+        Script([json.dumps({"type": "B"})], close=False),
+    ]
+    sleep = FakeSleep()
+    client = AriClient(config(ari.url, backoff_max=25.0), sleep=sleep, rng=MinRng())
+    events = client.events()
+    with caplog.at_level(logging.ERROR, logger="callflow.ari"):
+        got = await take(events, 4)
+    assert types(got) == [EVENT_CONNECTED, EVENT_DISCONNECTED, EVENT_CONNECTED, "B"]
+    assert "another program took the application 'callflow'" in got[1]["reason"]
+    assert sleep.delays == [25.0]  # not the backoff's first delay: two daemons fight slowly
+    assert "another program took the Stasis application 'callflow'" in caplog.text
+    await client.close()
+    async with asyncio.timeout(2):
+        assert [e async for e in events] == []
+
+
 async def test_backoff_grows_to_the_cap_with_no_tight_loop(ari: AriHttpServer) -> None:
     ari.default_script = Script(close=True)  # every connection is closed at once
     sleep = FakeSleep()

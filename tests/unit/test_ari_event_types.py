@@ -17,7 +17,7 @@ import callflow
 import callflow.ari
 from callflow.ari.call import AriCall
 from callflow.ari.channels import ChannelRegistry
-from callflow.ari.client import TRANSPORT_EVENTS
+from callflow.ari.client import APP_REPLACED, TRANSPORT_EVENTS
 from callflow.ari.service import EVENT_TYPES
 
 PACKAGE = Path(callflow.__file__).resolve().parent
@@ -89,6 +89,7 @@ def test_every_event_type_named_in_the_ari_adapter_is_asked_for() -> None:
     assert {"StasisStart", "ChannelDtmfReceived", "PlaybackFinished"} <= set(named)  # it reads
     missing = {t: sorted(where) for t, where in named.items() if t not in EVENT_TYPES}
     missing.pop("RESTResponse", None)  # the websocket transport's: TRANSPORT_EVENTS
+    assert missing.pop(APP_REPLACED) == ["client.py"]  # the client's own, always asked for
     assert missing == {}
     assert frozenset({"RESTResponse"}) == TRANSPORT_EVENTS
 

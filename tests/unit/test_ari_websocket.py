@@ -33,6 +33,10 @@ from callflow.errors import LinkFault, PbxLinkError
 from callflow.metrics.parts import Probes, ScrapeTime
 from tests.support.polling import wait_until
 
+#: What the daemon asks Asterisk for: its events, the REST answers, and the word that
+#: another program took its application.
+ASKED = EVENT_TYPES | {"RESTResponse", "ApplicationReplaced"}
+
 
 @dataclass
 class Asterisk:
@@ -382,9 +386,9 @@ async def test_the_event_filter_is_set_at_each_connection(pbx: Asterisk) -> None
     for frame in filters_sent(pbx):
         assert frame["method"] == "PUT"
         body = json.loads(frame["message_body"])
-        assert {e["type"] for e in body["allowed"]} == EVENT_TYPES | {"RESTResponse"}
+        assert {e["type"] for e in body["allowed"]} == ASKED
         assert body["disallowed"] == []  # whatever was set before is cleared
-    assert pbx.allowed == EVENT_TYPES | {"RESTResponse"}
+    assert pbx.allowed == ASKED
     assert pbx.http == []
 
 
@@ -414,4 +418,4 @@ async def test_over_http_the_filter_goes_over_http(pbx: Asterisk) -> None:
     async with serving(pbx, transport="http"):
         await wait_until(lambda: f"PUT /{FILTER_URI}" in pbx.http, 10)
     assert pbx.frames == []
-    assert pbx.allowed == EVENT_TYPES | {"RESTResponse"}  # one mode may follow another
+    assert pbx.allowed == ASKED  # one mode may follow another
