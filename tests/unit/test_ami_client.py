@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
@@ -585,11 +586,13 @@ async def test_a_failed_listing_is_retried_at_fully_booted(
     fake: FakeAmi, health: TrunkHealth, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.silent = {"pjsipshowendpoints"}  # e.g. res_pjsip not loaded yet: no answer
-    ami = client(fake.port, action_timeout=0.05)
+    ami = client(fake.port, action_timeout=0.2)  # the silent listing's wait
     monitor = AmiTrunkMonitor(ami, health)
     await ami.connect()
     await until(lambda: "cannot list contacts" in caplog.text)
     assert monitor.resyncs == 0 and not health.live
+    # The answered listing gets the usual time: 50 ms once expired on a loaded machine.
+    ami.config = dataclasses.replace(ami.config, action_timeout=5.0)
     fake.silent = set()
     await fake.push(block("Event: FullyBooted", "Privilege: system,all", "Status: Fully Booted"))
     await until(lambda: monitor.resyncs == 1)
