@@ -3,8 +3,10 @@
 Everything in callflow shares one event loop, so a loop busy with other work (or starved of
 CPU, or held by the GIL of another thread) delays every call.  A task of our own sleeps
 ``interval`` and measures how much later than asked it woke up: no thread, no signal,
-just the loop timing itself.  ``lag`` is the latest figure and
-``take_worst()`` the worst since it was last called (the metrics read it).
+just the loop timing itself.  ``lag`` is the latest figure,
+``take_worst()`` the worst since it was last called (the metrics read it), and
+``steady`` the least of the last ``STEADY`` figures: how late the loop has been at every
+wake-up lately, which a lone stall (a garbage collection, a slow disk write) does not raise.
 
 Use as an async context manager (a part of ``Daemon.parts()``); its task belongs to a
 ``Tasks`` that leaving the context cancels and awaits.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from .tasks import BackgroundPart, Tasks
@@ -21,6 +24,9 @@ from .tasks import BackgroundPart, Tasks
 __all__ = ["LoopLag"]
 
 log = logging.getLogger("callflow.looplag")
+
+#: How many figures in a row ``steady`` takes the least of (0.3 s at the default interval).
+STEADY = 3
 
 
 class LoopLag(BackgroundPart):
@@ -35,6 +41,7 @@ class LoopLag(BackgroundPart):
         self.interval = interval
         self.lag = 0.0  # seconds, the latest measurement
         self.samples = 0
+        self._recent: deque[float] = deque(maxlen=STEADY)
         self._worst = 0.0
         self._on_sample = on_sample
         self._tasks = Tasks("loop lag", log)
@@ -51,9 +58,16 @@ class LoopLag(BackgroundPart):
             await asyncio.sleep(self.interval)
             self.record(max(0.0, loop.time() - asked))
 
+    @property
+    def steady(self) -> float:
+        """The least of the last ``STEADY`` figures (0 before there are that many)."""
+        recent = self._recent
+        return min(recent) if len(recent) == STEADY else 0.0
+
     def record(self, lag: float) -> None:
         self.lag = lag
         self.samples += 1
+        self._recent.append(lag)
         self._worst = max(self._worst, lag)
         if self._on_sample is not None:
             self._on_sample(lag)

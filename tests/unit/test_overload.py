@@ -212,6 +212,32 @@ async def test_loop_lag_sees_a_blocked_loop_and_its_task_ends_with_the_part() ->
     assert lag.interval == 0.01
 
 
+def test_a_lone_stall_is_not_a_steady_lag_and_sheds_nothing() -> None:
+    # Found at 200 calls/s (benchmarks/results/load-2026-12-04.md): one wake-up 0.312 s
+    # late, then none, started shedding for its ``hold``: 1,028 calls of 2,400 sent to the
+    # fallback while the reference app held that rate.  Shedding takes the steady lag.
+    lag = LoopLag(0.1)
+    shedder = Shedder(B, in_flight=lambda: 0, loop_lag=lambda: lag.steady, clock=lambda: 0.0)
+    for figure in (0.001, 0.002, 0.312, 0.001, 0.003):
+        lag.record(figure)
+        assert shedder.admit(never_shed=False) is None, figure
+    assert lag.take_worst() == 0.312  # the metrics still show it
+    # A loop late at every wake-up is behind: the least of the last three decides.
+    for figure in (0.25, 0.4, 0.3):
+        lag.record(figure)
+    assert lag.steady == 0.25
+    assert shedder.admit(never_shed=False) is Reason.LOOP_LAG
+
+
+def test_the_steady_lag_needs_three_figures() -> None:
+    lag = LoopLag(0.1)
+    lag.record(0.5)
+    lag.record(0.5)
+    assert lag.steady == 0.0
+    lag.record(0.6)
+    assert lag.steady == 0.5
+
+
 def test_the_worst_lag_is_forgotten_once_read() -> None:
     lag = LoopLag(1.0)
     lag.record(0.5)
