@@ -173,9 +173,16 @@ def _detail(c: CdrCall, why: _Why) -> str:
     cdr = f"from Asterisk's CDR: hung up by the {c.hangup_by} ({c.disposition or '?'})"
     if why is _Why.CRASH:
         return f"not in the daemon's log (its records were lost at a crash); {cdr}"
+    # The PBX hung it up (Asterisk stopping); a caller who hung up first was not cut, but
+    # was not served either: the daemon never had the call.
+    what = (
+        "cut by the PBX before callflow took it"
+        if c.hangup_by == "pbx"
+        else "never reached callflow"
+    )
     return (
-        "cut by the PBX before callflow took it (Asterisk stopped or restarted, or its "
-        f"connection to callflow dropped); {cdr}"
+        f"{what} (while callflow had lost Asterisk: it stopped or restarted, or the "
+        f"connection dropped); {cdr}"
     )
 
 

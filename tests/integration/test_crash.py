@@ -201,7 +201,7 @@ def cut_by_the_pbx(row: tuple[Any, ...]) -> bool:
     flow's fallback), or cut before the daemon took it (in Stasis, its StasisStart unread:
     imported from its CDR): logged failed or lost, with why; never a normal hangup."""
     detail = str(row[3])
-    why = ("lost", "Allocation failed", "cut by the PBX")
+    why = ("lost", "Allocation failed", "cut by the PBX", "never reached callflow")
     return row[2] in ("failed", "lost") and any(w in detail for w in why)
 
 

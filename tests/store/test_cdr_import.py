@@ -195,6 +195,13 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     assert log["served"][0] == "answered"
     # Outside every window, no such call is imported: without a window it is not either.
     assert "before" not in log and "after" not in log and "answered" not in log
+    # A caller who hung up first was not cut by the PBX: the detail says what is known.
+    left = fallback_cdr("left", **{**cut, "start": lost_at, "hangup_by": "caller"})
+    assert await import_fallback_calls(
+        engine, [left], privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
+    ) == ["left"]
+    detail = (await calls(engine))["left"][4]
+    assert detail.startswith("never reached callflow") and "hung up by the caller" in detail
     assert (
         await import_fallback_calls(
             engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
