@@ -822,8 +822,10 @@ class AriCall:
             await self._quiet(self._chan)
             self.left = True
             with contextlib.suppress(AriNotFound):  # the label, or the caller, is missing
+                # A shed call's one request goes aside of the websocket's queue, which an
+                # overload lengthens: its caller is answered by the dialplan at once.
                 await self.client.continue_in_dialplan(
-                    self.id, self._fallback_context, "s", label=label
+                    self.id, self._fallback_context, "s", label=label, aside=True
                 )
                 return
         await self.continue_to(self._fallback_context)  # CallerHangup if the caller left

@@ -200,6 +200,7 @@ class AriClient:
             probe = min(config.probe_timeout, config.request_timeout)
             self._socket_rest = SocketTransport(http, config.transport, probe)
         self._transport: RestTransport = self._socket_rest or http
+        self._http = http  # for the requests sent aside of the websocket (``aside``)
         self._sent: dict[str, int] = {WEBSOCKET: 0, HTTP: 0}
         self._filter_refused = False  # logged once
 
@@ -270,11 +271,15 @@ class AriClient:
         params: Mapping[str, ParamValue] | None = None,
         json: Any = None,
         timeout: float | None = None,
+        aside: bool = False,
     ) -> Any:
         """Call ``{url}/ari{path}`` and return the parsed JSON answer (``None`` when empty).
 
         ``path`` starts with ``/`` and has its variable segments already quoted (the
         helpers do it).  ``timeout`` (seconds) defaults to ``config.request_timeout``.
+        ``aside``: over HTTP even when REST goes over the websocket, for a call's one
+        request (a shed call's handoff to the dialplan): Asterisk carries out a websocket's
+        requests one after the other, and an overloaded daemon's queue there is long.
         Raises ``AriTimeout``, ``AriConnectionError``, an ``AriHTTPError`` subclass for an
         error status, or ``AriError`` when a success answer is not JSON.
         """
@@ -285,20 +290,19 @@ class AriClient:
             raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
-        way = self.rest_transport
+        way = HTTP if aside else self.rest_transport
+        transport = self._http if aside else self._transport
         self.in_flight += 1  # read by the overload shedding and the metrics
         self._sent[way] += 1
         try:
             # An emergency call is never held behind the others; over the websocket there
             # is no pool to queue for.  The transport bounds its request by ``total``.
             if way == WEBSOCKET or goes_first():
-                resp = await self._transport.request(method, path, query, json, timeout=total)
+                resp = await transport.request(method, path, query, json, timeout=total)
             else:
                 async with asyncio.timeout(total):  # the wait for a slot counts too
                     async with self._slots:
-                        resp = await self._transport.request(
-                            method, path, query, json, timeout=total
-                        )
+                        resp = await transport.request(method, path, query, json, timeout=total)
         except TimeoutError as exc:
             raise AriTimeout(
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
@@ -452,10 +456,13 @@ class AriClient:
         extension: str | None = None,
         priority: int | None = None,
         label: str | None = None,
+        *,
+        aside: bool = False,
     ) -> None:
         """Leave Stasis and go on in the dialplan (at the given place, if any).  A ``label``
         that the extension lacks is refused with 404 (``AriNotFound``), where a missing
-        priority would be accepted and the call hung up by the dialplan."""
+        priority would be accepted and the call hung up by the dialplan.  ``aside``: over
+        HTTP (see ``request``)."""
         params: dict[str, ParamValue] = {}
         if context is not None:
             params["context"] = context
@@ -465,7 +472,9 @@ class AriClient:
             params["priority"] = priority
         if label is not None:
             params["label"] = label
-        await self.request("POST", f"/channels/{_seg(channel_id)}/continue", params=params)
+        await self.request(
+            "POST", f"/channels/{_seg(channel_id)}/continue", params=params, aside=aside
+        )
 
     async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
         params: dict[str, ParamValue] = {} if moh_class is None else {"mohClass": moh_class}

@@ -302,8 +302,17 @@ START = {"context": "callflow-fallback", "extension": "s", "priority": "1"}
 
 async def test_a_shed_call_enters_the_fallback_where_the_dialplan_answers_it() -> None:
     call, pbx = make_shed()
+    asides: list[bool] = []
+    handoff = call.client.continue_in_dialplan
+
+    async def spy(*args: Any, aside: bool = False, **kwargs: Any) -> None:
+        asides.append(aside)
+        await handoff(*args, aside=aside, **kwargs)
+
+    call.client.continue_in_dialplan = spy  # type: ignore[method-assign]
     assert await call.last_resort() is Handoff.HANDED
     assert [r.params for r in pbx.sent("POST", f"/channels/{CALLER}/continue")] == [SHED_ENTRY]
+    assert asides == [True]  # over HTTP, not behind the websocket's queue
 
 
 async def test_a_shed_call_in_a_dialplan_without_the_label_enters_at_the_start() -> None:

@@ -180,6 +180,23 @@ async def test_auto_uses_the_socket_where_asterisk_answers(
     assert connected.rest_requests == {"websocket": 1, "http": 0}
 
 
+async def test_a_request_aside_goes_over_http_while_the_socket_carries_the_others(
+    pbx: Asterisk, connected: AriClient
+) -> None:
+    # Asterisk carries out one websocket's requests one after the other: under overload a
+    # shed call's handoff would wait behind every running call's (in_flight reached 157
+    # at 200 calls/s, benchmarks/results/load-2026-12-04.md).
+    pbx.hold = {"channels/slow"}
+    slow = asyncio.ensure_future(connected.request("GET", "/channels/slow"))
+    await wait_until(lambda: len(pbx.frames) == 2)
+    await connected.continue_in_dialplan("c1", "callflow-fallback", "s", label="shed", aside=True)
+    assert pbx.http == ["POST /channels/c1/continue"]  # not behind the held request
+    assert not slow.done()
+    pbx.release.set()
+    await asyncio.wait_for(slow, 10)
+    assert connected.rest_requests == {"websocket": 1, "http": 1}
+
+
 async def test_error_statuses_map_as_over_http(connected: AriClient) -> None:
     with pytest.raises(AriNotFound):
         await connected.request("GET", "/channels/gone")
