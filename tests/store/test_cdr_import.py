@@ -60,6 +60,20 @@ async def imports(engine: AsyncEngine) -> int:
         return int((await conn.execute(select(func.count()).select_from(CdrImport))).scalar_one())
 
 
+async def import_at_now(engine: AsyncEngine, cdrs: list[CdrCall], **windows: Any) -> list[str]:
+    """``import_fallback_calls`` at ``NOW``, numbers in clear, with the windows given."""
+    return await import_fallback_calls(
+        engine, cdrs, privacy=CallerPrivacy(), flow_of=flow_of, now=NOW, **windows
+    )
+
+
+async def logged(engine: AsyncEngine, tmp_path: Path, call_id: str, outcome: Outcome) -> None:
+    """One call the daemon logged (started at T0, ended with ``outcome``)."""
+    async with Recorder(engine, tmp_path / "spool") as rec:
+        rec.call_started(info(call_id))
+        rec.call_ended(info(call_id), outcome, T0)
+
+
 def flow_of(dialed: str) -> str:
     return {"100": "bench"}.get(dialed, "")
 
@@ -124,10 +138,7 @@ async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
     # Found by the fault matrix (kill -9 under load): calls the daemon answered, whose
     # records had not reached the journal when it was killed, and whose callers hung up
     # before it came back, were in no log at all (their CDRs had no fallback to import).
-    rec = Recorder(engine, tmp_path / "spool")
-    async with rec:
-        rec.call_started(info("known"))
-        rec.call_ended(info("known"), Outcome(OutcomeKind.ABANDONED, None), T0)
+    await logged(engine, tmp_path, "known", Outcome(OutcomeKind.ABANDONED, None))
     cdrs = [
         fallback_cdr("known", fallback="", entered=True),  # the daemon logged it
         fallback_cdr("left", fallback="", entered=True),  # the caller hung up in Stasis
@@ -157,10 +168,7 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     # Found by the fault matrix (Asterisk restarted under load): a caller's channel was in
     # Stasis, its StasisStart not yet read, when Asterisk stopped: 603 to the caller, a CDR
     # (hung up by the pbx, FAILED), and no line in the log.
-    rec = Recorder(engine, tmp_path / "spool")
-    async with rec:
-        rec.call_started(info("served"))
-        rec.call_ended(info("served"), Outcome(OutcomeKind.ANSWERED, "desk"), T0)
+    await logged(engine, tmp_path, "served", Outcome(OutcomeKind.ANSWERED, "desk"))
     cut = {"fallback": "", "entered": True, "hangup_by": "pbx", "disposition": "FAILED"}
     cut["answer"] = None  # the daemon answers the calls it takes
     lost_at = T0 + timedelta(minutes=10)
@@ -177,16 +185,7 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     ]
     cut_windows = [(lost_at - timedelta(seconds=30), lost_at + timedelta(seconds=20))]
     crash = (lost_at - timedelta(seconds=3), lost_at - timedelta(seconds=2))
-    privacy = CallerPrivacy()
-    got = await import_fallback_calls(
-        engine,
-        cdrs,
-        privacy=privacy,
-        flow_of=flow_of,
-        now=NOW,
-        lost_window=crash,
-        cut_windows=cut_windows,
-    )
+    got = await import_at_now(engine, cdrs, lost_window=crash, cut_windows=cut_windows)
     assert sorted(got) == ["crash", "cut", "fallback"]
     log = await calls(engine)
     assert (log["cut"][0], log["crash"][0], log["fallback"][0]) == ("failed", "lost", "fallback")
@@ -197,17 +196,10 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     assert "before" not in log and "after" not in log and "answered" not in log
     # A caller who hung up first was not cut by the PBX: the detail says what is known.
     left = fallback_cdr("left", **{**cut, "start": lost_at, "hangup_by": "caller"})
-    assert await import_fallback_calls(
-        engine, [left], privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
-    ) == ["left"]
+    assert await import_at_now(engine, [left], cut_windows=cut_windows) == ["left"]
     detail = (await calls(engine))["left"][4]
     assert detail.startswith("never reached callflow") and "hung up by the caller" in detail
-    assert (
-        await import_fallback_calls(
-            engine, cdrs, privacy=privacy, flow_of=flow_of, now=NOW, cut_windows=cut_windows
-        )
-        == []
-    )
+    assert await import_at_now(engine, cdrs, cut_windows=cut_windows) == []
 
 
 async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports_them(
@@ -223,15 +215,7 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
         cdr_line("cut", start=stop.timestamp() - 1, end=stop.timestamp(), **cut)
         + cdr_line("old", start=stop.timestamp() - 600, end=stop.timestamp() - 590, **cut)
     )
-    part = AfterCrash(
-        engine,
-        Recorder(engine, tmp_path / "spool"),
-        Channels(set()),
-        cdr_file=CdrFile(cdr_path),
-        privacy=CallerPrivacy(),
-        flow_of=flow_of,
-        clock=lambda: now[0],
-    )
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: now[0])
     now[0] = NOW
     async with part.recorder:
         await part.run_once()  # Asterisk not known lost yet: nothing to import
@@ -313,13 +297,10 @@ async def test_the_lost_window_comes_from_the_previous_runs_last_sign_of_life(
     )
 
     def part() -> AfterCrash:
-        return AfterCrash(
+        return reading(
             engine,
-            Recorder(engine, tmp_path / "spool"),
-            Channels(set()),
-            cdr_file=CdrFile(cdr_path),
-            privacy=CallerPrivacy(),
-            flow_of=flow_of,
+            tmp_path,
+            cdr_path,
             clock=lambda: NOW,
             alive_file=alive,
             retention=timedelta(days=365),
@@ -357,6 +338,19 @@ class Channels:
 
     async def __call__(self) -> Collection[str] | None:
         return self.alive
+
+
+def reading(engine: AsyncEngine, tmp_path: Path, cdr_path: Path, **kwargs: Any) -> AfterCrash:
+    """An after-crash part reading ``cdr_path``, no channel alive."""
+    return AfterCrash(
+        engine,
+        Recorder(engine, tmp_path / "spool"),
+        Channels(set()),
+        cdr_file=CdrFile(cdr_path),
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        **kwargs,
+    )
 
 
 def cdr_line(uid: str, **fields: Any) -> str:
