@@ -263,9 +263,9 @@ class Daemon:
             self.shedder = Shedder(
                 budgets,
                 in_flight=lambda: self.ari_client.in_flight,
-                # Sustained lag only: a lone stall is over by the time the calls it
-                # held are looked at, and shedding for it (at least ``hold`` seconds)
-                # sent a thousand calls to the fallback in a 200 calls/s benchmark.
+                # The steady lag: a lone stall is over by the time the calls it held
+                # are looked at, and shedding for it (at least ``hold`` seconds) sent a
+                # thousand calls to the fallback in a 200 calls/s benchmark.
                 loop_lag=lambda: self.looplag.steady,
                 clock=time.monotonic,
             )
@@ -537,9 +537,9 @@ class Daemon:
             # import looks for them around each loss of Asterisk.
             kind = event.get("type")
             if kind == EVENT_DISCONNECTED:
-                after_crash.pbx_lost(datetime.now(UTC))
+                after_crash.pbx_lost()
             elif kind == EVENT_CONNECTED:
-                after_crash.pbx_back(datetime.now(UTC))
+                after_crash.pbx_back()
             service.dispatch(event)
 
 

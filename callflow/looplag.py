@@ -5,8 +5,9 @@ CPU, or held by the GIL of another thread) delays every call.  A task of our own
 ``interval`` and measures how much later than asked it woke up: no thread, no signal,
 just the loop timing itself.  ``lag`` is the latest figure,
 ``take_worst()`` the worst since it was last called (the metrics read it), and
-``steady`` the least of the last ``STEADY`` figures: how late the loop has been at every
-wake-up lately, which a lone stall (a garbage collection, a slow disk write) does not raise.
+``steady`` the median of the last ``STEADY`` figures: how late the loop has been at most
+wake-ups lately, which a lone stall (a garbage collection, a slow disk write) does not raise
+and stalls coming back every other wake-up do.
 
 Use as an async context manager (a part of ``Daemon.parts()``); its task belongs to a
 ``Tasks`` that leaving the context cancels and awaits.
@@ -25,7 +26,7 @@ __all__ = ["LoopLag"]
 
 log = logging.getLogger("callflow.looplag")
 
-#: How many figures in a row ``steady`` takes the least of (0.3 s at the default interval).
+#: How many figures in a row ``steady`` takes the median of (0.3 s at the default interval).
 STEADY = 3
 
 
@@ -60,9 +61,9 @@ class LoopLag(BackgroundPart):
 
     @property
     def steady(self) -> float:
-        """The least of the last ``STEADY`` figures (0 before there are that many)."""
+        """The median of the last ``STEADY`` figures (0 before there are that many)."""
         recent = self._recent
-        return min(recent) if len(recent) == STEADY else 0.0
+        return sorted(recent)[STEADY // 2] if len(recent) == STEADY else 0.0
 
     def record(self, lag: float) -> None:
         self.lag = lag

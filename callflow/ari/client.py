@@ -44,6 +44,7 @@ from callflow.reconnect import Backoff, Supervisor
 
 __all__ = [
     "APP_REPLACED",
+    "CLIENT_EVENTS",
     "EVENT_CONNECTED",
     "EVENT_DISCONNECTED",
     "TRANSPORT_EVENTS",
@@ -65,6 +66,8 @@ EVENT_DISCONNECTED: Final = "CallflowDisconnected"
 TRANSPORT_EVENTS: Final = frozenset({"RESTResponse"})
 #: Sent when another websocket took the application: this one gets no more calls.
 APP_REPLACED: Final = "ApplicationReplaced"
+#: What the client asks Asterisk for besides the events the application reads.
+CLIENT_EVENTS: Final = TRANSPORT_EVENTS | frozenset({APP_REPLACED})
 
 # Statuses of an Asterisk that cannot filter an application's events (the route is unknown,
 # or the method) or of an application gone meanwhile: carry on unfiltered.
@@ -322,12 +325,12 @@ class AriClient:
             raise AriError(f"{method} {path}: Asterisk answered with invalid JSON") from exc
 
     async def filter_events(self, types: Iterable[str]) -> bool:
-        """Ask Asterisk to send the application only the events of ``types`` (and the REST
-        answers of ``TRANSPORT_EVENTS``): the others are never encoded, sent nor decoded.
+        """Ask Asterisk to send the application only the events of ``types`` (and the
+        client's own, ``CLIENT_EVENTS``): the others are never encoded, sent nor decoded.
         The filter belongs to the application in Asterisk, so it is set again at each
         connection.  False when this Asterisk cannot filter (logged once, at INFO): the
         events then come unfiltered, which costs CPU and nothing else."""
-        allowed = sorted(set(types) | TRANSPORT_EVENTS | {APP_REPLACED})
+        allowed = sorted(set(types) | CLIENT_EVENTS)
         body = {"allowed": [{"type": t} for t in allowed], "disallowed": []}
         path = f"/applications/{_seg(self.config.app)}/eventFilter"
         try:

@@ -100,15 +100,15 @@ class AfterCrash(BackgroundPart):
         # When this run lost Asterisk, and got it back (None: not yet).
         self._outages: deque[tuple[datetime, datetime | None]] = deque(maxlen=OUTAGES_KEPT)
 
-    def pbx_lost(self, at: datetime) -> None:
-        """The daemon lost Asterisk at ``at`` (the events websocket dropped)."""
+    def pbx_lost(self) -> None:
+        """The daemon lost Asterisk now (the events websocket dropped)."""
         if not self._outages or self._outages[-1][1] is not None:
-            self._outages.append((at, None))
+            self._outages.append((self.clock(), None))
 
-    def pbx_back(self, at: datetime) -> None:
-        """The daemon has Asterisk again (connected) since ``at``."""
+    def pbx_back(self) -> None:
+        """The daemon has Asterisk again (connected) from now."""
         if self._outages and self._outages[-1][1] is None:
-            self._outages[-1] = (self._outages[-1][0], at)
+            self._outages[-1] = (self._outages[-1][0], self.clock())
 
     def cut_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
         """When the calls started that a loss of Asterisk may have cut unseen (none before

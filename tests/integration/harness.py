@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from callflow.ari.client import TRANSPORT_EVENTS
+from callflow.ari.client import CLIENT_EVENTS
 from callflow.ari.service import EVENT_TYPES
 from callflow.store.spool import decode_line
 
@@ -78,7 +78,7 @@ def events_allowed(app: str = "callflow", url: str = ARI_URL) -> set[str]:
 def wait_event_filter(url: str = ARI_URL, timeout: float = 20) -> None:
     """Wait until Asterisk sends the daemon's application only what the daemon reads (the
     call service sets the filter after each connection)."""
-    want = EVENT_TYPES | TRANSPORT_EVENTS
+    want = EVENT_TYPES | CLIENT_EVENTS
     wait_until(lambda: events_allowed(url=url) == want, timeout, f"events_allowed == {want}")
 
 

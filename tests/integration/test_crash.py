@@ -164,21 +164,24 @@ def test_calls_asterisk_cut_before_the_daemon_saw_them_are_logged_failed(
         holder.stdin.close()
         wait_until(lambda: said()[:1] == ["ready"], 20, "the holder connected")
         # Asterisk tells the daemon, which says so loudly and leaves the application to
-        # the other program for [ari] backoff_max (30 s) before taking it back.
+        # the other program for 30 s (the reconnection backoff's cap) before taking it
+        # back: the steps below take a few seconds (checked before the restart).
         daemon.wait_log(r"another program took the Stasis application 'callflow'")
         for _ in range(2):
             bench.patient("100")  # answered by nobody: Asterisk's stop answers 603
         wait_until(lambda: len(said()) == 3, 30, "two calls held")
         ids = sorted(line.split()[1] for line in said()[1:])
+        assert daemon.connections() == 1, "the daemon took its application back too soon"
         sandbox("restart")
-        daemon.wait_connected(count=2, timeout=120)
 
         def logged() -> list[tuple[Any, ...]]:
             marks = ",".join("?" * len(ids))
             sql = f"SELECT id, outcome, detail FROM calls WHERE id IN ({marks}) ORDER BY id"
             return daemon.query(sql, *ids)
 
+        # Imported while the daemon waits to connect again: the loss is still open.
         wait_until(lambda: len(logged()) == 2, 60, "the cut calls in the log")
+        daemon.wait_connected(count=2, timeout=120)
         for call_id, outcome, detail in logged():
             assert outcome == "failed", (call_id, outcome, detail)
             assert detail.startswith("cut by the PBX before callflow took it"), detail

@@ -220,29 +220,42 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
     async with part.recorder:
         await part.run_once()  # Asterisk not known lost yet: nothing to import
         assert part.imported == 0 and await calls(engine) == {}
-        part.pbx_lost(NOW)
+        part.pbx_lost()  # at NOW
         now[0] = NOW + timedelta(seconds=2)
         await part.run_once()  # still running down: the window runs to now
         assert set(await calls(engine)) == {"cut"}
-        part.pbx_back(NOW + timedelta(seconds=5))
+        now[0] = NOW + timedelta(seconds=5)
+        part.pbx_back()
         assert part.cut_windows(NOW + timedelta(hours=1)) == [
             (NOW - CUT_MARGIN, NOW + timedelta(seconds=5))
         ]
-        # No window reaches back before the daemon's start: an earlier run's calls are
-        # that run's (in its log, or the lost window's at a crash).
-        part.pbx_lost(part.started + timedelta(seconds=1))
-        assert part.cut_windows(NOW)[-1] == (part.started, NOW)
-        part.pbx_back(NOW)
-        # A CDR read too long before any loss is known is not held for ever.
+        # A CDR is held no longer than CUT_HOLD, which outlasts CUT_MARGIN: a loss known
+        # after its expiry could not have cut it (its window starts after the call).
         with cdr_path.open("a") as f:
             late = NOW + timedelta(seconds=70)
             f.write(cdr_line("late", start=late.timestamp(), end=late.timestamp() + 1))
+        now[0] = late + timedelta(seconds=2)
+        await part.run_once()
+        assert "late" in part._cdrs  # held for a loss not known yet
         now[0] = late + timedelta(seconds=2) + CUT_HOLD
         await part.run_once()
-        part.pbx_lost(late + timedelta(seconds=5))  # its window would hold "late"
-        await part.run_once()
-        assert set(await calls(engine)) == {"cut"}
-        assert part.imported == 1
+        assert "late" not in part._cdrs and CUT_HOLD > CUT_MARGIN
+        assert set(await calls(engine)) == {"cut"} and part.imported == 1
+
+
+async def test_no_window_reaches_back_before_the_daemon_started(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # An earlier run's calls are that run's: in its log, or the lost window's at a crash.
+    now = [NOW]
+    part = reading(engine, tmp_path, tmp_path / "none.json", clock=lambda: now[0])
+    now[0] = NOW + timedelta(seconds=10)
+    part.pbx_lost()
+    now[0] = NOW + timedelta(seconds=20)
+    assert part.cut_windows(now[0]) == [(NOW, now[0])]  # not NOW + 10 s - CUT_MARGIN
+    part.pbx_back()
+    part.pbx_back()  # said twice: the outage ends once
+    assert part.cut_windows(NOW + timedelta(hours=1)) == [(NOW, NOW + timedelta(seconds=20))]
 
 
 async def test_a_purged_call_is_not_brought_back_by_its_cdr(

@@ -17,7 +17,7 @@ import callflow
 import callflow.ari
 from callflow.ari.call import AriCall
 from callflow.ari.channels import ChannelRegistry
-from callflow.ari.client import APP_REPLACED, TRANSPORT_EVENTS
+from callflow.ari.client import APP_REPLACED, CLIENT_EVENTS, TRANSPORT_EVENTS
 from callflow.ari.service import EVENT_TYPES
 
 PACKAGE = Path(callflow.__file__).resolve().parent
@@ -92,6 +92,7 @@ def test_every_event_type_named_in_the_ari_adapter_is_asked_for() -> None:
     assert missing.pop(APP_REPLACED) == ["client.py"]  # the client's own, always asked for
     assert missing == {}
     assert frozenset({"RESTResponse"}) == TRANSPORT_EVENTS
+    assert frozenset({"RESTResponse", "ApplicationReplaced"}) == CLIENT_EVENTS
 
 
 def test_every_channel_owner_s_events_are_asked_for() -> None:

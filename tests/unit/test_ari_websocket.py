@@ -27,6 +27,7 @@ from callflow.ari import (
     RestResponse,
     SocketTransport,
 )
+from callflow.ari.client import CLIENT_EVENTS
 from callflow.ari.service import EVENT_TYPES, CallService
 from callflow.ari.websocket import _frame
 from callflow.errors import LinkFault, PbxLinkError
@@ -35,7 +36,7 @@ from tests.support.polling import wait_until
 
 #: What the daemon asks Asterisk for: its events, the REST answers, and the word that
 #: another program took its application.
-ASKED = EVENT_TYPES | {"RESTResponse", "ApplicationReplaced"}
+ASKED = EVENT_TYPES | CLIENT_EVENTS
 
 
 @dataclass

@@ -32,6 +32,8 @@ class Service:
 
 
 async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None:
+    base = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    ticks = iter(base + timedelta(minutes=m) for m in range(10))  # a minute a reading
     part = AfterCrash(
         cast(Any, None),
         cast(Any, None),
@@ -39,19 +41,17 @@ async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None
         cdr_file=None,
         privacy=CallerPrivacy(),
         flow_of=lambda _: "",
-        clock=lambda: datetime.now(UTC) - timedelta(hours=1),  # started an hour ago
+        clock=lambda: next(ticks),  # started at ``base``
     )
     kinds = (EVENT_CONNECTED, "StasisStart", EVENT_DISCONNECTED, EVENT_CONNECTED)
     service = Service()
-    before = datetime.now(UTC)
     await Daemon._pump(cast(AriClient, Events(*kinds)), cast(CallService, service), part)
-    after = datetime.now(UTC)
     assert service.seen == list(kinds)  # every event still reaches the call service
-    ((lo, hi),) = part.cut_windows(after + timedelta(hours=1))
-    assert before - CUT_MARGIN <= lo <= after - CUT_MARGIN and lo + CUT_MARGIN <= hi <= after
+    lost, back = base + timedelta(minutes=1), base + timedelta(minutes=2)
+    assert part.cut_windows(base + timedelta(hours=1)) == [(lost - CUT_MARGIN, back)]
     # Lost and not back yet: the window runs to now.
     await Daemon._pump(
         cast(AriClient, Events(EVENT_DISCONNECTED)), cast(CallService, service), part
     )
-    later = after + timedelta(hours=2)
-    assert part.cut_windows(later)[-1][1] == later
+    later = base + timedelta(hours=2)
+    assert part.cut_windows(later)[-1] == (base + timedelta(minutes=3) - CUT_MARGIN, later)
