@@ -104,12 +104,16 @@ async def import_fallback_calls(
             return _Why.CUT
         return None
 
-    whys = {c.uniqueid: w for c in cdrs if (w := why(c)) is not None}
-    fallback = {c.uniqueid: c for c in cdrs if c.uniqueid in whys}
-    if not fallback:
+    # One pass: ``cdrs`` may be an iterator.
+    whys: dict[str, _Why] = {}
+    picked: dict[str, CdrCall] = {}
+    for c in cdrs:
+        if (w := why(c)) is not None:
+            whys[c.uniqueid], picked[c.uniqueid] = w, c
+    if not picked:
         return []
     async with engine.begin() as conn:
-        ids = sorted(fallback)
+        ids = sorted(picked)
         known = await known_calls(conn, ids)
         taken: set[str] = set()
         for chunk in _chunks(ids):
@@ -117,7 +121,7 @@ async def import_fallback_calls(
                 select(CdrImport.uniqueid).where(CdrImport.uniqueid.in_(chunk))
             )
             taken.update(r.uniqueid for r in rows)
-        new = [fallback[i] for i in ids if i not in known and i not in taken]
+        new = [picked[i] for i in ids if i not in known and i not in taken]
         if not new:
             return []
         insert = _insert(conn)
@@ -141,7 +145,7 @@ async def import_fallback_calls(
                 "started": c.start,
                 "answered": c.answer if c.disposition == "ANSWERED" else None,
                 "ended": c.end,
-                "outcome": str(_OUTCOMES[whys[c.uniqueid]]),
+                "outcome": str(whys[c.uniqueid].value),
                 "end_step": None,
                 "detail": _detail(c, whys[c.uniqueid]),
                 "node": node,  # the node whose Asterisk wrote the CDR
@@ -153,18 +157,11 @@ async def import_fallback_calls(
 
 
 class _Why(Enum):
-    """Why a call missing from the log is imported from its CDR."""
+    """Why a call missing from the log is imported from its CDR; its value, the outcome."""
 
-    FALLBACK = "fallback"  # the dialplan fallback handled it alone
-    CRASH = "crash"  # taken, then the daemon died: whoever hung up, nobody served it
-    CUT = "cut"  # Asterisk ended it (a stop, a restart) before the daemon took it
-
-
-_OUTCOMES = {
-    _Why.FALLBACK: OutcomeKind.FALLBACK,
-    _Why.CRASH: OutcomeKind.LOST,
-    _Why.CUT: OutcomeKind.FAILED,  # a technical failure, never a normal hangup
-}
+    FALLBACK = OutcomeKind.FALLBACK  # the dialplan fallback handled it alone
+    CRASH = OutcomeKind.LOST  # taken, then the daemon died: whoever hung up, nobody served it
+    CUT = OutcomeKind.FAILED  # Asterisk ended it before the daemon took it: never a hangup
 
 
 def _detail(c: CdrCall, why: _Why) -> str:
