@@ -189,13 +189,13 @@ class AfterCrash(BackgroundPart):
         if self.open_left != 0:
             keep = await self._close_open(now)
         # What is not an open call's is done with: imported, logged by the daemon, or a leg;
-        # but a call that ended lately may yet prove cut by a loss of Asterisk not known yet.
-        recent = now - CUT_HOLD
-        self._cdrs = {
-            k: v
-            for k, v in self._cdrs.items()
-            if k in keep or (v.over and not v.went_to_fallback and v.end >= recent)
-        }
+        # but a call never answered that ended lately may yet prove cut by a loss of
+        # Asterisk not known yet (answered ones, every call the daemon took, never can).
+        self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep or self._held(v, now)}
+
+    @staticmethod
+    def _held(c: CdrCall, now: datetime) -> bool:
+        return c.over and not c.went_to_fallback and c.answer is None and c.end >= now - CUT_HOLD
 
     async def _close_open(self, now: datetime) -> set[str]:
         calls = await open_calls(self.engine, self.started, self.node)

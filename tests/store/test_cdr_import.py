@@ -235,9 +235,12 @@ async def test_a_loss_of_asterisk_learned_after_its_cdrs_were_read_still_imports
         with cdr_path.open("a") as f:
             late = NOW + timedelta(seconds=70)
             f.write(cdr_line("late", start=late.timestamp(), end=late.timestamp() + 1))
+            taken = {"answer": late.timestamp(), "disposition": "ANSWERED"}
+            f.write(cdr_line("taken", start=late.timestamp(), end=late.timestamp() + 1, **taken))
         now[0] = late + timedelta(seconds=2)
         await part.run_once()
         assert "late" in part._cdrs  # held for a loss not known yet
+        assert "taken" not in part._cdrs  # answered: taken by a daemon, never a cut call
         now[0] = late + timedelta(seconds=2) + CUT_HOLD
         await part.run_once()
         assert "late" not in part._cdrs and CUT_HOLD > CUT_MARGIN
