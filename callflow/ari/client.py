@@ -190,7 +190,7 @@ class AriClient:
             clock=clock,
         )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
-        self.in_flight = 0  # REST requests asked for and not yet answered
+        self.in_flight = 0  # REST requests asked for and not yet answered (not aside)
         # Ordinary requests share these slots, in order; an emergency call's skip them.  Two
         # of the pool's connections are kept out of them: one holds the events websocket,
         # the other stays free for an emergency call's request.
@@ -295,7 +295,11 @@ class AriClient:
         query = _encode_params(params) if params else None
         way = HTTP if aside else self.rest_transport
         transport = self._http if aside else self._transport
-        self.in_flight += 1  # read by the overload shedding and the metrics
+        # Read by the overload shedding and the metrics.  A shed call's handoff (aside) is
+        # not counted: it would keep the count over its budget, so shedding would go on
+        # because it sheds (seen at 200 calls/s: every new call shed for ten seconds).
+        counted = not aside
+        self.in_flight += counted
         self._sent[way] += 1
         try:
             # An emergency call is never held behind the others; over the websocket there
@@ -311,7 +315,7 @@ class AriClient:
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
             ) from exc
         finally:
-            self.in_flight -= 1
+            self.in_flight -= counted
         status, body = resp.status, resp.body
         log.debug("ARI %s %s -> %d", method, path, status)
         if not 200 <= status < 300:

@@ -115,6 +115,8 @@ class Asterisk:
     async def rest(self, request: web.Request) -> web.StreamResponse:
         path = request.path.removeprefix("/ari/")
         self.http.append(f"{request.method} /{path}")
+        if path in self.hold:
+            await self.release.wait()
         body = await request.json() if request.can_read_body else None
         status, answer = self.answer(request.method, path, dict(request.query), body)
         return web.json_response(answer, status=status)
@@ -437,3 +439,20 @@ async def test_over_http_the_filter_goes_over_http(pbx: Asterisk) -> None:
         await wait_until(lambda: f"PUT /{FILTER_URI}" in pbx.http, 10)
     assert pbx.frames == []
     assert pbx.allowed == ASKED  # one mode may follow another
+
+
+async def test_a_handoff_aside_is_not_counted_in_flight(
+    pbx: Asterisk, connected: AriClient
+) -> None:
+    # The in-flight count sheds new calls; the shed calls' own handoffs must not keep it
+    # over its budget (at 200 calls/s shedding then fed itself for the whole run).
+    pbx.hold = {"channels/slow", "channels/c1/continue"}
+    slow = asyncio.ensure_future(connected.request("GET", "/channels/slow"))
+    handoff = asyncio.ensure_future(
+        connected.continue_in_dialplan("c1", "callflow-fallback", "s", label="shed", aside=True)
+    )
+    await wait_until(lambda: len(pbx.frames) == 2 and pbx.http == ["POST /channels/c1/continue"])
+    assert connected.in_flight == 1  # the held websocket request, not the handoff
+    pbx.release.set()
+    await asyncio.wait_for(asyncio.gather(slow, handoff), 10)
+    assert connected.in_flight == 0
