@@ -133,7 +133,7 @@ def frames() -> float:
 
 
 def decode() -> float:
-    from callflow.ari.client import _parse_frame
+    from callflow.ari.frames import parse_frame as _parse_frame
 
     def call(i: int) -> None:
         for _ in range(10):

@@ -155,6 +155,7 @@ class Daemon:
             request_timeout=ari.request_timeout,
             pool_size=ari.pool_size,
             transport=transport_mode(ari.transport),
+            rest_lanes=ari.rest_lanes,
         )
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
@@ -353,6 +354,7 @@ class Daemon:
             ari_recoveries=lambda: self.service.recoveries,
             ari_transport=lambda: self.ari_client.rest_transport,
             ari_requests=lambda: self.ari_client.rest_requests,
+            ari_lanes_open=lambda: self.ari_client.rest_lanes_open,
             ami_connected=self._ami_connected,
             ami_reconnects=lambda: self.ami.reconnects if self.ami else 0,
             recorder_queue_depth=lambda: recorder.queue_depth,

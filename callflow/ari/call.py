@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import DialResult, DialStatus, Driver, Handoff
@@ -372,7 +371,7 @@ class AriCall:
             if fut is None or fut.done():
                 continue
             try:
-                await self.client.request("GET", f"/playbacks/{quote(pb_id, safe='')}")
+                await self.client.get_playback(pb_id)
             except AriNotFound:  # over while we were away
                 log.warning("call=%s playback %s ended while disconnected", self.id, pb_id)
                 if not fut.done():
@@ -466,7 +465,7 @@ class AriCall:
         if pb_id is not None:
             chan.playing = None
             with contextlib.suppress(AriError):
-                await self.client.stop_playback(pb_id)
+                await self.client.stop_playback(pb_id, chan.id)
 
     def _hung_up(self) -> CallerHangup:
         if self.lost:
@@ -778,7 +777,7 @@ class AriCall:
         """Stop whatever a previous daemon left playing on this channel (recovery)."""
         for pb_id in playback_ids(self.id):
             with contextlib.suppress(AriError):
-                await self.client.stop_playback(pb_id)
+                await self.client.stop_playback(pb_id, self.id)
 
     async def last_resort(self) -> Handoff:
         """Nobody could be reached: hand the caller to the dialplan fallback, which rings

@@ -37,6 +37,8 @@ from callflow.ari.faults import (
     AriTimeout,
     error_for_status,
 )
+from callflow.ari.frames import drop_reason, parse_frame
+from callflow.ari.lanes import RestLanes
 from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
 from callflow.ari.websocket import HTTP, TRANSPORTS, WEBSOCKET, SocketTransport, TransportMode
@@ -76,6 +78,9 @@ _NO_FILTER: Final = frozenset({400, 404, 405, 501})
 #: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
 ParamValue = str | int | float | bool
 
+#: The most REST lanes a client opens (each is a socket and a thread in Asterisk).
+MAX_LANES: Final = 16
+
 # Longest error body quoted in an exception message when it is not ARI's JSON.
 _MAX_ERROR_TEXT: Final = 200
 
@@ -97,6 +102,10 @@ class AriConfig:
     the events websocket, see ``callflow.ari.websocket``) or ``auto`` (the websocket when
     Asterisk answers a probe over it within ``probe_timeout`` s at connect, else HTTP).
     Whatever the mode, requests go over HTTP while the events websocket is down.
+    ``rest_lanes`` more websockets (each for an application ``{app}-rest<n>`` that no
+    channel enters) carry REST beside the events socket while it carries REST: the calls'
+    requests are spread over it and all lanes but the last, which carries only an
+    emergency line's (``callflow.ari.lanes``).  Each holds one of the pool's connections.
     """
 
     url: str
@@ -111,6 +120,7 @@ class AriConfig:
     stable_after: float = 10.0
     transport: TransportMode = "auto"
     probe_timeout: float = 3.0
+    rest_lanes: int = 0
 
     def __post_init__(self) -> None:
         url = yarl.URL(self.url)
@@ -136,6 +146,15 @@ class AriConfig:
             raise ValueError(f"ARI transport must be one of {', '.join(TRANSPORTS)}")
         if self.probe_timeout <= 0:
             raise ValueError("ARI probe_timeout must be > 0")
+        if not 0 <= self.rest_lanes <= MAX_LANES:
+            raise ValueError(f"ARI rest_lanes must be between 0 and {MAX_LANES}")
+        if self.rest_lanes and self.pool_size < self.rest_lanes + 3:
+            # The events socket, the lanes, one connection for the ordinary requests over
+            # HTTP and one kept for an emergency call's.
+            raise ValueError(
+                f"ARI pool_size ({self.pool_size}) must be at least rest_lanes + 3 "
+                f"({self.rest_lanes + 3}): each lane holds one of its connections"
+            )
 
     @property
     def rest_url(self) -> str:
@@ -177,11 +196,12 @@ class AriClient:
         self._headers: Final = {
             "Authorization": aiohttp.encode_basic_auth(config.username, config.password)
         }
+        self._rng = rng or random.Random()
         # The events websocket: connect, read, back off, again, until close().
         self._supervisor = Supervisor(
             "ARI events",
             self._connect_events,
-            Backoff(config.backoff_initial, config.backoff_max, rng or random.Random()),
+            Backoff(config.backoff_initial, config.backoff_max, self._rng),
             retry_on=(AriError,),
             discard=self._discard,
             logger=log,
@@ -191,10 +211,10 @@ class AriClient:
         )
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self.in_flight = 0  # REST requests asked for and not yet answered (not aside)
-        # Ordinary requests share these slots, in order; an emergency call's skip them.  Two
-        # of the pool's connections are kept out of them: one holds the events websocket,
-        # the other stays free for an emergency call's request.
-        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2))
+        # Ordinary requests share these slots, in order; an emergency call's skip them.  The
+        # pool's other connections are kept out of them: one holds the events websocket,
+        # one each lane, and one stays free for an emergency call's request.
+        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2 - config.rest_lanes))
         self._events_active = False
         http = transport or HttpTransport(self._require_session, config.rest_url, self._headers)
         # REST over the events websocket where the mode allows it (HTTP while it is down).
@@ -260,6 +280,11 @@ class AriClient:
         return HTTP if self._socket_rest is None else self._socket_rest.in_use
 
     @property
+    def rest_lanes_open(self) -> int:
+        """REST lanes open now beside the events socket (``AriConfig.rest_lanes``)."""
+        return 0 if self._socket_rest is None else self._socket_rest.lanes_open
+
+    @property
     def rest_requests(self) -> dict[str, int]:
         """REST requests sent since the start, by transport (``websocket``, ``http``)."""
         return dict(self._sent)
@@ -275,6 +300,7 @@ class AriClient:
         json: Any = None,
         timeout: float | None = None,
         aside: bool = False,
+        key: str | None = None,
     ) -> Any:
         """Call ``{url}/ari{path}`` and return the parsed JSON answer (``None`` when empty).
 
@@ -283,6 +309,8 @@ class AriClient:
         ``aside``: over HTTP even when REST goes over the websocket, for a call's one
         request (a shed call's handoff to the dialplan): Asterisk carries out a websocket's
         requests one after the other, and an overloaded daemon's queue there is long.
+        ``key``: the channel the request acts on, whose requests must be carried out in
+        order (the helpers pass it; see ``RestTransport``).
         Raises ``AriTimeout``, ``AriConnectionError``, an ``AriHTTPError`` subclass for an
         error status, or ``AriError`` when a success answer is not JSON.
         """
@@ -293,6 +321,7 @@ class AriClient:
             raise AriConnectionError("the ARI client is closed")
         total = self.config.request_timeout if timeout is None else timeout
         query = _encode_params(params) if params else None
+        first = goes_first()
         way = HTTP if aside else self.rest_transport
         transport = self._http if aside else self._transport
         # Read by the overload shedding and the metrics.  A shed call's handoff (aside) is
@@ -304,12 +333,16 @@ class AriClient:
         try:
             # An emergency call is never held behind the others; over the websocket there
             # is no pool to queue for.  The transport bounds its request by ``total``.
-            if way == WEBSOCKET or goes_first():
-                resp = await transport.request(method, path, query, json, timeout=total)
+            if way == WEBSOCKET or first:
+                resp = await transport.request(
+                    method, path, query, json, timeout=total, key=key, first=first
+                )
             else:
                 async with asyncio.timeout(total):  # the wait for a slot counts too
                     async with self._slots:
-                        resp = await transport.request(method, path, query, json, timeout=total)
+                        resp = await transport.request(
+                            method, path, query, json, timeout=total, key=key
+                        )
         except TimeoutError as exc:
             raise AriTimeout(
                 f"{method} {path}: no answer from Asterisk within {total:g} s"
@@ -368,17 +401,19 @@ class AriClient:
         return data
 
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
-        return _object(await self.request("GET", f"/channels/{_seg(channel_id)}"))
+        path = f"/channels/{_seg(channel_id)}"
+        return _object(await self.request("GET", path, key=channel_id))
 
     async def answer(self, channel_id: str) -> None:
-        await self.request("POST", f"/channels/{_seg(channel_id)}/answer")
+        await self.request("POST", f"/channels/{_seg(channel_id)}/answer", key=channel_id)
 
     async def hangup(self, channel_id: str, reason: str = "normal") -> None:
-        await self.request("DELETE", f"/channels/{_seg(channel_id)}", params={"reason": reason})
+        path = f"/channels/{_seg(channel_id)}"
+        await self.request("DELETE", path, params={"reason": reason}, key=channel_id)
 
     async def ring(self, channel_id: str) -> None:
         """Indicate ringing to the channel (before it is answered)."""
-        await self.request("POST", f"/channels/{_seg(channel_id)}/ring")
+        await self.request("POST", f"/channels/{_seg(channel_id)}/ring", key=channel_id)
 
     async def play(
         self,
@@ -398,10 +433,18 @@ class AriClient:
         if lang is not None:
             params["lang"] = lang
         path = f"/channels/{_seg(channel_id)}/play"
-        return _object(await self.request("POST", path, params=params))
+        return _object(await self.request("POST", path, params=params, key=channel_id))
 
-    async def stop_playback(self, playback_id: str) -> None:
-        await self.request("DELETE", f"/playbacks/{_seg(playback_id)}")
+    async def get_playback(self, playback_id: str, channel_id: str | None = None) -> dict[str, Any]:
+        """The Playback object (``AriNotFound`` once it is over); ``channel_id``: the channel
+        it plays on, whose requests keep their order."""
+        path = f"/playbacks/{_seg(playback_id)}"
+        return _object(await self.request("GET", path, key=channel_id))
+
+    async def stop_playback(self, playback_id: str, channel_id: str | None = None) -> None:
+        """Stop a playback; ``channel_id``: the channel it plays on, whose requests keep
+        their order (a stop then a hangup must not be carried out the other way round)."""
+        await self.request("DELETE", f"/playbacks/{_seg(playback_id)}", key=channel_id)
 
     async def originate(
         self,
@@ -427,7 +470,8 @@ class AriClient:
         if caller_id is not None:
             params["callerId"] = caller_id
         body = {"variables": dict(variables)} if variables else None
-        return _object(await self.request("POST", "/channels", params=params, json=body))
+        answer = await self.request("POST", "/channels", params=params, json=body, key=channel_id)
+        return _object(answer)
 
     async def create_bridge(
         self, type: str = "mixing", bridge_id: str | None = None
@@ -447,11 +491,13 @@ class AriClient:
 
     async def set_variable(self, channel_id: str, name: str, value: str) -> None:
         path = f"/channels/{_seg(channel_id)}/variable"
-        await self.request("POST", path, params={"variable": name, "value": value})
+        params = {"variable": name, "value": value}
+        await self.request("POST", path, params=params, key=channel_id)
 
     async def get_variable(self, channel_id: str, name: str) -> str:
         path = f"/channels/{_seg(channel_id)}/variable"
-        value = _object(await self.request("GET", path, params={"variable": name})).get("value")
+        answer = await self.request("GET", path, params={"variable": name}, key=channel_id)
+        value = _object(answer).get("value")
         if not isinstance(value, str):
             raise AriError(f"GET {path}: Asterisk answered without a string value")
         return value
@@ -479,16 +525,16 @@ class AriClient:
             params["priority"] = priority
         if label is not None:
             params["label"] = label
-        await self.request(
-            "POST", f"/channels/{_seg(channel_id)}/continue", params=params, aside=aside
-        )
+        path = f"/channels/{_seg(channel_id)}/continue"
+        await self.request("POST", path, params=params, aside=aside, key=channel_id)
 
     async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
         params: dict[str, ParamValue] = {} if moh_class is None else {"mohClass": moh_class}
-        await self.request("POST", f"/channels/{_seg(channel_id)}/moh", params=params)
+        path = f"/channels/{_seg(channel_id)}/moh"
+        await self.request("POST", path, params=params, key=channel_id)
 
     async def stop_moh(self, channel_id: str) -> None:
-        await self.request("DELETE", f"/channels/{_seg(channel_id)}/moh")
+        await self.request("DELETE", f"/channels/{_seg(channel_id)}/moh", key=channel_id)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -522,19 +568,23 @@ class AriClient:
                             self.config.app,
                             self.rest_transport,
                         )
-                        yield {"type": EVENT_CONNECTED}
-                        while True:
-                            msg = backlog.pop(0) if backlog else await ws.receive()
-                            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                                event = _parse_frame(msg.data)
+                        # The lanes live as long as this connection (none: no task at all).
+                        async with self._lanes(rest):
+                            yield {"type": EVENT_CONNECTED}
+                            while True:
+                                msg = backlog.pop(0) if backlog else await ws.receive()
+                                if msg.type not in (
+                                    aiohttp.WSMsgType.TEXT,
+                                    aiohttp.WSMsgType.BINARY,
+                                ):
+                                    reason = drop_reason(ws, msg.type, msg.data)
+                                    break
+                                event = parse_frame(msg.data)
                                 if event is not None and event.get("type") == APP_REPLACED:
                                     reason, wait = self._replaced(), self.config.backoff_max
                                     break
                                 if event is not None and not (rest and rest.feed(event)):
                                     yield event
-                            else:
-                                reason = _drop_reason(ws, msg.type, msg.data)
-                                break
                     finally:
                         self._ws = None
                         if rest is not None:  # requests waiting on this socket fail now
@@ -548,6 +598,21 @@ class AriClient:
             self._events_active = False
 
     # -- internals -------------------------------------------------------------------------
+
+    def _lanes(self, rest: SocketTransport | None) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The REST lanes for the events connection just made, when REST travels over it."""
+        count = self.config.rest_lanes
+        if rest is None or rest.in_use != WEBSOCKET or not count:
+            return contextlib.nullcontext()
+        return RestLanes(
+            rest,
+            count,
+            self.config.app,
+            self._connect_events,
+            backoff_initial=self.config.backoff_initial,
+            backoff_max=self.config.backoff_max,
+            rng=self._rng,
+        )
 
     def _replaced(self) -> str:
         """Another program opened the events websocket of this application: Asterisk now
@@ -574,14 +639,17 @@ class AriClient:
             )
         return self._session
 
-    async def _connect_events(self) -> aiohttp.ClientWebSocketResponse[bool]:
+    async def _connect_events(
+        self, app: str | None = None
+    ) -> aiohttp.ClientWebSocketResponse[bool]:
+        """Open the events websocket of ``app`` (default: ours; a lane's, else)."""
         session = self._require_session()
         limit = self.config.request_timeout
         try:
             async with asyncio.timeout(limit):
                 return await session.ws_connect(
                     self.config.events_url,
-                    params={"app": self.config.app, "subscribeAll": "false"},
+                    params={"app": app or self.config.app, "subscribeAll": "false"},
                     headers=self._headers,
                     heartbeat=self.config.heartbeat,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=limit),
@@ -628,43 +696,3 @@ def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise AriError(f"Asterisk answered with {type(data).__name__} where an object was due")
     return data
-
-
-# The events' decoder, called without ``json.loads``'s checks and whitespace scans around
-# the C scanner (a fifth of a frame's decoding, and every call brings about ten frames).
-_DECODER: Final = jsonlib.JSONDecoder()
-
-
-def _decode(data: str | bytes) -> Any:
-    """``json.loads(data)``: the same value, or the same ``ValueError``."""
-    if isinstance(data, str) and data[:1] == "{":  # Asterisk's frames: one object each
-        value, end = _DECODER.raw_decode(data)
-        # JSON's own whitespace only: str.isspace() would take what json.loads refuses.
-        if end == len(data) or not data[end:].strip(" \t\n\r"):
-            return value
-    return jsonlib.loads(data)  # anything else: the full decoder takes it or refuses it
-
-
-def _parse_frame(data: str | bytes) -> dict[str, Any] | None:
-    try:
-        event = _decode(data)
-    except ValueError as exc:
-        log.warning("ARI events: skipping a malformed frame (%d bytes): %s", len(data), exc)
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        log.warning("ARI events: skipping a frame that is not an event object")
-        return None
-    return event
-
-
-def _drop_reason(
-    ws: aiohttp.ClientWebSocketResponse[bool], kind: aiohttp.WSMsgType, data: object
-) -> str:
-    if kind is aiohttp.WSMsgType.ERROR:
-        return f"websocket error: {data!r}"
-    exc = ws.exception()
-    if exc is not None:
-        return f"connection lost: {exc!r}"
-    if kind is aiohttp.WSMsgType.CLOSE:
-        return f"closed by Asterisk (code {ws.close_code})"
-    return f"connection closed (code {ws.close_code})"

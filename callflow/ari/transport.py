@@ -43,12 +43,17 @@ class RestTransport(Protocol):
         body: Any,
         *,
         timeout: float,
+        key: str | None = None,
+        first: bool = False,
     ) -> RestResponse:
         """Send ``method`` ``/ari{path}`` with the query ``params`` and the JSON ``body``
         (``None``: no body); return the answer whatever its status.
 
-        Raise ``TimeoutError`` when no complete answer came within ``timeout`` seconds, and
-        ``AriConnectionError`` when Asterisk cannot be reached.
+        ``key`` names the channel the request acts on (None: none): a transport that has
+        several ways to Asterisk sends one channel's requests so that they are carried out
+        in order.  ``first``: the request of an emergency line, never queued behind the
+        others'.  Raise ``TimeoutError`` when no complete answer came within ``timeout``
+        seconds, and ``AriConnectionError`` when Asterisk cannot be reached.
         """
         ...
 
@@ -81,6 +86,8 @@ class HttpTransport:
         body: Any,
         *,
         timeout: float,
+        key: str | None = None,  # one connection of the pool per request: in order anyway
+        first: bool = False,  # the client's slots let it skip the queue
     ) -> RestResponse:
         session = self._session()
         try:

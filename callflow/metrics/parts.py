@@ -81,6 +81,7 @@ class Probes:
     ari_recoveries: Callable[[], int] | None = None
     ari_transport: Callable[[], str] | None = None  # "websocket" or "http": REST now
     ari_requests: Callable[[], Mapping[str, int]] | None = None  # REST sent, by transport
+    ari_lanes_open: Callable[[], int] | None = None  # REST lanes open beside the events socket
     ami_connected: Callable[[], bool] | None = None
     ami_reconnects: Callable[[], int] | None = None
     recorder_queue_depth: Callable[[], int] | None = None
@@ -186,8 +187,13 @@ class ScrapeTime(Collector):
         )
         yield from _gauge(
             "callflow_ari_requests_in_flight",
-            "ARI REST requests sent and not yet answered.",
+            "ARI REST requests sent and not yet answered (a shed call's handoff aside).",
             p.ari_in_flight,
+        )
+        yield from _gauge(
+            "callflow_ari_rest_lanes_open",
+            "Websockets carrying ARI REST requests beside the events socket ([ari] rest_lanes).",
+            p.ari_lanes_open,
         )
         yield from _gauge(
             "callflow_shedding",

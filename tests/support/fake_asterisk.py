@@ -249,6 +249,8 @@ class FakeAsterisk:
         body: Any,
         *,
         timeout: float,
+        key: str | None = None,
+        first: bool = False,
     ) -> RestResponse:
         self.requests.append(Request(method, path, dict(params or {}), body))
         key = (method, unquote(path))

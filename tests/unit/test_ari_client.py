@@ -29,7 +29,7 @@ from callflow.ari import (
     AriNotFound,
     AriTimeout,
 )
-from callflow.ari.client import _decode
+from callflow.ari.frames import decode as _decode
 from callflow.ari.overload import go_first, goes_first
 
 USER = "callflow"

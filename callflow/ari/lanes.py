@@ -1,0 +1,155 @@
+"""REST lanes: a few more websockets beside the events socket, to carry REST requests.
+
+Why they exist is told in ``callflow.ari.websocket`` ("Lanes").  ``RestLanes`` owns them
+for the life of one connection of the events socket: the ARI client enters it once that
+socket carries REST, and leaves it when the socket drops or the client closes.  Inside,
+each lane is kept connected on its own (a ``Supervisor``: connect, read the answers, back
+off, again); at the exit every lane is closed and its waiting requests fail.  A client with
+no lane (``rest_lanes = 0``) never makes one: no task, no socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+import aiohttp
+from aiohttp.http_websocket import WSMessageNoDecodeText
+
+from callflow.ari.faults import AriError
+from callflow.ari.frames import drop_reason, parse_frame
+from callflow.ari.websocket import SocketTransport
+from callflow.reconnect import Backoff, Supervisor
+from callflow.tasks import Tasks
+
+__all__ = ["RestLanes", "lane_app"]
+
+log = logging.getLogger("callflow.ari")
+
+# How long the lanes get to close by themselves at the exit before they are cancelled.
+_CLOSE_TIMEOUT = 2.0
+
+
+class LaneSocket(Protocol):
+    """What a lane needs of its websocket (aiohttp's client socket)."""
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def receive(self, timeout: float | None = None) -> WSMessageNoDecodeText: ...
+
+    async def close(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+
+def lane_app(app: str, number: int) -> str:
+    """The Stasis application of lane ``number``: one of its own, that no channel enters
+    (two sockets of one application would take its calls from each other)."""
+    return f"{app}-rest{number}"
+
+
+class RestLanes:
+    """``count`` lanes for ``transport``, each connected with ``connect(application)``
+    (bounded in time by the caller) and reconnected with a backoff from ``backoff_initial``
+    to ``backoff_max`` seconds."""
+
+    def __init__(
+        self,
+        transport: SocketTransport,
+        count: int,
+        app: str,
+        connect: Callable[[str], Awaitable[LaneSocket]],
+        *,
+        backoff_initial: float,
+        backoff_max: float,
+        rng: random.Random,
+    ) -> None:
+        if count < 1:
+            raise ValueError("RestLanes needs at least one lane")
+        self._transport = transport
+        self._count = count
+        self._app = app
+        self._connect = connect
+        self._supervisors = [
+            Supervisor(
+                f"ARI REST lane {number}",
+                self._connector(number),
+                Backoff(backoff_initial, backoff_max, rng),
+                retry_on=(AriError,),
+                discard=_close,
+                logger=log,
+            )
+            for number in range(1, count + 1)
+        ]
+        self._tasks = Tasks("ARI REST lanes", log)
+
+    def __repr__(self) -> str:
+        return f"RestLanes(app={self._app!r}, count={self._count}, open={self.open})"
+
+    @property
+    def open(self) -> int:
+        return self._transport.lanes_open
+
+    async def __aenter__(self) -> Self:
+        # Planned before any is open: a channel's lane depends on the count alone, and its
+        # requests go over the events socket until that lane is open.
+        self._transport.plan_lanes(self._count)
+        for number, supervisor in enumerate(self._supervisors, start=1):
+            self._tasks.spawn(supervisor.run(self._server(number)), f"ARI REST lane {number}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Stopped, not cancelled first: a lane connected at this very moment is then
+        # closed by its supervisor (``discard``) instead of being left open.
+        for supervisor in self._supervisors:
+            supervisor.stop()
+        try:
+            await self._tasks.wait(_CLOSE_TIMEOUT)
+        finally:
+            await self._tasks.aclose()
+            self._transport.plan_lanes(0)
+
+    def _connector(self, number: int) -> Callable[[], Awaitable[LaneSocket]]:
+        app = lane_app(self._app, number)
+        return lambda: self._connect(app)
+
+    def _server(self, number: int) -> Callable[[LaneSocket], Awaitable[str]]:
+        async def serve(ws: LaneSocket) -> str:
+            return await self._serve(number, ws)
+
+        return serve
+
+    async def _serve(self, number: int, ws: LaneSocket) -> str:
+        """Carry lane ``number``'s requests over ``ws`` until it drops (or the lanes close:
+        this is then cancelled); why it dropped."""
+        rest = self._transport
+        rest.open_lane(number, ws)
+        log.info("ARI REST: lane %d open (application %s)", number, lane_app(self._app, number))
+        reason = "closed with the events socket"
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    reason = drop_reason(ws, msg.type, msg.data)
+                    return reason
+                event = parse_frame(msg.data)
+                if event is not None:
+                    rest.feed_lane(number, event)
+        finally:
+            rest.close_lane(number, reason)  # its waiting requests fail, typed
+            await ws.close()
+
+
+async def _close(ws: LaneSocket) -> None:
+    await ws.close()
