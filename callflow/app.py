@@ -260,6 +260,7 @@ class Daemon:
                 resume_ratio=ov.resume_ratio,
                 hold=ov.hold,
                 latency_window=ov.latency_window,
+                in_flight_for=ov.in_flight_for,
             )
             self.shedder = Shedder(
                 budgets,

@@ -301,6 +301,7 @@ class OverloadSettings:
     hold: float = 5.0  # seconds
     latency_window: float = 10.0  # seconds an answer latency counts for
     lag_interval: float = 0.1  # seconds between two event-loop lag measurements
+    in_flight_for: float = 0.5  # seconds in flight must stay over its budget to shed
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -313,6 +314,8 @@ class OverloadSettings:
             raise SettingsError("[overload] resume_ratio must be > 0 and <= 1")
         if self.hold < 0 or self.lag_interval <= 0:
             raise SettingsError("[overload] hold must be >= 0 and lag_interval positive")
+        if self.in_flight_for < 0:
+            raise SettingsError("[overload] in_flight_for must be >= 0")
 
 
 @dataclass(frozen=True)

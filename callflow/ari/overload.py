@@ -5,7 +5,10 @@ better served by the dialplan fallback (which rings the practice's phones on its
 by a flow whose prompts would come seconds late.  Three signals say "behind", each with its
 budget (``[overload]`` of ``callflow.toml``):
 
-* ``in_flight``: ARI requests sent and not yet answered (Asterisk or our pool is saturated);
+* ``in_flight``: ARI requests sent and not yet answered (Asterisk or our pool is saturated),
+  once over its budget for ``in_flight_for`` seconds: at 200 calls/s a hundred requests
+  wait at any time, and a burst Asterisk absorbs in a tenth of a second is no overload
+  (shedding for one sent hundreds of calls to the fallback that the reference app served);
 * ``answer_latency``: the worst time, among the calls answered lately, from a call's
   arrival in Stasis to Asterisk's answer;
 * ``loop_lag``: how late the event loop wakes up (it is busy or starved of CPU).
@@ -68,6 +71,7 @@ class Budgets:
     resume_ratio: float = 0.5  # shedding stops when every signal is under this x its budget
     hold: float = 5.0  # seconds shedding lasts at least, once started
     latency_window: float = 10.0  # seconds an answer latency counts for
+    in_flight_for: float = 0.5  # seconds in flight must stay over its budget to shed
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -78,6 +82,8 @@ class Budgets:
             raise ValueError("resume_ratio must be in (0, 1]")
         if self.hold < 0 or self.latency_window <= 0:
             raise ValueError("hold must be >= 0 and latency_window positive")
+        if self.in_flight_for < 0:
+            raise ValueError("in_flight_for must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class Governor:
         self.budgets = budgets
         self.reason: Reason | None = None  # set while shedding: what started it
         self._since = 0.0  # when shedding started
+        self._in_flight_over: float | None = None  # since when in flight is over budget
 
     @property
     def shedding(self) -> bool:
@@ -114,8 +121,16 @@ class Governor:
 
     def update(self, load: Load, now: float) -> Reason | None:
         """Take a reading made at ``now`` (seconds, monotonic); the reason to shed, or None."""
+        b = self.budgets
+        if load.in_flight <= b.max_in_flight:
+            self._in_flight_over = None
+        elif self._in_flight_over is None:
+            self._in_flight_over = now
         if self.reason is None:
             reason = self.over(load)
+            over_for = 0.0 if self._in_flight_over is None else now - self._in_flight_over
+            if reason is Reason.IN_FLIGHT and over_for < b.in_flight_for:
+                reason = self.over(Load(0, load.answer_latency, load.loop_lag))  # not yet
             if reason is not None:
                 self.reason, self._since = reason, now
             return self.reason

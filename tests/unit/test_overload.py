@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import time
@@ -33,6 +34,7 @@ B = Budgets(
     resume_ratio=0.5,
     hold=5.0,
     latency_window=10.0,
+    in_flight_for=0.0,  # at once: the tests below are about the rest
 )
 
 
@@ -62,6 +64,21 @@ def test_hysteresis_holds_then_waits_for_every_signal_to_calm_down() -> None:
     assert not g.shedding
     # Under the budget (but over the resume level) does not start it again: no flapping.
     assert g.update(Load(in_flight=9, answer_latency=0.9, loop_lag=0.19), 109.0) is None
+
+
+def test_in_flight_sheds_only_once_over_its_budget_for_in_flight_for() -> None:
+    g = Governor(dataclasses.replace(B, in_flight_for=0.5))
+    # A burst: over the budget for 0.4 s, then back under; no call is shed.
+    assert g.update(Load(in_flight=30), 10.0) is None
+    assert g.update(Load(in_flight=30), 10.4) is None
+    assert g.update(Load(in_flight=9), 10.45) is None
+    # Over again: the time counts from the new crossing, not the old one.
+    assert g.update(Load(in_flight=11), 10.5) is None
+    assert g.update(Load(in_flight=11), 10.99) is None
+    assert g.update(Load(in_flight=11), 11.0) is Reason.IN_FLIGHT
+    # Another signal over its budget sheds at once, whatever in flight does.
+    g = Governor(dataclasses.replace(B, in_flight_for=0.5))
+    assert g.update(Load(in_flight=30, loop_lag=0.3), 0.0) is Reason.LOOP_LAG
 
 
 def test_a_signal_that_hovers_around_the_budget_does_not_flap() -> None:
@@ -146,6 +163,7 @@ def test_slow_answers_shed_until_they_age_out() -> None:
         {"resume_ratio": 0.0},
         {"resume_ratio": 1.5},
         {"hold": -1.0},
+        {"in_flight_for": -0.1},
     ],
 )
 def test_budgets_refuse_nonsense(kwargs: dict[str, float]) -> None:
@@ -179,6 +197,7 @@ def test_the_example_settings_document_every_overload_key() -> None:
         "hold",
         "latency_window",
         "lag_interval",
+        "in_flight_for",
     ):
         assert f"\n{key} = " in text.split("[overload]")[1], key
     assert s.overload.enabled
