@@ -47,7 +47,7 @@ class AriSettings:
     request_timeout: float = 10.0
     pool_size: int = 20
     transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
-    rest_lanes: int = 0  # more websockets carrying REST beside the events socket
+    rest_lanes: int = 1  # more websockets carrying REST beside the events socket
 
     def __post_init__(self) -> None:
         if self.transport not in ("auto", "websocket", "http"):
@@ -59,7 +59,8 @@ class AriSettings:
         if self.rest_lanes and self.pool_size < self.rest_lanes + 3:
             raise SettingsError(
                 f"[ari] pool_size ({self.pool_size}) must be at least rest_lanes + 3 "
-                f"({self.rest_lanes + 3}): each lane holds one of its connections"
+                f"({self.rest_lanes + 3}): each lane holds one of its connections "
+                "(or set rest_lanes = 0)"
             )
 
 

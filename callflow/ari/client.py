@@ -106,6 +106,7 @@ class AriConfig:
     channel enters) carry REST beside the events socket while it carries REST: the calls'
     requests are spread over it and all lanes but the last, which carries only an
     emergency line's (``callflow.ari.lanes``).  Each holds one of the pool's connections.
+    None here; the daemon's ``[ari] rest_lanes`` opens one, the emergency lines' own.
     """
 
     url: str
@@ -153,7 +154,8 @@ class AriConfig:
             # HTTP and one kept for an emergency call's.
             raise ValueError(
                 f"ARI pool_size ({self.pool_size}) must be at least rest_lanes + 3 "
-                f"({self.rest_lanes + 3}): each lane holds one of its connections"
+                f"({self.rest_lanes + 3}): each lane holds one of its connections "
+                "(or set rest_lanes = 0)"
             )
 
     @property

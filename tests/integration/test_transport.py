@@ -1,6 +1,7 @@
 """REST over the events websocket, against the real Asterisk 22: the same call served with
 ``[ari] transport`` = websocket, auto (Asterisk 22.10 answers over the socket) and http, and
-the metrics say which way every REST request went."""
+over the websocket with three REST lanes beside it; the metrics say which way every REST
+request went."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Bench, Daemon, wait_event_filter
+from .harness import Bench, Daemon, ari, wait_event_filter
+
+LANES = 3
 
 
-@pytest.fixture(params=["websocket", "auto", "http"])
+@pytest.fixture(params=["websocket", "auto", "http", "lanes"])
 def transport_daemon(
     request: pytest.FixtureRequest, tmp_path: Path, flows_dir: Path, asterisk: None
 ) -> Iterator[tuple[Daemon, str]]:
     mode: str = request.param
     d = Daemon(tmp_path, flows_dir)
-    d.config.write_text(d.config.read_text().replace("[flows]", f'transport = "{mode}"\n[flows]'))
+    ari_keys = f'transport = "{mode}"\n'
+    if mode == "lanes":
+        ari_keys = f'transport = "websocket"\nrest_lanes = {LANES}\n'
+    d.config.write_text(d.config.read_text().replace("[flows]", f"{ari_keys}[flows]"))
     d.start()
     yield d, mode
     code = d.stop()  # the process has exited: its log is complete
@@ -40,6 +46,13 @@ def test_a_call_served_over_each_transport(
     daemon, mode = transport_daemon
     expected = "http" if mode == "http" else "websocket"
     daemon.wait_log(rf"ARI events: connected \(app callflow; REST over {expected}\)")
+    if mode == "lanes":
+        # Each lane is a websocket of an application of its own, which no channel enters.
+        for n in range(1, LANES + 1):
+            daemon.wait_log(rf"ARI REST: lane {n} open \(application callflow-rest{n}\)")
+        apps = {a["name"]: a for a in ari("GET", "/applications")}
+        for n in range(1, LANES + 1):
+            assert apps[f"callflow-rest{n}"]["channel_ids"] == []
     # Asterisk sends only what the daemon reads, and the call below still goes through.
     wait_event_filter()
 
@@ -63,3 +76,6 @@ def test_a_call_served_over_each_transport(
     # Answer, prompts, originate, bridge, hangups: every request went the chosen way.
     assert sent(metrics, expected) >= 6
     assert sent(metrics, other) == 0
+    # The default: one lane, the emergency lines' own; none over HTTP.
+    lanes = {"lanes": LANES, "http": 0}.get(mode, 1)
+    assert f"callflow_ari_rest_lanes_open {lanes}.0" in metrics

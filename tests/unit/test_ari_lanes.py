@@ -262,7 +262,9 @@ def test_lanes_are_checked_against_the_pool(lanes: int, pool: int, message: str)
 
 def test_without_lanes_a_small_pool_is_still_accepted() -> None:
     assert config("http://127.0.0.1:8088", pool_size=1).rest_lanes == 0
-    assert AriSettings(pool_size=1).rest_lanes == 0
+    assert AriSettings(pool_size=1, rest_lanes=0).pool_size == 1
+    # The daemon's default: one lane, the emergency lines' own.
+    assert AriSettings().rest_lanes == 1
 
 
 async def test_the_open_lanes_are_a_metric(pbx: Asterisk, lanes: AriClient) -> None:
