@@ -56,7 +56,8 @@ class AriSettings:
             )
         if not 0 <= self.rest_lanes <= 16:
             raise SettingsError(f"[ari] rest_lanes must be between 0 and 16, got {self.rest_lanes}")
-        if self.rest_lanes and self.pool_size < self.rest_lanes + 3:
+        lanes = self.rest_lanes if self.transport != "http" else 0
+        if lanes and self.pool_size < self.rest_lanes + 3:
             raise SettingsError(
                 f"[ari] pool_size ({self.pool_size}) must be at least rest_lanes + 3 "
                 f"({self.rest_lanes + 3}): each lane holds one of its connections "

@@ -38,6 +38,7 @@ from callflow.ari.faults import (
     error_for_status,
 )
 from callflow.ari.frames import drop_reason, parse_frame
+from callflow.ari.lanes import CLOSE_TIMEOUT as LANE_CLOSE_TIMEOUT
 from callflow.ari.lanes import RestLanes
 from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
@@ -77,6 +78,9 @@ _NO_FILTER: Final = frozenset({400, 404, 405, 501})
 
 #: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
 ParamValue = str | int | float | bool
+
+# The frames that carry an event (any other says the socket is closing).
+_DATA: Final = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 #: The most REST lanes a client opens (each is a socket and a thread in Asterisk).
 MAX_LANES: Final = 16
@@ -149,7 +153,7 @@ class AriConfig:
             raise ValueError("ARI probe_timeout must be > 0")
         if not 0 <= self.rest_lanes <= MAX_LANES:
             raise ValueError(f"ARI rest_lanes must be between 0 and {MAX_LANES}")
-        if self.rest_lanes and self.pool_size < self.rest_lanes + 3:
+        if self.lanes and self.pool_size < self.lanes + 3:
             # The events socket, the lanes, one connection for the ordinary requests over
             # HTTP and one kept for an emergency call's.
             raise ValueError(
@@ -157,6 +161,11 @@ class AriConfig:
                 f"({self.rest_lanes + 3}): each lane holds one of its connections "
                 "(or set rest_lanes = 0)"
             )
+
+    @property
+    def lanes(self) -> int:
+        """The lanes this client may open: none when REST goes over HTTP."""
+        return 0 if self.transport == HTTP else self.rest_lanes
 
     @property
     def rest_url(self) -> str:
@@ -211,12 +220,14 @@ class AriClient:
             sleep=sleep,
             clock=clock,
         )
+        self._sleep = sleep
+        self._clock = clock
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self.in_flight = 0  # REST requests asked for and not yet answered (not aside)
         # Ordinary requests share these slots, in order; an emergency call's skip them.  The
         # pool's other connections are kept out of them: one holds the events websocket,
         # one each lane, and one stays free for an emergency call's request.
-        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2 - config.rest_lanes))
+        self._slots = asyncio.Semaphore(max(1, config.pool_size - 2 - config.lanes))
         self._events_active = False
         http = transport or HttpTransport(self._require_session, config.rest_url, self._headers)
         # REST over the events websocket where the mode allows it (HTTP while it is down).
@@ -572,21 +583,28 @@ class AriClient:
                         )
                         # The lanes live as long as this connection (none: no task at all).
                         async with self._lanes(rest):
-                            yield {"type": EVENT_CONNECTED}
-                            while True:
-                                msg = backlog.pop(0) if backlog else await ws.receive()
-                                if msg.type not in (
-                                    aiohttp.WSMsgType.TEXT,
-                                    aiohttp.WSMsgType.BINARY,
-                                ):
-                                    reason = drop_reason(ws, msg.type, msg.data)
-                                    break
-                                event = parse_frame(msg.data)
-                                if event is not None and event.get("type") == APP_REPLACED:
-                                    reason, wait = self._replaced(), self.config.backoff_max
-                                    break
-                                if event is not None and not (rest and rest.feed(event)):
-                                    yield event
+                            try:
+                                yield {"type": EVENT_CONNECTED}
+                                while True:
+                                    msg = backlog.pop(0) if backlog else await ws.receive()
+                                    if msg.type not in _DATA:
+                                        reason = drop_reason(ws, msg.type, msg.data)
+                                        break
+                                    event = parse_frame(msg.data)
+                                    if event is None:
+                                        continue
+                                    if event.get("type") == APP_REPLACED:
+                                        reason = self._replaced()
+                                        wait = self.config.backoff_max
+                                        break
+                                    if not (rest and rest.feed(event)):
+                                        yield event
+                            finally:
+                                # At once, not after the lanes' closing: from now on the
+                                # requests go over HTTP, and those waiting here fail.
+                                self._ws = None
+                                if rest is not None:
+                                    rest.detach(reason)
                     finally:
                         self._ws = None
                         if rest is not None:  # requests waiting on this socket fail now
@@ -603,18 +621,24 @@ class AriClient:
 
     def _lanes(self, rest: SocketTransport | None) -> contextlib.AbstractAsyncContextManager[Any]:
         """The REST lanes for the events connection just made, when REST travels over it."""
-        count = self.config.rest_lanes
+        count = self.config.lanes
         if rest is None or rest.in_use != WEBSOCKET or not count:
             return contextlib.nullcontext()
         return RestLanes(
             rest,
             count,
             self.config.app,
-            self._connect_events,
+            self._connect_lane,
             backoff_initial=self.config.backoff_initial,
             backoff_max=self.config.backoff_max,
             rng=self._rng,
+            stable_after=self.config.stable_after,
+            sleep=self._sleep,
+            clock=self._clock,
         )
+
+    async def _connect_lane(self, app: str) -> aiohttp.ClientWebSocketResponse[bool]:
+        return await self._connect_events(app, close_timeout=LANE_CLOSE_TIMEOUT)
 
     def _replaced(self) -> str:
         """Another program opened the events websocket of this application: Asterisk now
@@ -642,9 +666,10 @@ class AriClient:
         return self._session
 
     async def _connect_events(
-        self, app: str | None = None
+        self, app: str | None = None, close_timeout: float | None = None
     ) -> aiohttp.ClientWebSocketResponse[bool]:
-        """Open the events websocket of ``app`` (default: ours; a lane's, else)."""
+        """Open the events websocket of ``app`` (default: ours; a lane's, else), whose
+        closing handshake may take ``close_timeout`` (default: ``request_timeout``)."""
         session = self._require_session()
         limit = self.config.request_timeout
         try:
@@ -654,7 +679,9 @@ class AriClient:
                     params={"app": app or self.config.app, "subscribeAll": "false"},
                     headers=self._headers,
                     heartbeat=self.config.heartbeat,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=limit),
+                    timeout=aiohttp.ClientWSTimeout(
+                        ws_receive=None, ws_close=min(limit, close_timeout or limit)
+                    ),
                 )
         except TimeoutError as exc:
             raise AriTimeout(f"events websocket: no answer within {limit:g} s") from exc

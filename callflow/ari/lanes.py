@@ -10,8 +10,10 @@ no lane (``rest_lanes = 0``) never makes one: no task, no socket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -25,12 +27,15 @@ from callflow.ari.websocket import SocketTransport
 from callflow.reconnect import Backoff, Supervisor
 from callflow.tasks import Tasks
 
-__all__ = ["RestLanes", "lane_app"]
+__all__ = ["CLOSE_TIMEOUT", "RestLanes", "lane_app"]
 
 log = logging.getLogger("callflow.ari")
 
+#: The bound of a lane's closing handshake (the client connects lanes with it): Asterisk
+#: reads a lane's close only after the requests queued before it.
+CLOSE_TIMEOUT = 2.0
 # How long the lanes get to close by themselves at the exit before they are cancelled.
-_CLOSE_TIMEOUT = 2.0
+_STOP_TIMEOUT = CLOSE_TIMEOUT + 1.0
 
 
 class LaneSocket(Protocol):
@@ -56,8 +61,9 @@ def lane_app(app: str, number: int) -> str:
 
 class RestLanes:
     """``count`` lanes for ``transport``, each connected with ``connect(application)``
-    (bounded in time by the caller) and reconnected with a backoff from ``backoff_initial``
-    to ``backoff_max`` seconds."""
+    (bounded in time by the caller, its closing by ``CLOSE_TIMEOUT``) and reconnected as
+    the events socket is: a backoff from ``backoff_initial`` to ``backoff_max`` seconds,
+    reset after ``stable_after`` seconds up; ``sleep`` and ``clock`` drive it."""
 
     def __init__(
         self,
@@ -69,6 +75,9 @@ class RestLanes:
         backoff_initial: float,
         backoff_max: float,
         rng: random.Random,
+        stable_after: float = 10.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if count < 1:
             raise ValueError("RestLanes needs at least one lane")
@@ -84,6 +93,9 @@ class RestLanes:
                 retry_on=(AriError,),
                 discard=_close,
                 logger=log,
+                stable_after=stable_after,
+                sleep=sleep,
+                clock=clock,
             )
             for number in range(1, count + 1)
         ]
@@ -110,15 +122,21 @@ class RestLanes:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # At once: no request goes to a lane from now on, and those waiting on one fail,
+        # before the sockets' closing handshakes (which Asterisk reads only once it has
+        # carried out what was queued before them).
+        rest = self._transport
+        rest.plan_lanes(0)
+        for number in range(1, self._count + 1):
+            rest.close_lane(number, "closed with the events socket")
         # Stopped, not cancelled first: a lane connected at this very moment is then
         # closed by its supervisor (``discard``) instead of being left open.
         for supervisor in self._supervisors:
             supervisor.stop()
         try:
-            await self._tasks.wait(_CLOSE_TIMEOUT)
+            await self._tasks.wait(_STOP_TIMEOUT)
         finally:
             await self._tasks.aclose()
-            self._transport.plan_lanes(0)
 
     def _connector(self, number: int) -> Callable[[], Awaitable[LaneSocket]]:
         app = lane_app(self._app, number)

@@ -86,7 +86,7 @@ class HttpTransport:
         body: Any,
         *,
         timeout: float,
-        key: str | None = None,  # one connection of the pool per request: in order anyway
+        key: str | None = None,  # no socket to choose: the callers await each request
         first: bool = False,  # the client's slots let it skip the queue
     ) -> RestResponse:
         session = self._session()

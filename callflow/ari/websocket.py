@@ -35,7 +35,7 @@ import itertools
 import json
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, Final, Literal, Protocol
 from urllib.parse import quote_plus
@@ -240,10 +240,14 @@ class SocketTransport:
         lane = self._lane(key, first)
         if lane is None:
             return await self._http.request(method, path, params, body, timeout=timeout)
-        pin = self._pin(key, lane) if key is not None else None
         rid = str(next(self._ids))
         fut: asyncio.Future[RestResponse] = asyncio.get_running_loop().create_future()
         lane.pending[rid] = fut
+        if key is not None:
+            # The channel's next requests take this socket until Asterisk has answered this
+            # one or the socket dropped: also after a timeout, since Asterisk still carries
+            # it out then, after what was queued before it.
+            fut.add_done_callback(self._settled(key, self._pin(key, lane)))
         try:
             async with asyncio.timeout(timeout):  # TimeoutError: the client's AriTimeout
                 try:
@@ -259,12 +263,23 @@ class SocketTransport:
                         exc,
                     )
                     lane.pending.pop(rid, None)
+                    fut.cancel()  # nothing to wait for on the socket
                     return await self._http.request(method, path, params, body, timeout=timeout)
-                return await fut
+                # Shielded: giving up (a timeout, a cancelled call) ends the wait, not the
+                # request, which stays pending until its answer comes or its socket drops.
+                return await asyncio.shield(fut)
         finally:
-            lane.pending.pop(rid, None)
-            if pin is not None and key is not None:
-                self._unpin(key, pin)
+            if key is None:  # no order to keep: forget it
+                lane.pending.pop(rid, None)
+                fut.cancel()
+
+    def _settled(self, key: str, pin: _Pin) -> Callable[[asyncio.Future[RestResponse]], None]:
+        def settled(fut: asyncio.Future[RestResponse]) -> None:
+            if not fut.cancelled():
+                fut.exception()  # seen by its request, or by nobody once it gave up
+            self._unpin(key, pin)
+
+        return settled
 
     def _pin(self, key: str, lane: _Lane) -> _Pin:
         """Channel ``key`` has a request waiting on ``lane``: its next requests take it."""

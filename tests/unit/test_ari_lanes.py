@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from callflow.ari import AriClient, AriConfig, AriSocketDropped
+from callflow.ari import AriClient, AriConfig, AriSocketDropped, AriTimeout
 from callflow.ari.overload import go_first
 from callflow.metrics.parts import Probes, ScrapeTime
 from callflow.settings import AriSettings, SettingsError
@@ -276,3 +276,75 @@ async def test_the_open_lanes_are_a_metric(pbx: Asterisk, lanes: AriClient) -> N
     await wait_until(
         lambda: "callflow_ari_rest_lanes_open 2.0" in generate_latest(registry).decode(), 10
     )
+
+
+async def test_a_request_that_timed_out_keeps_its_channel_on_its_socket(pbx: Asterisk) -> None:
+    # Asterisk still carries out a request the daemon gave up on, after what was queued
+    # before it: the channel's next requests must not overtake it on another socket.
+    pbx.lane_gate = asyncio.Event()
+    pumped = Pumped(AriClient(config(pbx.url, rest_lanes=3)))
+    client = pumped.client
+    try:
+        await wait_until(lambda: bool(pumped.events), 10)
+        chan = channel_on(3, 1)
+        pbx.hold = {f"channels/{chan}/answer"}
+        with pytest.raises(AriTimeout):
+            await client.request("POST", f"/channels/{chan}/answer", key=chan, timeout=0.2)
+        pbx.lane_gate.set()
+        await wait_until(lambda: client.rest_lanes_open == 3, 10)
+        await_hangup = asyncio.ensure_future(client.hangup(chan))
+        uri = f"channels/{chan}?reason=normal"
+        await wait_until(lambda: len(app_of(pbx, uri)) == 1)
+        assert app_of(pbx, uri) == [APP]  # behind the answer, on the events socket
+        pbx.release.set()  # Asterisk answers the old request at last
+        await asyncio.wait_for(await_hangup, 10)
+        rest = client._socket_rest
+        await wait_until(lambda: rest is not None and rest.pending == 0)
+        await client.ring(chan)  # nothing waits any more: its own lane
+        assert app_of(pbx, f"channels/{chan}/ring") == ["callflow-rest1"]
+    finally:
+        await pumped.close()
+
+
+class SlowClose:
+    """A lane's socket whose closing takes ``delay`` s (a close handshake Asterisk reads
+    only after the requests queued before it)."""
+
+    def __init__(self, ws: Any, delay: float) -> None:
+        self._ws = ws
+        self._delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+    async def close(self) -> bool:
+        await asyncio.sleep(self._delay)
+        return bool(await self._ws.close())
+
+
+async def test_requests_go_over_http_as_soon_as_the_events_socket_is_lost(
+    pbx: Asterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program takes the application: the events socket and the lanes close; while
+    # the lanes close, nothing may be sent to the events socket, which nobody reads.
+    client = AriClient(config(pbx.url, rest_lanes=2, backoff_max=30.0))
+    connect = client._connect_lane
+
+    async def slow_lane(app: str) -> Any:
+        return SlowClose(await connect(app), delay=2.0)
+
+    monkeypatch.setattr(client, "_connect_lane", slow_lane)
+    pumped = Pumped(client)
+    try:
+        await wait_until(lambda: client.rest_lanes_open == 2, 10)
+        pbx.hold = {"channels/c9/answer"}
+        waiting = asyncio.ensure_future(client.answer("c9"))
+        await wait_until(lambda: len(app_of(pbx, "channels/c9/answer")) == 1)
+        replaced = '{"type": "ApplicationReplaced", "application": "callflow"}'
+        await pbx.sockets[0].send_str(replaced)
+        with pytest.raises(AriSocketDropped):  # at once, not after the lanes' closing
+            await asyncio.wait_for(waiting, 1.5)
+        await asyncio.wait_for(client.request("POST", "/channels/c9/continue", key="c9"), 1.5)
+        assert pbx.http == ["POST /channels/c9/continue"]
+    finally:
+        await pumped.close()
