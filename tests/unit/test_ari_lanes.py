@@ -67,6 +67,23 @@ async def lanes(pbx: Asterisk) -> AsyncIterator[AriClient]:
     await pumped.close()
 
 
+@pytest.fixture
+async def gated(pbx: Asterisk) -> AsyncIterator[AriClient]:
+    """A connected client with three lanes that cannot open until ``pbx.lane_gate`` is set
+    (their handshakes hang): meanwhile every request goes over the events socket."""
+    pbx.lane_gate = asyncio.Event()
+    pumped = Pumped(AriClient(config(pbx.url, rest_lanes=3)))
+    await wait_until(lambda: bool(pumped.events), 10)
+    yield pumped.client
+    await pumped.close()
+
+
+def open_lanes(pbx: Asterisk) -> None:
+    """Let the lanes of ``gated`` open."""
+    assert pbx.lane_gate is not None
+    pbx.lane_gate.set()
+
+
 def app_of(pbx: Asterisk, uri: str) -> list[str]:
     """The applications whose sockets carried the requests for ``uri``, in order."""
     return [str(f["app"]) for f in pbx.frames if f["uri"] == uri]
@@ -172,50 +189,37 @@ async def test_a_lane_that_drops_fails_its_requests_and_comes_back(
 
 
 async def test_while_its_lane_is_down_a_channel_goes_over_the_events_socket(
-    pbx: Asterisk,
+    pbx: Asterisk, gated: AriClient
 ) -> None:
-    pbx.lane_gate = asyncio.Event()  # the lanes cannot open yet
-    pumped = Pumped(AriClient(config(pbx.url, rest_lanes=3)))
-    try:
-        await wait_until(lambda: bool(pumped.events), 10)
-        chan = channel_on(3, 2)
-        await pumped.client.answer(chan)
-        assert app_of(pbx, f"channels/{chan}/answer") == [APP]
-        pbx.lane_gate.set()
-        await wait_until(lambda: pumped.client.rest_lanes_open == 3, 10)
-        await pumped.client.hangup(chan)
-        assert app_of(pbx, f"channels/{chan}?reason=normal") == ["callflow-rest2"]
-    finally:
-        await pumped.close()
+    chan = channel_on(3, 2)
+    await gated.answer(chan)
+    assert app_of(pbx, f"channels/{chan}/answer") == [APP]
+    open_lanes(pbx)
+    await wait_until(lambda: gated.rest_lanes_open == 3, 10)
+    await gated.hangup(chan)
+    assert app_of(pbx, f"channels/{chan}?reason=normal") == ["callflow-rest2"]
 
 
 async def test_a_channel_keeps_its_socket_while_one_of_its_requests_waits(
-    pbx: Asterisk,
+    pbx: Asterisk, gated: AriClient
 ) -> None:
     # Its lane opens while its first request waits on the events socket: the next request
     # goes after it on the same socket, not ahead of it on the lane.
-    pbx.lane_gate = asyncio.Event()
-    pumped = Pumped(AriClient(config(pbx.url, rest_lanes=3)))
-    client = pumped.client
-    try:
-        await wait_until(lambda: bool(pumped.events), 10)
-        chan = channel_on(3, 1)
-        pbx.hold = {f"channels/{chan}/answer"}
-        held = asyncio.ensure_future(client.answer(chan))
-        await wait_until(lambda: app_of(pbx, f"channels/{chan}/answer") == [APP])
-        pbx.lane_gate.set()
-        await wait_until(lambda: client.rest_lanes_open == 3, 10)
-        play = asyncio.ensure_future(client.play(chan, "sound:hello"))
-        uri = f"channels/{chan}/play?media=sound%3Ahello"
-        await wait_until(lambda: len(app_of(pbx, uri)) == 1)
-        assert app_of(pbx, uri) == [APP]
-        pbx.release.set()
-        await asyncio.wait_for(asyncio.gather(held, play), 10)
-        # Nothing of it waits any more: its own lane from now on.
-        await client.hangup(chan)
-        assert app_of(pbx, f"channels/{chan}?reason=normal") == ["callflow-rest1"]
-    finally:
-        await pumped.close()
+    chan = channel_on(3, 1)
+    pbx.hold = {f"channels/{chan}/answer"}
+    held = asyncio.ensure_future(gated.answer(chan))
+    await wait_until(lambda: app_of(pbx, f"channels/{chan}/answer") == [APP])
+    open_lanes(pbx)
+    await wait_until(lambda: gated.rest_lanes_open == 3, 10)
+    play = asyncio.ensure_future(gated.play(chan, "sound:hello"))
+    uri = f"channels/{chan}/play?media=sound%3Ahello"
+    await wait_until(lambda: len(app_of(pbx, uri)) == 1)
+    assert app_of(pbx, uri) == [APP]
+    pbx.release.set()
+    await asyncio.wait_for(asyncio.gather(held, play), 10)
+    # Nothing of it waits any more: its own lane from now on.
+    await gated.hangup(chan)
+    assert app_of(pbx, f"channels/{chan}?reason=normal") == ["callflow-rest1"]
 
 
 async def test_the_lanes_close_with_the_events_socket_and_open_again_with_it(
@@ -278,32 +282,27 @@ async def test_the_open_lanes_are_a_metric(pbx: Asterisk, lanes: AriClient) -> N
     )
 
 
-async def test_a_request_that_timed_out_keeps_its_channel_on_its_socket(pbx: Asterisk) -> None:
+async def test_a_request_that_timed_out_keeps_its_channel_on_its_socket(
+    pbx: Asterisk, gated: AriClient
+) -> None:
     # Asterisk still carries out a request the daemon gave up on, after what was queued
     # before it: the channel's next requests must not overtake it on another socket.
-    pbx.lane_gate = asyncio.Event()
-    pumped = Pumped(AriClient(config(pbx.url, rest_lanes=3)))
-    client = pumped.client
-    try:
-        await wait_until(lambda: bool(pumped.events), 10)
-        chan = channel_on(3, 1)
-        pbx.hold = {f"channels/{chan}/answer"}
-        with pytest.raises(AriTimeout):
-            await client.request("POST", f"/channels/{chan}/answer", key=chan, timeout=0.2)
-        pbx.lane_gate.set()
-        await wait_until(lambda: client.rest_lanes_open == 3, 10)
-        await_hangup = asyncio.ensure_future(client.hangup(chan))
-        uri = f"channels/{chan}?reason=normal"
-        await wait_until(lambda: len(app_of(pbx, uri)) == 1)
-        assert app_of(pbx, uri) == [APP]  # behind the answer, on the events socket
-        pbx.release.set()  # Asterisk answers the old request at last
-        await asyncio.wait_for(await_hangup, 10)
-        rest = client._socket_rest
-        await wait_until(lambda: rest is not None and rest.pending == 0)
-        await client.ring(chan)  # nothing waits any more: its own lane
-        assert app_of(pbx, f"channels/{chan}/ring") == ["callflow-rest1"]
-    finally:
-        await pumped.close()
+    chan = channel_on(3, 1)
+    pbx.hold = {f"channels/{chan}/answer"}
+    with pytest.raises(AriTimeout):
+        await gated.request("POST", f"/channels/{chan}/answer", key=chan, timeout=0.2)
+    open_lanes(pbx)
+    await wait_until(lambda: gated.rest_lanes_open == 3, 10)
+    hangup = asyncio.ensure_future(gated.hangup(chan))
+    uri = f"channels/{chan}?reason=normal"
+    await wait_until(lambda: len(app_of(pbx, uri)) == 1)
+    assert app_of(pbx, uri) == [APP]  # behind the answer, on the events socket
+    pbx.release.set()  # Asterisk answers the old request at last
+    await asyncio.wait_for(hangup, 10)
+    rest = gated._socket_rest
+    await wait_until(lambda: rest is not None and rest.pending == 0)
+    await gated.ring(chan)  # nothing waits any more: its own lane
+    assert app_of(pbx, f"channels/{chan}/ring") == ["callflow-rest1"]
 
 
 class SlowClose:
