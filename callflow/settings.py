@@ -296,7 +296,7 @@ class OverloadSettings:
     and it has lasted ``hold`` seconds.  A flow with ``never_shed: true`` is never shed."""
 
     enabled: bool = True
-    max_in_flight: int = 100  # ARI requests awaiting Asterisk's answer
+    max_in_flight: int = 400  # ARI requests awaiting Asterisk's answer
     max_answer_latency: float = 1.0  # seconds from arrival in Stasis to answered
     max_loop_lag: float = 0.25  # seconds the event loop wakes up late
     resume_ratio: float = 0.5

@@ -65,7 +65,7 @@ class Reason(StrEnum):
 class Budgets:
     """How far behind the daemon may fall before it sheds new calls."""
 
-    max_in_flight: int = 100  # ARI requests awaiting an answer
+    max_in_flight: int = 400  # ARI requests awaiting an answer
     max_answer_latency: float = 1.0  # seconds, arrival in Stasis -> answered
     max_loop_lag: float = 0.25  # seconds the event loop wakes up late
     resume_ratio: float = 0.5  # shedding stops when every signal is under this x its budget

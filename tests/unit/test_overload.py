@@ -24,7 +24,7 @@ from callflow.errors import SettingsError
 from callflow.flow.loader import load_text
 from callflow.flow.registry import compile_document
 from callflow.looplag import LoopLag
-from callflow.settings import load_settings
+from callflow.settings import OverloadSettings, load_settings
 from tests.support.polling import wait_until
 
 B = Budgets(
@@ -265,3 +265,13 @@ def test_the_worst_lag_is_forgotten_once_read() -> None:
     assert lag.take_worst() == 0.1  # the latest figure until a new one comes
     with pytest.raises(ValueError):
         LoopLag(0.0)
+
+
+def test_the_settings_and_the_budgets_have_the_same_defaults() -> None:
+    settings, budgets = OverloadSettings(), Budgets()
+    shared = {f.name for f in dataclasses.fields(Budgets)}
+    assert shared <= {f.name for f in dataclasses.fields(OverloadSettings)}
+    for name in shared:
+        assert getattr(settings, name) == getattr(budgets, name), name
+    # A guard against an Asterisk that stops answering, not a latency target (README).
+    assert budgets.max_in_flight == 400
