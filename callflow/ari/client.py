@@ -37,7 +37,7 @@ from callflow.ari.faults import (
     AriTimeout,
     error_for_status,
 )
-from callflow.ari.frames import drop_reason, parse_frame
+from callflow.ari.frames import DATA_FRAMES, drop_reason, parse_frame
 from callflow.ari.lanes import CLOSE_TIMEOUT as LANE_CLOSE_TIMEOUT
 from callflow.ari.lanes import RestLanes
 from callflow.ari.overload import goes_first
@@ -78,9 +78,6 @@ _NO_FILTER: Final = frozenset({400, 404, 405, 501})
 
 #: A query parameter value; booleans are sent as ``true``/``false`` as ARI expects.
 ParamValue = str | int | float | bool
-
-# The frames that carry an event (any other says the socket is closing).
-_DATA: Final = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 #: The most REST lanes a client opens (each is a socket and a thread in Asterisk).
 MAX_LANES: Final = 16
@@ -448,11 +445,9 @@ class AriClient:
         path = f"/channels/{_seg(channel_id)}/play"
         return _object(await self.request("POST", path, params=params, key=channel_id))
 
-    async def get_playback(self, playback_id: str, channel_id: str | None = None) -> dict[str, Any]:
-        """The Playback object (``AriNotFound`` once it is over); ``channel_id``: the channel
-        it plays on, whose requests keep their order."""
-        path = f"/playbacks/{_seg(playback_id)}"
-        return _object(await self.request("GET", path, key=channel_id))
+    async def get_playback(self, playback_id: str) -> dict[str, Any]:
+        """The Playback object (``AriNotFound`` once it is over)."""
+        return _object(await self.request("GET", f"/playbacks/{_seg(playback_id)}"))
 
     async def stop_playback(self, playback_id: str, channel_id: str | None = None) -> None:
         """Stop a playback; ``channel_id``: the channel it plays on, whose requests keep
@@ -587,7 +582,7 @@ class AriClient:
                                 yield {"type": EVENT_CONNECTED}
                                 while True:
                                     msg = backlog.pop(0) if backlog else await ws.receive()
-                                    if msg.type not in _DATA:
+                                    if msg.type not in DATA_FRAMES:
                                         reason = drop_reason(ws, msg.type, msg.data)
                                         break
                                     event = parse_frame(msg.data)

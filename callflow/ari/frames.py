@@ -1,7 +1,7 @@
 """The events websocket's frames: decoding them, and saying why a socket closed.
 
-Shared by the events socket's reader (``callflow.ari.client``) and the REST lanes'
-(``callflow.ari.lanes``).
+Shared by the events socket's reader (``callflow.ari.client``), the REST transport's probe
+(``callflow.ari.websocket``) and the REST lanes' reader (``callflow.ari.lanes``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from typing import Any, Final, Protocol
 
 import aiohttp
 
-__all__ = ["decode", "drop_reason", "parse_frame"]
+__all__ = ["DATA_FRAMES", "decode", "drop_reason", "parse_frame"]
 
 log = logging.getLogger("callflow.ari")
+
+#: The websocket messages that carry a frame; any other says the socket is closing.
+DATA_FRAMES: Final = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY)
 
 # The events' decoder, called without ``json.loads``'s checks and whitespace scans around
 # the C scanner (a fifth of a frame's decoding, and every call brings about ten frames).

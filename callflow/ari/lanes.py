@@ -11,6 +11,7 @@ no lane (``rest_lanes = 0``) never makes one: no task, no socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -18,11 +19,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
 
-import aiohttp
 from aiohttp.http_websocket import WSMessageNoDecodeText
 
 from callflow.ari.faults import AriError
-from callflow.ari.frames import drop_reason, parse_frame
+from callflow.ari.frames import DATA_FRAMES, drop_reason, parse_frame
 from callflow.ari.websocket import SocketTransport
 from callflow.reconnect import Backoff, Supervisor
 from callflow.tasks import Tasks
@@ -84,11 +84,10 @@ class RestLanes:
         self._transport = transport
         self._count = count
         self._app = app
-        self._connect = connect
         self._supervisors = [
             Supervisor(
                 f"ARI REST lane {number}",
-                self._connector(number),
+                functools.partial(connect, lane_app(app, number)),
                 Backoff(backoff_initial, backoff_max, rng),
                 retry_on=(AriError,),
                 discard=_close,
@@ -113,7 +112,8 @@ class RestLanes:
         # requests go over the events socket until that lane is open.
         self._transport.plan_lanes(self._count)
         for number, supervisor in enumerate(self._supervisors, start=1):
-            self._tasks.spawn(supervisor.run(self._server(number)), f"ARI REST lane {number}")
+            serve = functools.partial(self._serve, number)
+            self._tasks.spawn(supervisor.run(serve), f"ARI REST lane {number}")
         return self
 
     async def __aexit__(
@@ -138,16 +138,6 @@ class RestLanes:
         finally:
             await self._tasks.aclose()
 
-    def _connector(self, number: int) -> Callable[[], Awaitable[LaneSocket]]:
-        app = lane_app(self._app, number)
-        return lambda: self._connect(app)
-
-    def _server(self, number: int) -> Callable[[LaneSocket], Awaitable[str]]:
-        async def serve(ws: LaneSocket) -> str:
-            return await self._serve(number, ws)
-
-        return serve
-
     async def _serve(self, number: int, ws: LaneSocket) -> str:
         """Carry lane ``number``'s requests over ``ws`` until it drops (or the lanes close:
         this is then cancelled); why it dropped."""
@@ -158,7 +148,7 @@ class RestLanes:
         try:
             while True:
                 msg = await ws.receive()
-                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                if msg.type not in DATA_FRAMES:
                     reason = drop_reason(ws, msg.type, msg.data)
                     return reason
                 event = parse_frame(msg.data)

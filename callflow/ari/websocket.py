@@ -44,6 +44,7 @@ import aiohttp
 from aiohttp.http_websocket import WSMessageNoDecodeText
 
 from callflow.ari.faults import AriSocketDropped
+from callflow.ari.frames import DATA_FRAMES
 from callflow.ari.transport import RestResponse, RestTransport
 
 __all__ = ["TRANSPORTS", "SocketTransport", "TransportMode"]
@@ -165,7 +166,7 @@ class SocketTransport:
                         answered = int(frame.get("status_code", 0)) == 200
                         break
                     read.append(msg)
-                    if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    if msg.type not in DATA_FRAMES:
                         break  # the socket is closing: the reader reports it
         except TimeoutError:
             pass
@@ -334,7 +335,7 @@ def _frame(rid: str, method: str, path: str, params: Mapping[str, str] | None, b
 
 
 def _rest_response(msg: WSMessageNoDecodeText) -> dict[str, Any] | None:
-    if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+    if msg.type not in DATA_FRAMES:
         return None
     try:
         data = json.loads(msg.data)
