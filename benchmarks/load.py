@@ -11,6 +11,9 @@ them (``--targets``):
 * ``dialplan``: Asterisk alone (Answer, Background, WaitExten): the floor;
 * ``reference``: a minimal aiohttp ARI application (``load/reference_app.py``): what any
   ARI program costs;
+* ``reference-ws``: the same application with its REST requests over the events websocket,
+  as callflow sends them by default (Asterisk carries out one socket's requests one after
+  the other): what that transport costs, apart from any daemon;
 * ``reference-handler``: the same application entered as callflow's calls are (the digits
   filter and the hangup handler of ``extensions_callflow.conf``): what that dialplan costs
   Asterisk, apart from any daemon;
@@ -79,6 +82,7 @@ SETTLE = 3.0  # seconds between an IVR's start and the first call
 NUMBERS = {
     "dialplan": "901",
     "reference": "902",
+    "reference-ws": "902",
     "reference-handler": "905",
     "callflow": "903",
     "callflow-agi": "904",
@@ -235,7 +239,8 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     try:
         if target.startswith("reference"):
             proc = subprocess.Popen(
-                [sys.executable, str(HERE / "reference_app.py"), ARI_URL, ARI_USER, ARI_PASSWORD],
+                [sys.executable, str(HERE / "reference_app.py"), ARI_URL, ARI_USER, ARI_PASSWORD]
+                + (["websocket"] if target == "reference-ws" else []),
                 stdout=subprocess.PIPE,
             )
             assert proc.stdout is not None
