@@ -156,6 +156,7 @@ class Daemon:
             pool_size=ari.pool_size,
             transport=transport_mode(ari.transport),
             rest_lanes=ari.rest_lanes,
+            heartbeat=ari.heartbeat,
         )
         # Trunk health: qualify states over AMI plus a circuit breaker fed by real calls.
         self.health = TrunkHealth(route_trunks(self.flows.current))
@@ -311,6 +312,7 @@ class Daemon:
             node=self.node,
             alive_file=settings.state_dir / ALIVE_FILE,
             retention=timedelta(days=settings.privacy.retention_days),
+            noticed_within=timedelta(seconds=self.ari_config.loss_noticed_within),
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress

@@ -48,8 +48,15 @@ class AriSettings:
     pool_size: int = 20
     transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
     rest_lanes: int = 1  # more websockets carrying REST beside the events socket
+    # Seconds between pings on the events websocket: an Asterisk that died without closing
+    # it (power cut, network lost) is noticed within 1.5x this, not at the next call.
+    heartbeat: float = 5.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.heartbeat <= 300:
+            raise SettingsError(
+                f"[ari] heartbeat must be more than 0 and at most 300 seconds, got {self.heartbeat}"
+            )
         if self.transport not in ("auto", "websocket", "http"):
             raise SettingsError(
                 f"[ari] transport must be 'auto', 'websocket' or 'http', got {self.transport!r}"

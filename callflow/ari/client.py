@@ -97,7 +97,8 @@ class AriConfig:
     ``pool_size`` bounds the keep-alive pool of the client's own session (Asterisk's
     ``sessionlimit`` is 100 by default); the events websocket holds one of its connections.
     ``heartbeat`` (seconds, ``None`` to disable) pings the events websocket so a dead peer
-    is noticed; a connection that stayed up ``stable_after`` seconds resets the backoff.
+    is noticed (within ``loss_noticed_within``); a connection that stayed up
+    ``stable_after`` seconds resets the backoff.
 
     ``transport`` says how REST requests travel: ``http`` (the pool), ``websocket`` (over
     the events websocket, see ``callflow.ari.websocket``) or ``auto`` (the websocket when
@@ -118,7 +119,7 @@ class AriConfig:
     pool_size: int = 20
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
-    heartbeat: float | None = 20.0
+    heartbeat: float | None = 5.0
     stable_after: float = 10.0
     transport: TransportMode = "auto"
     probe_timeout: float = 3.0
@@ -158,6 +159,14 @@ class AriConfig:
                 f"({self.rest_lanes + 3}): each lane holds one of its connections "
                 "(or set rest_lanes = 0)"
             )
+
+    @property
+    def loss_noticed_within(self) -> float:
+        """Seconds after Asterisk's last word within which a silent loss of it (no close,
+        no reset: a power cut, a network lost) is noticed: aiohttp pings ``heartbeat``
+        seconds after the last frame, then gives up ``heartbeat / 2`` later.  0 without
+        a heartbeat (only a closed or reset connection is noticed then, at once)."""
+        return 1.5 * self.heartbeat if self.heartbeat is not None else 0.0
 
     @property
     def lanes(self) -> int:

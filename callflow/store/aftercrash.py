@@ -72,6 +72,7 @@ class AfterCrash(BackgroundPart):
         node: str | None = None,
         alive_file: Path | None = None,
         retention: timedelta | None = None,
+        noticed_within: timedelta = timedelta(0),
     ) -> None:
         self.engine = engine
         # This daemon's node: the only calls it may close (and import) are its own.
@@ -97,6 +98,9 @@ class AfterCrash(BackgroundPart):
         self.alive_file = alive_file
         self.retention = retention  # no call older than this is imported (the purge's)
         self.lost_window: tuple[datetime, datetime] | None = None  # None: no previous run
+        # How late a loss of Asterisk may be noticed (a silent peer: the websocket's
+        # heartbeat): the calls it cut started up to this much earlier again.
+        self.noticed_within = noticed_within
         # When this run lost Asterisk, and got it back (None: not yet).
         self._outages: deque[tuple[datetime, datetime | None]] = deque(maxlen=OUTAGES_KEPT)
 
@@ -113,8 +117,9 @@ class AfterCrash(BackgroundPart):
     def cut_windows(self, now: datetime) -> list[tuple[datetime, datetime]]:
         """When the calls started that a loss of Asterisk may have cut unseen (none before
         this run: an earlier run's calls are the lost window's, or that run's log's)."""
+        late = self.noticed_within
         return [
-            (max(lost - CUT_MARGIN, self.started), now if back is None else back)
+            (max(lost - CUT_MARGIN - late, self.started), now if back is None else back)
             for lost, back in self._outages
         ]
 
@@ -193,9 +198,10 @@ class AfterCrash(BackgroundPart):
         # Asterisk not known yet (answered ones, every call the daemon took, never can).
         self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep or self._held(v, now)}
 
-    @staticmethod
-    def _held(c: CdrCall, now: datetime) -> bool:
-        return c.over and not c.went_to_fallback and c.answer is None and c.end >= now - CUT_HOLD
+    def _held(self, c: CdrCall, now: datetime) -> bool:
+        # Kept longer by as much as a loss may be noticed late (a silent Asterisk).
+        since = now - CUT_HOLD - self.noticed_within
+        return c.over and not c.went_to_fallback and c.answer is None and c.end >= since
 
     async def _close_open(self, now: datetime) -> set[str]:
         calls = await open_calls(self.engine, self.started, self.node)

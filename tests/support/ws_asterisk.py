@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 __all__ = ["APP", "Asterisk", "serve"]
 
@@ -39,6 +39,7 @@ class Asterisk:
     sockets: list[web.WebSocketResponse] = field(default_factory=list)  # the events app's
     lanes: dict[str, list[web.WebSocketResponse]] = field(default_factory=dict)  # by app
     lane_gate: asyncio.Event | None = None  # when set: lanes' handshakes wait for it
+    pongs: bool = True  # False: an Asterisk gone silent (pings unanswered, nothing closed)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def answer(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
@@ -59,13 +60,15 @@ class Asterisk:
         app = request.query.get("app", "")
         if app != APP and self.lane_gate is not None:
             await self.lane_gate.wait()
-        ws = web.WebSocketResponse()
+        ws = web.WebSocketResponse(autoping=self.pongs)
         await ws.prepare(request)
         if app == APP:
             self.sockets.append(ws)
         else:
             self.lanes.setdefault(app, []).append(ws)
         async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:  # a ping a silent Asterisk does not answer
+                continue
             frame = json.loads(msg.data)
             if frame.get("type") != "RESTRequest" or not self.speaks_rest:
                 continue

@@ -25,7 +25,7 @@ from callflow.ari import (
     RestResponse,
     SocketTransport,
 )
-from callflow.ari.client import CLIENT_EVENTS
+from callflow.ari.client import CLIENT_EVENTS, EVENT_CONNECTED, EVENT_DISCONNECTED
 from callflow.ari.service import EVENT_TYPES, CallService
 from callflow.ari.websocket import _frame
 from callflow.errors import LinkFault, PbxLinkError
@@ -368,3 +368,30 @@ async def test_a_handoff_aside_is_not_counted_in_flight(
     pbx.release.set()
     await asyncio.wait_for(asyncio.gather(slow, handoff), 10)
     assert connected.in_flight == 0
+
+
+async def test_an_asterisk_gone_silent_is_noticed_by_the_heartbeat(pbx: Asterisk) -> None:
+    """No close, no reset (a power cut): the pings go unanswered, the socket is given up
+    and its requests go over HTTP; with the pongs back, it connects again."""
+    pbx.pongs = False
+    client = AriClient(config(pbx.url, heartbeat=0.2, backoff_initial=0.05, backoff_max=0.1))
+    seen: list[str] = []
+    reasons: list[str] = []
+
+    async def pump() -> None:
+        async for event in client.events():
+            seen.append(str(event["type"]))
+            reasons.append(str(event.get("reason", "")))
+
+    task = asyncio.ensure_future(pump())
+    try:
+        await wait_until(lambda: EVENT_DISCONNECTED in seen, timeout=10)
+        assert seen[0] == EVENT_CONNECTED
+        assert "No PONG" in reasons[seen.index(EVENT_DISCONNECTED)]  # not a close by Asterisk
+        await client.request("GET", "/asterisk/ping")
+        assert pbx.http[-1] == "GET /asterisk/ping"
+        pbx.pongs = True
+        await wait_until(lambda: seen[-1] == EVENT_CONNECTED, timeout=10)
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 10)

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from callflow.app import Daemon
-from callflow.ari.client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
+from callflow.ari.client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient, AriConfig
 from callflow.ari.service import CallService
-from callflow.store.aftercrash import CUT_MARGIN, AfterCrash
+from callflow.settings import AriSettings, DaemonSettings, FlowsSettings, HttpSettings, Settings
+from callflow.store.aftercrash import CUT_HOLD, CUT_MARGIN, AfterCrash
+from callflow.store.cdr import CdrCall
 from callflow.store.privacy import CallerPrivacy
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Events:
@@ -55,3 +60,57 @@ async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None
     )
     later = base + timedelta(hours=2)
     assert part.cut_windows(later)[-1] == (base + timedelta(minutes=3) - CUT_MARGIN, later)
+
+
+def test_a_loss_noticed_late_widens_the_search_by_as_much() -> None:
+    """A silent Asterisk (no close: a power cut) is noticed up to 1.5 heartbeats after its
+    last word: the calls it cut started that much earlier, and their CDRs, read before the
+    loss was known, are kept that much longer."""
+    base = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    now = [base]
+    ari = AriConfig("http://pbx:8088", "callflow", "u", "p", heartbeat=5.0)
+    late = timedelta(seconds=ari.loss_noticed_within)
+    assert late == timedelta(seconds=7.5)
+    part = AfterCrash(
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, None),
+        cdr_file=None,
+        privacy=CallerPrivacy(),
+        flow_of=lambda _: "",
+        clock=lambda: now[0],
+        noticed_within=late,
+    )
+    now[0] = base + timedelta(minutes=5)
+    part.pbx_lost()
+    lost = now[0]
+    assert part.cut_windows(lost + timedelta(seconds=1)) == [
+        (lost - CUT_MARGIN - late, lost + timedelta(seconds=1))
+    ]
+    cut = CdrCall(
+        uniqueid="c1",
+        linkedid="c1",
+        start=lost - timedelta(seconds=40),
+        end=lost - timedelta(seconds=1),
+        dialed="903",
+        hangup_by="pbx",
+        disposition="FAILED",
+        entered=True,
+    )
+    assert part._held(cut, cut.end + CUT_HOLD + late - timedelta(seconds=1))
+    assert not part._held(cut, cut.end + CUT_HOLD + late + timedelta(seconds=1))
+
+
+def test_the_daemon_searches_as_far_back_as_its_heartbeat_may_notice_a_loss_late(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        ari=AriSettings(password_env="TEST_ARI", heartbeat=8.0),
+        flows=FlowsSettings(dir=str(REPO / "dialplans")),
+        daemon=DaemonSettings(state_dir=str(tmp_path)),
+        http=HttpSettings(enabled=False),
+        base_dir=tmp_path,
+    )
+    daemon = Daemon(settings, {"TEST_ARI": "x", "CALLFLOW_AMI_SECRET": "y"})
+    assert daemon.ari_config.heartbeat == 8.0
+    assert daemon.after_crash.noticed_within == timedelta(seconds=12)

@@ -114,3 +114,18 @@ def test_ari_transport(tmp_path: Path) -> None:
     assert s.ari.transport == "websocket"
     with pytest.raises(SettingsError, match=r"\[ari\] transport must be"):
         load_settings(write(tmp_path, '[ari]\ntransport = "pigeon"\n'), env={})
+
+
+def test_the_events_heartbeat_defaults_to_five_seconds_and_must_be_positive(
+    tmp_path: Path,
+) -> None:
+    assert load_settings(None, env={}).ari.heartbeat == 5.0
+    assert load_settings(write(tmp_path, "[ari]\nheartbeat = 2.5\n"), env={}).ari.heartbeat == 2.5
+    for bad in ("0", "-1", "301"):
+        with pytest.raises(SettingsError, match=r"\[ari\] heartbeat must be more than 0"):
+            load_settings(write(tmp_path, f"[ari]\nheartbeat = {bad}\n"), env={})
+
+
+def test_the_shipped_file_sets_the_heartbeat_the_daemon_defaults_to() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "callflow.toml"
+    assert load_settings(shipped, env={}).ari.heartbeat == load_settings(None, env={}).ari.heartbeat
