@@ -3,7 +3,7 @@ call Asterisk cut at its stop, unseen by the daemon, is then looked for in its C
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -36,18 +36,24 @@ class Service:
         self.seen.append(event["type"])
 
 
-async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None:
-    base = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
-    ticks = iter(base + timedelta(minutes=m) for m in range(10))  # a minute a reading
-    part = AfterCrash(
+def after_crash(clock: Callable[[], datetime], **options: Any) -> AfterCrash:
+    """The part with no database, recorder or channels: only its outage book-keeping."""
+    return AfterCrash(
         cast(Any, None),
         cast(Any, None),
         cast(Any, None),
         cdr_file=None,
         privacy=CallerPrivacy(),
         flow_of=lambda _: "",
-        clock=lambda: next(ticks),  # started at ``base``
+        clock=clock,
+        **options,
     )
+
+
+async def test_the_pump_marks_each_loss_of_asterisk_for_the_cdr_import() -> None:
+    base = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    ticks = iter(base + timedelta(minutes=m) for m in range(10))  # a minute a reading
+    part = after_crash(lambda: next(ticks))  # started at ``base``
     kinds = (EVENT_CONNECTED, "StasisStart", EVENT_DISCONNECTED, EVENT_CONNECTED)
     service = Service()
     await Daemon._pump(cast(AriClient, Events(*kinds)), cast(CallService, service), part)
@@ -71,16 +77,7 @@ def test_a_loss_noticed_late_widens_the_search_by_as_much() -> None:
     ari = AriConfig("http://pbx:8088", "callflow", "u", "p", heartbeat=5.0)
     late = timedelta(seconds=ari.loss_noticed_within)
     assert late == timedelta(seconds=7.5)
-    part = AfterCrash(
-        cast(Any, None),
-        cast(Any, None),
-        cast(Any, None),
-        cdr_file=None,
-        privacy=CallerPrivacy(),
-        flow_of=lambda _: "",
-        clock=lambda: now[0],
-        noticed_within=late,
-    )
+    part = after_crash(lambda: now[0], noticed_within=late)
     now[0] = base + timedelta(minutes=5)
     part.pbx_lost()
     lost = now[0]
