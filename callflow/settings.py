@@ -48,14 +48,16 @@ class AriSettings:
     pool_size: int = 20
     transport: str = "auto"  # auto | websocket | http: how REST requests reach Asterisk
     rest_lanes: int = 1  # more websockets carrying REST beside the events socket
-    # Seconds between pings on the events websocket: an Asterisk that died without closing
-    # it (power cut, network lost) is noticed within 1.5x this, not at the next call.
+    # Seconds between pings on the events websocket and the lanes: an Asterisk that died
+    # without closing them (power cut, network lost) is noticed within about 1.5x this.
     heartbeat: float = 5.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.heartbeat <= 300:
+        if not 1 <= self.heartbeat <= 300:
+            # Under 1 s, a daemon stalled that long (or an Asterisk slow to read its socket)
+            # would give up a live connection.
             raise SettingsError(
-                f"[ari] heartbeat must be more than 0 and at most 300 seconds, got {self.heartbeat}"
+                f"[ari] heartbeat must be between 1 and 300 seconds, got {self.heartbeat}"
             )
         if self.transport not in ("auto", "websocket", "http"):
             raise SettingsError(

@@ -22,6 +22,8 @@ Send = Callable[[str, str], Awaitable[None]]
 
 
 async def main(url: str, user: str, password: str, transport: str = "http") -> None:
+    if transport not in ("http", "websocket"):
+        raise SystemExit(f"transport must be http or websocket, not {transport!r}")
     headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
     async with (
         aiohttp.ClientSession(url, headers=headers) as http,

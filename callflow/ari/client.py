@@ -39,6 +39,7 @@ from callflow.ari.faults import (
 )
 from callflow.ari.frames import DATA_FRAMES, drop_reason, parse_frame
 from callflow.ari.lanes import CLOSE_TIMEOUT as LANE_CLOSE_TIMEOUT
+from callflow.ari.lanes import STOP_TIMEOUT as LANES_STOP_TIMEOUT
 from callflow.ari.lanes import RestLanes
 from callflow.ari.overload import goes_first
 from callflow.ari.transport import HttpTransport, RestTransport
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger("callflow.ari")
 
 #: ``type`` of the synthetic event yielded by ``AriClient.events`` after each (re)connection.
+# aiohttp rounds a timer over this many seconds up to the next whole second.
+_AIOHTTP_CEIL: Final = 5.0
+
 EVENT_CONNECTED: Final = "CallflowConnected"
 #: ``type`` of the synthetic event yielded after each drop; its ``reason`` says why.
 EVENT_DISCONNECTED: Final = "CallflowDisconnected"
@@ -96,8 +100,8 @@ class AriConfig:
 
     ``pool_size`` bounds the keep-alive pool of the client's own session (Asterisk's
     ``sessionlimit`` is 100 by default); the events websocket holds one of its connections.
-    ``heartbeat`` (seconds, ``None`` to disable) pings the events websocket so a dead peer
-    is noticed (within ``loss_noticed_within``); a connection that stayed up
+    ``heartbeat`` (seconds, ``None`` to disable) pings the events websocket and the lanes
+    so a dead peer is noticed (within ``loss_noticed_within``); a connection that stayed up
     ``stable_after`` seconds resets the backoff.
 
     ``transport`` says how REST requests travel: ``http`` (the pool), ``websocket`` (over
@@ -163,10 +167,16 @@ class AriConfig:
     @property
     def loss_noticed_within(self) -> float:
         """Seconds after Asterisk's last word within which a silent loss of it (no close,
-        no reset: a power cut, a network lost) is noticed: aiohttp pings ``heartbeat``
-        seconds after the last frame, then gives up ``heartbeat / 2`` later.  0 without
-        a heartbeat (only a closed or reset connection is noticed then, at once)."""
-        return 1.5 * self.heartbeat if self.heartbeat is not None else 0.0
+        no reset: a power cut, a network lost) is reported (``CallflowDisconnected``):
+        aiohttp pings ``heartbeat`` seconds after the last frame, then gives up
+        ``heartbeat / 2`` later (each rounded up to the next second when over 5 s), and
+        the lanes get up to their stop timeout to close before the drop is reported.  0
+        without a heartbeat (only a closed or reset connection is noticed, at once)."""
+        if self.heartbeat is None:
+            return 0.0
+        timers = (self.heartbeat, self.heartbeat / 2)
+        noticed = sum(t + (1.0 if t > _AIOHTTP_CEIL else 0.0) for t in timers)
+        return noticed + (LANES_STOP_TIMEOUT if self.lanes else 0.0)
 
     @property
     def lanes(self) -> int:

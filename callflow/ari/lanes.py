@@ -27,15 +27,15 @@ from callflow.ari.websocket import SocketTransport
 from callflow.reconnect import Backoff, Supervisor
 from callflow.tasks import Tasks
 
-__all__ = ["CLOSE_TIMEOUT", "RestLanes", "lane_app"]
+__all__ = ["CLOSE_TIMEOUT", "STOP_TIMEOUT", "RestLanes", "lane_app"]
 
 log = logging.getLogger("callflow.ari")
 
 #: The bound of a lane's closing handshake (the client connects lanes with it): Asterisk
 #: reads a lane's close only after the requests queued before it.
 CLOSE_TIMEOUT = 2.0
-# How long the lanes get to close by themselves at the exit before they are cancelled.
-_STOP_TIMEOUT = CLOSE_TIMEOUT + 1.0
+#: How long the lanes get to close by themselves at the exit before they are cancelled.
+STOP_TIMEOUT = CLOSE_TIMEOUT + 1.0
 
 
 class LaneSocket(Protocol):
@@ -134,7 +134,7 @@ class RestLanes:
         for supervisor in self._supervisors:
             supervisor.stop()
         try:
-            await self._tasks.wait(_STOP_TIMEOUT)
+            await self._tasks.wait(STOP_TIMEOUT)
         finally:
             await self._tasks.aclose()
 

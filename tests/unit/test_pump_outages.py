@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from callflow.app import Daemon
 from callflow.ari.client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient, AriConfig
 from callflow.ari.service import CallService
@@ -110,4 +112,30 @@ def test_the_daemon_searches_as_far_back_as_its_heartbeat_may_notice_a_loss_late
     )
     daemon = Daemon(settings, {"TEST_ARI": "x", "CALLFLOW_AMI_SECRET": "y"})
     assert daemon.ari_config.heartbeat == 8.0
-    assert daemon.after_crash.noticed_within == timedelta(seconds=12)
+    # 8 s, rounded up to 9 by aiohttp, then 4 s for the pong, then 3 s for the lane to close.
+    assert daemon.after_crash.noticed_within == timedelta(seconds=16)
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "lanes", "transport", "within"),
+    [
+        (5.0, 0, "auto", 7.5),  # a ping 5 s after the last frame, 2.5 s for its pong
+        (5.0, 1, "auto", 10.5),  # and up to 3 s for the lane to close before it is said
+        (5.0, 1, "http", 7.5),  # no lane over HTTP
+        (12.0, 0, "auto", 20.0),  # 12 s and 6 s, each rounded up a second by aiohttp
+        (None, 0, "auto", 0.0),  # no heartbeat: only a close or a reset is noticed
+    ],
+)
+def test_how_late_a_silent_asterisk_is_noticed(
+    heartbeat: float | None, lanes: int, transport: str, within: float
+) -> None:
+    ari = AriConfig(
+        "http://pbx:8088",
+        "callflow",
+        "u",
+        "p",
+        heartbeat=heartbeat,
+        rest_lanes=lanes,
+        transport=cast(Any, transport),
+    )
+    assert ari.loss_noticed_within == within

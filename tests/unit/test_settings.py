@@ -121,8 +121,8 @@ def test_the_events_heartbeat_defaults_to_five_seconds_and_must_be_positive(
 ) -> None:
     assert load_settings(None, env={}).ari.heartbeat == 5.0
     assert load_settings(write(tmp_path, "[ari]\nheartbeat = 2.5\n"), env={}).ari.heartbeat == 2.5
-    for bad in ("0", "-1", "301"):
-        with pytest.raises(SettingsError, match=r"\[ari\] heartbeat must be more than 0"):
+    for bad in ("0", "0.5", "-1", "301"):
+        with pytest.raises(SettingsError, match=r"\[ari\] heartbeat must be between 1 and 300"):
             load_settings(write(tmp_path, f"[ari]\nheartbeat = {bad}\n"), env={})
 
 
