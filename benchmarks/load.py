@@ -30,6 +30,10 @@ them (``--targets``):
 ``--rounds N`` runs the targets N times, in reverse order every other round (a machine's
 noise then falls on each in turn), and ends with each round's CPU per call and its ratio
 to the reference of the same round (the issue's target: callflow's at most the reference's).
+Last comes the verdict on issue #11's latency target, round by round: a rate is a target in
+a round where the reference completed every call with a p99 answer of at most 100 ms, and
+callflow meets it if it did too, with its p99 answer and DTMF→hangup at most 1.5× the
+reference's of that round.
 
 Asterisk is restarted before each (target, rate), so no run inherits another's channels.
 A secretariat phone (SIPp at accueil's address) answers what the dialplan fallback rings,
@@ -138,6 +142,11 @@ class Run:
     logged: int | None = None
 
     @property
+    def completed(self) -> int:
+        """Calls SIPp saw through (the IVR hung up after the key)."""
+        return len(self.hangup_ms)
+
+    @property
     def cpu_per_call(self) -> float:
         return 1000 * self.ivr_cpu_s / max(1, self.placed)
 
@@ -152,7 +161,7 @@ class Run:
         if self.ivr_cpu is not None:
             cpu = f"{self.ivr_cpu:.0f}%"
             per_call = f"{self.cpu_per_call:.1f}"
-        failed = self.placed - len(self.hangup_ms)
+        failed = self.placed - self.completed
         log = "–"
         if self.logged is not None:
             log = f"{self.logged} " + ", ".join(
@@ -328,6 +337,7 @@ def main() -> int:
                     print(run.row(), flush=True)
     if args.rounds > 1 or len(runs) > len(set((r.target, r.rate) for _, r in runs)):
         print(summary(runs))
+    print(verdict(runs))
     return 0
 
 
@@ -347,6 +357,53 @@ def summary(runs: list[tuple[int, Run]]) -> str:
         by_round = " / ".join(f"{v:.1f}" for _, v in sorted(mine.items()))
         lines.append(
             f"| {rate} | {target} | {by_round} | {mean:.2f} | {' / '.join(ratios) or '–'} |"
+        )
+    return "\n".join(lines)
+
+
+#: Issue #11: a rate is a target where the reference completes every call with a p99 answer
+#: within this; callflow must then too, with its p99 answer and DTMF->hangup at most
+#: ``BOUND`` x the reference's.
+TARGET_MS = 100.0
+BOUND = 1.5
+
+
+def verdict(runs: list[tuple[int, Run]]) -> str:
+    """Issue #11's first target, round by round: read against the reference of the same
+    round and rate only (the machine's noise moves both; another round's would mislead)."""
+    lines = [
+        "",
+        "| cps | round | reference p99 answer ms | a target rate? | IVR "
+        "| p99 answer ÷ reference | DTMF→hangup p99 ÷ reference | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ref = {(r.rate, n): r for n, r in runs if r.target == "reference"}
+    for n, run in runs:
+        base = ref.get((run.rate, n))
+        if base is None or not run.target.startswith("callflow"):
+            continue
+        b99, b_hang = pct(base.answer_ms, 99), pct(base.hangup_ms, 99)
+        qualifies = base.completed == base.placed and b99 is not None and b99 <= TARGET_MS
+        mine, hang = pct(run.answer_ms, 99), pct(run.hangup_ms, 99)
+        ratio = "–" if mine is None or not b99 else f"{mine / b99:.1f}"
+        hang_ratio = "–" if hang is None or not b_hang else f"{hang / b_hang:.2f}"
+        met = (
+            run.completed == run.placed
+            and mine is not None
+            and hang is not None
+            and b99 is not None
+            and b_hang is not None
+            and mine <= min(TARGET_MS, BOUND * b99)
+            and hang <= BOUND * b_hang
+        )
+        if not qualifies:
+            word = "– (not a target rate in this round)"
+        else:
+            word = "met" if met else "not met"
+        b99_text = "–" if b99 is None else f"{b99:,.0f}"
+        lines.append(
+            f"| {run.rate} | {n} | {b99_text} | {'yes' if qualifies else 'no'} | {run.target} "
+            f"| {ratio} | {hang_ratio} | {word} |"
         )
     return "\n".join(lines)
 
