@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,21 +16,10 @@ import pytest
 from callflow.ari import AriClient, AriConfig
 from callflow.ari.faults import AriHTTPError
 from callflow.ari.websocket import TransportMode
+from tests.support.bench_module import bench_module
 from tests.support.polling import wait_until
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "engine.py"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("engine_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = bench_module("engine")
 
 
 def _has(events: list[dict[str, Any]], kind: str, channel_id: str) -> bool:

@@ -3,25 +3,11 @@ the reference of the same round (benchmarks/load.py ``verdict``)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "load.py"
+from tests.support.bench_module import bench_module
 
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("load_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-load = _bench()
+load = bench_module("load")
 
 
 def run(target: str, answer_p99: float, hangup_p99: float, *, completed: int = 100) -> Any:
