@@ -59,10 +59,10 @@ __all__ = [
 
 log = logging.getLogger("callflow.ari")
 
-#: ``type`` of the synthetic event yielded by ``AriClient.events`` after each (re)connection.
 # aiohttp rounds a timer over this many seconds up to the next whole second.
 _AIOHTTP_CEIL: Final = 5.0
 
+#: ``type`` of the synthetic event yielded by ``AriClient.events`` after each (re)connection.
 EVENT_CONNECTED: Final = "CallflowConnected"
 #: ``type`` of the synthetic event yielded after each drop; its ``reason`` says why.
 EVENT_DISCONNECTED: Final = "CallflowDisconnected"
