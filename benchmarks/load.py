@@ -387,18 +387,16 @@ def verdict(runs: list[tuple[int, Run]]) -> str:
         mine, hang = pct(run.answer_ms, 99), pct(run.hangup_ms, 99)
         ratio = "–" if mine is None or not b99 else f"{mine / b99:.1f}"
         hang_ratio = "–" if hang is None or not b_hang else f"{hang / b_hang:.2f}"
-        met = (
-            run.completed == run.placed
-            and mine is not None
-            and hang is not None
-            and b99 is not None
-            and b_hang is not None
-            and mine <= min(TARGET_MS, BOUND * b99)
-            and hang <= BOUND * b_hang
-        )
-        if not qualifies:
-            word = "– (not a target rate in this round)"
-        else:
+        word = "– (not a target rate in this round)"
+        if qualifies and b99 is not None:  # (qualifying implies it: for the type checker)
+            met = (
+                run.completed == run.placed
+                and mine is not None
+                and hang is not None
+                and b_hang is not None
+                and mine <= min(TARGET_MS, BOUND * b99)
+                and hang <= BOUND * b_hang
+            )
             word = "met" if met else "not met"
         b99_text = "–" if b99 is None else f"{b99:,.0f}"
         lines.append(

@@ -116,7 +116,7 @@ def test_ari_transport(tmp_path: Path) -> None:
         load_settings(write(tmp_path, '[ari]\ntransport = "pigeon"\n'), env={})
 
 
-def test_the_events_heartbeat_defaults_to_five_seconds_and_must_be_positive(
+def test_the_events_heartbeat_defaults_to_five_seconds_and_stays_within_1_to_300(
     tmp_path: Path,
 ) -> None:
     assert load_settings(None, env={}).ari.heartbeat == 5.0
