@@ -93,9 +93,39 @@ def test_the_fallback_put_the_caller_through_and_the_secretariat_hung_up(bench: 
     cdr = _one_cdr(offset)
     assert cdr["dcontext"] == "callflow-fallback"
     # The handler ran as the secretariat hung up, while Dial() was still on: the fallback
-    # had got as far as ringing the secretariat.
+    # had got as far as ringing the secretariat, and only the Dial()'s status says that
+    # the secretariat answered.
     assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
         "100",
         "peer",
-        "secretariat",
+        "secretariat dial=ANSWER",
+    )
+
+
+def test_the_fallback_put_the_caller_through_and_the_caller_hung_up(bench: Bench) -> None:
+    # No daemon: the secretariat answers and talks until the patient hangs up.
+    offset = _size()
+    accueil = bench.peer("accueil", "uas-answer.xml")
+    patient = bench.patient("100", hold_ms="3000")
+    assert patient.wait(40) == 0, patient.log()
+    assert accueil.wait(40) == 0, accueil.log()
+    cdr = _one_cdr(offset)
+    assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
+        "100",
+        "caller",
+        "secretariat dial=ANSWER",
+    )
+
+
+def test_the_caller_hung_up_while_the_fallback_rang_the_secretariat(bench: Bench) -> None:
+    offset = _size()
+    accueil = bench.peer("accueil", "uas-ringout.xml")
+    patient = bench.patient("100", scenario="patient-hangup-early.xml")
+    assert patient.wait(40) == 0, patient.log()
+    assert accueil.wait(40) == 0, accueil.log()  # rang, then cancelled
+    cdr = _one_cdr(offset)
+    assert (cdr["callflow_dialed"], cdr["callflow_hangup"], cdr["callflow_fallback"]) == (
+        "100",
+        "caller",
+        "secretariat dial=CANCEL",
     )
