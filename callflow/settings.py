@@ -159,8 +159,8 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class CdrSettings:
     """Asterisk's own call records (``asterisk-conf/callflow/cdr_custom_callflow.conf``): the
-    calls the daemon never saw are imported from them, and calls a crash left open are closed
-    with them."""
+    calls the daemon never saw are imported from them, calls a crash left open are closed
+    with them, and the calls it shed get what the fallback did with them."""
 
     file: str = ""  # the cdr_custom JSON file; empty: no import (open calls close as lost)
     poll_interval: float = 2.0  # seconds between two reads of the file

@@ -148,6 +148,10 @@ def _call_json(row: Row, steps: Sequence[Row]) -> dict[str, Any]:
         "trunk": row["trunk"],
         "end_step": row["end_step"],
         "detail": row["detail"],
+        # A call that went to the dialplan fallback: what it did, and where it left the call
+        # (secretariat, outside, voicemail, nobody, abandoned, cut), once its CDR is read.
+        "fallback": row["fallback"],
+        "fallback_fate": row["fallback_fate"],
         "steps": [
             {
                 "seq": s["seq"],

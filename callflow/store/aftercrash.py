@@ -9,7 +9,9 @@ database before its CDR is looked at), then
    and the calls missing from the log that a crash, or a loss of Asterisk, cut (``lost``,
    ``failed``): the daemon tells it when it loses Asterisk and gets it back
    (``pbx_lost``, ``pbx_back``);
-2. until none is left, closes the calls a crash left open (those of its own node that
+2. writes what the fallback did to the calls the daemon logged and then let go there
+   (shed, or handed over): ``calls.fallback`` and ``calls.fallback_fate``;
+3. until none is left, closes the calls a crash left open (those of its own node that
    started before this daemon did), from Asterisk's live channels and the CDRs.  Another
    node's open calls are never touched: they may be running on that node's Asterisk.
 
@@ -30,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..tasks import BackgroundPart, Tasks
 from .cdr import CdrCall, CdrFile, merge_calls
-from .cdr_import import FlowOf, close_calls, import_fallback_calls, open_calls
+from .cdr_import import FlowOf, close_calls, follow_fallbacks, import_fallback_calls, open_calls
 from .privacy import CallerPrivacy
 from .reconcile import reconcile
 from .recorder import Recorder
@@ -88,6 +90,7 @@ class AfterCrash(BackgroundPart):
         self.started = clock()  # calls open and older than this were left by a crash
         self.open_left: int | None = None  # None: not looked yet; 0: none left
         self.imported = 0
+        self.followed = 0  # calls of the log given their fallback's fate
         self.closed = 0
         self._cdrs: dict[str, CdrCall] = {}
         self._gone_since: dict[str, datetime] = {}
@@ -190,6 +193,10 @@ class AfterCrash(BackgroundPart):
                 "crash or a loss of Asterisk)",
                 len(imported),
             )
+        followed = await follow_fallbacks(self.engine, self._cdrs.values())
+        self.followed += len(followed)
+        if followed:
+            log.info("call log: what the fallback did with %d call(s), from CDRs", len(followed))
         keep: set[str] = set()
         if self.open_left != 0:
             keep = await self._close_open(now)

@@ -5,7 +5,8 @@ Asterisk writes several CDRs for one call (one per destination the dialplan rang
 with the caller's channel ``uniqueid`` (the daemon's call id, when the daemon saw the
 call).  ``CdrCall`` merges them into what the call log needs: when, who, what was dialled,
 what the dialplan fallback did (``callflow_fallback``, set by the dialplan) and who hung up
-(``callflow_hangup``: caller, peer or pbx, set by its hangup handler).
+(``callflow_hangup``: caller, peer or pbx, set by its hangup handler).  ``fallback_fate``
+reads the first into where the fallback left the call (``FallbackFate``).
 
 ``CdrFile`` reads the lines appended since the last read (the file is only ever appended
 to; a file rotated or truncated is read again from its start: the import is keyed by
@@ -20,12 +21,61 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("callflow.store")
 
 HANGUP_BY = frozenset({"caller", "peer", "pbx"})
+
+
+class FallbackFate(StrEnum):
+    """Where the dialplan fallback (``[callflow-fallback]``) left a call."""
+
+    SECRETARIAT = "secretariat"  # the practice's secretariat answered
+    OUTSIDE = "outside"  # the outside telephone secretariat answered
+    # The caller reached the voicemail box; whether a message was left is the mailbox's to
+    # say (a caller who hangs up to end a message leaves no status behind).
+    VOICEMAIL = "voicemail"
+    NOBODY = "nobody"  # rung out, and no voicemail: the caller heard goodbye
+    ABANDONED = "abandoned"  # the caller hung up while held or rung, before any answer
+    CUT = "cut"  # ended by the PBX (stopped, or an operator) before any answer
+
+
+#: The stages ``[callflow-fallback]`` writes, in its order; a stage that rings people.
+_STAGES = frozenset({"shed", "secretariat", "outside", "voicemail"})
+_RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUTSIDE}
+
+
+def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
+    """Where the fallback left a call, from its trace (``callflow_fallback``: the stages it
+    reached, each with its status once it had one, then the last ``Dial()``'s status, e.g.
+    ``secretariat=NOANSWER outside dial=ANSWER``) and who hung up.  None: no trace, or one
+    this daemon's dialplan does not write (a context of the site's own)."""
+    stages = trace.split()
+    dial = ""
+    if stages and stages[-1].startswith("dial="):
+        dial = stages.pop()[len("dial=") :]
+    parts = [stage.partition("=") for stage in stages]
+    if not parts or any(name not in _STAGES for name, _, _ in parts):
+        return None
+    for name, _, status in parts:
+        if status == "ANSWER" and name in _RINGING:
+            return _RINGING[name]
+    name, eq, status = parts[-1]
+    if name == "voicemail":
+        if status == "SUCCESS" or (not eq and hangup_by == "caller"):
+            return FallbackFate.VOICEMAIL
+        if eq:
+            return FallbackFate.NOBODY
+    elif eq:
+        return FallbackFate.NOBODY  # a stage over without an answer, and nothing after it
+    # The call ended during this stage.  A conversation ends inside Dial(), before the
+    # fallback writes the stage's status: only the Dial()'s own status says it answered.
+    if name in _RINGING and dial == "ANSWER":
+        return _RINGING[name]
+    return FallbackFate.ABANDONED if hangup_by == "caller" else FallbackFate.CUT
 
 
 @dataclass(frozen=True)
@@ -63,6 +113,11 @@ class CdrCall:
     @property
     def went_to_fallback(self) -> bool:
         return bool(self.fallback)
+
+    @property
+    def fate(self) -> FallbackFate | None:
+        """Where the dialplan fallback left this call (None: it did not go there)."""
+        return fallback_fate(self.fallback, self.hangup_by)
 
     @property
     def over(self) -> bool:
@@ -162,4 +217,4 @@ class CdrFile:
         return out
 
 
-__all__ = ["CdrCall", "CdrFile", "merge_calls", "parse_line"]
+__all__ = ["CdrCall", "CdrFile", "FallbackFate", "fallback_fate", "merge_calls", "parse_line"]

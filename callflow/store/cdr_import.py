@@ -13,6 +13,10 @@
   Asterisk stopped or restarted, or the events websocket dropped) was cut by the PBX before
   the daemon took it (Asterisk ends an unanswered channel in Stasis at its stop, and the
   event announcing it may never reach the daemon): it is logged ``failed``, saying so.
+* ``follow_fallbacks``: a call the daemon logged and then let go to the dialplan fallback
+  (shed, or handed over when the daemon could not go on) gets what the fallback did and
+  where it left the call (``calls.fallback``, ``calls.fallback_fate``) from its CDR, once:
+  only a call without them is written to.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -149,11 +153,53 @@ async def import_fallback_calls(
                 "end_step": None,
                 "detail": _detail(c, whys[c.uniqueid]),
                 "node": node,  # the node whose Asterisk wrote the CDR
+                **_fallback_of(c),
             }
             for c in new
         ]
         await conn.execute(insert(CALLS).on_conflict_do_nothing(), calls)
     return [c.uniqueid for c in new]
+
+
+def _fallback_of(c: CdrCall) -> dict[str, str | None]:
+    """The call log's fallback columns for ``c`` (both None: it did not go there)."""
+    fate = c.fate
+    return {
+        "fallback": c.fallback or None,
+        "fallback_fate": None if fate is None else str(fate),
+    }
+
+
+async def follow_fallbacks(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list[str]:
+    """Write what the dialplan fallback did to each call of the log that went there and
+    has nothing of it yet (the daemon shed it, or handed it over); returns their ids.
+
+    Only a call without a trace is written to: reading a CDR again, or another daemon on
+    the same database doing the same, writes nothing twice."""
+    went = {c.uniqueid: c for c in cdrs if c.went_to_fallback}
+    if not went:
+        return []
+    stmt = (
+        update(CALLS)
+        .where(and_(CALLS.c.id == bindparam("call_id"), CALLS.c.fallback.is_(None)))
+        .values(fallback=bindparam("trace"), fallback_fate=bindparam("fate"))
+    )
+    async with engine.begin() as conn:
+        ids: list[str] = []
+        for chunk in _chunks(sorted(went)):
+            rows = await conn.execute(
+                select(Call.id).where(Call.id.in_(chunk), Call.fallback.is_(None))
+            )
+            ids += [r.id for r in rows]
+        if ids:
+            params = []
+            for i in ids:
+                cols = _fallback_of(went[i])
+                params.append(
+                    {"call_id": i, "trace": cols["fallback"], "fate": cols["fallback_fate"]}
+                )
+            await conn.execute(stmt, params)
+    return ids
 
 
 class _Why(Enum):
@@ -292,4 +338,11 @@ async def close_calls(
     return closed
 
 
-__all__ = ["FlowOf", "close_calls", "import_fallback_calls", "known_calls", "open_calls"]
+__all__ = [
+    "FlowOf",
+    "close_calls",
+    "follow_fallbacks",
+    "import_fallback_calls",
+    "known_calls",
+    "open_calls",
+]

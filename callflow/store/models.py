@@ -35,8 +35,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..drills import DrillMode
 from ..flow.events import OutcomeKind
+from .cdr import FallbackFate
 
 OUTCOMES: tuple[str, ...] = tuple(k.value for k in OutcomeKind)
+FALLBACK_FATES: tuple[str, ...] = tuple(f.value for f in FallbackFate)
 CALLBACK_STATUSES: tuple[str, ...] = ("pending", "done", "cancelled")
 
 
@@ -104,9 +106,16 @@ class Call(Base):
     driver: Mapped[str] = mapped_column(String, server_default="ari")
     # The node ([node] name) whose daemon took the call; None: logged before nodes were.
     node: Mapped[str | None] = mapped_column(String)
+    # A call that went to the dialplan fallback (shed, handed over, or never seen by the
+    # daemon): what the fallback did, from Asterisk's CDR (``callflow_fallback``), and where
+    # it left the call (``FallbackFate``; NULL for a trace of a dialplan of the site's own).
+    # Both NULL until the CDR is read, and for calls that never went there.
+    fallback: Mapped[str | None] = mapped_column(String)
+    fallback_fate: Mapped[str | None] = mapped_column(String)
 
     __table_args__ = (
         CheckConstraint(_in("outcome", OUTCOMES), name="outcome"),
+        CheckConstraint(_in("fallback_fate", FALLBACK_FATES), name="fallback_fate"),
         Index(None, "started"),
         Index(None, "flow", "started"),
         Index(None, "caller"),
@@ -262,6 +271,7 @@ __all__ = [
     "CALLBACK_STATUSES",
     "CDR_ACTIONS",
     "DRILL_MODES",
+    "FALLBACK_FATES",
     "OUTCOMES",
     "AdminAction",
     "Base",

@@ -23,7 +23,10 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
 * **without the daemon**, shown apart: calls the dialplan fallback handled alone while
   the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
   daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
-  ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``).
+  ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``); and how many
+  of the calls that went to the dialplan fallback reached nobody there (rung out, hung up
+  while held or rung, or cut: ``report.NOBODY``, from Asterisk's CDRs), patients the
+  missed-call rate does not count.
 * **patient satisfaction**: from the flows' ``survey`` steps (``store.satisfaction``):
   the mean rating out of the survey's scale, the number of ratings and the response rate
   (ratings / surveys asked).  A period with no survey asked says "not collected" rather
@@ -50,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
-from .report import STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
+from .report import NOBODY, STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
 from .satisfaction import SurveyAnswer, answers_of, satisfaction, survey_steps
 
 ALL = "*"  # the key of the figures over every flow
@@ -84,7 +87,9 @@ DEFINITIONS = {
     "without_daemon": "sans le démon : appels pris par le repli du plan de numérotation "
     "d'Asterisk pendant un arrêt du démon (issue fallback, d'après les CDR d'Asterisk), "
     "délestés en surcharge (shed), laissés ouverts par une panne puis repris (recovered) "
-    "ou perdus (lost).",
+    "ou perdus (lost) ; parmi les appels passés par le repli, ceux qui n'y ont joint "
+    "personne (sonnerie sans réponse, appelant qui a raccroché en attente, appel coupé), "
+    "d'après les CDR d'Asterisk : le taux d'appels manqués ne les compte pas.",
     "satisfaction": "satisfaction des patients : note moyenne donnée par les appelants à "
     "l'enquête (étape survey) proposée quand leur interlocuteur a raccroché, sur l'échelle "
     "de l'enquête (notes d'échelles différentes ramenées sur 5) ; nombre de notes ; taux de "
@@ -141,6 +146,7 @@ class _CallRow:
     answered: datetime | None
     outcome: str | None
     node: str | None
+    fallback_fate: str | None
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ async def build_quality(
     before = month_span(*previous_month(year, month), tz)
     lo, hi = before.start, current.end
     calls_q = select(
-        Call.id, Call.flow, Call.started, Call.answered, Call.outcome, Call.node
+        Call.id, Call.flow, Call.started, Call.answered, Call.outcome, Call.node, Call.fallback_fate
     ).where(Call.started >= lo, Call.started < hi)
     cb_q = select(
         CallbackRequestRow.flow,
@@ -239,6 +245,7 @@ def _indicators(
         "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
+        "fallback_reached_nobody": sum(1 for c in mine if c.fallback_fate in NOBODY),
         "response_time": {
             "calls": len(waits),
             "average_s": average(waits),
@@ -286,6 +293,7 @@ def _rows(f: dict[str, Any]) -> list[tuple[str, str]]:
             "sans le démon (repli, délestés, panne)",
             f"{_pct(w['rate'])} ({w['fallback']} / {w['shed']} / {w['recovered'] + w['lost']})",
         ),
+        ("  n'ont joint personne après le repli", str(f["fallback_reached_nobody"])),
         (
             "temps de réponse moyen (équipe)",
             f"{_secs(r['average_s'])} ({r['calls']} appels)",

@@ -28,6 +28,14 @@ callback requests *created* in it, optionally for one flow):
   while the daemon was down (imported from Asterisk's CDRs), *shed* calls the overloaded
   daemon handed to the dialplan, and the calls a crash left open: *recovered* (rescued, or
   taken by the fallback) and *lost*; with their share of all calls.
+* **after the dialplan fallback**: where the fallback left the calls that went there (the
+  calls the daemon never saw, shed, or handed over), from Asterisk's CDRs
+  (``calls.fallback_fate``): the secretariat or the outside secretariat answered, the
+  voicemail took it, nobody (rung out), the caller hung up waiting (abandoned), or the PBX
+  cut it; *not known* counts the fallback and shed calls whose CDR was not read (no
+  ``[cdr] file``, or read before this release).  *Reached nobody* = nobody + abandoned +
+  cut: patients who called and reached no one, though the call's own outcome (``shed``,
+  ``fallback``) does not count them as missed.
 * **patient satisfaction**: the survey steps' ratings (:mod:`callflow.store.satisfaction`):
   mean rating out of the survey's scale, ratings, response rate = ratings / surveys asked.
 * **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
@@ -51,8 +59,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..flow.events import OutcomeKind, StepKind
-from .models import OUTCOMES, Call, CallbackRequestRow, CallStep
-from .report_words import FR, outcome, weekday, words
+from .cdr import FallbackFate
+from .models import FALLBACK_FATES, OUTCOMES, Call, CallbackRequestRow, CallStep
+from .report_words import FR, fate_word, outcome, weekday, words
 from .satisfaction import answers_of, satisfaction, survey_steps
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -60,6 +69,9 @@ MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.
 REACHED = ("answered", "forwarded", "emergency")
 # Calls the daemon did not carry to their end, shown apart in the report.
 WITHOUT_DAEMON = ("fallback", "shed", "recovered", "lost")
+# The calls that always went to the dialplan fallback: their fate is known once their CDR is.
+HANDED = ("fallback", "shed")
+NOBODY = tuple(str(f) for f in (FallbackFate.NOBODY, FallbackFate.ABANDONED, FallbackFate.CUT))
 STAFF = str(OutcomeKind.ANSWERED)  # a person of the practice or an on-call doctor
 RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
 
@@ -130,7 +142,14 @@ class Period:
 async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
     """The report's figures, JSON-ready (see the module's definitions)."""
     calls_q = select(
-        Call.id, Call.started, Call.answered, Call.outcome, Call.tier, Call.destination, Call.node
+        Call.id,
+        Call.started,
+        Call.answered,
+        Call.outcome,
+        Call.tier,
+        Call.destination,
+        Call.node,
+        Call.fallback_fate,
     ).where(Call.started >= period.start, Call.started < period.end)
     cb_q = select(
         CallbackRequestRow.status, CallbackRequestRow.created, CallbackRequestRow.completed
@@ -160,6 +179,9 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         local = c.started.astimezone(period.tz)
         grid[local.weekday()][local.hour] += 1
 
+    fates = Counter(c.fallback_fate for c in calls if c.fallback_fate is not None)
+    unknown = sum(1 for c in calls if c.outcome in HANDED and c.fallback_fate is None)
+
     statuses = Counter(cb.status for cb in callbacks)
     delays = [
         (cb.completed - cb.created).total_seconds()
@@ -183,6 +205,11 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         "without_daemon": {
             **{o: outcomes[o] for o in WITHOUT_DAEMON},
             "rate": _ratio(sum(outcomes[o] for o in WITHOUT_DAEMON), total),
+        },
+        "after_fallback": {
+            **{f: fates[f] for f in FALLBACK_FATES},
+            "not_known": unknown,
+            "reached_nobody": sum(fates[f] for f in NOBODY),
         },
         "time_to_answer": {
             "calls": len(waits),
@@ -250,6 +277,7 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
         (f"  {w['without_fallback']}", str(wd["fallback"])),
         (f"  {w['without_shed']}", str(wd["shed"])),
         (f"  {w['without_crash']}", f"{wd['recovered']} / {wd['lost']}"),
+        *_fallback_lines(r["after_fallback"], language),
         (w["tta_average"].format(n=t["calls"]), _secs(t["average_s"], w)),
         (w["tta_p90"], _secs(t["p90_s"], w)),
         (
@@ -268,6 +296,19 @@ def _lines(r: dict[str, Any], language: str) -> list[tuple[str, str]]:
         *_satisfaction_lines(r["satisfaction"], w),
     ]
     return rows
+
+
+def _fallback_lines(fates: dict[str, int], language: str) -> list[tuple[str, str]]:
+    w = words(language)
+    if not any(fates.values()):
+        return []  # no call went to the fallback
+    split = ", ".join(
+        f"{fate_word(f, language)} {fates[f]}" for f in (*FALLBACK_FATES, "not_known") if fates[f]
+    )
+    return [
+        (w["after_fallback"], split),
+        (f"  {w['reached_nobody']}", str(fates["reached_nobody"])),
+    ]
 
 
 def _satisfaction_lines(s: dict[str, Any], w: dict[str, str]) -> list[tuple[str, str]]:

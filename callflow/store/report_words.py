@@ -17,6 +17,8 @@ EN: Final[dict[str, str]] = {
     "without_fallback": "dialplan fallback alone (daemon down)",
     "without_shed": "shed (daemon overloaded)",
     "without_crash": "crash: recovered / lost",
+    "after_fallback": "after the dialplan fallback",
+    "reached_nobody": "reached nobody (nobody, abandoned, cut)",
     "tta_average": "time to answer, average ({n} calls)",
     "tta_p90": "time to answer, p90",
     "rt_average": "response time, staff only, average ({n} calls)",
@@ -56,6 +58,8 @@ FR: Final[dict[str, str]] = {
     "without_fallback": "repli du plan de numérotation seul (démon arrêté)",
     "without_shed": "délestés (démon surchargé)",
     "without_crash": "panne : repris / perdus",
+    "after_fallback": "après le repli du plan de numérotation",
+    "reached_nobody": "n'ont joint personne (personne, abandon, coupés)",
     "tta_average": "délai de prise d'appel, moyenne ({n} appels)",
     "tta_p90": "délai de prise d'appel, 90e centile",
     "rt_average": "temps de réponse, équipe seule, moyenne ({n} appels)",
@@ -100,6 +104,16 @@ OUTCOMES_FR: Final[dict[str, str]] = {
     "lost": "perdus",
 }
 
+FATES_FR: Final[dict[str, str]] = {
+    "secretariat": "secrétariat",
+    "outside": "secrétariat extérieur",
+    "voicemail": "messagerie",
+    "nobody": "personne",
+    "abandoned": "abandon",
+    "cut": "coupés",
+    "not_known": "inconnu",
+}
+
 WEEKDAYS_FR: Final[dict[str, str]] = {
     "Mon": "lun",
     "Tue": "mar",
@@ -119,8 +133,15 @@ def outcome(name: str, language: str) -> str:
     return OUTCOMES_FR.get(name, name) if language == "fr" else name
 
 
+def fate_word(name: str, language: str) -> str:
+    """Where the dialplan fallback left calls (``FallbackFate``, or ``not_known``)."""
+    if language == "fr":
+        return FATES_FR.get(name, name)
+    return name.replace("_", " ")
+
+
 def weekday(name: str, language: str) -> str:
     return WEEKDAYS_FR.get(name, name) if language == "fr" else name
 
 
-__all__ = ["EN", "FR", "outcome", "weekday", "words"]
+__all__ = ["EN", "FR", "fate_word", "outcome", "weekday", "words"]

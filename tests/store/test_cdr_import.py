@@ -18,7 +18,7 @@ from callflow.flow.engine import RESCUE_SEQ
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
 from callflow.store.aftercrash import CUT_HOLD, CUT_MARGIN, LOST_MARGIN, AfterCrash
 from callflow.store.cdr import CdrCall, CdrFile
-from callflow.store.cdr_import import import_fallback_calls
+from callflow.store.cdr_import import follow_fallbacks, import_fallback_calls
 from callflow.store.db import create_engine
 from callflow.store.maintenance import purge
 from callflow.store.models import Call, CallStep, CdrImport
@@ -578,3 +578,67 @@ async def test_a_fallback_call_is_tagged_with_the_node_that_imported_it(
     )
     async with engine.connect() as conn:
         assert (await conn.execute(select(Call.node))).scalar_one() == "b"
+
+
+async def fallbacks(engine: AsyncEngine) -> dict[str, tuple[str | None, str | None]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(Call.id, Call.fallback, Call.fallback_fate))
+        return {r.id: (r.fallback, r.fallback_fate) for r in rows}
+
+
+async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # The daemon shed one call and handed another to the fallback (it could not go on);
+    # it served a third itself.  Asterisk's CDRs then say what the fallback did.
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        for cid, kind in (
+            ("shed", OutcomeKind.SHED),
+            ("handed", OutcomeKind.FAILED),
+            ("served", OutcomeKind.ANSWERED),
+        ):
+            rec.call_started(info(cid))
+            rec.call_ended(info(cid), Outcome(kind, None), T0)
+    cdr_path = tmp_path / "callflow-cdr.json"
+    cdr_path.write_text(
+        # The patient talked with the secretariat, then hung up: Dial() never returned.
+        cdr_line("shed", callflow_fallback="secretariat dial=ANSWER", disposition="ANSWERED")
+        + cdr_line("handed", callflow_fallback="secretariat=NOANSWER outside dial=CANCEL")
+        + cdr_line("served", disposition="ANSWERED")
+        # Never seen by the daemon: imported, its fate with it (Asterisk stopped mid-hold).
+        + cdr_line("unseen", callflow_fallback="shed", callflow_hangup="pbx")
+    )
+    feed = Recorder(engine, tmp_path / "spool-after")  # the next pass's own recorder
+    part = AfterCrash(
+        engine,
+        feed,
+        Channels(set()),
+        cdr_file=CdrFile(cdr_path),
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        clock=lambda: NOW,
+    )
+    async with feed:
+        await part.run_once()
+    assert await fallbacks(engine) == {
+        "shed": ("secretariat dial=ANSWER", "secretariat"),
+        "handed": ("secretariat=NOANSWER outside dial=CANCEL", "abandoned"),
+        "served": (None, None),
+        "unseen": ("shed", "cut"),
+    }
+    assert (part.followed, part.imported) == (2, 1)
+    assert (await calls(engine))["shed"][0] == "shed"  # the daemon's outcome stays
+    # The CDR read again, or by a second daemon, even with another trace: written once.
+    again = [fallback_cdr(c, fallback="secretariat=NOANSWER outside") for c in ("shed", "unseen")]
+    assert await follow_fallbacks(engine, again) == []
+    assert (await fallbacks(engine))["shed"] == ("secretariat dial=ANSWER", "secretariat")
+    # A trace of a dialplan of the site's own is kept, its fate not guessed.
+    rec2 = Recorder(engine, tmp_path / "spool-2")
+    async with rec2:
+        rec2.call_started(info("own"))
+        rec2.call_ended(info("own"), Outcome(OutcomeKind.SHED, None), T0)
+    assert await follow_fallbacks(engine, [fallback_cdr("own", fallback="reception=BUSY")]) == [
+        "own"
+    ]
+    assert (await fallbacks(engine))["own"] == ("reception=BUSY", None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from callflow.errors import UserError
 from callflow.store.db import check_schema, current_revision, downgrade, head_revision, upgrade
-from callflow.store.models import Base
+from callflow.store.models import FALLBACK_FATES, Base
 
 from .conftest import Database
 
@@ -73,3 +74,20 @@ async def test_check_schema_refuses_an_unknown_revision(database: Database) -> N
         await conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(UserError, match="at 9999_future, unknown to this callflow"):
         await check_schema(engine)
+
+
+async def test_the_migrated_schema_takes_every_fallback_fate_and_nothing_else(
+    database: Database,
+) -> None:
+    engine = database.engine()
+    await upgrade(engine)
+    insert = (
+        "INSERT INTO calls (id, flow, flow_version, dialed, caller, started, driver, "
+        "fallback_fate) VALUES (:id, 'f', '', '100', '', '2026-12-04 10:00:00', 'ari', :fate)"
+    )
+    async with engine.begin() as conn:
+        for fate in (*FALLBACK_FATES, None):
+            await conn.execute(text(insert), {"id": f"c-{fate}", "fate": fate})
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(text(insert), {"id": "c-bad", "fate": "served"})

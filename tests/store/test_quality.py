@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.store.commands import parse_bound
 from callflow.store.maintenance import complete_callback
-from callflow.store.models import CallbackRequestRow
+from callflow.store.models import Call, CallbackRequestRow
 from callflow.store.quality import (
     build_quality,
     month_span,
@@ -349,8 +350,13 @@ async def test_the_monthly_report_shows_the_calls_without_the_daemon_apart(
     log.call("q6", "2026-03-10 09:09", "lost")
     async with engine.begin() as conn:
         await write_records(conn, log.records)
+        # From the CDRs: the shed call's patient hung up while the secretariat rang; one
+        # fallback call reached the secretariat.
+        for cid, fate in (("q4", "abandoned"), ("q3", "secretariat")):
+            await conn.execute(update(Call).where(Call.id == cid).values(fallback_fate=fate))
     r = await build_quality(engine, 2026, 3, PARIS)
     figures = r["months"][0]["figures"]["*"]
+    assert figures["fallback_reached_nobody"] == 1
     assert figures["without_daemon"] == {
         "fallback": 2,
         "shed": 1,
@@ -362,6 +368,7 @@ async def test_the_monthly_report_shows_the_calls_without_the_daemon_apart(
     text = render_quality_text(r)
     assert "sans le démon (repli, délestés, panne)" in text and "83,3 % (2 / 1 / 2)" in text
     assert "repli du plan de numérotation" in text  # its definition is printed
+    assert re.search(r"n'ont joint personne après le repli\s+1\b", text), text
 
 
 async def test_the_monthly_report_covers_every_node(engine: AsyncEngine) -> None:

@@ -10,12 +10,12 @@ from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callflow.store.commands import parse_bound
 from callflow.store.maintenance import complete_callback
-from callflow.store.models import CallbackRequestRow
+from callflow.store.models import Call, CallbackRequestRow
 from callflow.store.report import (
     Period,
     build_report,
@@ -267,3 +267,50 @@ async def test_calls_without_the_daemon_are_shown_apart(engine: AsyncEngine) -> 
     assert rows["without the daemon (fallback, shed, crash)"] == "83.3 % (5)"
     assert rows["dialplan fallback alone (daemon down)"] == "2"
     assert rows["crash: recovered / lost"] == "1 / 1"
+
+
+async def test_where_the_dialplan_fallback_left_the_calls_it_took(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await write_records(
+            conn,
+            [
+                call("f1", "2026-03-02 08:00", "shed"),
+                call("f2", "2026-03-02 08:01", "shed"),
+                call("f3", "2026-03-02 08:02", "shed"),  # its CDR not read (yet)
+                call("f4", "2026-03-02 08:03", "fallback"),
+                call("f5", "2026-03-02 08:04", "failed"),  # handed over mid-call
+                call("f6", "2026-03-02 08:05", "answered", answer_after=3),
+            ],
+        )
+        # What the after-crash pass writes from the CDRs (cdr_import.follow_fallbacks).
+        for cid, fate in (("f1", "secretariat"), ("f2", "abandoned"), ("f4", "voicemail")):
+            await conn.execute(
+                update(Call).where(Call.id == cid).values(fallback="x", fallback_fate=fate)
+            )
+        await conn.execute(update(Call).where(Call.id == "f5").values(fallback_fate="cut"))
+    r = await build_report(engine, week())
+    assert r["after_fallback"] == {
+        "secretariat": 1,
+        "outside": 0,
+        "voicemail": 1,
+        "nobody": 0,
+        "abandoned": 1,
+        "cut": 1,
+        "not_known": 1,
+        "reached_nobody": 2,
+    }
+    assert r["missed"]["count"] == 1  # the failed call: the outcomes' definition is kept
+    for language, split, nobody in (
+        ("en", "secretariat 1, voicemail 1, abandoned 1, cut 1, not known 1", "reached nobody"),
+        ("fr", "secrétariat 1, messagerie 1, abandon 1, coupés 1, inconnu 1", "n'ont joint"),
+    ):
+        text = render_text(r, language)
+        assert split in text
+        assert re.search(rf"{nobody}.*\s2$", text, re.M), text
+
+
+async def test_no_fallback_line_when_no_call_went_there(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await write_records(conn, [call("a1", "2026-03-02 08:00", "answered", answer_after=3)])
+    r = await build_report(engine, week())
+    assert "after the dialplan fallback" not in render_text(r)

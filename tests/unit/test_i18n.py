@@ -131,6 +131,12 @@ def report() -> dict[str, object]:
         "calls": {"total": 4, "by_outcome": {"answered": 3, "abandoned": 1}, "unfinished": 0},
         "missed": {"rate": 0.25, "count": 1},
         "without_daemon": {"fallback": 1, "shed": 0, "recovered": 0, "lost": 0, "rate": 0.25},
+        "after_fallback": {
+            **dict.fromkeys(("secretariat", "outside", "nobody", "abandoned", "cut"), 0),
+            "voicemail": 1,
+            "not_known": 0,
+            "reached_nobody": 0,
+        },
         "time_to_answer": {"calls": 3, "average_s": 12.5, "p90_s": 20.0},
         "response_time": {"calls": 2, "average_s": 8.0, "p90_s": 10.0},
         "callbacks": {
@@ -172,6 +178,7 @@ def test_the_html_report_in_french() -> None:
         "25,0 %",
         "sans le démon (repli, délestés, panne)",
         "panne : repris / perdus",
+        "après le repli du plan de numérotation</th><td>messagerie 1",
         "pris",
         "abandonnés",
         "appels par jour et par heure",

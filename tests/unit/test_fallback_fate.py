@@ -1,0 +1,68 @@
+"""Where the dialplan fallback left a call, read from the trace its CDR carries
+(``callflow_fallback``, written by ``[callflow-fallback]`` and ``[callflow-hangup]``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callflow.store.cdr import FallbackFate, fallback_fate, parse_line
+
+F = FallbackFate
+
+
+@pytest.mark.parametrize(
+    ("trace", "hangup_by", "fate"),
+    [
+        # A conversation ends inside Dial(): the stage has no status, the Dial() has.
+        ("secretariat dial=ANSWER", "caller", F.SECRETARIAT),
+        ("secretariat dial=ANSWER", "peer", F.SECRETARIAT),
+        ("shed secretariat dial=ANSWER", "caller", F.SECRETARIAT),
+        ("secretariat=NOANSWER outside dial=ANSWER", "caller", F.OUTSIDE),
+        # A dialplan whose Dial() returned (its g option) writes the status itself.
+        ("secretariat=ANSWER", "caller", F.SECRETARIAT),
+        ("secretariat=NOANSWER outside=ANSWER dial=ANSWER", "peer", F.OUTSIDE),
+        # The caller hung up while held (a shed call), or rung.
+        ("shed", "caller", F.ABANDONED),
+        ("secretariat dial=CANCEL", "caller", F.ABANDONED),
+        ("secretariat=BUSY outside dial=CANCEL", "caller", F.ABANDONED),
+        # The voicemail: a message recorded, or the caller hung up there (which ends one).
+        (
+            "secretariat=NOANSWER outside=NOANSWER voicemail=SUCCESS dial=NOANSWER",
+            "pbx",
+            F.VOICEMAIL,
+        ),
+        ("secretariat=NOANSWER outside=NOANSWER voicemail dial=NOANSWER", "caller", F.VOICEMAIL),
+        # Nobody: rung out and no message (the caller heard goodbye, or left during it).
+        ("secretariat=NOANSWER outside=NOANSWER voicemail=FAILED dial=NOANSWER", "pbx", F.NOBODY),
+        ("secretariat=NOANSWER outside=CHANUNAVAIL voicemail=USEREXIT", "caller", F.NOBODY),
+        # The PBX ended it before anyone answered (Asterisk stopped, an operator).
+        ("shed", "pbx", F.CUT),
+        ("secretariat dial=CANCEL", "pbx", F.CUT),
+        ("secretariat=NOANSWER outside=NOANSWER voicemail dial=NOANSWER", "pbx", F.CUT),
+    ],
+)
+def test_the_fate_of_a_trace(trace: str, hangup_by: str, fate: FallbackFate) -> None:
+    assert fallback_fate(trace, hangup_by) is fate
+
+
+@pytest.mark.parametrize("trace", ["", "dial=ANSWER", "reception=ANSWER", "secretariat desk"])
+def test_no_fate_is_guessed_from_a_trace_this_dialplan_does_not_write(trace: str) -> None:
+    assert fallback_fate(trace, "caller") is None
+
+
+def test_a_cdr_line_gives_its_fate() -> None:
+    line = {
+        "uniqueid": "1.1",
+        "start": 1_780_000_000.0,
+        "end": 1_780_000_060.0,
+        "callflow_dialed": "100",
+        "callflow_fallback": "shed secretariat dial=ANSWER",
+        "callflow_hangup": "caller",
+    }
+    cdr = parse_line(json.dumps(line))
+    assert cdr is not None and cdr.went_to_fallback
+    assert cdr.fate is FallbackFate.SECRETARIAT
+    none = parse_line(json.dumps({**line, "callflow_fallback": ""}))
+    assert none is not None and none.fate is None
