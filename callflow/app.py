@@ -379,6 +379,7 @@ class Daemon:
             calls_shed=lambda: (
                 {} if self.shedder is None else {str(r): n for r, n in self.shedder.shed.items()}
             ),
+            fallback_fates=lambda: self.after_crash.fates,
         )
 
     def _shedding(self) -> bool:

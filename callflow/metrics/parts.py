@@ -101,6 +101,9 @@ class Probes:
     ari_in_flight: Callable[[], int] | None = None
     shedding: Callable[[], bool] | None = None
     calls_shed: Callable[[], Mapping[str, int]] | None = None
+    # Where the dialplan fallback left the calls that went there, as their CDRs were read
+    # (this run): secretariat, outside, voicemail, nobody, abandoned, cut, unknown.
+    fallback_fates: Callable[[], Mapping[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class ScrapeTime(Collector):
             p.shedding,
         )
         yield from self._shed(p.calls_shed)
+        yield from self._fates(p.fallback_fates)
         yield from self._trunks(p.trunks)
         yield from self._calendars(p.calendars)
         yield from self._feeds(p.feeds)
@@ -281,6 +285,20 @@ class ScrapeTime(Collector):
         for reason, n in sorted(counts.items()):
             shed.add_metric([reason], float(n))
         yield shed
+
+    def _fates(self, probe: Callable[[], Mapping[str, int]] | None) -> Iterator[Metric]:
+        counts = _read(probe, "fallback_fates")
+        if counts is None:
+            return
+        fates = CounterMetricFamily(
+            "callflow_fallback_fates",
+            "Calls that went to the dialplan fallback (shed, handed over, or taken while the "
+            "daemon was away), by where it left them, as their CDRs were read.",
+            labels=["fate"],
+        )
+        for fate, n in sorted(counts.items()):
+            fates.add_metric([fate], float(n))
+        yield fates
 
     def _calendars(self, probe: Callable[[], Iterable[CalendarReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "calendars")

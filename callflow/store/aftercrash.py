@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +91,9 @@ class AfterCrash(BackgroundPart):
         self.open_left: int | None = None  # None: not looked yet; 0: none left
         self.imported = 0
         self.followed = 0  # calls of the log given their fallback's fate
+        # Where the fallback left the calls read so far (imported or followed), by fate
+        # ("unknown": a trace of a dialplan of the site's own), for the metrics.
+        self.fates: Counter[str] = Counter()
         self.closed = 0
         self._cdrs: dict[str, CdrCall] = {}
         self._gone_since: dict[str, datetime] = {}
@@ -195,6 +198,10 @@ class AfterCrash(BackgroundPart):
             )
         followed = await follow_fallbacks(self.engine, self._cdrs.values())
         self.followed += len(followed)
+        for i in (*imported, *followed):
+            fate = self._cdrs[i].fate
+            if self._cdrs[i].went_to_fallback:
+                self.fates[str(fate) if fate is not None else "unknown"] += 1
         if followed:
             log.info("call log: what the fallback did with %d call(s), from CDRs", len(followed))
         keep: set[str] = set()

@@ -628,6 +628,7 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
         "unseen": ("shed", "cut"),
     }
     assert (part.followed, part.imported) == (2, 1)
+    assert part.fates == {"secretariat": 1, "abandoned": 1, "cut": 1}  # the metric's counts
     assert (await calls(engine))["shed"][0] == "shed"  # the daemon's outcome stays
     # The CDR read again, or by a second daemon, even with another trace: written once.
     again = [fallback_cdr(c, fallback="secretariat=NOANSWER outside") for c in ("shed", "unseen")]

@@ -159,6 +159,7 @@ async def daemon_metrics_text(tmp_path: Path) -> str:
             ari_in_flight=lambda: 3,
             shedding=lambda: False,
             calls_shed=lambda: {"loop_lag": 2, "in_flight": 0, "answer_latency": 0},
+            fallback_fates=lambda: {"secretariat": 1, "abandoned": 1},
             feeds=lambda: [FeedStatus("conges.ics", last_success=1.7e9, failures=1, up=False)],
         )
     )
@@ -240,6 +241,7 @@ NEEDED = {
         "callflow_callbacks_overdue",
         "callflow_calendar_open",
         "callflow_calls_shed_total",
+        "callflow_fallback_fates_total",
         "callflow_answer_latency_seconds_bucket",
         "callflow_event_loop_lag_seconds",
     },
