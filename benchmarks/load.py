@@ -42,7 +42,10 @@ For each it prints calls placed, answered, completed (the IVR hung up after the 
 failed, INVITE→answer and DTMF→hangup p50/p99 (SIPp's response-time timers), the CPU the
 IVR process used (percent of a core, and milliseconds per call) and Asterisk's, and, for
 callflow, the outcomes in its call log: every call placed must be there once, and a call
-that was not served must not read as a hangup.
+that was not served must not read as a hangup; for the calls it shed, where the dialplan
+fallback left them, from the sandbox's CDRs (``FallbackFate``: the secretariat answered,
+the caller gave up, ...), read by the benchmark, not the daemon (its ``[cdr] file`` stays
+off, as by default, so its CPU is not charged for reading them).
 The machine is noisy: read callflow beside the two baselines of the same run, not alone.
 """
 
@@ -66,10 +69,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from callflow.store.cdr import CdrCall, merge_calls, parse_line  # noqa: E402
 from tests.integration.harness import (  # noqa: E402  (the bench's own daemon runner)
     ARI_PASSWORD,
     ARI_URL,
     ARI_USER,
+    CDR_FILE,
     SANDBOX_ROOT,
     Bench,
     Daemon,
@@ -140,6 +145,7 @@ class Run:
     asterisk_cpu: float = 0.0
     outcomes: Counter[str] = field(default_factory=Counter)
     logged: int | None = None
+    shed_fates: Counter[str] = field(default_factory=Counter)  # of the calls shed
 
     @property
     def completed(self) -> int:
@@ -167,6 +173,12 @@ class Run:
             log = f"{self.logged} " + ", ".join(
                 f"{k} {n}" for k, n in sorted(self.outcomes.items())
             )
+            if self.shed_fates:
+                log += (
+                    " (shed, then: "
+                    + ", ".join(f"{k} {n}" for k, n in sorted(self.shed_fates.items()))
+                    + ")"
+                )
         return (
             f"| {self.target} | {self.rate} | {self.placed} | {len(self.answer_ms)} "
             f"| {len(self.hangup_ms)} | {failed} | {ms(a50)} / {ms(a99)} / {ms(amax)} "
@@ -231,6 +243,29 @@ def secretariat(seconds: int, workdir: Path) -> Bench:
     return desk
 
 
+def fates_of(calls: set[str], path: Path, offset: int, timeout: float = 60) -> Counter[str]:
+    """Where the dialplan fallback left ``calls``, from the CDRs Asterisk wrote to ``path``
+    after ``offset`` (each once its fallback is over: polled up to ``timeout`` s); ``no CDR`` for
+    a call whose CDR did not come, ``unknown`` for a trace the parser does not know."""
+
+    def read() -> dict[str, CdrCall]:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        lines = data[: data.rfind(b"\n") + 1].decode(errors="replace").splitlines()
+        parsed = (parse_line(line) for line in lines if line.strip())
+        return merge_calls(c for c in parsed if c is not None and c.uniqueid in calls)
+
+    def done() -> bool:
+        got = read()
+        return all(i in got and got[i].went_to_fallback for i in calls)
+
+    with contextlib.suppress(AssertionError):
+        wait_until(done, timeout, "the shed calls' CDRs")
+    got = read()
+    return Counter("no CDR" if i not in got else str(got[i].fate or "unknown") for i in calls)
+
+
 def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
     calls = rate * seconds
     work = root / f"{target}-{rate}"
@@ -279,6 +314,7 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
         # after-crash check, schema check) is not a cost per call: the CPU is read from
         # SETTLE seconds after the IVR is up, the same for every IVR.
         time.sleep(SETTLE)
+        cdr_from = CDR_FILE.stat().st_size if CDR_FILE.exists() else 0
         t0, a0 = time.monotonic(), cpu_seconds(ast_pid)
         i0 = cpu_seconds(ivr_pid) if ivr_pid else 0.0
         run.answer_ms, run.hangup_ms = sipp(NUMBERS[target], rate, calls, work)
@@ -296,6 +332,9 @@ def bench(target: str, rate: int, seconds: int, root: Path) -> Run:
             ended = d.outcomes()
             run.logged = len(ended)
             run.outcomes = Counter(str(o["outcome"]) for o in ended)
+            shed = {str(o["call"]) for o in ended if o["outcome"] == "shed"}
+            if shed:
+                run.shed_fates = fates_of(shed, CDR_FILE, cdr_from)
     finally:
         if daemon is not None:
             daemon.stop()
