@@ -196,12 +196,10 @@ class AfterCrash(BackgroundPart):
                 "crash or a loss of Asterisk)",
                 len(imported),
             )
+        self._count_fates(imported)  # committed: counted before anything else may fail
         followed = await follow_fallbacks(self.engine, self._cdrs.values())
         self.followed += len(followed)
-        for i in (*imported, *followed):
-            fate = self._cdrs[i].fate
-            if self._cdrs[i].went_to_fallback:
-                self.fates[str(fate) if fate is not None else "unknown"] += 1
+        self._count_fates(followed)
         if followed:
             log.info("call log: what the fallback did with %d call(s), from CDRs", len(followed))
         keep: set[str] = set()
@@ -211,6 +209,12 @@ class AfterCrash(BackgroundPart):
         # but a call never answered that ended lately may yet prove cut by a loss of
         # Asterisk not known yet (answered ones, every call the daemon took, never can).
         self._cdrs = {k: v for k, v in self._cdrs.items() if k in keep or self._held(v, now)}
+
+    def _count_fates(self, ids: list[str]) -> None:
+        for i in ids:
+            c = self._cdrs[i]
+            if c.went_to_fallback:
+                self.fates[str(c.fate) if c.fate is not None else "unknown"] += 1
 
     def _held(self, c: CdrCall, now: datetime) -> bool:
         # Kept longer by as much as a loss may be noticed late (a silent Asterisk).

@@ -35,8 +35,8 @@ class FallbackFate(StrEnum):
 
     SECRETARIAT = "secretariat"  # the practice's secretariat answered
     OUTSIDE = "outside"  # the outside telephone secretariat answered
-    # The caller reached the voicemail box; whether a message was left is the mailbox's to
-    # say (a caller who hangs up to end a message leaves no status behind).
+    # The caller reached the voicemail (its greeting or later); whether a message was left
+    # is the mailbox's to say (a caller who hangs up to end one leaves no status behind).
     VOICEMAIL = "voicemail"
     NOBODY = "nobody"  # rung out, and no voicemail: the caller heard goodbye
     ABANDONED = "abandoned"  # the caller hung up while held or rung, before any answer
@@ -49,10 +49,16 @@ _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUT
 
 
 def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
-    """Where the fallback left a call, from its trace (``callflow_fallback``: the stages it
-    reached, each with its status once it had one, then the last ``Dial()``'s status, e.g.
-    ``secretariat=NOANSWER outside dial=ANSWER``) and who hung up.  None: no trace, or one
-    this daemon's dialplan does not write (a context of the site's own)."""
+    """Where the fallback left a call, from its trace (``callflow_fallback``: the stage it
+    is at, after the ones it went through, each with its status once it had one, then the
+    status of its last ``Dial()``, e.g. ``secretariat=NOANSWER outside dial=ANSWER``; a shed
+    call's ``shed`` gives way to ``secretariat`` once that rings) and who hung up.
+
+    None: no trace, one this daemon's dialplan does not write (a context of the site's
+    own), or one that cannot tell: a call that ended while a stage rang, with no ``Dial()``
+    status (the hangup handler of before this release wrote none, so a CDR of then, or of
+    an Asterisk whose dialplan was not reloaded, may be a conversation or a caller who
+    gave up)."""
     stages = trace.split()
     dial = ""
     if stages and stages[-1].startswith("dial="):
@@ -73,8 +79,11 @@ def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
         return FallbackFate.NOBODY  # a stage over without an answer, and nothing after it
     # The call ended during this stage.  A conversation ends inside Dial(), before the
     # fallback writes the stage's status: only the Dial()'s own status says it answered.
-    if name in _RINGING and dial == "ANSWER":
-        return _RINGING[name]
+    if name in _RINGING:
+        if not dial:
+            return None  # an older handler's trace: answered or not, nothing says
+        if dial == "ANSWER":
+            return _RINGING[name]
     return FallbackFate.ABANDONED if hangup_by == "caller" else FallbackFate.CUT
 
 

@@ -26,6 +26,7 @@ daemon logged must be in ``calls`` before its CDR is looked at.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
@@ -172,34 +173,30 @@ def _fallback_of(c: CdrCall) -> dict[str, str | None]:
 
 async def follow_fallbacks(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list[str]:
     """Write what the dialplan fallback did to each call of the log that went there and
-    has nothing of it yet (the daemon shed it, or handed it over); returns their ids.
+    has nothing of it yet (the daemon shed it, or handed it over); returns the ids written.
 
-    Only a call without a trace is written to: reading a CDR again, or another daemon on
-    the same database doing the same, writes nothing twice."""
-    went = {c.uniqueid: c for c in cdrs if c.went_to_fallback}
+    Only a call without a trace is written to, and only the rows this call changed are
+    returned: reading a CDR again, or another daemon on the same database doing the same
+    at the same time, writes and counts nothing twice."""
+    went: dict[tuple[str | None, str | None], list[str]] = defaultdict(list)
+    for c in cdrs:
+        if c.went_to_fallback:
+            cols = _fallback_of(c)
+            went[(cols["fallback"], cols["fallback_fate"])].append(c.uniqueid)
+    written: list[str] = []
     if not went:
-        return []
-    stmt = (
-        update(CALLS)
-        .where(and_(CALLS.c.id == bindparam("call_id"), CALLS.c.fallback.is_(None)))
-        .values(fallback=bindparam("trace"), fallback_fate=bindparam("fate"))
-    )
+        return written
     async with engine.begin() as conn:
-        ids: list[str] = []
-        for chunk in _chunks(sorted(went)):
-            rows = await conn.execute(
-                select(Call.id).where(Call.id.in_(chunk), Call.fallback.is_(None))
-            )
-            ids += [r.id for r in rows]
-        if ids:
-            params = []
-            for i in ids:
-                cols = _fallback_of(went[i])
-                params.append(
-                    {"call_id": i, "trace": cols["fallback"], "fate": cols["fallback_fate"]}
+        for (trace, fate), ids in went.items():
+            for chunk in _chunks(sorted(ids)):
+                rows = await conn.execute(
+                    update(CALLS)
+                    .where(CALLS.c.id.in_(chunk), CALLS.c.fallback.is_(None))
+                    .values(fallback=trace, fallback_fate=fate)
+                    .returning(CALLS.c.id)
                 )
-            await conn.execute(stmt, params)
-    return ids
+                written += [r.id for r in rows]
+    return written
 
 
 class _Why(Enum):

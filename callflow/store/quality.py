@@ -24,9 +24,9 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
   the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
   daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
   ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``); and how many
-  of the calls that went to the dialplan fallback reached nobody there (rung out, hung up
-  while held or rung, or cut: ``report.NOBODY``, from Asterisk's CDRs), patients the
-  missed-call rate does not count.
+  of the calls the fallback took (``report.FOLLOWED``: fallback, shed, recovered) reached
+  nobody there (rung out, hung up while held or rung, or cut: ``report.NOBODY``, from
+  Asterisk's CDRs), patients the missed-call rate does not count.
 * **patient satisfaction**: from the flows' ``survey`` steps (``store.satisfaction``):
   the mean rating out of the survey's scale, the number of ratings and the response rate
   (ratings / surveys asked).  A period with no survey asked says "not collected" rather
@@ -53,7 +53,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
-from .report import NOBODY, STAFF, WITHOUT_DAEMON, average, p90, response_time, ringing_steps
+from .report import (
+    FOLLOWED,
+    NOBODY,
+    STAFF,
+    WITHOUT_DAEMON,
+    average,
+    p90,
+    response_time,
+    ringing_steps,
+)
 from .satisfaction import SurveyAnswer, answers_of, satisfaction, survey_steps
 
 ALL = "*"  # the key of the figures over every flow
@@ -87,7 +96,8 @@ DEFINITIONS = {
     "without_daemon": "sans le démon : appels pris par le repli du plan de numérotation "
     "d'Asterisk pendant un arrêt du démon (issue fallback, d'après les CDR d'Asterisk), "
     "délestés en surcharge (shed), laissés ouverts par une panne puis repris (recovered) "
-    "ou perdus (lost) ; parmi les appels passés par le repli, ceux qui n'y ont joint "
+    "ou perdus (lost) ; parmi les appels pris par le repli (fallback, shed, recovered), "
+    "ceux qui n'y ont joint "
     "personne (sonnerie sans réponse, appelant qui a raccroché en attente, appel coupé), "
     "d'après les CDR d'Asterisk : le taux d'appels manqués ne les compte pas.",
     "satisfaction": "satisfaction des patients : note moyenne donnée par les appelants à "
@@ -245,7 +255,9 @@ def _indicators(
         "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
-        "fallback_reached_nobody": sum(1 for c in mine if c.fallback_fate in NOBODY),
+        "fallback_reached_nobody": sum(
+            1 for c in mine if c.outcome in FOLLOWED and c.fallback_fate in NOBODY
+        ),
         "response_time": {
             "calls": len(waits),
             "average_s": average(waits),

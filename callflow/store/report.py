@@ -28,14 +28,16 @@ callback requests *created* in it, optionally for one flow):
   while the daemon was down (imported from Asterisk's CDRs), *shed* calls the overloaded
   daemon handed to the dialplan, and the calls a crash left open: *recovered* (rescued, or
   taken by the fallback) and *lost*; with their share of all calls.
-* **after the dialplan fallback**: where the fallback left the calls that went there (the
-  calls the daemon never saw, shed, or handed over), from Asterisk's CDRs
-  (``calls.fallback_fate``): the secretariat or the outside secretariat answered, the
-  voicemail took it, nobody (rung out), the caller hung up waiting (abandoned), or the PBX
-  cut it; *not known* counts the fallback and shed calls whose CDR was not read (no
-  ``[cdr] file``, or read before this release).  *Reached nobody* = nobody + abandoned +
-  cut: patients who called and reached no one, though the call's own outcome (``shed``,
-  ``fallback``) does not count them as missed.
+* **after the dialplan fallback**: where the fallback left the calls the daemon did not
+  carry and the fallback took (outcomes ``fallback``, ``shed``, ``recovered``), from
+  Asterisk's CDRs (``calls.fallback_fate``): the secretariat or the outside secretariat
+  answered, the voicemail took it, nobody (rung out), the caller hung up waiting
+  (abandoned), or the PBX cut it; *not known* counts the ``fallback`` and ``shed`` calls
+  without a fate (no ``[cdr] file``, a CDR not read yet or read before this release, or a
+  trace of a dialplan of the site's own).  *Reached nobody* = nobody + abandoned + cut:
+  patients who called and reached no one, whom the missed-call rate does not count (their
+  outcome is not a missed one).  A call handed over mid-flow ends ``failed``, which the
+  missed-call rate counts already: its fate is in the call log, not here.
 * **patient satisfaction**: the survey steps' ratings (:mod:`callflow.store.satisfaction`):
   mean rating out of the survey's scale, ratings, response rate = ratings / surveys asked.
 * **volume**: calls by weekday and hour of their start in ``--timezone`` (the flows' local
@@ -69,8 +71,10 @@ MISSED = tuple(sorted(str(o) for o in MISSED_OUTCOMES))  # one definition: flow.
 REACHED = ("answered", "forwarded", "emergency")
 # Calls the daemon did not carry to their end, shown apart in the report.
 WITHOUT_DAEMON = ("fallback", "shed", "recovered", "lost")
-# The calls that always went to the dialplan fallback: their fate is known once their CDR is.
+# The calls the fallback took while the daemon did not carry them (not missed calls by their
+# outcome); of the first two, every one went there, so its fate is known once its CDR is.
 HANDED = ("fallback", "shed")
+FOLLOWED = (*HANDED, "recovered")
 NOBODY = tuple(str(f) for f in (FallbackFate.NOBODY, FallbackFate.ABANDONED, FallbackFate.CUT))
 STAFF = str(OutcomeKind.ANSWERED)  # a person of the practice or an on-call doctor
 RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
@@ -179,7 +183,9 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         local = c.started.astimezone(period.tz)
         grid[local.weekday()][local.hour] += 1
 
-    fates = Counter(c.fallback_fate for c in calls if c.fallback_fate is not None)
+    fates = Counter(
+        c.fallback_fate for c in calls if c.outcome in FOLLOWED and c.fallback_fate is not None
+    )
     unknown = sum(1 for c in calls if c.outcome in HANDED and c.fallback_fate is None)
 
     statuses = Counter(cb.status for cb in callbacks)

@@ -643,3 +643,29 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
         "own"
     ]
     assert (await fallbacks(engine))["own"] == ("reception=BUSY", None)
+
+
+async def test_two_daemons_following_the_same_cdrs_write_and_count_each_call_once(
+    database: Database, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        for i in range(30):
+            rec.call_started(info(f"s.{i}"))
+            rec.call_ended(info(f"s.{i}"), Outcome(OutcomeKind.SHED, None), T0)
+    cdrs = [
+        fallback_cdr(f"s.{i}", fallback="secretariat dial=ANSWER" if i % 2 else "shed")
+        for i in range(30)
+    ]
+    other = database.engine()
+    try:
+        results = await asyncio.gather(
+            follow_fallbacks(engine, cdrs), follow_fallbacks(other, cdrs)
+        )
+    finally:
+        await other.dispose()
+    written = [i for r in results for i in r]
+    assert sorted(written) == sorted(f"s.{i}" for i in range(30))  # none counted twice
+    fates = await fallbacks(engine)
+    assert fates["s.1"] == ("secretariat dial=ANSWER", "secretariat")
+    assert fates["s.2"] == ("shed", "abandoned")

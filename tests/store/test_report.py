@@ -280,29 +280,35 @@ async def test_where_the_dialplan_fallback_left_the_calls_it_took(engine: AsyncE
                 call("f4", "2026-03-02 08:03", "fallback"),
                 call("f5", "2026-03-02 08:04", "failed"),  # handed over mid-call
                 call("f6", "2026-03-02 08:05", "answered", answer_after=3),
+                call("f7", "2026-03-02 08:06", "recovered"),  # a crash; the fallback took it
             ],
         )
         # What the after-crash pass writes from the CDRs (cdr_import.follow_fallbacks).
-        for cid, fate in (("f1", "secretariat"), ("f2", "abandoned"), ("f4", "voicemail")):
+        for cid, fate in (
+            ("f1", "secretariat"),
+            ("f2", "abandoned"),
+            ("f4", "voicemail"),
+            ("f5", "cut"),  # failed: a missed call already, not counted again here
+            ("f7", "nobody"),
+        ):
             await conn.execute(
                 update(Call).where(Call.id == cid).values(fallback="x", fallback_fate=fate)
             )
-        await conn.execute(update(Call).where(Call.id == "f5").values(fallback_fate="cut"))
     r = await build_report(engine, week())
     assert r["after_fallback"] == {
         "secretariat": 1,
         "outside": 0,
         "voicemail": 1,
-        "nobody": 0,
+        "nobody": 1,
         "abandoned": 1,
-        "cut": 1,
+        "cut": 0,
         "not_known": 1,
         "reached_nobody": 2,
     }
     assert r["missed"]["count"] == 1  # the failed call: the outcomes' definition is kept
     for language, split, nobody in (
-        ("en", "secretariat 1, voicemail 1, abandoned 1, cut 1, not known 1", "reached nobody"),
-        ("fr", "secrétariat 1, messagerie 1, abandon 1, coupés 1, inconnu 1", "n'ont joint"),
+        ("en", "secretariat 1, voicemail 1, nobody 1, abandoned 1, not known 1", "reached nobody"),
+        ("fr", "secrétariat 1, messagerie 1, personne 1, abandon 1, inconnu 1", "n'ont joint"),
     ):
         text = render_text(r, language)
         assert split in text

@@ -18,7 +18,6 @@ F = FallbackFate
         # A conversation ends inside Dial(): the stage has no status, the Dial() has.
         ("secretariat dial=ANSWER", "caller", F.SECRETARIAT),
         ("secretariat dial=ANSWER", "peer", F.SECRETARIAT),
-        ("shed secretariat dial=ANSWER", "caller", F.SECRETARIAT),
         ("secretariat=NOANSWER outside dial=ANSWER", "caller", F.OUTSIDE),
         # A dialplan whose Dial() returned (its g option) writes the status itself.
         ("secretariat=ANSWER", "caller", F.SECRETARIAT),
@@ -52,13 +51,25 @@ def test_no_fate_is_guessed_from_a_trace_this_dialplan_does_not_write(trace: str
     assert fallback_fate(trace, "caller") is None
 
 
+@pytest.mark.parametrize(
+    ("trace", "hangup_by"),
+    [("secretariat", "peer"), ("secretariat", "caller"), ("secretariat=NOANSWER outside", "pbx")],
+)
+def test_an_older_handlers_trace_of_a_call_ended_while_rung_tells_nothing(
+    trace: str, hangup_by: str
+) -> None:
+    # Before this release the handler wrote no Dial() status: a call that ended during a
+    # ringing stage may have been a conversation, or a caller who gave up.
+    assert fallback_fate(trace, hangup_by) is None
+
+
 def test_a_cdr_line_gives_its_fate() -> None:
     line = {
         "uniqueid": "1.1",
         "start": 1_780_000_000.0,
         "end": 1_780_000_060.0,
         "callflow_dialed": "100",
-        "callflow_fallback": "shed secretariat dial=ANSWER",
+        "callflow_fallback": "secretariat dial=ANSWER",
         "callflow_hangup": "caller",
     }
     cdr = parse_line(json.dumps(line))
