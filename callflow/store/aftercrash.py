@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..tasks import BackgroundPart, Tasks
-from .cdr import CdrCall, CdrFile, merge_calls
+from .cdr import CdrCall, CdrFile, merge_calls, older_handler
 from .cdr_import import FlowOf, close_calls, follow_fallbacks, import_fallback_calls, open_calls
 from .privacy import CallerPrivacy
 from .reconcile import reconcile
@@ -94,6 +94,7 @@ class AfterCrash(BackgroundPart):
         # Where the fallback left the calls read so far (imported or followed), by fate
         # ("unknown": a trace of a dialplan of the site's own), for the metrics.
         self.fates: Counter[str] = Counter()
+        self._older_handler_told = False  # an older dialplan's CDR: told once a run
         self.closed = 0
         self._cdrs: dict[str, CdrCall] = {}
         self._gone_since: dict[str, datetime] = {}
@@ -215,6 +216,16 @@ class AfterCrash(BackgroundPart):
             c = self._cdrs[i]
             if c.went_to_fallback:
                 self.fates[str(c.fate) if c.fate is not None else "unknown"] += 1
+            if not self._older_handler_told and older_handler(c.fallback):
+                self._older_handler_told = True
+                log.warning(
+                    "CDR of call %s: the fallback's hangup handler wrote no Dial() status, so "
+                    "whether the secretariat answered is not known (its fate stays empty). "
+                    "A CDR of before this release says so; if new calls do too, Asterisk "
+                    "runs an older extensions_callflow.conf: install this release's, then "
+                    "'dialplan reload'",
+                    i,
+                )
 
     def _held(self, c: CdrCall, now: datetime) -> bool:
         # Kept longer by as much as a loss may be noticed late (a silent Asterisk).

@@ -87,6 +87,16 @@ def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
     return FallbackFate.ABANDONED if hangup_by == "caller" else FallbackFate.CUT
 
 
+def older_handler(trace: str) -> bool:
+    """Whether ``trace`` was written by a hangup handler older than this daemon's: one
+    that ended while a stage rang, with no ``Dial()`` status (see ``fallback_fate``)."""
+    stages = trace.split()
+    if not stages or stages[-1].startswith("dial="):
+        return False
+    name, eq, _ = stages[-1].partition("=")
+    return name in _RINGING and not eq
+
+
 @dataclass(frozen=True)
 class CdrCall:
     """One call as Asterisk recorded it (its CDRs merged)."""
@@ -226,4 +236,12 @@ class CdrFile:
         return out
 
 
-__all__ = ["CdrCall", "CdrFile", "FallbackFate", "fallback_fate", "merge_calls", "parse_line"]
+__all__ = [
+    "CdrCall",
+    "CdrFile",
+    "FallbackFate",
+    "fallback_fate",
+    "merge_calls",
+    "older_handler",
+    "parse_line",
+]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -669,3 +670,31 @@ async def test_two_daemons_following_the_same_cdrs_write_and_count_each_call_onc
     fates = await fallbacks(engine)
     assert fates["s.1"] == ("secretariat dial=ANSWER", "secretariat")
     assert fates["s.2"] == ("shed", "abandoned")
+
+
+async def test_an_older_dialplans_cdr_leaves_the_fate_empty_and_says_why_once(
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder(engine, tmp_path / "spool")
+    async with rec:
+        for cid in ("old.1", "old.2"):
+            rec.call_started(info(cid))
+            rec.call_ended(info(cid), Outcome(OutcomeKind.SHED, None), T0)
+    cdr_path = tmp_path / "callflow-cdr.json"
+    # The handler of before this release: no Dial() status after a stage that rang.
+    cdr_path.write_text(
+        cdr_line("old.1", callflow_fallback="secretariat", callflow_hangup="peer")
+        + cdr_line("old.2", callflow_fallback="secretariat=NOANSWER outside")
+    )
+    feed = Recorder(engine, tmp_path / "spool-after")
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW)
+    part.recorder = feed
+    async with feed:
+        await part.run_once()
+    assert await fallbacks(engine) == {
+        "old.1": ("secretariat", None),
+        "old.2": ("secretariat=NOANSWER outside", None),
+    }
+    assert part.fates == {"unknown": 2}
+    told = [r for r in caplog.records if "wrote no Dial() status" in r.getMessage()]
+    assert len(told) == 1 and "dialplan reload" in told[0].getMessage()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from callflow.store.cdr import FallbackFate, fallback_fate, parse_line
+from callflow.store.cdr import FallbackFate, fallback_fate, older_handler, parse_line
 
 F = FallbackFate
 
@@ -61,6 +61,12 @@ def test_an_older_handlers_trace_of_a_call_ended_while_rung_tells_nothing(
     # Before this release the handler wrote no Dial() status: a call that ended during a
     # ringing stage may have been a conversation, or a caller who gave up.
     assert fallback_fate(trace, hangup_by) is None
+    assert older_handler(trace)
+
+
+@pytest.mark.parametrize("trace", ["", "shed", "secretariat dial=ANSWER", "a=NOANSWER b"])
+def test_a_trace_of_this_release_or_a_stranger_is_no_older_handlers(trace: str) -> None:
+    assert not older_handler(trace)
 
 
 def test_a_cdr_line_gives_its_fate() -> None:
