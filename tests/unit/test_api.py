@@ -475,8 +475,11 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
                     started=start,
                     answered=start + timedelta(seconds=12),
                     ended=start + timedelta(seconds=70),
-                    outcome="answered",
+                    outcome="shed" if i == 0 else "answered",
                     driver="agi" if i == 2 else "ari",
+                    # Where the dialplan fallback left the shed call (from its CDR).
+                    fallback="secretariat dial=ANSWER" if i == 0 else None,
+                    fallback_fate="secretariat" if i == 0 else None,
                 )
             )
             for seq in (1, 2):
@@ -499,8 +502,14 @@ async def test_recent_calls_with_their_steps(env: Env) -> None:
     first = body["calls"][0]
     assert first["answer_seconds"] == 12 and first["duration_seconds"] == 70
     assert [s["step"] for s in first["steps"]] == ["hours", "desk-call"]
+    assert (first["fallback"], first["fallback_fate"]) == (None, None)
     status, body = await env.call("GET", "/api/calls/call-0")
     assert status == 200 and body["id"] == "call-0" and len(body["steps"]) == 2
+    assert (body["outcome"], body["fallback"], body["fallback_fate"]) == (
+        "shed",
+        "secretariat dial=ANSWER",
+        "secretariat",
+    )
     assert (await env.call("GET", "/api/calls/none"))[0] == 404
     for bad in ("0", "501", "x"):
         status, body = await env.call("GET", f"/api/calls?limit={bad}")
