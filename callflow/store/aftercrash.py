@@ -92,7 +92,7 @@ class AfterCrash(BackgroundPart):
         self.imported = 0
         self.followed = 0  # calls of the log given their fallback's fate
         # Where the fallback left the calls read so far (imported or followed), by fate
-        # ("unknown": a trace of a dialplan of the site's own), for the metrics.
+        # ("unknown": a trace that does not tell, see ``fallback_fate``), for the metrics.
         self.fates: Counter[str] = Counter()
         self._older_handler_told = False  # an older dialplan's CDR: told once a run
         self.closed = 0

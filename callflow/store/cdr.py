@@ -48,6 +48,15 @@ _STAGES = frozenset({"shed", "secretariat", "outside", "voicemail"})
 _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUTSIDE}
 
 
+def _stages(trace: str) -> tuple[list[tuple[str, str, str]], str]:
+    """The trace's stages, each (name, "=" or "", status), and its ``Dial()`` status."""
+    stages = trace.split()
+    dial = ""
+    if stages and stages[-1].startswith("dial="):
+        dial = stages.pop()[len("dial=") :]
+    return [stage.partition("=") for stage in stages], dial
+
+
 def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
     """Where the fallback left a call, from its trace (``callflow_fallback``: the stage it
     is at, after the ones it went through, each with its status once it had one, then the
@@ -59,11 +68,7 @@ def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
     status (the hangup handler of before this release wrote none, so a CDR of then, or of
     an Asterisk whose dialplan was not reloaded, may be a conversation or a caller who
     gave up)."""
-    stages = trace.split()
-    dial = ""
-    if stages and stages[-1].startswith("dial="):
-        dial = stages.pop()[len("dial=") :]
-    parts = [stage.partition("=") for stage in stages]
+    parts, dial = _stages(trace)
     if not parts or any(name not in _STAGES for name, _, _ in parts):
         return None
     for name, _, status in parts:
@@ -90,11 +95,8 @@ def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
 def older_handler(trace: str) -> bool:
     """Whether ``trace`` was written by a hangup handler older than this daemon's: one
     that ended while a stage rang, with no ``Dial()`` status (see ``fallback_fate``)."""
-    stages = trace.split()
-    if not stages or stages[-1].startswith("dial="):
-        return False
-    name, eq, _ = stages[-1].partition("=")
-    return name in _RINGING and not eq
+    parts, dial = _stages(trace)
+    return bool(parts) and not dial and parts[-1][0] in _RINGING and not parts[-1][1]
 
 
 @dataclass(frozen=True)
