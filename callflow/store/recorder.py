@@ -402,6 +402,10 @@ class Recorder:
 
     async def __aenter__(self) -> Self:
         """Open the spool and start the writer task."""
+        if self._writer.closed:
+            # Its writer's task group is closed: it would start no writer, and a flush or
+            # a close would then wait for one forever.
+            raise RuntimeError("a Recorder runs once: make a new one")
         self._start_writer()
         self._writer.spawn(self._write_loop(), "recorder")
         return self

@@ -254,6 +254,19 @@ async def test_an_end_spooled_by_an_older_version_keeps_its_answer_time(
     assert (st.result, st.key, st.destination) == ("pressed 1", None, None)
 
 
+async def test_a_recorder_runs_once_and_says_so_when_entered_again(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    rec = make_recorder(engine, tmp_path / "spool")
+    async with rec:
+        play_call(rec, "c1", 2)
+    assert await counts(engine) == (1, 2, 0)
+    # Entered again, it would start no writer and its flush would wait forever.
+    with pytest.raises(RuntimeError, match="a Recorder runs once"):
+        async with rec:
+            pass
+
+
 # -- idempotence ------------------------------------------------------------------------------
 
 
