@@ -203,8 +203,19 @@ class ScrapeTime(Collector):
             "1 while new calls are sent straight to the dialplan fallback (overload).",
             p.shedding,
         )
-        yield from self._shed(p.calls_shed)
-        yield from self._fates(p.fallback_fates)
+        yield from _counters(
+            "callflow_calls_shed",
+            "Calls sent straight to the dialplan fallback because the daemon was behind.",
+            "reason",
+            p.calls_shed,
+        )
+        yield from _counters(
+            "callflow_fallback_fates",
+            "Calls that went to the dialplan fallback (shed, handed over, or taken while the "
+            "daemon was away), by where it left them, as their CDRs were read.",
+            "fate",
+            p.fallback_fates,
+        )
         yield from self._trunks(p.trunks)
         yield from self._calendars(p.calendars)
         yield from self._feeds(p.feeds)
@@ -225,16 +236,9 @@ class ScrapeTime(Collector):
             for name in ("websocket", "http"):
                 gauge.add_metric([name], 1.0 if now == name else 0.0)
             yield gauge
-        sent = _read(requests, "ari_requests")
-        if sent is not None:
-            counter = CounterMetricFamily(
-                "callflow_ari_requests",
-                "ARI REST requests sent, by transport.",
-                labels=["transport"],
-            )
-            for name, count in sorted(sent.items()):
-                counter.add_metric([name], float(count))
-            yield counter
+        yield from _counters(
+            "callflow_ari_requests", "ARI REST requests sent, by transport.", "transport", requests
+        )
 
     def _trunks(self, probe: Callable[[], Iterable[TrunkReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "trunks")
@@ -272,33 +276,6 @@ class ScrapeTime(Collector):
             if t.rtt_ms is not None:
                 rtt.add_metric([t.name], t.rtt_ms / 1000.0)
         yield from (up, state, breaker, rtt)
-
-    def _shed(self, probe: Callable[[], Mapping[str, int]] | None) -> Iterator[Metric]:
-        counts = _read(probe, "calls_shed")
-        if counts is None:
-            return
-        shed = CounterMetricFamily(
-            "callflow_calls_shed",
-            "Calls sent straight to the dialplan fallback because the daemon was behind.",
-            labels=["reason"],
-        )
-        for reason, n in sorted(counts.items()):
-            shed.add_metric([reason], float(n))
-        yield shed
-
-    def _fates(self, probe: Callable[[], Mapping[str, int]] | None) -> Iterator[Metric]:
-        counts = _read(probe, "fallback_fates")
-        if counts is None:
-            return
-        fates = CounterMetricFamily(
-            "callflow_fallback_fates",
-            "Calls that went to the dialplan fallback (shed, handed over, or taken while the "
-            "daemon was away), by where it left them, as their CDRs were read.",
-            labels=["fate"],
-        )
-        for fate, n in sorted(counts.items()):
-            fates.add_metric([fate], float(n))
-        yield fates
 
     def _calendars(self, probe: Callable[[], Iterable[CalendarReading]] | None) -> Iterator[Metric]:
         readings = _read_all(probe, "calendars")
@@ -391,6 +368,18 @@ def _counter(name: str, doc: str, probe: Callable[[], int] | None) -> Iterator[M
     value = _read(probe, name)
     if value is not None:
         yield CounterMetricFamily(name, doc, value=float(value))
+
+
+def _counters(
+    name: str, doc: str, label: str, probe: Callable[[], Mapping[str, int]] | None
+) -> Iterator[Metric]:
+    """One counter per value of ``label``, from a probe that counts by it."""
+    counts = _read(probe, name)
+    if counts is not None:
+        family = CounterMetricFamily(name, doc, labels=[label])
+        for value, n in sorted(counts.items()):
+            family.add_metric([value], float(n))
+        yield family
 
 
 __all__ = [
