@@ -24,9 +24,9 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
   the daemon was down (``fallback``, imported from Asterisk's CDRs), calls the overloaded
   daemon shed to the dialplan (``shed``), and calls a crash left open (``recovered``,
   ``lost``); their count and share of the calls (``report.WITHOUT_DAEMON``); and how many
-  of the calls the fallback took (``report.FOLLOWED``: fallback, shed, recovered) reached
-  nobody there (rung out, hung up while held or rung, or cut: ``report.NOBODY``, from
-  Asterisk's CDRs), patients the missed-call rate does not count.
+  of the calls the fallback took (fallback, shed, recovered) reached nobody there (rung
+  out, hung up while held or rung, or cut, from Asterisk's CDRs: ``report.reached_nobody``),
+  patients the missed-call rate does not count.
 * **patient satisfaction**: from the flows' ``survey`` steps (``store.satisfaction``):
   the mean rating out of the survey's scale, the number of ratings and the response rate
   (ratings / surveys asked).  A period with no survey asked says "not collected" rather
@@ -54,12 +54,11 @@ from ..flow.events import MISSED as MISSED_OUTCOMES
 from ..schedule.localtime import day_start
 from .models import Call, CallbackRequestRow
 from .report import (
-    FOLLOWED,
-    NOBODY,
     STAFF,
     WITHOUT_DAEMON,
     average,
     p90,
+    reached_nobody,
     response_time,
     ringing_steps,
 )
@@ -255,9 +254,7 @@ def _indicators(
         "nodes": per_node,
         "missed": {"count": missed, "rate": _ratio(missed, len(mine))},
         "without_daemon": without | {"rate": _ratio(sum(without.values()), len(mine))},
-        "fallback_reached_nobody": sum(
-            1 for c in mine if c.outcome in FOLLOWED and c.fallback_fate in NOBODY
-        ),
+        "fallback_reached_nobody": reached_nobody(mine),
         "response_time": {
             "calls": len(waits),
             "average_s": average(waits),

@@ -80,6 +80,12 @@ STAFF = str(OutcomeKind.ANSWERED)  # a person of the practice or an on-call doct
 RINGING = (str(StepKind.DIAL), str(StepKind.FORWARD), str(StepKind.ESCALATE))
 
 
+def reached_nobody(calls: Iterable[Any]) -> int:
+    """How many of ``calls`` (rows with ``outcome`` and ``fallback_fate``) the fallback took
+    and left with nobody: the patients the missed-call rate does not count."""
+    return sum(1 for c in calls if c.outcome in FOLLOWED and c.fallback_fate in NOBODY)
+
+
 def response_time(answered: datetime, steps: Iterable[tuple[datetime, float]]) -> float | None:
     """Seconds spent being rung for before ``answered``: ``steps`` are the ringing steps'
     (end, duration); each counts from its start to its end or the answer, whichever is
@@ -215,7 +221,7 @@ async def build_report(engine: AsyncEngine, period: Period) -> dict[str, Any]:
         "after_fallback": {
             **{f: fates[f] for f in FALLBACK_FATES},
             "not_known": unknown,
-            "reached_nobody": sum(fates[f] for f in NOBODY),
+            "reached_nobody": reached_nobody(calls),
         },
         "time_to_answer": {
             "calls": len(waits),
