@@ -215,7 +215,8 @@ class AfterCrash(BackgroundPart):
         for i in ids:
             c = self._cdrs[i]
             if c.went_to_fallback:
-                self.fates[str(c.fate) if c.fate is not None else "unknown"] += 1
+                fate = c.fate  # parsed from the trace at each read
+                self.fates[str(fate) if fate is not None else "unknown"] += 1
             if not self._older_handler_told and older_handler(c.fallback):
                 self._older_handler_told = True
                 log.warning(

@@ -68,11 +68,12 @@ async def import_at_now(engine: AsyncEngine, cdrs: Iterable[CdrCall], **windows:
     )
 
 
-async def logged(engine: AsyncEngine, tmp_path: Path, call_id: str, outcome: Outcome) -> None:
-    """One call the daemon logged (started at T0, ended with ``outcome``)."""
+async def logged(engine: AsyncEngine, tmp_path: Path, outcome: Outcome, *call_ids: str) -> None:
+    """Calls the daemon logged (each started at T0, ended with ``outcome``)."""
     async with Recorder(engine, tmp_path / "spool") as rec:
-        rec.call_started(info(call_id))
-        rec.call_ended(info(call_id), outcome, T0)
+        for call_id in call_ids:
+            rec.call_started(info(call_id))
+            rec.call_ended(info(call_id), outcome, T0)
 
 
 def flow_of(dialed: str) -> str:
@@ -139,7 +140,7 @@ async def test_an_incoming_call_a_kill_lost_is_logged_from_its_cdr_once(
     # Found by the fault matrix (kill -9 under load): calls the daemon answered, whose
     # records had not reached the journal when it was killed, and whose callers hung up
     # before it came back, were in no log at all (their CDRs had no fallback to import).
-    await logged(engine, tmp_path, "known", Outcome(OutcomeKind.ABANDONED, None))
+    await logged(engine, tmp_path, Outcome(OutcomeKind.ABANDONED, None), "known")
     cdrs = [
         fallback_cdr("known", fallback="", entered=True),  # the daemon logged it
         fallback_cdr("left", fallback="", entered=True),  # the caller hung up in Stasis
@@ -169,7 +170,7 @@ async def test_a_call_asterisk_cut_before_the_daemon_took_it_is_logged_failed(
     # Found by the fault matrix (Asterisk restarted under load): a caller's channel was in
     # Stasis, its StasisStart not yet read, when Asterisk stopped: 603 to the caller, a CDR
     # (hung up by the pbx, FAILED), and no line in the log.
-    await logged(engine, tmp_path, "served", Outcome(OutcomeKind.ANSWERED, "desk"))
+    await logged(engine, tmp_path, Outcome(OutcomeKind.ANSWERED, "desk"), "served")
     cut = {"fallback": "", "entered": True, "hangup_by": "pbx", "disposition": "FAILED"}
     cut["answer"] = None  # the daemon answers the calls it takes
     lost_at = T0 + timedelta(minutes=10)
@@ -592,15 +593,12 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
 ) -> None:
     # The daemon shed one call and handed another to the fallback (it could not go on);
     # it served a third itself.  Asterisk's CDRs then say what the fallback did.
-    rec = Recorder(engine, tmp_path / "spool")
-    async with rec:
-        for cid, kind in (
-            ("shed", OutcomeKind.SHED),
-            ("handed", OutcomeKind.FAILED),
-            ("served", OutcomeKind.ANSWERED),
-        ):
-            rec.call_started(info(cid))
-            rec.call_ended(info(cid), Outcome(kind, None), T0)
+    for cid, kind in (
+        ("shed", OutcomeKind.SHED),
+        ("handed", OutcomeKind.FAILED),
+        ("served", OutcomeKind.ANSWERED),
+    ):
+        await logged(engine, tmp_path, Outcome(kind, None), cid)
     cdr_path = tmp_path / "callflow-cdr.json"
     cdr_path.write_text(
         # The patient talked with the secretariat, then hung up: Dial() never returned.
@@ -610,17 +608,8 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
         # Never seen by the daemon: imported, its fate with it (Asterisk stopped mid-hold).
         + cdr_line("unseen", callflow_fallback="shed", callflow_hangup="pbx")
     )
-    feed = Recorder(engine, tmp_path / "spool-after")  # the next pass's own recorder
-    part = AfterCrash(
-        engine,
-        feed,
-        Channels(set()),
-        cdr_file=CdrFile(cdr_path),
-        privacy=CallerPrivacy(),
-        flow_of=flow_of,
-        clock=lambda: NOW,
-    )
-    async with feed:
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW)
+    async with part.recorder:
         await part.run_once()
     assert await fallbacks(engine) == {
         "shed": ("secretariat dial=ANSWER", "secretariat"),
@@ -636,10 +625,7 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
     assert await follow_fallbacks(engine, again) == []
     assert (await fallbacks(engine))["shed"] == ("secretariat dial=ANSWER", "secretariat")
     # A trace of a dialplan of the site's own is kept, its fate not guessed.
-    rec2 = Recorder(engine, tmp_path / "spool-2")
-    async with rec2:
-        rec2.call_started(info("own"))
-        rec2.call_ended(info("own"), Outcome(OutcomeKind.SHED, None), T0)
+    await logged(engine, tmp_path, Outcome(OutcomeKind.SHED, None), "own")
     assert await follow_fallbacks(engine, [fallback_cdr("own", fallback="reception=BUSY")]) == [
         "own"
     ]
@@ -649,11 +635,7 @@ async def test_a_call_the_daemon_let_go_gets_what_the_fallback_did_from_its_cdr_
 async def test_two_daemons_following_the_same_cdrs_write_and_count_each_call_once(
     database: Database, engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    rec = Recorder(engine, tmp_path / "spool")
-    async with rec:
-        for i in range(30):
-            rec.call_started(info(f"s.{i}"))
-            rec.call_ended(info(f"s.{i}"), Outcome(OutcomeKind.SHED, None), T0)
+    await logged(engine, tmp_path, Outcome(OutcomeKind.SHED, None), *(f"s.{i}" for i in range(30)))
     cdrs = [
         fallback_cdr(f"s.{i}", fallback="secretariat dial=ANSWER" if i % 2 else "shed")
         for i in range(30)
@@ -675,21 +657,15 @@ async def test_two_daemons_following_the_same_cdrs_write_and_count_each_call_onc
 async def test_an_older_dialplans_cdr_leaves_the_fate_empty_and_says_why_once(
     engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rec = Recorder(engine, tmp_path / "spool")
-    async with rec:
-        for cid in ("old.1", "old.2"):
-            rec.call_started(info(cid))
-            rec.call_ended(info(cid), Outcome(OutcomeKind.SHED, None), T0)
+    await logged(engine, tmp_path, Outcome(OutcomeKind.SHED, None), "old.1", "old.2")
     cdr_path = tmp_path / "callflow-cdr.json"
     # The handler of before this release: no Dial() status after a stage that rang.
     cdr_path.write_text(
         cdr_line("old.1", callflow_fallback="secretariat", callflow_hangup="peer")
         + cdr_line("old.2", callflow_fallback="secretariat=NOANSWER outside")
     )
-    feed = Recorder(engine, tmp_path / "spool-after")
     part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW)
-    part.recorder = feed
-    async with feed:
+    async with part.recorder:
         await part.run_once()
     assert await fallbacks(engine) == {
         "old.1": ("secretariat", None),
