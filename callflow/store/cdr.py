@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -202,31 +203,55 @@ def merge_calls(
 
 
 class CdrFile:
-    """Reads a CDR file as it grows (blocking: call ``read_new`` in a worker thread)."""
+    """Reads a CDR file as it grows (blocking: call ``read_new`` in a worker thread).
+
+    A file the daemon may not read (its user not in Asterisk's group) is no reason to stop
+    the rest of the after-crash work: ``read_new`` then says so once, reads nothing, and
+    ``problem`` holds why, for the health check, until a read works again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._inode: int | None = None
         self._offset = 0
         self._missing_logged = False
+        self.problem: str | None = None  # why the file cannot be read; None: it can
+        self._exposure_told: int | None = None  # the inode told world-readable
 
     def read_new(self) -> list[CdrCall]:
         """The CDRs appended since the last call (every CDR of the file the first time)."""
         try:
-            st = os.stat(self.path)
+            return self._read_new()
         except FileNotFoundError:
+            self.problem = None  # not written yet (no call since the install): no fault
             if not self._missing_logged:
                 self._missing_logged = True
                 log.warning("CDR: %s does not exist (yet): see asterisk-conf/README.md", self.path)
-            return []
+        except OSError as exc:  # permission denied, a folder, an I/O error
+            if self.problem is None:
+                log.error(
+                    "CDR: cannot read %s (%s): calls the dialplan fallback took are not "
+                    "logged, nor what became of the calls shed, until it can be. The "
+                    "daemon's user must be in Asterisk's group (usermod -a -G asterisk "
+                    "callflow, then restart callflow): asterisk-conf/README.md, Call records",
+                    self.path,
+                    exc.strerror or exc,
+                )
+            self.problem = f"{self.path}: {exc.strerror or exc}"
+        return []
+
+    def _read_new(self) -> list[CdrCall]:
+        st = os.stat(self.path)
         self._missing_logged = False
         if st.st_ino != self._inode or st.st_size < self._offset:
             self._inode, self._offset = st.st_ino, 0  # rotated or truncated: from the start
         if st.st_size == self._offset:
+            self._readable_again()
             return []
         with self.path.open("rb") as f:
             f.seek(self._offset)
             data = f.read(st.st_size - self._offset)
+        self._readable_again()
+        self._tell_exposure(st)
         complete = data.rfind(b"\n") + 1  # a line being written is read next time
         self._offset += complete
         out: list[CdrCall] = []
@@ -237,6 +262,38 @@ class CdrFile:
                     out.append(c)
         return out
 
+    def _readable_again(self) -> None:
+        if self.problem is not None:
+            self.problem = None
+            log.info("CDR: %s can be read again", self.path)
+
+    def _tell_exposure(self, st: os.stat_result) -> None:
+        """Warn (once a file) when every user of the machine can read the callers' numbers."""
+        if self._exposure_told == st.st_ino or not world_readable(self.path, st):
+            return
+        self._exposure_told = st.st_ino
+        log.warning(
+            "CDR: %s holds callers' numbers and every user of this machine can read it: "
+            "chmod 750 %s (Asterisk and its group, the daemon's user in it): "
+            "asterisk-conf/README.md, Call records",
+            self.path,
+            self.path.parent,
+        )
+
+
+def world_readable(path: Path, st: os.stat_result) -> bool:
+    """Whether any user may read ``path``: it is readable by others and every folder above
+    it may be crossed by others."""
+    if not st.st_mode & stat.S_IROTH:
+        return False
+    for folder in path.absolute().parents:
+        try:
+            if not os.stat(folder).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
 
 __all__ = [
     "CdrCall",
@@ -246,4 +303,5 @@ __all__ = [
     "merge_calls",
     "older_handler",
     "parse_line",
+    "world_readable",
 ]

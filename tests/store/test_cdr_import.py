@@ -479,6 +479,43 @@ async def test_after_a_crash_every_open_call_is_closed_once_and_fallback_calls_i
     assert all(v[0] is not None for v in before.values())
 
 
+async def test_a_cdr_file_the_daemon_cannot_read_stops_no_call_from_being_closed(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A daemon's user left out of Asterisk's group: the calls a crash left open are closed
+    all the same (from Asterisk's live channels), and the CDRs are read once they can be."""
+    crashed = Recorder(engine, tmp_path / "spool-a")
+    async with crashed:
+        crashed.call_started(info("vanished"))
+    cdr_path = tmp_path / "callflow-cdr.json"
+    cdr_path.mkdir()  # a path that cannot be read as a file, even by root
+    clock = [NOW]
+    rec = Recorder(engine, tmp_path / "spool-b")
+    cdr_file = CdrFile(cdr_path)
+    part = AfterCrash(
+        engine,
+        rec,
+        Channels(set()),
+        cdr_file=cdr_file,
+        privacy=CallerPrivacy(),
+        flow_of=flow_of,
+        settle=5.0,
+        clock=lambda: clock[0],
+    )
+    async with rec:
+        await part.run_once()
+        assert cdr_file.problem is not None and str(cdr_path) in cdr_file.problem
+        clock[0] = NOW + timedelta(seconds=6)
+        await part.run_once()
+        assert (await calls(engine))["vanished"][0] == "lost"
+        assert part.open_left == 0
+        cdr_path.rmdir()
+        cdr_path.write_text(cdr_line("unseen", callflow_fallback="secretariat dial=ANSWER"))
+        await part.run_once()
+        assert cdr_file.problem is None
+        assert (await calls(engine))["unseen"][0] == "fallback"
+
+
 async def test_a_call_open_in_the_journal_only_is_closed_after_the_journal_is_fed(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from callflow.flow.events import OutcomeKind
-from callflow.store.cdr import CdrCall, CdrFile, merge_calls, parse_line
+from callflow.store.cdr import CdrCall, CdrFile, merge_calls, parse_line, world_readable
 from callflow.store.reconcile import OpenCall, reconcile
 
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
@@ -182,3 +189,75 @@ def test_the_file_is_read_as_it_grows_and_again_after_a_rotation(tmp_path: Path)
     path.unlink()
     path.write_text(json.dumps({**LINE, "uniqueid": "3"}) + "\n")  # rotated
     assert [c.uniqueid for c in f.read_new()] == ["3"]
+
+
+def test_a_file_the_daemons_user_may_not_read_is_said_once_and_read_once_allowed(
+    readable_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = readable_folder / "callflow-cdr.json"
+    path.write_text(json.dumps(LINE) + "\n")
+    path.chmod(0o640)  # Asterisk's file, the daemon's user out of its group
+    # As the daemon's user: root reads any file, so the reading runs as nobody.
+    reader = f"""
+import json, logging
+from pathlib import Path
+from callflow.store.cdr import CdrFile
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+f = CdrFile(Path({str(path)!r}))
+got = [len(f.read_new()), f.problem is None, len(f.read_new()), f.problem]
+print(json.dumps(got))
+"""
+    cmd = [sys.executable, "-c", reader]
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    else:
+        path.chmod(0o000)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(proc.stdout) == [0, False, 0, f"{path}: Permission denied"]
+    assert proc.stderr.count("ERROR CDR: cannot read") == 1  # said once, not at each pass
+    assert "usermod -a -G asterisk callflow" in proc.stderr
+    # Readable again (the user added to the group): read, and said so.
+    path.chmod(0o640)
+    f = CdrFile(path)
+    f.problem = "was unreadable"
+    with caplog.at_level(logging.INFO, logger="callflow.store"):
+        assert [c.uniqueid for c in f.read_new()] == ["1796270127.0"]
+    assert f.problem is None and "can be read again" in caplog.text
+
+
+@pytest.fixture
+def readable_folder() -> Iterator[Path]:
+    """A folder every user may cross (pytest's own are their owner's only)."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp: crossed by every user
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_cdr_file_anyone_may_read_is_warned_of_once(
+    readable_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = readable_folder
+    path = folder / "callflow-cdr.json"
+    path.write_text(json.dumps(LINE) + "\n")
+    path.chmod(0o644)
+    assert world_readable(path, path.stat())
+    f = CdrFile(path)
+    with caplog.at_level(logging.WARNING, logger="callflow.store"):
+        assert len(f.read_new()) == 1
+        with path.open("a") as out:
+            out.write(json.dumps({**LINE, "uniqueid": "2"}) + "\n")
+        assert len(f.read_new()) == 1  # the same file: not said again
+    assert caplog.text.count("every user of this machine can read it") == 1
+    assert f"chmod 750 {folder}" in caplog.text
+    folder.chmod(0o750)  # as asterisk-conf/README.md asks
+    assert not world_readable(path, path.stat())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="callflow.store"):
+        assert len(CdrFile(path).read_new()) == 2
+    assert "every user" not in caplog.text
+    folder.chmod(0o755)
+    path.chmod(0o640)
+    assert not world_readable(path, path.stat())
