@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -237,7 +237,7 @@ class Daemon:
                 credentials=self.credentials,
                 audit=recorder.audit,
                 ari_connected=self._ari_connected,
-                checks={"database": lambda: recorder.database_up, "ami": self._ami_connected},
+                checks=self._checks(),
                 language=settings.daemon.language,
                 node=self.node,
                 drills=self.drills,
@@ -349,6 +349,17 @@ class Daemon:
     def _ami_connected(self) -> bool:
         return self.ami is not None and self.ami.connected
 
+    def _checks(self) -> dict[str, Callable[[], bool]]:
+        """What /healthz reports beside readiness (none of them makes the daemon unready)."""
+        checks = {"database": lambda: self.store.recorder.database_up, "ami": self._ami_connected}
+        if self.settings.cdr.file:
+            checks["cdr"] = self._cdr_readable
+        return checks
+
+    def _cdr_readable(self) -> bool:
+        cdr = self.after_crash.cdr_file
+        return cdr is not None and cdr.problem is None
+
     def _probes(self) -> Probes:
         recorder = self.store.recorder
         return Probes(
@@ -380,6 +391,7 @@ class Daemon:
                 {} if self.shedder is None else {str(r): n for r, n in self.shedder.shed.items()}
             ),
             fallback_fates=lambda: self.after_crash.fates,
+            cdr_readable=self._cdr_readable if self.settings.cdr.file else None,
         )
 
     def _shedding(self) -> bool:

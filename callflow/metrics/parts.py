@@ -104,6 +104,9 @@ class Probes:
     # Where the dialplan fallback left the calls that went there, as their CDRs were read
     # (this run): secretariat, outside, voicemail, nobody, abandoned, cut, unknown.
     fallback_fates: Callable[[], Mapping[str, int]] | None = None
+    # 1 while Asterisk's CDR file can be read ([cdr] file set; a file not written yet
+    # counts as readable): else calls the fallback took are not logged.
+    cdr_readable: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,11 @@ class ScrapeTime(Collector):
             "callflow_trunk_feed_live",
             "1 while trunk health is fed live by AMI (else states may be stale).",
             p.trunk_feed_live,
+        )
+        yield from _gauge(
+            "callflow_cdr_readable",
+            "1 while Asterisk's CDR file can be read (else the fallback's calls go unlogged).",
+            p.cdr_readable,
         )
         yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
         yield from _gauge(
