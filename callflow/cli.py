@@ -424,13 +424,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
     settings: Settings | None = None
     if args.config is not None or not paths:
         from .settings import discover_settings
-        from .settings_check import flows_dir, settings_problems
+        from .settings_check import cdr_summary, flows_dir, settings_problems
 
         settings = discover_settings(args.config, required=True)
         problems = settings_problems(settings)
         if problems:
             raise UserError(f"{settings.origin}:\n  " + "\n  ".join(problems))
         out.write(f"settings OK: {settings.origin} (data in {settings.state_dir})\n")
+        out.write(cdr_summary(settings) + "\n")
         paths = paths or [flows_dir(settings)]
         default = settings.flows.default
     files = flow_files(paths)

@@ -3,6 +3,7 @@ restart finds out.  Every problem is collected, so that one run lists them all."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -41,14 +42,55 @@ def settings_problems(settings: Settings, env: Mapping[str, str] | None = None) 
     for what, file in secret_files.items():
         if file:
             attempt(partial(read_secret, None, file, what, settings.base_dir, env))
+    if settings.cdr.file:
+        problem = _cdr_problem(settings.resolve(settings.cdr.file))
+        if problem:
+            problems.append(problem)
     state = settings.state_dir
     if state.exists() and not state.is_dir():
         problems.append(f"[daemon] state_dir {state} is not a directory")
     return problems
 
 
+def _cdr_problem(path: Path) -> str | None:
+    """A CDR file that is there and that this user cannot read (run the check as the
+    daemon's user: root reads every file)."""
+    if path.is_dir():
+        return f"[cdr] file {path} is a folder, not Asterisk's CDR file"
+    if path.exists() and not os.access(path, os.R_OK):
+        return (
+            f"[cdr] file {path}: this user cannot read it; the daemon's user must be in "
+            "Asterisk's group (usermod -a -G asterisk callflow)"
+        )
+    return None
+
+
+def cdr_summary(settings: Settings) -> str:
+    """What the daemon will read of Asterisk's CDRs, in a line (the check prints it)."""
+    from .store.cdr import world_readable
+
+    if not settings.cdr.file:
+        return (
+            "CDR: none ([cdr] file): the calls the dialplan fallback takes while callflow "
+            "is down, and what became of the calls it sheds, will not be logged"
+        )
+    path = settings.resolve(settings.cdr.file)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"CDR: {path} (not written yet: Asterisk writes it at its first call)"
+    except OSError as exc:
+        return f"CDR: {path} ({exc.strerror or exc})"
+    if world_readable(path, st):
+        return (
+            f"CDR: {path} (it holds callers' numbers and every user of this machine can "
+            f"read it: chmod 750 {path.parent})"
+        )
+    return f"CDR: {path}"
+
+
 def flows_dir(settings: Settings) -> Path:
     return settings.resolve(settings.flows.dir)
 
 
-__all__ = ["flows_dir", "settings_problems"]
+__all__ = ["cdr_summary", "flows_dir", "settings_problems"]

@@ -4,6 +4,10 @@ are found, and admin commands that never create a database by accident."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
@@ -167,6 +171,80 @@ def test_check_validates_the_settings_and_their_flows(run_cli: Run, tmp_path: Pa
     assert r.code == 0, r.err
     assert f"settings OK: {cfg} (data in /var/lib/callflow)" in r.out
     assert "1 file OK: cabinet-du-parc" in r.out
+
+
+def _checked(run_cli: Run, folder: Path, cdr: str | None) -> CliResult:
+    (folder / "dialplans").mkdir(exist_ok=True)
+    (folder / "dialplans" / "cabinet-du-parc.yaml").write_text(FLOW)
+    cfg = folder / "callflow.toml"
+    cdr_part = "" if cdr is None else f'[cdr]\nfile = "{cdr}"\n'
+    cfg.write_text('[flows]\ndir = "dialplans"\n' + cdr_part)
+    return run_cli("check", "--config", cfg)
+
+
+def test_check_says_what_the_daemon_will_read_of_asterisks_cdrs(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    r = _checked(run_cli, tmp_path, None)
+    assert r.code == 0, r.err
+    assert "CDR: none ([cdr] file): the calls the dialplan fallback takes" in r.out
+    r = _checked(run_cli, tmp_path, "cdr/callflow-cdr.json")
+    assert r.code == 0, r.err
+    assert f"CDR: {tmp_path / 'cdr/callflow-cdr.json'} (not written yet" in r.out
+    (tmp_path / "cdr").mkdir()
+    (tmp_path / "cdr/callflow-cdr.json").write_text("")
+    r = _checked(run_cli, tmp_path, "cdr/callflow-cdr.json")
+    assert r.code == 0, r.err
+    assert f"CDR: {tmp_path / 'cdr/callflow-cdr.json'}\n" in r.out  # pytest's: owner-only
+    r = _checked(run_cli, tmp_path, "cdr")
+    assert r.code == 1
+    assert f"[cdr] file {tmp_path / 'cdr'} is a folder" in r.err
+
+
+def test_check_warns_of_a_cdr_file_every_user_may_read(run_cli: Run) -> None:
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # crossed by every user
+    try:
+        folder.chmod(0o755)
+        (folder / "cdr").mkdir()
+        (folder / "cdr").chmod(0o755)  # the CLI's umask (077) is the process's since
+        (folder / "cdr/callflow-cdr.json").write_text("")
+        (folder / "cdr/callflow-cdr.json").chmod(0o644)
+        r = _checked(run_cli, folder, "cdr/callflow-cdr.json")
+        assert r.code == 0, r.err
+        assert f"every user of this machine can read it: chmod 750 {folder / 'cdr'})" in r.out
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(tmp_path: Path) -> None:
+    """The daemon's user out of Asterisk's group: its check says so (root reads any file,
+    so the check runs as nobody, as README says to run it as the daemon's user)."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        (folder / "dialplans").mkdir()
+        (folder / "dialplans").chmod(0o755)
+        (folder / "dialplans" / "cabinet-du-parc.yaml").write_text(FLOW)
+        (folder / "dialplans" / "cabinet-du-parc.yaml").chmod(0o644)
+        cdr = folder / "callflow-cdr.json"
+        cdr.write_text("")
+        cdr.chmod(0o640 if os.geteuid() == 0 else 0o000)
+        cfg = folder / "callflow.toml"
+        cfg.write_text(f'[flows]\ndir = "dialplans"\n[cdr]\nfile = "{cdr}"\n')
+        cfg.chmod(0o644)
+        main = "import sys; from callflow.cli import main; sys.exit(main())"
+        cmd = [sys.executable, "-c", main, "check", "--config", str(cfg)]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        env = {**os.environ, "HOME": str(folder)}
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=folder
+        )
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"[cdr] file {cdr}: this user cannot read it" in proc.stderr
+        assert "usermod -a -G asterisk callflow" in proc.stderr
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_check_reports_every_settings_problem(run_cli: Run, tmp_path: Path) -> None:
