@@ -14,7 +14,10 @@
 #
 # What it does, each step only if not done yet (it can run again for an upgrade: the
 # package is reinstalled, the settings, flows and secrets already there are kept):
-#   1. the system user and group callflow (no login, home /var/lib/callflow);
+#   1. the system user and group callflow (no login, home /var/lib/callflow); with
+#      Asterisk on this machine (its group exists), callflow joins the group asterisk, to
+#      read Asterisk's CDR file (the calls the dialplan fallback took), and the settings
+#      installed read it ([cdr] file);
 #   2. the virtualenv /opt/callflow with the package, and /usr/local/bin/callflow;
 #   3. /etc/callflow (root, 755) with callflow.toml and dialplans/, /etc/callflow/secrets
 #      (root:callflow, 750) for the ARI/AMI secret files;
@@ -70,6 +73,17 @@ if ! getent passwd callflow >/dev/null; then
     say "user callflow created"
 fi
 
+# Asterisk on this machine: the daemon reads its CDR file, which is Asterisk's group's
+# (asterisk-conf/README.md, "Call records"); elsewhere there is no file to read.
+asterisk_here=0
+if getent group asterisk >/dev/null; then
+    asterisk_here=1
+    if ! id -nG callflow | tr ' ' '\n' | grep -qx asterisk; then
+        usermod -a -G asterisk callflow
+        say "user callflow added to group asterisk (it reads Asterisk's CDR file)"
+    fi
+fi
+
 # 2. the package
 [ -x "$PREFIX/bin/pip" ] || "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install --no-cache-dir --no-warn-script-location --quiet "$source"
@@ -83,9 +97,20 @@ if [ ! -e "$ETC/callflow.toml" ]; then
         install -m 644 "$config" "$ETC/callflow.toml"
     else
         # The checkout's state_dir ("var") is for development: a system install keeps
-        # its data in /var/lib/callflow, the default.
-        sed '/^state_dir *= *"var"/d' "$REPO/callflow.toml" > "$ETC/callflow.toml"
+        # its data in /var/lib/callflow, the default.  With Asterisk here, [cdr] file is
+        # its CDR file, so that the calls the fallback takes are logged.
+        cdr='s|^# \(file = "/var/log/asterisk/cdr-custom/callflow-cdr.json"\)|\1|'
+        [ "$asterisk_here" = 1 ] || cdr=""
+        sed -e '/^state_dir *= *"var"/d' ${cdr:+-e "$cdr"} "$REPO/callflow.toml" \
+            > "$ETC/callflow.toml"
         chmod 644 "$ETC/callflow.toml"
+        if [ "$asterisk_here" = 1 ]; then
+            grep -q '^file = "/var/log/asterisk/cdr-custom/callflow-cdr.json"' \
+                "$ETC/callflow.toml" || die "callflow.toml: no [cdr] file line to turn on"
+        else
+            say "no Asterisk on this machine: [cdr] file left empty (the calls the" \
+                "dialplan fallback takes are not logged: README, Install)"
+        fi
     fi
     say "$ETC/callflow.toml installed"
 fi

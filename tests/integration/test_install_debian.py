@@ -42,6 +42,14 @@ def _run(*args: str | Path, timeout: float = 1800) -> str:
     return proc.stdout
 
 
+def _gid(root: Path, group: str) -> int:
+    for line in (root / "etc/group").read_text().splitlines():
+        name, _, gid, _ = line.split(":")
+        if name == group:
+            return int(gid)
+    raise AssertionError(f"no group {group} in {root}/etc/group")
+
+
 def _mirror() -> str:
     """The host apt's Debian mirror (asterisk-sandbox finds it the same way)."""
     for f in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
@@ -98,7 +106,7 @@ def test_the_install_script_installs_callflow_in_debian_bookworm(
         "sh", "/tmp/src/packaging/install-debian.sh", "--uid", "10001",
         f"/tmp/src/wheels/{wheel.name}",
     ]  # fmt: skip
-    _run(*install)
+    first = _run(*install)
 
     assert "callflow:x:10001:10001:" in (root / "etc/passwd").read_text()
     [entry] = [
@@ -109,6 +117,10 @@ def test_the_install_script_installs_callflow_in_debian_bookworm(
     assert "callflow" in version
     settings = (root / "etc/callflow/callflow.toml").read_text()
     assert 'state_dir = "var"' not in settings and "[flows]" in settings
+    # No Asterisk on this machine: no CDR file to read, and the script says so.
+    assert '\n# file = "/var/log/asterisk/cdr-custom/callflow-cdr.json"' in settings
+    assert "no Asterisk on this machine" in first
+    assert "asterisk" not in _run("chroot", root, "id", "-nG", "callflow").split()
     assert (root / "etc/callflow/dialplans/cabinet-du-parc.yaml").is_file()
     secrets, state = root / "etc/callflow/secrets", root / "var/lib/callflow"
     assert (secrets.stat().st_mode & 0o777, secrets.stat().st_gid) == (0o750, 10001)
@@ -116,17 +128,39 @@ def test_the_install_script_installs_callflow_in_debian_bookworm(
     unit = root / "etc/systemd/system/callflow.service"
     assert unit.read_text() == (REPO / "packaging/callflow.service").read_text()
     # The installed daemon reads its settings and flows where the unit says (and runs
-    # as its user: the package is readable by it).
-    _run(
-        "chroot", root, "setpriv", "--reuid=10001", "--regid=10001", "--clear-groups",
+    # as its user, with its groups, as systemd starts it: the package is readable by it).
+    check = [
+        "chroot", root, "setpriv", "--reuid=10001", "--regid=10001", "--init-groups",
         "env", "CALLFLOW_ARI_PASSWORD=a-real-random-secret-0123",
         "CALLFLOW_AMI_SECRET=another-real-secret-4567",
         "/opt/callflow/bin/callflow", "check", "--config", "/etc/callflow/callflow.toml",
-    )  # fmt: skip
+    ]  # fmt: skip
+    assert "CDR: none ([cdr] file)" in _run(*check)
 
-    # An upgrade: the script again keeps the admin's settings.
+    # An upgrade, Asterisk installed meanwhile: the script keeps the admin's settings, and
+    # lets the daemon's user read Asterisk's CDR file (its group's).
     (root / "etc/callflow/callflow.toml").write_text(settings + "\n# the admin's edit\n")
-    _run(*install)
+    _run("chroot", root, "groupadd", "--system", "asterisk")
+    assert "user callflow added to group asterisk" in _run(*install)
     assert (root / "etc/callflow/callflow.toml").read_text().endswith("# the admin's edit\n")
+    assert "asterisk" in _run("chroot", root, "id", "-nG", "callflow").split()
+    assert "added to group" not in _run(*install)  # once
+    # Settings installed with Asterisk here read its CDR file.
+    (root / "etc/callflow/callflow.toml").unlink()
+    _run(*install)
+    settings = (root / "etc/callflow/callflow.toml").read_text()
+    assert '\nfile = "/var/log/asterisk/cdr-custom/callflow-cdr.json"' in settings
+    cdr = root / "var/log/asterisk/cdr-custom/callflow-cdr.json"
+    checked = _run(*check)  # Asterisk has not written it yet
+    assert "CDR: /var/log/asterisk/cdr-custom/callflow-cdr.json (not written yet" in checked
+    # Asterisk's file (its group's, as Debian's Asterisk runs): the daemon's user reads it.
+    cdr.parent.mkdir(parents=True)
+    cdr.parent.parent.chmod(0o755)
+    cdr.write_text("")
+    os.chown(cdr.parent, 0, _gid(root, "asterisk"))
+    cdr.parent.chmod(0o750)
+    os.chown(cdr, 0, _gid(root, "asterisk"))
+    cdr.chmod(0o640)
+    assert "CDR: /var/log/asterisk/cdr-custom/callflow-cdr.json\n" in _run(*check)
     users = (root / "etc/passwd").read_text().splitlines()
     assert [u for u in users if u.startswith("callflow:")] == [entry]
