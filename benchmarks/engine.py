@@ -196,26 +196,33 @@ class AriServer:
             return web.Response(status=401, text='{"message": "Authentication required"}')
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        self._ws = ws
-        self.connected.set()
-        writer = asyncio.create_task(self._write(ws))
+        # The application's socket carries the events; a REST lane's (an application of
+        # its own, e.g. callflow-rest1) only the answers to the requests sent on it, as
+        # in Asterisk.  Each socket has its own queue: a shared one split the frames.
+        main = request.query.get("app") == APP
+        out: asyncio.Queue[str] = self._out if main else asyncio.Queue()
+        if main:
+            self._ws = ws
+            self.connected.set()
+        writer = asyncio.create_task(self._write(ws, out))
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     frame = json.loads(msg.data)
                     if frame.get("type") == "RESTRequest":
-                        await self._socket_request(frame)
+                        await self._socket_request(frame, out)
         finally:
             writer.cancel()
-            self.connected.clear()
+            if main:
+                self.connected.clear()
         return ws
 
-    async def _write(self, ws: web.WebSocketResponse) -> None:
+    async def _write(self, ws: web.WebSocketResponse, out: asyncio.Queue[str]) -> None:
         while True:
-            data = await self._out.get()
+            data = await out.get()
             await ws.send_str(data)
 
-    async def _socket_request(self, frame: dict[str, Any]) -> None:
+    async def _socket_request(self, frame: dict[str, Any], out: asyncio.Queue[str]) -> None:
         uri = urlsplit("/" + str(frame["uri"]))
         body = frame.get("message_body")
         status, raw = await self._serve(
@@ -235,7 +242,7 @@ class AriServer:
         if raw:
             reply["content_type"] = "application/json"
             reply["message_body"] = raw.decode()
-        self._send(reply)
+        out.put_nowait(json.dumps(reply))
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != self._auth:

@@ -35,8 +35,19 @@ def _played(events: list[dict[str, Any]], channel_id: str) -> bool:
     )
 
 
-@pytest.mark.parametrize(("mode", "way"), [("auto", "websocket"), ("http", "http")])
-async def test_the_fake_serves_a_call_of_a_real_client(mode: TransportMode, way: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "way", "lanes"),
+    [
+        ("auto", "websocket", 0),
+        # The daemon's default: a REST lane beside the events socket (a socket of its own,
+        # which must get neither the events nor the other socket's answers).
+        ("auto", "websocket", 1),
+        ("http", "http", 0),
+    ],
+)
+async def test_the_fake_serves_a_call_of_a_real_client(
+    mode: TransportMode, way: str, lanes: int
+) -> None:
     fake = bench.AriServer("secret-pw")
     port = bench.free_port()
     config = AriConfig(
@@ -45,6 +56,7 @@ async def test_the_fake_serves_a_call_of_a_real_client(mode: TransportMode, way:
         username="bench",
         password="secret-pw",
         transport=mode,
+        rest_lanes=lanes,
     )
     events: list[dict[str, Any]] = []
     async with fake.serving(port), AriClient(config) as client:
@@ -57,6 +69,7 @@ async def test_the_fake_serves_a_call_of_a_real_client(mode: TransportMode, way:
         try:
             await wait_until(lambda: any(e["type"] == "CallflowConnected" for e in events), 10)
             assert client.rest_transport == way  # auto: the fake answered the ping probe
+            await wait_until(lambda: client.rest_lanes_open == lanes, 10)
             cid = fake.offer()
             await wait_until(lambda: _has(events, "StasisStart", cid), 10)
             await client.answer(cid)
