@@ -490,19 +490,10 @@ async def test_a_cdr_file_the_daemon_cannot_read_stops_no_call_from_being_closed
     cdr_path = tmp_path / "callflow-cdr.json"
     cdr_path.mkdir()  # a path that cannot be read as a file, even by root
     clock = [NOW]
-    rec = Recorder(engine, tmp_path / "spool-b")
-    cdr_file = CdrFile(cdr_path)
-    part = AfterCrash(
-        engine,
-        rec,
-        Channels(set()),
-        cdr_file=cdr_file,
-        privacy=CallerPrivacy(),
-        flow_of=flow_of,
-        settle=5.0,
-        clock=lambda: clock[0],
-    )
-    async with rec:
+    part = reading(engine, tmp_path, cdr_path, settle=5.0, clock=lambda: clock[0])
+    cdr_file = part.cdr_file
+    assert cdr_file is not None
+    async with part.recorder:
         await part.run_once()
         assert cdr_file.problem is not None and str(cdr_path) in cdr_file.problem
         clock[0] = NOW + timedelta(seconds=6)
