@@ -3,7 +3,6 @@ restart finds out.  Every problem is collected, so that one run lists them all."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -53,16 +52,12 @@ def settings_problems(settings: Settings, env: Mapping[str, str] | None = None) 
 
 
 def _cdr_problem(path: Path) -> str | None:
-    """A CDR file that is there and that this user cannot read (run the check as the
-    daemon's user: root reads every file)."""
-    if path.is_dir():
-        return f"[cdr] file {path} is a folder, not Asterisk's CDR file"
-    if path.exists() and not os.access(path, os.R_OK):
-        return (
-            f"[cdr] file {path}: this user cannot read it; the daemon's user must be in "
-            "Asterisk's group (usermod -a -G asterisk callflow)"
-        )
-    return None
+    """Why this user cannot read the CDR file (run the check as the daemon's user: root
+    reads every file); None when it can, or when Asterisk has not written it yet."""
+    from .store.cdr import CdrFile
+
+    problem = CdrFile(path).probe()
+    return None if problem is None else f"[cdr] file: {problem}"
 
 
 def cdr_summary(settings: Settings) -> str:

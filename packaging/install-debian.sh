@@ -15,9 +15,9 @@
 # What it does, each step only if not done yet (it can run again for an upgrade: the
 # package is reinstalled, the settings, flows and secrets already there are kept):
 #   1. the system user and group callflow (no login, home /var/lib/callflow); with
-#      Asterisk on this machine (its group exists), callflow joins the group asterisk, to
-#      read Asterisk's CDR file (the calls the dialplan fallback took), and the settings
-#      installed read it ([cdr] file);
+#      Asterisk on this machine (its group exists), the settings installed read Asterisk's
+#      CDR file ([cdr] file: the calls the dialplan fallback took), and callflow joins
+#      the group asterisk when its settings read that file;
 #   2. the virtualenv /opt/callflow with the package, and /usr/local/bin/callflow;
 #   3. /etc/callflow (root, 755) with callflow.toml and dialplans/, /etc/callflow/secrets
 #      (root:callflow, 750) for the ARI/AMI secret files;
@@ -73,15 +73,10 @@ if ! getent passwd callflow >/dev/null; then
     say "user callflow created"
 fi
 
-# Asterisk on this machine: the daemon reads its CDR file, which is Asterisk's group's
-# (asterisk-conf/README.md, "Call records"); elsewhere there is no file to read.
+# Asterisk on this machine (its group exists): the settings installed read its CDR file.
 asterisk_here=0
 if getent group asterisk >/dev/null; then
     asterisk_here=1
-    if ! id -nG callflow | tr ' ' '\n' | grep -qx asterisk; then
-        usermod -a -G asterisk callflow
-        say "user callflow added to group asterisk (it reads Asterisk's CDR file)"
-    fi
 fi
 
 # 2. the package
@@ -102,12 +97,14 @@ if [ ! -e "$ETC/callflow.toml" ]; then
         cdr='s|^# \(file = "/var/log/asterisk/cdr-custom/callflow-cdr.json"\)|\1|'
         [ "$asterisk_here" = 1 ] || cdr=""
         sed -e '/^state_dir *= *"var"/d' ${cdr:+-e "$cdr"} "$REPO/callflow.toml" \
-            > "$ETC/callflow.toml"
-        chmod 644 "$ETC/callflow.toml"
+            > "$ETC/callflow.toml.new"
+        chmod 644 "$ETC/callflow.toml.new"
         if [ "$asterisk_here" = 1 ]; then
             grep -q '^file = "/var/log/asterisk/cdr-custom/callflow-cdr.json"' \
-                "$ETC/callflow.toml" || die "callflow.toml: no [cdr] file line to turn on"
-        else
+                "$ETC/callflow.toml.new" || die "callflow.toml: no [cdr] file line to turn on"
+        fi
+        mv "$ETC/callflow.toml.new" "$ETC/callflow.toml"  # whole, or not at all
+        if [ "$asterisk_here" = 0 ]; then
             say "no Asterisk on this machine: [cdr] file left empty (the calls the" \
                 "dialplan fallback takes are not logged: README, Install)"
         fi
@@ -121,6 +118,21 @@ if [ ! -e "$ETC/dialplans" ]; then
 fi
 install -d -m 750 -g callflow "$ETC/secrets"
 
+# The daemon reads Asterisk's CDR file, which is Asterisk's group's (asterisk-conf/README.md,
+# "Call records"): callflow joins that group only when its settings read the file.  The
+# unit hides the rest of what the group may read (voicemail, Asterisk's state and socket).
+joined=0
+if [ "$asterisk_here" = 1 ] && grep -q '^file *= *"' "$ETC/callflow.toml"; then
+    if ! id -nG callflow | tr ' ' '\n' | grep -qx asterisk; then
+        usermod -a -G asterisk callflow
+        joined=1
+        say "user callflow added to group asterisk (it reads Asterisk's CDR file)"
+    fi
+elif [ "$asterisk_here" = 1 ]; then
+    say "Asterisk is on this machine but $ETC/callflow.toml reads no CDR file ([cdr] file):" \
+        "calls the dialplan fallback takes are not logged (README, Install)"
+fi
+
 # 4. the data
 install -d -m 700 -o callflow -g callflow "$STATE"
 
@@ -131,5 +143,10 @@ if [ "$unit" = 1 ]; then
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload
     fi
-    say "unit installed: callflow check && systemctl enable --now callflow"
+    say "unit installed: check as the daemon's user, then start it:" \
+        "setpriv --reuid=callflow --regid=callflow --init-groups callflow check &&" \
+        "systemctl enable --now callflow"
+fi
+if [ "$joined" = 1 ] && [ -d /run/systemd/system ] && systemctl is-active -q callflow; then
+    say "callflow runs with its former groups: systemctl restart callflow"
 fi

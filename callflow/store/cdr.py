@@ -15,6 +15,7 @@ to; a file rotated or truncated is read again from its start: the import is keye
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 log = logging.getLogger("callflow.store")
 
@@ -202,6 +203,19 @@ def merge_calls(
     return out
 
 
+class CdrUnreadable(Exception):
+    """The CDR file cannot be read by this process; the message says why, and the fix."""
+
+
+def _why(path: Path, exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{path}: {exc.strerror}: the daemon's user must be in Asterisk's group "
+            "(usermod -a -G asterisk callflow, then restart callflow)"
+        )
+    return f"{path}: {exc.strerror or exc}"
+
+
 class CdrFile:
     """Reads a CDR file as it grows (blocking: call ``read_new`` in a worker thread).
 
@@ -220,36 +234,25 @@ class CdrFile:
     def read_new(self) -> list[CdrCall]:
         """The CDRs appended since the last call (every CDR of the file the first time)."""
         try:
-            return self._read_new()
-        except FileNotFoundError:
-            self.problem = None  # not written yet (no call since the install): no fault
-            if not self._missing_logged:
-                self._missing_logged = True
-                log.warning("CDR: %s does not exist (yet): see asterisk-conf/README.md", self.path)
-        except OSError as exc:  # permission denied, a folder, an I/O error
-            if self.problem is None:
-                log.error(
-                    "CDR: cannot read %s (%s): calls the dialplan fallback took are not "
-                    "logged, nor what became of the calls shed, until it can be. The "
-                    "daemon's user must be in Asterisk's group (usermod -a -G asterisk "
-                    "callflow, then restart callflow): asterisk-conf/README.md, Call records",
-                    self.path,
-                    exc.strerror or exc,
-                )
-            self.problem = f"{self.path}: {exc.strerror or exc}"
-        return []
-
-    def _read_new(self) -> list[CdrCall]:
-        st = os.stat(self.path)
-        self._missing_logged = False
-        if st.st_ino != self._inode or st.st_size < self._offset:
-            self._inode, self._offset = st.st_ino, 0  # rotated or truncated: from the start
-        if st.st_size == self._offset:
-            self._readable_again()
+            opened = self._open()
+            if opened is None:
+                self.problem = None  # not written yet (no call since the install): no fault
+                if not self._missing_logged:
+                    self._missing_logged = True
+                    log.warning(
+                        "CDR: %s does not exist (yet): see asterisk-conf/README.md", self.path
+                    )
+                return []
+            f, st = opened
+            with f:
+                data = self._read(f, st)
+        except CdrUnreadable as exc:
+            self._fail(str(exc))
             return []
-        with self.path.open("rb") as f:
-            f.seek(self._offset)
-            data = f.read(st.st_size - self._offset)
+        except OSError as exc:  # an I/O error while reading
+            self._fail(_why(self.path, exc))
+            return []
+        self._missing_logged = False
         self._readable_again()
         self._tell_exposure(st)
         complete = data.rfind(b"\n") + 1  # a line being written is read next time
@@ -261,6 +264,60 @@ class CdrFile:
                 if c is not None:
                     out.append(c)
         return out
+
+    def probe(self) -> str | None:
+        """Why this process cannot read the file (None: it can, or it is not written yet)."""
+        try:
+            opened = self._open()
+        except CdrUnreadable as exc:
+            return str(exc)
+        if opened is not None:
+            opened[0].close()
+        return None
+
+    def _open(self) -> tuple[BinaryIO, os.stat_result] | None:
+        """The file open for reading and its status; None when it is not written yet.
+
+        Opened first, then checked: what is checked is what is read (a file rotated in
+        between is not mistaken for another), and a folder, a FIFO or a file this user may
+        not open is told as such rather than taken for an empty file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not os.path.isdir(self.path.parent):
+                raise CdrUnreadable(
+                    f"{self.path.parent}: no such folder (is Asterisk on this machine, "
+                    "with asterisk-conf's cdr_custom_callflow.conf?)"
+                ) from None
+            return None
+        except OSError as exc:
+            raise CdrUnreadable(_why(self.path, exc)) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CdrUnreadable(f"{self.path}: not a file")
+            return os.fdopen(fd, "rb"), st  # the file object owns the descriptor now
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _read(self, f: BinaryIO, st: os.stat_result) -> bytes:
+        if st.st_ino != self._inode or st.st_size < self._offset:
+            self._inode, self._offset = st.st_ino, 0  # rotated or truncated: from the start
+        if st.st_size == self._offset:
+            return b""
+        f.seek(self._offset)
+        return f.read(st.st_size - self._offset)
+
+    def _fail(self, why: str) -> None:
+        if self.problem != why:
+            log.error(
+                "CDR: cannot read %s. Calls the dialplan fallback takes are not logged, nor "
+                "what became of the calls shed, until it can be (asterisk-conf/README.md, "
+                "Call records)",
+                why,
+            )
+        self.problem = why
 
     def _readable_again(self) -> None:
         if self.problem is not None:
@@ -286,7 +343,7 @@ def world_readable(path: Path, st: os.stat_result) -> bool:
     it may be crossed by others."""
     if not st.st_mode & stat.S_IROTH:
         return False
-    for folder in path.absolute().parents:
+    for folder in path.resolve().parents:
         try:
             if not os.stat(folder).st_mode & stat.S_IXOTH:
                 return False

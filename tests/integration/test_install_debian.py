@@ -137,28 +137,33 @@ def test_the_install_script_installs_callflow_in_debian_bookworm(
     ]  # fmt: skip
     assert "CDR: none ([cdr] file)" in _run(*check)
 
-    # An upgrade, Asterisk installed meanwhile: the script keeps the admin's settings, and
-    # lets the daemon's user read Asterisk's CDR file (its group's).
+    # An upgrade, Asterisk installed meanwhile: the script keeps the admin's settings,
+    # which read no CDR file, so the daemon's user stays out of Asterisk's group.
     (root / "etc/callflow/callflow.toml").write_text(settings + "\n# the admin's edit\n")
     _run("chroot", root, "groupadd", "--system", "asterisk")
-    assert "user callflow added to group asterisk" in _run(*install)
+    upgraded = _run(*install)
+    assert "reads no CDR file" in upgraded and "added to group" not in upgraded
     assert (root / "etc/callflow/callflow.toml").read_text().endswith("# the admin's edit\n")
-    assert "asterisk" in _run("chroot", root, "id", "-nG", "callflow").split()
-    assert "added to group" not in _run(*install)  # once
-    # Settings installed with Asterisk here read its CDR file.
+    assert "asterisk" not in _run("chroot", root, "id", "-nG", "callflow").split()
+    # Settings installed with Asterisk here read its CDR file; then callflow joins its
+    # group, once.
     (root / "etc/callflow/callflow.toml").unlink()
-    _run(*install)
+    assert "user callflow added to group asterisk" in _run(*install)
     settings = (root / "etc/callflow/callflow.toml").read_text()
     assert '\nfile = "/var/log/asterisk/cdr-custom/callflow-cdr.json"' in settings
+    assert not (root / "etc/callflow/callflow.toml.new").exists()
+    assert "asterisk" in _run("chroot", root, "id", "-nG", "callflow").split()
+    assert "added to group" not in _run(*install)
+    # Asterisk's folder (its group's, 750, as asterisk-conf/README.md asks): not written
+    # yet, then a file of its group's that the daemon's user reads.
     cdr = root / "var/log/asterisk/cdr-custom/callflow-cdr.json"
-    checked = _run(*check)  # Asterisk has not written it yet
-    assert "CDR: /var/log/asterisk/cdr-custom/callflow-cdr.json (not written yet" in checked
-    # Asterisk's file (its group's, as Debian's Asterisk runs): the daemon's user reads it.
     cdr.parent.mkdir(parents=True)
     cdr.parent.parent.chmod(0o755)
-    cdr.write_text("")
     os.chown(cdr.parent, 0, _gid(root, "asterisk"))
     cdr.parent.chmod(0o750)
+    checked = _run(*check)
+    assert "CDR: /var/log/asterisk/cdr-custom/callflow-cdr.json (not written yet" in checked
+    cdr.write_text("")
     os.chown(cdr, 0, _gid(root, "asterisk"))
     cdr.chmod(0o640)
     assert "CDR: /var/log/asterisk/cdr-custom/callflow-cdr.json\n" in _run(*check)

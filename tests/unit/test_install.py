@@ -189,16 +189,19 @@ def test_check_says_what_the_daemon_will_read_of_asterisks_cdrs(
     assert r.code == 0, r.err
     assert "CDR: none ([cdr] file): the calls the dialplan fallback takes" in r.out
     r = _checked(run_cli, tmp_path, "cdr/callflow-cdr.json")
+    assert r.code == 1  # no folder: no Asterisk here, or asterisk-conf not joined
+    assert f"[cdr] file: {tmp_path / 'cdr'}: no such folder (is Asterisk" in r.err
+    (tmp_path / "cdr").mkdir()
+    r = _checked(run_cli, tmp_path, "cdr/callflow-cdr.json")
     assert r.code == 0, r.err
     assert f"CDR: {tmp_path / 'cdr/callflow-cdr.json'} (not written yet" in r.out
-    (tmp_path / "cdr").mkdir()
     (tmp_path / "cdr/callflow-cdr.json").write_text("")
     r = _checked(run_cli, tmp_path, "cdr/callflow-cdr.json")
     assert r.code == 0, r.err
     assert f"CDR: {tmp_path / 'cdr/callflow-cdr.json'}\n" in r.out  # pytest's: owner-only
     r = _checked(run_cli, tmp_path, "cdr")
     assert r.code == 1
-    assert f"[cdr] file {tmp_path / 'cdr'} is a folder" in r.err
+    assert f"[cdr] file: {tmp_path / 'cdr'}: not a file" in r.err
 
 
 def test_check_warns_of_a_cdr_file_every_user_may_read(run_cli: Run) -> None:
@@ -216,9 +219,11 @@ def test_check_warns_of_a_cdr_file_every_user_may_read(run_cli: Run) -> None:
         shutil.rmtree(folder)
 
 
-def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(tmp_path: Path) -> None:
-    """The daemon's user out of Asterisk's group: its check says so (root reads any file,
-    so the check runs as nobody, as README says to run it as the daemon's user)."""
+@pytest.mark.parametrize("closed", ["file", "folder"])
+def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(closed: str) -> None:
+    """The daemon's user out of Asterisk's group: its check says so, whether the file is
+    Asterisk's group's or its folder is (README's 750).  Root reads any file, so the check
+    runs as nobody, as README says to run it as the daemon's user."""
     folder = Path(tempfile.mkdtemp(dir="/tmp"))
     try:
         folder.chmod(0o755)
@@ -226,24 +231,33 @@ def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(tmp_path: Path) 
         (folder / "dialplans").chmod(0o755)
         (folder / "dialplans" / "cabinet-du-parc.yaml").write_text(FLOW)
         (folder / "dialplans" / "cabinet-du-parc.yaml").chmod(0o644)
-        cdr = folder / "callflow-cdr.json"
+        (folder / "cdr-custom").mkdir()
+        cdr = folder / "cdr-custom" / "callflow-cdr.json"
         cdr.write_text("")
-        cdr.chmod(0o640 if os.geteuid() == 0 else 0o000)
+        root = os.geteuid() == 0
+        if closed == "file":
+            (folder / "cdr-custom").chmod(0o755)
+            cdr.chmod(0o640 if root else 0o000)
+        else:
+            cdr.chmod(0o640)
+            (folder / "cdr-custom").chmod(0o750 if root else 0o000)
         cfg = folder / "callflow.toml"
         cfg.write_text(f'[flows]\ndir = "dialplans"\n[cdr]\nfile = "{cdr}"\n')
         cfg.chmod(0o644)
         main = "import sys; from callflow.cli import main; sys.exit(main())"
         cmd = [sys.executable, "-c", main, "check", "--config", str(cfg)]
-        if os.geteuid() == 0:
+        if root:
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
         env = {**os.environ, "HOME": str(folder)}
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=folder
         )
         assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert f"[cdr] file {cdr}: this user cannot read it" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert f"[cdr] file: {cdr}: Permission denied" in proc.stderr
         assert "usermod -a -G asterisk callflow" in proc.stderr
     finally:
+        (folder / "cdr-custom").chmod(0o755)
         shutil.rmtree(folder)
 
 

@@ -213,7 +213,9 @@ print(json.dumps(got))
     else:
         path.chmod(0o000)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
-    assert json.loads(proc.stdout) == [0, False, 0, f"{path}: Permission denied"]
+    got = json.loads(proc.stdout)
+    assert got[:3] == [0, False, 0]
+    assert got[3].startswith(f"{path}: Permission denied: the daemon's user must be in")
     assert proc.stderr.count("ERROR CDR: cannot read") == 1  # said once, not at each pass
     assert "usermod -a -G asterisk callflow" in proc.stderr
     # Readable again (the user added to the group): read, and said so.
@@ -261,3 +263,22 @@ def test_a_cdr_file_anyone_may_read_is_warned_of_once(
     folder.chmod(0o755)
     path.chmod(0o640)
     assert not world_readable(path, path.stat())
+
+
+def test_a_path_that_is_no_file_is_told_and_never_read(tmp_path: Path) -> None:
+    """A FIFO would block the reading thread, and an empty folder looks like an empty file
+    to stat(); both are opened without blocking, seen for what they are, and said."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path in (fifo, folder):
+        f = CdrFile(path)
+        assert f.read_new() == []
+        assert f.problem == f"{path}: not a file"
+        assert f.probe() == f"{path}: not a file"
+    missing_folder = CdrFile(tmp_path / "no-such" / "callflow-cdr.json")
+    assert missing_folder.read_new() == []
+    assert (missing_folder.problem or "").startswith(f"{tmp_path / 'no-such'}: no such folder")
+    not_yet = CdrFile(tmp_path / "callflow-cdr.json")
+    assert not_yet.read_new() == [] and not_yet.problem is None and not_yet.probe() is None
