@@ -26,6 +26,10 @@ them (``--targets``):
   (``[daemon] event_loop = "asyncio"``) instead of its default uvloop;
 * ``callflow-http``: ``callflow`` with its REST requests over HTTP (``[ari] transport =
   "http"``, the pool of ``pool_size`` connections) instead of the events websocket.
+* ``door``: every call shed at the door, without ``Stasis()``: straight into the dialplan
+  fallback's ``shed`` label (answered, asked to hold, then the secretariat rings), with
+  callflow's hangup handler: the floor of what a shed call can cost Asterisk, i.e. how
+  fast an overloaded PBX could answer if the daemon's shedding kept calls out of Stasis.
 
 ``--rounds N`` runs the targets N times, in reverse order every other round (a machine's
 noise then falls on each in turn), and ends with each round's CPU per call and its ratio
@@ -97,6 +101,7 @@ NUMBERS = {
     "callflow-agi": "904",
     "callflow-stdloop": "903",
     "callflow-http": "903",
+    "door": "906",
 }
 # The dialplan IVR and the reference's entry, added at run time (not shipped).
 DIALPLAN = [
@@ -111,6 +116,11 @@ DIALPLAN = [
     " into callflow-from-trunk",
     "905,2,Stasis(bench-ref,${FILTER(0-9,${EXTEN})}) into callflow-from-trunk",
     "905,3,Hangup() into callflow-from-trunk",
+    # Shed at the door: the fallback's shed path, as the daemon's shedding sends calls, but
+    # without entering Stasis() first.
+    "906,1,Set(CHANNEL(hangup_handler_push)=callflow-hangup,s,1(${FILTER(0-9,${EXTEN})}))"
+    " into callflow-from-trunk",
+    "906,2,Goto(callflow-fallback,s,shed) into callflow-from-trunk",
     "s,1,Answer() into bench-ivr",
     "s,2,Background(vm-intro) into bench-ivr",
     "s,3,WaitExten(5) into bench-ivr",
