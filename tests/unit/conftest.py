@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,3 +51,23 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def readable_folder() -> Iterator[Path]:
+    """A folder every user may cross (pytest's own are their owner's only), for what a
+    test runs as another user."""
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp: crossed by every user
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def as_nobody(cmd: list[str]) -> list[str]:
+    """``cmd`` run as nobody when the tests run as root (root reads every file), as is
+    otherwise: the caller closes its files to itself (mode 000) instead."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]

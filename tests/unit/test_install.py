@@ -4,17 +4,15 @@ are found, and admin commands that never create a database by accident."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from conftest import CliResult
+from conftest import CliResult, as_nobody
 
 from callflow import settings as settings_module
 from callflow.errors import SettingsError
@@ -204,61 +202,60 @@ def test_check_says_what_the_daemon_will_read_of_asterisks_cdrs(
     assert f"[cdr] file: {tmp_path / 'cdr'}: not a file" in r.err
 
 
-def test_check_warns_of_a_cdr_file_every_user_may_read(run_cli: Run) -> None:
-    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # crossed by every user
-    try:
-        folder.chmod(0o755)
-        (folder / "cdr").mkdir()
-        (folder / "cdr").chmod(0o755)  # the CLI's umask (077) is the process's since
-        (folder / "cdr/callflow-cdr.json").write_text("")
-        (folder / "cdr/callflow-cdr.json").chmod(0o644)
-        r = _checked(run_cli, folder, "cdr/callflow-cdr.json")
-        assert r.code == 0, r.err
-        assert f"every user of this machine can read it: chmod 750 {folder / 'cdr'})" in r.out
-    finally:
-        shutil.rmtree(folder)
+def test_check_warns_of_a_cdr_file_every_user_may_read(run_cli: Run, readable_folder: Path) -> None:
+    folder = readable_folder
+    (folder / "cdr").mkdir()
+    (folder / "cdr").chmod(0o755)  # the CLI's umask (077) is the process's since
+    (folder / "cdr/callflow-cdr.json").write_text("")
+    (folder / "cdr/callflow-cdr.json").chmod(0o644)
+    r = _checked(run_cli, folder, "cdr/callflow-cdr.json")
+    assert r.code == 0, r.err
+    assert f"every user of this machine can read it: chmod 750 {folder / 'cdr'})" in r.out
 
 
 @pytest.mark.parametrize("closed", ["file", "folder"])
-def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(closed: str) -> None:
+def test_check_run_as_a_user_who_cannot_read_the_cdr_file_fails(
+    closed: str, readable_folder: Path
+) -> None:
     """The daemon's user out of Asterisk's group: its check says so, whether the file is
     Asterisk's group's or its folder is (README's 750).  Root reads any file, so the check
     runs as nobody, as README says to run it as the daemon's user."""
-    folder = Path(tempfile.mkdtemp(dir="/tmp"))
-    try:
-        folder.chmod(0o755)
-        (folder / "dialplans").mkdir()
-        (folder / "dialplans").chmod(0o755)
-        (folder / "dialplans" / "cabinet-du-parc.yaml").write_text(FLOW)
-        (folder / "dialplans" / "cabinet-du-parc.yaml").chmod(0o644)
-        (folder / "cdr-custom").mkdir()
-        cdr = folder / "cdr-custom" / "callflow-cdr.json"
-        cdr.write_text("")
-        root = os.geteuid() == 0
-        if closed == "file":
-            (folder / "cdr-custom").chmod(0o755)
-            cdr.chmod(0o640 if root else 0o000)
-        else:
-            cdr.chmod(0o640)
-            (folder / "cdr-custom").chmod(0o750 if root else 0o000)
-        cfg = folder / "callflow.toml"
-        cfg.write_text(f'[flows]\ndir = "dialplans"\n[cdr]\nfile = "{cdr}"\n')
-        cfg.chmod(0o644)
-        main = "import sys; from callflow.cli import main; sys.exit(main())"
-        cmd = [sys.executable, "-c", main, "check", "--config", str(cfg)]
-        if root:
-            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-        env = {**os.environ, "HOME": str(folder)}
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, check=False, env=env, cwd=folder
-        )
-        assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "Traceback" not in proc.stderr
-        assert f"[cdr] file: {cdr}: Permission denied" in proc.stderr
-        assert "usermod -a -G asterisk callflow" in proc.stderr
-    finally:
+    folder = readable_folder
+    (folder / "dialplans").mkdir()
+    (folder / "dialplans").chmod(0o755)
+    (folder / "dialplans" / "cabinet-du-parc.yaml").write_text(FLOW)
+    (folder / "dialplans" / "cabinet-du-parc.yaml").chmod(0o644)
+    (folder / "cdr-custom").mkdir()
+    cdr = folder / "cdr-custom" / "callflow-cdr.json"
+    cdr.write_text("")
+    root = os.geteuid() == 0
+    if closed == "file":
         (folder / "cdr-custom").chmod(0o755)
-        shutil.rmtree(folder)
+        cdr.chmod(0o640 if root else 0o000)
+    else:
+        cdr.chmod(0o640)
+        (folder / "cdr-custom").chmod(0o750 if root else 0o000)
+    cfg = folder / "callflow.toml"
+    cfg.write_text(f'[flows]\ndir = "dialplans"\n[cdr]\nfile = "{cdr}"\n')
+    cfg.chmod(0o644)
+    main = "import sys; from callflow.cli import main; sys.exit(main())"
+    env = {**os.environ, "HOME": str(folder)}
+    try:
+        proc = subprocess.run(
+            as_nobody([sys.executable, "-c", main, "check", "--config", str(cfg)]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+            cwd=folder,
+        )
+    finally:
+        (folder / "cdr-custom").chmod(0o755)  # removable again by a user who is not root
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"[cdr] file: {cdr}: Permission denied" in proc.stderr
+    assert "usermod -a -G asterisk callflow" in proc.stderr
 
 
 def test_check_reports_every_settings_problem(run_cli: Run, tmp_path: Path) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import as_nobody
 
 from callflow.flow.events import OutcomeKind
 from callflow.store.cdr import CdrCall, CdrFile, merge_calls, parse_line, world_readable
@@ -207,12 +205,15 @@ f = CdrFile(Path({str(path)!r}))
 got = [len(f.read_new()), f.problem is None, len(f.read_new()), f.problem]
 print(json.dumps(got))
 """
-    cmd = [sys.executable, "-c", reader]
-    if os.geteuid() == 0:
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    else:
+    if os.geteuid() != 0:
         path.chmod(0o000)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        as_nobody([sys.executable, "-c", reader]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     got = json.loads(proc.stdout)
     assert got[:3] == [0, False, 0]
     assert got[3].startswith(f"{path}: Permission denied: the daemon's user must be in")
@@ -225,17 +226,6 @@ print(json.dumps(got))
     with caplog.at_level(logging.INFO, logger="callflow.store"):
         assert [c.uniqueid for c in f.read_new()] == ["1796270127.0"]
     assert f.problem is None and "can be read again" in caplog.text
-
-
-@pytest.fixture
-def readable_folder() -> Iterator[Path]:
-    """A folder every user may cross (pytest's own are their owner's only)."""
-    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp: crossed by every user
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
 
 
 def test_a_cdr_file_anyone_may_read_is_warned_of_once(
