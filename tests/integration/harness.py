@@ -303,7 +303,13 @@ class Daemon:
         database, and its spool (the write-ahead journal) while the database is away."""
         ended: dict[str, dict[str, Any]] = {}
         for seg in sorted((self.workdir / "var" / "spool").glob("segment-*.jsonl")):
-            for line in seg.read_bytes().splitlines(keepends=True):
+            try:
+                data = seg.read_bytes()
+            except FileNotFoundError:
+                # Replayed and deleted since the glob: the daemon deletes a segment only
+                # once it is in the database, which is read below, after the spool.
+                continue
+            for line in data.splitlines(keepends=True):
                 try:
                     rec = decode_line(line)
                 except ValueError:  # a line being written
