@@ -313,6 +313,7 @@ class Daemon:
             alive_file=settings.state_dir / ALIVE_FILE,
             retention=timedelta(days=settings.privacy.retention_days),
             noticed_within=timedelta(seconds=self.ari_config.loss_noticed_within),
+            on_no_message=self.metrics.voicemail_without_message,
         )
         self.notifier = Notifier(env)  # systemd: READY once every part is up, the watchdog
         self._reloads = Tasks("reload", log)  # SIGHUP reloads in progress

@@ -7,7 +7,10 @@ events; none from their prose.
 
 Definitions (they match ``callflow report``):
 
-* missed call: a call that ended ``abandoned`` or ``failed``;
+* missed call: a call that ended ``abandoned`` or ``failed``; also, counted once its CDR
+  is read, a call a flow sent to voicemail that left no message (the call log then says
+  ``abandoned`` or ``failed``; ``callflow_calls`` counted it ``voicemail`` at the
+  hand-over, and a counter never goes back);
 * time to answer: from ``CallInfo.started`` to the call's first ``CallAnswered`` (menus
   and ring time included);
 * failover: an attempt on a trunk that ended with a trunk fault (CHANUNAVAIL, CONGESTION,
@@ -188,6 +191,13 @@ class CallMetrics:
             ["flow", "score"],
             registry=r,
         )
+        self.no_message = Counter(
+            "callflow_voicemail_no_message",
+            "Calls sent to voicemail that left no message, by flow, as their CDRs were read "
+            "(counted voicemail when handed over; missed calls too).",
+            ["flow"],
+            registry=r,
+        )
         self.surveys = Counter(
             "callflow_surveys",
             "Surveys asked after a conversation, by flow and answer (answered, declined).",
@@ -303,6 +313,13 @@ class CallMetrics:
         self._duration(info.flow, kind).observe(_seconds(info.started, at))
         if outcome.kind is OutcomeKind.CALLBACK:
             self.callbacks_requested.labels(info.flow, tier_label(outcome.tier)).inc()
+
+    # -- after the call (its CDR) --------------------------------------------------------
+
+    def voicemail_without_message(self, flow: str) -> None:
+        """A call of ``flow`` handed to voicemail left no message: a missed call after all."""
+        self.no_message.labels(flow).inc()
+        self._missed(flow).inc()
 
     # -- callbacks (the admin API) -------------------------------------------------------
 

@@ -10,7 +10,8 @@ database before its CDR is looked at), then
    ``failed``): the daemon tells it when it loses Asterisk and gets it back
    (``pbx_lost``, ``pbx_back``);
 2. writes what the fallback did to the calls the daemon logged and then let go there
-   (shed, or handed over): ``calls.fallback`` and ``calls.fallback_fate``;
+   (shed, or handed over): ``calls.fallback`` and ``calls.fallback_fate``; and logs the
+   calls a flow sent to voicemail that left no message as such (not ``voicemail``);
 3. until none is left, closes the calls a crash left open (those of its own node that
    started before this daemon did), from Asterisk's live channels and the CDRs.  Another
    node's open calls are never touched: they may be running on that node's Asterisk.
@@ -32,7 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..tasks import BackgroundPart, Tasks
 from .cdr import CdrCall, CdrFile, merge_calls, older_handler
-from .cdr_import import FlowOf, close_calls, follow_fallbacks, import_fallback_calls, open_calls
+from .cdr_import import (
+    FlowOf,
+    close_calls,
+    follow_fallbacks,
+    follow_voicemails,
+    import_fallback_calls,
+    open_calls,
+)
 from .privacy import CallerPrivacy
 from .reconcile import reconcile
 from .recorder import Recorder
@@ -75,6 +83,7 @@ class AfterCrash(BackgroundPart):
         alive_file: Path | None = None,
         retention: timedelta | None = None,
         noticed_within: timedelta = timedelta(0),
+        on_no_message: Callable[[str], None] = lambda flow: None,
     ) -> None:
         self.engine = engine
         # This daemon's node: the only calls it may close (and import) are its own.
@@ -95,6 +104,10 @@ class AfterCrash(BackgroundPart):
         # ("unknown": a trace that does not tell, see ``fallback_fate``), for the metrics.
         self.fates: Counter[str] = Counter()
         self._older_handler_told = False  # an older dialplan's CDR: told once a run
+        # Calls logged voicemail that left none, mended from their CDR: counted, and told
+        # (the flow's) to the metrics, whose counters counted them voicemail.
+        self.no_message = 0
+        self.on_no_message = on_no_message
         self.closed = 0
         self._cdrs: dict[str, CdrCall] = {}
         self._gone_since: dict[str, datetime] = {}
@@ -203,6 +216,16 @@ class AfterCrash(BackgroundPart):
         self._count_fates(followed)
         if followed:
             log.info("call log: what the fallback did with %d call(s), from CDRs", len(followed))
+        mended = await follow_voicemails(self.engine, self._cdrs.values())
+        self.no_message += len(mended)
+        for _, flow in mended:
+            self.on_no_message(flow)
+        if mended:
+            log.info(
+                "call log: %d call(s) sent to voicemail left no message (from CDRs): "
+                "logged abandoned or failed, not voicemail",
+                len(mended),
+            )
         keep: set[str] = set()
         if self.open_left != 0:
             keep = await self._close_open(now)

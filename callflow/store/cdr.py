@@ -4,9 +4,11 @@ writes them: one JSON object a line in ``/var/log/asterisk/cdr-custom/callflow-c
 Asterisk writes several CDRs for one call (one per destination the dialplan rang), all
 with the caller's channel ``uniqueid`` (the daemon's call id, when the daemon saw the
 call).  ``CdrCall`` merges them into what the call log needs: when, who, what was dialled,
-what the dialplan fallback did (``callflow_fallback``, set by the dialplan) and who hung up
-(``callflow_hangup``: caller, peer or pbx, set by its hangup handler).  ``fallback_fate``
-reads the first into where the fallback left the call (``FallbackFate``).
+what the dialplan fallback did (``callflow_fallback``, set by the dialplan), who hung up
+(``callflow_hangup``: caller, peer or pbx, set by its hangup handler) and, for a call that
+reached a voicemail, whether a message was left (``callflow_voicemail``: ``VoiceMail()``'s
+status, set by a hangup handler of its own).  ``fallback_fate`` reads these into where the
+fallback left the call (``FallbackFate``).
 
 ``CdrFile`` reads the lines appended since the last read (the file is only ever appended
 to; a file rotated or truncated is read again from its start: the import is keyed by
@@ -37,10 +39,10 @@ class FallbackFate(StrEnum):
 
     SECRETARIAT = "secretariat"  # the practice's secretariat answered
     OUTSIDE = "outside"  # the outside telephone secretariat answered
-    # The caller reached the voicemail (its greeting or later); whether a message was left
-    # is the mailbox's to say (a caller who hangs up to end one leaves no status behind).
+    # A message was left in the voicemail (or, from a dialplan of before the voicemail's
+    # status was recorded, the caller hung up in the voicemail: a message or not).
     VOICEMAIL = "voicemail"
-    NOBODY = "nobody"  # rung out, and no voicemail: the caller heard goodbye
+    NOBODY = "nobody"  # rung out, and no message left: the caller heard goodbye, or left
     ABANDONED = "abandoned"  # the caller hung up while held or rung, before any answer
     CUT = "cut"  # ended by the PBX (stopped, or an operator) before any answer
 
@@ -48,6 +50,14 @@ class FallbackFate(StrEnum):
 #: The stages ``[callflow-fallback]`` writes, in its order; a stage that rings people.
 _STAGES = frozenset({"shed", "secretariat", "outside", "voicemail"})
 _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUTSIDE}
+
+#: ``callflow_voicemail``: ``VoiceMail()``'s ``VMSTATUS``, written by the hangup handler
+#: ``[callflow-voicemail-status]`` of a call that reached a voicemail; ``NONE`` when it
+#: ended before ``VoiceMail()`` set one (a caller who hung up before the greeting).
+#: Asterisk 22 sets ``SUCCESS`` only for a message kept: also one the caller ended by
+#: hanging up, the usual way; ``FAILED`` for a hangup during the greeting or a message
+#: shorter than the mailbox's ``minsecs``; ``USEREXIT`` for a key that left it.
+MESSAGE_LEFT = "SUCCESS"
 
 
 def _stages(trace: str) -> tuple[list[tuple[str, str, str]], str]:
@@ -59,11 +69,12 @@ def _stages(trace: str) -> tuple[list[tuple[str, str, str]], str]:
     return [stage.partition("=") for stage in stages], dial
 
 
-def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
+def fallback_fate(trace: str, hangup_by: str, voicemail: str = "") -> FallbackFate | None:
     """Where the fallback left a call, from its trace (``callflow_fallback``: the stage it
     is at, after the ones it went through, each with its status once it had one, then the
     status of its last ``Dial()``, e.g. ``secretariat=NOANSWER outside dial=ANSWER``; a shed
-    call's ``shed`` gives way to ``secretariat`` once that rings) and who hung up.
+    call's ``shed`` gives way to ``secretariat`` once that rings), who hung up, and the
+    voicemail's status (``callflow_voicemail``, "" from a dialplan that does not write it).
 
     None: no trace, one this daemon's dialplan does not write (a context of the site's
     own), or one that cannot tell: a call that ended while a stage rang, with no ``Dial()``
@@ -78,7 +89,9 @@ def fallback_fate(trace: str, hangup_by: str) -> FallbackFate | None:
             return _RINGING[name]
     name, eq, status = parts[-1]
     if name == "voicemail":
-        if status == "SUCCESS" or (not eq and hangup_by == "caller"):
+        if voicemail:  # the voicemail's own word: a message kept, or none
+            return FallbackFate.VOICEMAIL if voicemail == MESSAGE_LEFT else FallbackFate.NOBODY
+        if status == MESSAGE_LEFT or (not eq and hangup_by == "caller"):
             return FallbackFate.VOICEMAIL
         if eq:
             return FallbackFate.NOBODY
@@ -116,6 +129,7 @@ class CdrCall:
     hangup_by: str = ""  # caller | peer | pbx ("" when the hangup handler did not run)
     disposition: str = ""  # of the last CDR: ANSWERED, NO ANSWER, BUSY, FAILED...
     entered: bool = False  # came in by the shipped dialplan's entry (callflow_dialed set)
+    voicemail: str = ""  # VoiceMail()'s status (see MESSAGE_LEFT); "": no voicemail reached
 
     def merge(self, later: CdrCall) -> CdrCall:
         """This call with the facts of a later CDR of the same call."""
@@ -131,6 +145,7 @@ class CdrCall:
             hangup_by=later.hangup_by or self.hangup_by,
             disposition=later.disposition or self.disposition,
             entered=self.entered or later.entered,
+            voicemail=later.voicemail or self.voicemail,
         )
 
     @property
@@ -140,7 +155,13 @@ class CdrCall:
     @property
     def fate(self) -> FallbackFate | None:
         """Where the dialplan fallback left this call (None: it did not go there)."""
-        return fallback_fate(self.fallback, self.hangup_by)
+        return fallback_fate(self.fallback, self.hangup_by, self.voicemail)
+
+    @property
+    def message_left(self) -> bool | None:
+        """Whether the caller left a message in the voicemail it reached (None: it reached
+        none, or a dialplan that does not say wrote its CDR)."""
+        return None if not self.voicemail else self.voicemail == MESSAGE_LEFT
 
     @property
     def over(self) -> bool:
@@ -189,6 +210,7 @@ def parse_line(line: str) -> CdrCall | None:
         hangup_by=hangup if hangup in HANGUP_BY else "",
         disposition=str(data.get("disposition") or ""),
         entered=bool(dialed),
+        voicemail=str(data.get("callflow_voicemail") or ""),
     )
 
 

@@ -17,6 +17,10 @@
   (shed, or handed over when the daemon could not go on) gets what the fallback did and
   where it left the call (``calls.fallback``, ``calls.fallback_fate``) from its CDR, once:
   only a call without them is written to.
+* ``follow_voicemails``: a call the daemon logged ``voicemail`` (a flow's voicemail step
+  handed it to the dialplan's voicemail) whose CDR says no message was left becomes
+  ``abandoned`` (the caller hung up in the greeting) or ``failed`` (the voicemail ended it
+  without a message), once: only a call still ``voicemail`` is written to.
 * ``open_calls`` / ``close_calls``: the calls a crash left open, and their closing
   (``reconcile.py``), written only to a call still open, so nothing is closed twice.
 
@@ -196,6 +200,46 @@ async def follow_fallbacks(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list
                     .returning(CALLS.c.id)
                 )
                 written += [r.id for r in rows]
+    return written
+
+
+VOICEMAIL = str(OutcomeKind.VOICEMAIL)
+
+
+def _no_message(c: CdrCall) -> tuple[str, str]:
+    """The outcome and the words of a call whose voicemail took no message."""
+    gave_up = c.hangup_by == "caller"
+    kind = OutcomeKind.ABANDONED if gave_up else OutcomeKind.FAILED
+    who = "the caller hung up" if gave_up else f"ended by the {c.hangup_by or 'PBX'}"
+    return str(kind), f"no message left in the voicemail ({c.voicemail}; {who}; from its CDR)"
+
+
+async def follow_voicemails(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list[tuple[str, str]]:
+    """Mend the calls of the log that ended ``voicemail`` but left no message, as their
+    CDRs say (``CdrCall.message_left``); returns the (id, flow) of each call written.
+
+    The daemon logs ``voicemail`` when it hands the caller over, before the caller either
+    leaves a message or hangs up in the greeting: the second reached nobody and counts as
+    missed.  Only a call still ``voicemail`` is written to (its detail gets the reason): a
+    CDR read again, or by another daemon on the same database, changes nothing twice."""
+    by_end: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in cdrs:
+        if c.message_left is False:
+            by_end[_no_message(c)].append(c.uniqueid)
+    written: list[tuple[str, str]] = []
+    if not by_end:
+        return written
+    async with engine.begin() as conn:
+        for (outcome, why), ids in by_end.items():
+            detail = func.coalesce(CALLS.c.detail + "; ", "") + why
+            for chunk in _chunks(sorted(ids)):
+                rows = await conn.execute(
+                    update(CALLS)
+                    .where(CALLS.c.id.in_(chunk), CALLS.c.outcome == VOICEMAIL)
+                    .values(outcome=outcome, detail=detail)
+                    .returning(CALLS.c.id, CALLS.c.flow)
+                )
+                written += [(r.id, r.flow) for r in rows]
     return written
 
 

@@ -8,7 +8,9 @@ callback requests *created* in it, optionally for one flow):
 * **missed-call rate** = (abandoned + failed + lost) / calls.  *Abandoned*: the caller hung up
   before reaching anyone (however short the call); *failed*: the flow reached no one and
   not even its fallback.  A callback request, a voicemail or a deliberate hang-up (e.g. a
-  "we are closed, call 15" message) is an answer of the practice, not a missed call.
+  "we are closed, call 15" message) is an answer of the practice, not a missed call; but
+  a caller sent to voicemail who left no message is logged *abandoned* once the call's
+  CDR says so (``cdr_import.follow_voicemails``).
   ``None`` when there are no calls.
 * **time to answer** = answered - started, for the calls that ended *answered*,
   *forwarded* or *emergency* and have an answer time: average and p90.  p90 is the

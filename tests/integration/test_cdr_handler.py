@@ -1,17 +1,33 @@
 """What ``[callflow-hangup]`` (asterisk-conf/callflow/extensions_callflow.conf) writes into
 a call's CDR, read back from the file the daemon imports (cdr_custom_callflow.conf): the
-number dialled, who hung up (caller, peer or pbx) and what the dialplan fallback did.
+number dialled, who hung up (caller, peer or pbx), what the dialplan fallback did, and
+whether a caller who reached a voicemail left a message (``[callflow-voicemail-status]``).
 The daemon's after-crash check and CDR import read nothing else, so each value is checked
 on a real call, as Asterisk writes it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import CDR_FILE, Bench, Daemon, wait_trunk, wait_until
+from .harness import (
+    CDR_FILE,
+    SANDBOX_ROOT,
+    Bench,
+    Daemon,
+    asterisk_cli,
+    wait_trunk,
+    wait_until,
+)
+
+INBOX = SANDBOX_ROOT / "var/spool/asterisk/voicemail/default/200/INBOX"  # the bench's box
+
+
+_INCOMING = ("callflow-from-trunk", "callflow-voicemail", "callflow-fallback")
 
 
 def _size() -> int:
@@ -20,7 +36,8 @@ def _size() -> int:
 
 def _incoming_since(offset: int) -> list[dict[str, Any]]:
     """The CDRs written after ``offset`` for calls from the operators: ended in
-    [callflow-from-trunk], or in [callflow-fallback] when the daemon was away."""
+    [callflow-from-trunk], in [callflow-voicemail] (a flow's voicemail step), or in
+    [callflow-fallback] when the daemon was away."""
     if not CDR_FILE.exists():
         return []
     with CDR_FILE.open("rb") as fh:
@@ -29,7 +46,7 @@ def _incoming_since(offset: int) -> list[dict[str, Any]]:
     # Only whole lines: Asterisk may be writing the last one.
     lines = data.split("\n")[:-1]
     rows = [json.loads(line) for line in lines if line.strip()]
-    return [r for r in rows if r.get("dcontext") in ("callflow-from-trunk", "callflow-fallback")]
+    return [r for r in rows if r.get("dcontext") in _INCOMING]
 
 
 def _one_cdr(offset: int, call: str | None = None) -> dict[str, Any]:
@@ -123,3 +140,89 @@ def test_what_the_fallback_did(bench: Bench, case: str) -> None:
         hangup,
         trace,
     )
+
+
+def _messages() -> set[str]:
+    return {p.name for p in INBOX.glob("msg*.txt")} if INBOX.exists() else set()
+
+
+@pytest.fixture
+def inbox() -> Iterator[set[str]]:
+    """The messages of mailbox 200 before the test; the test's own are deleted after it
+    (the box holds 100 at most, and the sandbox outlives a run)."""
+    before = _messages()
+    yield before
+    for name in _messages() - before:
+        for f in INBOX.glob(name.removesuffix(".txt") + ".*"):
+            f.unlink(missing_ok=True)
+
+
+def test_a_voicemail_without_a_message_is_logged_as_missed(
+    tmp_path: Path, flows_dir: Path, bench: Bench, inbox: set[str]
+) -> None:
+    # Two callers press 6 (bench.yaml's voicemail step): the daemon logs both "voicemail"
+    # as it hands them over.  The first stays on the line (SIPp sends no audio, so
+    # VoiceMail() ends the message itself after 4 s of nothing: a message all the same);
+    # the second hangs up during the greeting and left none: its CDR says so, and the
+    # daemon then logs it as a missed call.
+    # Debian's app_voicemail_odbc.so, declining beside app_voicemail.so, unregisters
+    # VoiceMail(): modules_callflow.conf noloads it.
+    assert "Info about Application 'VoiceMail'" in asterisk_cli("core show application VoiceMail")
+    daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
+    daemon.start()
+    try:
+        offset = _size()
+        patient = bench.patient("100", digits="6", wait_ms="1500", hold_ms="60000")
+        assert patient.wait(60) == 0, patient.log()  # VoiceMail() hung up, not the caller
+        left = _one_cdr(offset)
+        assert (left["callflow_voicemail"], left["callflow_hangup"]) == ("SUCCESS", "pbx")
+        assert len(_messages() - inbox) == 1  # a message in the box indeed
+        offset = _size()
+        patient = bench.patient("100", digits="6", wait_ms="1500", hold_ms="2500")
+        assert patient.wait(30) == 0, patient.log()
+        gone = _one_cdr(offset)
+        # FAILED: hung up in the greeting; NONE: before VoiceMail() began (a slow host).
+        assert gone["callflow_voicemail"] in ("FAILED", "NONE"), gone
+        assert gone["callflow_hangup"] == "caller"
+        assert len(_messages() - inbox) == 1  # no second message
+
+        def outcome(call: str) -> tuple[str, str]:
+            rows = daemon.query("SELECT outcome, detail FROM calls WHERE id = ?", call)
+            return rows[0] if rows else ("", "")
+
+        wait_until(
+            lambda: outcome(gone["uniqueid"])[0] == "abandoned",
+            20,
+            "the call without a message logged abandoned",
+        )
+        assert "no message left" in outcome(gone["uniqueid"])[1]
+        # Its CDR was written after the first's: that one was read too, and kept.
+        assert outcome(left["uniqueid"])[0] == "voicemail"
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def test_the_fallbacks_voicemail_says_when_the_caller_left_no_message(
+    bench: Bench, inbox: set[str]
+) -> None:
+    # No daemon: the secretariat and the outside secretariat are busy, so the fallback
+    # answers and plays "nobody is available" before its voicemail; the caller hangs up
+    # during it, before VoiceMail() began.  The trace alone said "voicemail" until now.
+    accueil = bench.peer("accueil", "uas-busy.xml")
+    trunk = bench.peer("trunk-a", "uas-busy.xml")
+    wait_trunk("trunk-a", "online")  # else Dial() skips it and tries trunk-b
+    offset = _size()
+    patient = bench.patient("100", scenario="patient-hangup-early.xml", hangup_ms="3000")
+    assert patient.wait(40) == 0, patient.log()
+    assert accueil.wait(40) == 0, accueil.log()
+    assert trunk.wait(40) == 0, trunk.log()
+    # One CDR per Dial() (both busy), then the last, the one the handlers wrote into.
+    wait_until(lambda: any(r["callflow_hangup"] for r in _incoming_since(offset)), 30, "CDRs")
+    [cdr] = [r for r in _incoming_since(offset) if r["callflow_hangup"]]
+    assert cdr["dcontext"] == "callflow-fallback"
+    assert (cdr["callflow_fallback"], cdr["callflow_hangup"], cdr["callflow_voicemail"]) == (
+        "secretariat=BUSY outside=BUSY voicemail dial=BUSY",
+        "caller",
+        "NONE",
+    )
+    assert _messages() == inbox

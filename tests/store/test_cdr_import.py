@@ -19,7 +19,7 @@ from callflow.flow.engine import RESCUE_SEQ
 from callflow.flow.events import CallAnswered, Outcome, OutcomeKind, StepKind, StepResult
 from callflow.store.aftercrash import CUT_HOLD, CUT_MARGIN, LOST_MARGIN, AfterCrash
 from callflow.store.cdr import CdrCall, CdrFile
-from callflow.store.cdr_import import follow_fallbacks, import_fallback_calls
+from callflow.store.cdr_import import follow_fallbacks, follow_voicemails, import_fallback_calls
 from callflow.store.db import create_engine
 from callflow.store.maintenance import purge
 from callflow.store.models import Call, CallStep, CdrImport
@@ -702,3 +702,60 @@ async def test_an_older_dialplans_cdr_leaves_the_fate_empty_and_says_why_once(
     assert part.fates == {"unknown": 2}
     told = [r for r in caplog.records if "wrote no Dial() status" in r.getMessage()]
     assert len(told) == 1 and "dialplan reload" in told[0].getMessage()
+
+
+async def test_a_voicemail_that_took_no_message_is_logged_as_missed_once(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # A flow's voicemail step: the daemon logs "voicemail" at the hand-over, before the
+    # caller leaves a message or hangs up in the greeting.  The CDRs then tell which.
+    for cid in ("left", "greeting", "short", "old"):
+        await logged(engine, tmp_path, Outcome(OutcomeKind.VOICEMAIL, "vm"), cid)
+    await logged(engine, tmp_path, Outcome(OutcomeKind.ANSWERED, None), "served")
+    cdr_path = tmp_path / "callflow-cdr.json"
+    cdr_path.write_text(
+        cdr_line("left", callflow_voicemail="SUCCESS", disposition="ANSWERED")
+        + cdr_line("greeting", callflow_voicemail="FAILED", disposition="ANSWERED")
+        # The voicemail ended it (a message under minsecs, then goodbye): not the caller.
+        + cdr_line("short", callflow_voicemail="FAILED", callflow_hangup="pbx")
+        + cdr_line("old")  # a dialplan that writes no status: nothing is guessed
+        # Not a voicemail call in the log: never written to, whatever its CDR says.
+        + cdr_line("served", callflow_voicemail="NONE", disposition="ANSWERED")
+    )
+    told: list[str] = []  # the flows told to the metrics
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW, on_no_message=told.append)
+    async with part.recorder:
+        await part.run_once()
+    log = await calls(engine)
+    assert {c: row[0] for c, row in log.items()} == {
+        "left": "voicemail",
+        "greeting": "abandoned",
+        "short": "failed",
+        "old": "voicemail",
+        "served": "answered",
+    }
+    assert log["greeting"][4] is not None and "no message left" in log["greeting"][4]
+    assert "FAILED" in log["greeting"][4] and "caller hung up" in log["greeting"][4]
+    assert part.no_message == 2 and told == [log["greeting"][1], log["short"][1]]
+    # The CDRs read again, or by a second daemon: nothing written or counted twice.
+    again = [fallback_cdr(c, fallback="", voicemail="FAILED") for c in ("greeting", "short")]
+    assert await follow_voicemails(engine, again) == []
+    assert (await calls(engine))["greeting"] == log["greeting"]
+
+
+async def test_two_daemons_mending_the_same_voicemails_write_each_call_once(
+    database: Database, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    ids = [f"v.{i}" for i in range(20)]
+    await logged(engine, tmp_path, Outcome(OutcomeKind.VOICEMAIL, "vm"), *ids)
+    cdrs = [fallback_cdr(i, fallback="", voicemail="FAILED") for i in ids]
+    other = database.engine()
+    try:
+        results = await asyncio.gather(
+            follow_voicemails(engine, cdrs), follow_voicemails(other, cdrs)
+        )
+    finally:
+        await other.dispose()
+    assert sorted(i for r in results for i, _ in r) == sorted(ids)  # none counted twice
+    details = [row[4] for row in (await calls(engine)).values()]
+    assert all(d is not None and d.count("no message left") == 1 for d in details), details

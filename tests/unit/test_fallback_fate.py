@@ -83,3 +83,47 @@ def test_a_cdr_line_gives_its_fate() -> None:
     assert cdr.fate is FallbackFate.SECRETARIAT
     none = parse_line(json.dumps({**line, "callflow_fallback": ""}))
     assert none is not None and none.fate is None
+
+
+VM = "secretariat=NOANSWER outside=NOANSWER voicemail"
+
+
+@pytest.mark.parametrize(
+    ("trace", "hangup_by", "voicemail", "fate"),
+    [
+        # VoiceMail()'s status, from its own hangup handler, says whether a message was
+        # kept: a caller who ends one by hanging up leaves SUCCESS behind.
+        (f"{VM} dial=NOANSWER", "caller", "SUCCESS", F.VOICEMAIL),
+        (f"{VM}=SUCCESS dial=NOANSWER", "pbx", "SUCCESS", F.VOICEMAIL),
+        # Hung up during the greeting (FAILED), or before VoiceMail() began (NONE): the
+        # trace alone would have said voicemail.
+        (f"{VM} dial=NOANSWER", "caller", "FAILED", F.NOBODY),
+        (f"{VM} dial=NOANSWER", "caller", "NONE", F.NOBODY),
+        (f"{VM}=FAILED dial=NOANSWER", "pbx", "FAILED", F.NOBODY),
+        (f"{VM}=USEREXIT", "caller", "USEREXIT", F.NOBODY),
+        # Someone answered before the voicemail: its status is not asked.
+        ("secretariat dial=ANSWER", "caller", "NONE", F.SECRETARIAT),
+    ],
+)
+def test_the_voicemails_status_says_whether_a_message_was_left(
+    trace: str, hangup_by: str, voicemail: str, fate: FallbackFate
+) -> None:
+    assert fallback_fate(trace, hangup_by, voicemail) is fate
+
+
+@pytest.mark.parametrize(
+    ("status", "left"), [("SUCCESS", True), ("FAILED", False), ("NONE", False), ("", None)]
+)
+def test_a_cdr_line_says_whether_a_message_was_left(status: str, left: bool | None) -> None:
+    # A flow's voicemail step: no fallback trace, only the voicemail's status.
+    line = {
+        "uniqueid": "1.2",
+        "start": 1_780_000_000.0,
+        "end": 1_780_000_030.0,
+        "callflow_dialed": "100",
+        "callflow_hangup": "caller",
+        "callflow_voicemail": status,
+    }
+    cdr = parse_line(json.dumps(line))
+    assert cdr is not None and not cdr.went_to_fallback
+    assert cdr.message_left is left

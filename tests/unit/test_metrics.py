@@ -237,6 +237,19 @@ async def test_missed_calls_and_active_calls() -> None:
     assert value(m, "callflow_calls_missed_total", flow="t") == 2
 
 
+def test_a_voicemail_that_took_no_message_counts_as_missed_once_its_cdr_is_read() -> None:
+    m = Metrics()
+    i = CallInfo("c3", "t", "v", CALLER, "100", NOW)
+    m.call_started(i)
+    m.call_ended(i, Outcome(OutcomeKind.VOICEMAIL, "message"), NOW)
+    assert value(m, "callflow_calls_missed_total", flow="t") == 0
+    m.voicemail_without_message("t")  # the after-crash part read its CDR
+    assert value(m, "callflow_calls_missed_total", flow="t") == 1
+    assert value(m, "callflow_voicemail_no_message_total", flow="t") == 1
+    # The outcome counter cannot go back: it still says voicemail.
+    assert value(m, "callflow_calls_total", flow="t", outcome="voicemail", driver="ari") == 1
+
+
 def test_events_out_of_order_never_raise() -> None:
     m = Metrics()
     i = CallInfo("ghost", "t", "v", CALLER, "100", NOW)
