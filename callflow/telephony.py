@@ -13,6 +13,15 @@ from enum import StrEnum
 from typing import Protocol
 
 
+def mailbox_probe(box: str) -> str:
+    """The dialplan function that says "1" when Asterisk's voicemail has mailbox ``box``
+    ("200" or "200@context", as the flow schema checks it).  It is app_voicemail's own:
+    where ``VoiceMail()`` is missing (Debian's app_voicemail_odbc.so, declining beside
+    app_voicemail.so, unregisters both: see modules_callflow.conf) it fails too, so one
+    read tells whether handing a caller over would hang up on them."""
+    return f"VM_INFO({box},exists)"
+
+
 class Driver(StrEnum):
     """How the call reaches the engine: the same flows run behind each, one log for all."""
 
@@ -133,7 +142,9 @@ class Call(Protocol):
         ...
 
     async def voicemail(self, box: str) -> bool:
-        """Send the caller to voicemail box ``box``; True when a message was left/taken."""
+        """Hand the caller to voicemail box ``box``: True once handed over (whether a
+        message is then left, the call's CDR says); False, the caller kept, when Asterisk
+        has no such mailbox or no voicemail at all (``mailbox_probe``)."""
         ...
 
     async def set_variable(self, name: str, value: str) -> None: ...

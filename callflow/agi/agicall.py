@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver, Handoff
+from ..telephony import DialResult, DialStatus, Driver, Handoff, mailbox_probe
 from .protocol import AgiClosed, AgiDead, AgiError, AgiReply, AgiRequest, AgiSession, quote
 
 log = logging.getLogger("callflow.agi.call")
@@ -292,7 +292,17 @@ class AgiCall:
         return None
 
     async def voicemail(self, box: str) -> bool:
-        # As over ARI, the dialplan's voicemail context takes the caller.
+        # As over ARI, the dialplan's voicemail context takes the caller, once Asterisk
+        # says it has the mailbox (a function that fails reads as "": no VoiceMail()).
+        if await self.get_variable(mailbox_probe(box)) != "1":
+            log.error(
+                "call=%s: voicemail box %s is not in Asterisk's voicemail, or Asterisk has "
+                "no VoiceMail() (see modules_callflow.conf): the step's 'failed' branch is "
+                "taken",
+                self.id,
+                box,
+            )
+            return False
         await self.set_variable(VOICEMAIL_BOX_VAR, box)
         await self.continue_to(self._voicemail)
         return True

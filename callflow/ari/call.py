@@ -19,10 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver, Handoff
+from ..telephony import DialResult, DialStatus, Driver, Handoff, mailbox_probe
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
-from .faults import AriBadRequest, AriConnectionError, AriError, AriNotFound, AriTimeout
+from .faults import (
+    AriBadRequest,
+    AriConnectionError,
+    AriError,
+    AriNotFound,
+    AriServerError,
+    AriTimeout,
+)
 from .overload import go_first
 
 log = logging.getLogger("callflow.ari.call")
@@ -760,8 +767,11 @@ class AriCall:
         return DialStatus.ANSWER if pressed == key else DialStatus.DECLINED
 
     async def voicemail(self, box: str) -> bool:
-        # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail.
+        # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail,
+        # once Asterisk says it has the mailbox (else it would hang up on the caller).
         await self._quiet(self._chan)
+        if not await self._mailbox_ready(box):
+            return False
         await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))
         self.left = True
         try:
@@ -771,6 +781,28 @@ class AriCall:
         except TelephonyError:
             self.left = False
             raise
+        return True
+
+    async def _mailbox_ready(self, box: str) -> bool:
+        try:
+            exists = await self._caller_op(self.client.get_variable(self.id, mailbox_probe(box)))
+        except AriServerError:  # 500 "Error With Function": VM_INFO() is not registered
+            log.error(
+                "call=%s: voicemail box %s: Asterisk has no VoiceMail() (is "
+                "app_voicemail_odbc.so loaded beside app_voicemail.so? see "
+                "modules_callflow.conf): the step's 'failed' branch is taken",
+                self.id,
+                box,
+            )
+            return False
+        if exists != "1":
+            log.error(
+                "call=%s: voicemail box %s is not in Asterisk's voicemail.conf: the step's "
+                "'failed' branch is taken",
+                self.id,
+                box,
+            )
+            return False
         return True
 
     async def stop_stray_playbacks(self) -> None:

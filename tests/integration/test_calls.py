@@ -290,3 +290,21 @@ def test_asterisk_crash_the_lost_call_is_logged_as_failed(daemon: Daemon, bench:
     out = daemon.wait_outcome(1, timeout=30)
     assert (out["outcome"], out["step"]) == ("failed", "menu")
     assert out["detail"].startswith("call lost: channel")
+
+
+def test_a_voicemail_step_to_a_missing_mailbox_keeps_the_caller(
+    daemon: Daemon, bench: Bench
+) -> None:
+    # Mailbox 299 is not in voicemail.conf: VoiceMail() would hang up on the caller.  The
+    # daemon asks Asterisk first (VM_INFO) and takes the step's failed branch: goodbye.
+    patient = bench.patient("100", digits="7", wait_ms="1500", hold_ms="20000")
+    out = daemon.wait_outcome(timeout=40)
+    assert (out["outcome"], out["step"]) == ("hangup", "bye"), out
+    assert patient.wait(30) == 0, patient.log()  # the flow hung up, after its goodbye
+
+    def results() -> dict[str, str]:  # the steps reach the database after the spool
+        return {s["step"]: s["result"] for s in daemon.steps(out["call"])}
+
+    wait_until(lambda: "bye" in results(), 20, "the call's steps in the call log")
+    assert results()["no-box"] == "failed", results()
+    assert "voicemail box 299 is not in Asterisk's voicemail.conf" in daemon.log()

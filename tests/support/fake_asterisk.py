@@ -158,6 +158,10 @@ class FakeAsterisk:
         # of the shipped dialplan.  Asterisk refuses a label it lacks with 404.
         self.labels: set[tuple[str, str, str]] = {("callflow-fallback", "s", "shed")}
         self.connected = True  # the events websocket: while down, events never reach ``sink``
+        # Voicemail: the mailboxes voicemail.conf lacks, and whether VoiceMail() (and its
+        # VM_INFO()) is registered at all.
+        self.missing_mailboxes: set[str] = set()
+        self.voicemail_app = True
         self.missed: list[Event] = []  # the events that happened while it was down
         self._ids = itertools.count(1)
 
@@ -315,6 +319,12 @@ class FakeAsterisk:
             case "POST", ["channels", cid, "variable"]:
                 self._chan(cid).variables[q["variable"]] = q.get("value", "")
                 return None
+            case "GET", ["channels", cid, "variable"] if q["variable"].startswith("VM_INFO("):
+                self._chan(cid)
+                if not self.voicemail_app:
+                    raise _Reply(500, "Unable to read provided function")
+                box = q["variable"].removeprefix("VM_INFO(").removesuffix(",exists)")
+                return {"value": "0" if box in self.missing_mailboxes else "1"}
             case "GET", ["channels", cid, "variable"]:
                 value = self._chan(cid).variables.get(q["variable"])
                 if value is None:

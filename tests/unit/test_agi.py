@@ -345,19 +345,33 @@ async def test_the_request_names_the_flow_or_the_number_chooses(
 
 
 async def test_voicemail_and_variables_go_through_the_dialplan() -> None:
-    s, sink = session_of(b"200 result=1\n" * 5)
+    s, sink = session_of(b"200 result=1 (1)\n" + b"200 result=1\n" * 5)
     c = AgiCall(
         s, await read_request(reader_of(b"agi_uniqueid: 1.1\n\n"), 1), dialed="100", call_id="1.1"
     )
     assert await c.voicemail("200@default")
     assert sink.sent.decode().splitlines() == [
+        'GET VARIABLE "VM_INFO(200@default,exists)"',  # the mailbox is there
         'SET VARIABLE "CALLFLOW_VOICEMAIL_BOX" "200@default"',
         'SET CONTEXT "callflow-voicemail"',
         'SET EXTENSION "s"',
         "SET PRIORITY 1",
     ]
     await c.hangup()  # handed to the dialplan: not ours to hang up
-    assert len(sink.sent.decode().splitlines()) == 4
+    assert len(sink.sent.decode().splitlines()) == 5
+
+
+@pytest.mark.parametrize("answer", [b"200 result=1 (0)\n", b"200 result=0\n"])
+async def test_voicemail_without_the_mailbox_or_voicemail_keeps_the_caller(
+    answer: bytes,
+) -> None:
+    # VM_INFO() says no such mailbox (0), or fails (result=0: no VoiceMail() registered).
+    s, sink = session_of(answer)
+    c = AgiCall(
+        s, await read_request(reader_of(b"agi_uniqueid: 1.1\n\n"), 1), dialed="100", call_id="1.1"
+    )
+    assert not await c.voicemail("201")
+    assert sink.sent.decode().splitlines() == ['GET VARIABLE "VM_INFO(201,exists)"']
 
 
 # -- the listener ------------------------------------------------------------------------

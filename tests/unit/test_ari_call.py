@@ -236,12 +236,33 @@ async def test_confirm_silence_is_declined() -> None:
 async def test_voicemail_hands_the_call_to_the_dialplan() -> None:
     call, pbx = make()
     assert await call.voicemail("practice")
+    (probe,) = pbx.sent("GET", f"/channels/{CALLER}/variable")
+    assert probe.params == {"variable": "VM_INFO(practice,exists)"}  # asked first
     (setvar,) = pbx.sent("POST", f"/channels/{CALLER}/variable")
     assert setvar.params == {"variable": "CALLFLOW_VOICEMAIL_BOX", "value": "practice"}
     (cont,) = pbx.sent("POST", f"/channels/{CALLER}/continue")
     assert cont.params == {"context": "callflow-voicemail", "extension": "s", "priority": "1"}
     await call.hangup()
     assert CALLER not in pbx.hung_up()  # no longer ours to hang up
+
+
+@pytest.mark.parametrize("fault", ["no such mailbox", "no VoiceMail() at all"])
+async def test_voicemail_that_would_hang_up_on_the_caller_is_not_handed_over(
+    fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A mailbox voicemail.conf lacks, or Debian's app_voicemail_odbc.so having unregistered
+    # VoiceMail(): the dialplan would hang up on the caller, who stays with the flow.
+    call, pbx = make()
+    if fault == "no such mailbox":
+        pbx.missing_mailboxes.add("201")
+    else:
+        pbx.voicemail_app = False
+    assert not await call.voicemail("201")
+    assert not pbx.sent("POST", f"/channels/{CALLER}/continue")
+    assert not pbx.sent("POST", f"/channels/{CALLER}/variable")
+    assert "'failed' branch" in caplog.text
+    await call.hangup()
+    assert CALLER in pbx.hung_up()  # still the daemon's call
 
 
 def test_leg_status_mapping() -> None:
