@@ -355,7 +355,13 @@ class Daemon:
         checks = {"database": lambda: self.store.recorder.database_up, "ami": self._ami_connected}
         if self.settings.cdr.file:
             checks["cdr"] = self._cdr_readable
+        checks["voicemail"] = self._voicemail_ready
         return checks
+
+    def _voicemail_ready(self) -> bool:
+        # Not read yet (no connection so far) is no known fault.
+        found = self.service.voicemail
+        return found is None or found.problem is None
 
     def _cdr_readable(self) -> bool:
         cdr = self.after_crash.cdr_file
@@ -393,6 +399,7 @@ class Daemon:
             ),
             fallback_fates=lambda: self.after_crash.fates,
             cdr_readable=self._cdr_readable if self.settings.cdr.file else None,
+            voicemail_ready=self._voicemail_ready,
         )
 
     def _shedding(self) -> bool:

@@ -422,6 +422,13 @@ class AriClient:
             raise AriError("Asterisk answered with an invalid channel_ids list")
         return ids
 
+    async def list_modules(self) -> list[dict[str, Any]]:
+        """Asterisk's loaded modules (``GET /asterisk/modules``): name, status..."""
+        data = await self.request("GET", "/asterisk/modules")
+        if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+            raise AriError("Asterisk answered with an invalid module list")
+        return data
+
     async def list_channels(self) -> list[dict[str, Any]]:
         """Every active channel of Asterisk (``GET /channels``)."""
         data = await self.request("GET", "/channels")

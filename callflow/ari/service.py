@@ -27,6 +27,7 @@ from .channels import ChannelRegistry, Event, event_channel_id
 from .client import EVENT_CONNECTED, EVENT_DISCONNECTED, AriClient
 from .faults import AriError
 from .overload import Shedder, go_first
+from .pbxmodules import VoicemailModules, voicemail_modules
 from .testcall import TestCallWatch
 
 log = logging.getLogger("callflow.ari")
@@ -71,6 +72,8 @@ class CallService:
         self._shed_label: str | None = SHED_LABEL
         self._shed_label_retry = 0.0  # time.monotonic() when the label is tried again
         self._on_answered = on_answered  # a call's answer latency, for the metrics
+        # Asterisk's voicemail modules, read at each connection (None: not read yet).
+        self.voicemail: VoicemailModules | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -97,6 +100,7 @@ class CallService:
         if kind == EVENT_CONNECTED:
             self._spawn(self._filter_events(), "event filter")
             self._spawn(self.recover(), "recovery")
+            self._spawn(self._check_voicemail(), "voicemail check")
             return
         if kind == EVENT_DISCONNECTED:
             log.warning(
@@ -118,6 +122,22 @@ class CallService:
             await self.client.filter_events(EVENT_TYPES)
         except AriError as exc:  # the events come unfiltered: a cost, not a fault
             log.warning("ARI events: the event filter could not be set: %s", exc)
+
+    async def _check_voicemail(self) -> None:
+        """At each connection (Asterisk may have restarted with other modules)."""
+        try:
+            found = voicemail_modules(await self.client.list_modules())
+        except AriError as exc:
+            log.warning("Asterisk's modules could not be read: %s", exc)
+            return
+        told = self.voicemail is not None and self.voicemail.problem is not None
+        self.voicemail = found
+        if found.problem is not None:
+            log.error("Asterisk's voicemail: %s", found.problem)
+        elif told:
+            log.info("Asterisk's voicemail works again (%s)", ", ".join(found.running))
+        else:
+            log.debug("Asterisk's voicemail: %s runs", ", ".join(found.running))
 
     def _new_channel(self, event: Event) -> None:
         channel = event.get("channel") or {}

@@ -107,6 +107,9 @@ class Probes:
     # 1 while Asterisk's CDR file can be read ([cdr] file set; a file not written yet
     # counts as readable): else calls the fallback took are not logged.
     cdr_readable: Callable[[], bool] | None = None
+    # 0 when Asterisk's module list shows no working VoiceMail() (e.g. Debian's
+    # app_voicemail_odbc.so declined beside app_voicemail.so and unregistered it).
+    voicemail_ready: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,11 @@ class ScrapeTime(Collector):
             "callflow_cdr_readable",
             "1 while Asterisk's CDR file can be read (else the fallback's calls go unlogged).",
             p.cdr_readable,
+        )
+        yield from _gauge(
+            "callflow_voicemail_ready",
+            "0 when Asterisk's modules show no working VoiceMail() (read at each connection).",
+            p.voicemail_ready,
         )
         yield from _gauge("callflow_flows_loaded", "Flows the daemon runs.", p.flows_loaded)
         yield from _gauge(

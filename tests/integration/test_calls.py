@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -251,6 +252,9 @@ def test_sigterm_during_a_conversation_leaves_it_to_go_on(daemon: Daemon, bench:
 def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None:
     status, body = daemon.http("/healthz", token=False)
     assert status == 200, body
+    # Asterisk's module list read at the connection: one voicemail, VoiceMail() registered.
+    daemon.wait_log(r"Asterisk's voicemail: app_voicemail runs")
+    assert json.loads(daemon.http("/healthz", token=False)[1])["checks"]["voicemail"] is True
     accueil = bench.peer("accueil", "uas-answer.xml", hangup_ms="1000")
     bench.patient("100", digits="1", wait_ms="1500", hold_ms="8000")
     assert accueil.wait(40) == 0, accueil.log()
@@ -259,6 +263,7 @@ def test_live_metrics_health_and_overrides(daemon: Daemon, bench: Bench) -> None
     assert status == 200
     assert 'callflow_calls_total{driver="ari",flow="bench",outcome="answered"} 1.0' in metrics
     assert "callflow_ari_connected 1.0" in metrics
+    assert "callflow_voicemail_ready 1.0" in metrics
     # Close the always-open calendar by hand: the next call goes after-hours at once.
     tomorrow = (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT08:00")
     status, body = daemon.http(

@@ -162,6 +162,8 @@ class FakeAsterisk:
         # VM_INFO()) is registered at all.
         self.missing_mailboxes: set[str] = set()
         self.voicemail_app = True
+        # GET /asterisk/modules: the voicemail modules (name, status), as Asterisk lists them.
+        self.modules: list[tuple[str, str]] = [("app_voicemail.so", "Running")]
         self.missed: list[Event] = []  # the events that happened while it was down
         self._ids = itertools.count(1)
 
@@ -283,6 +285,11 @@ class FakeAsterisk:
         match method, seg:
             case "GET", ["applications"]:
                 return [self._application()]
+            case "GET", ["asterisk", "modules"]:
+                return [
+                    {"name": n, "description": "", "use_count": 0, "status": s}
+                    for n, s in self.modules
+                ]
             case "GET", ["applications", name] if name == APP:
                 return self._application()
             case "PUT", ["applications", name, "eventFilter"] if name == APP:

@@ -1,6 +1,6 @@
-"""docker/prometheus/rules: the alerts (forwarding drills, the call log's completeness) pass
-promtool, and its unit tests (``docker/prometheus/tests``) say they fire when they should and
-only then; every metric they read is one the daemon exports."""
+"""docker/prometheus/rules: the alerts (forwarding drills, the call log's completeness, the
+PBX's voicemail) pass promtool, and its unit tests (``docker/prometheus/tests``) say they fire
+when they should and only then; every metric they read is one the daemon exports."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _promtool(*args: str) -> None:
 
 
 def test_every_rules_file_has_its_tests() -> None:
-    assert [r.stem for r in RULES] == ["call-log", "drills"]
+    assert [r.stem for r in RULES] == ["call-log", "drills", "pbx"]
     for rules in RULES:
         assert _tests(rules).is_file(), rules
 

@@ -29,6 +29,9 @@ class StuckAri:
     async def filter_events(self, types: object) -> bool:
         return True  # set at each connection; what hangs here is the recovery
 
+    async def list_modules(self) -> list[dict[str, Any]]:
+        return [{"name": "app_voicemail.so", "status": "Running"}]  # read at each connection
+
     async def channels_in_app(self) -> list[str]:
         return await self._hang("channels_in_app")  # type: ignore[no-any-return]
 

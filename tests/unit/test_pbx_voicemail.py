@@ -1,0 +1,58 @@
+"""Asterisk's voicemail as its module list shows it, read at each connection: Debian's
+app_voicemail_odbc.so, declining beside app_voicemail.so, unregisters VoiceMail()."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from callflow.ari.client import EVENT_CONNECTED
+from callflow.ari.pbxmodules import voicemail_modules
+from callflow.ari.service import CallService
+from tests.support.fake_asterisk import FakeAsterisk, client_for
+from tests.support.polling import wait_until
+
+OK, NOT = "Running", "Not Running"
+
+
+@pytest.mark.parametrize(
+    ("modules", "problem"),
+    [
+        ([("app_voicemail.so", OK), ("res_pjsip_send_to_voicemail.so", OK)], None),
+        ([("app_voicemail_odbc.so", OK)], None),  # a PBX whose messages live in ODBC
+        # Debian's stock autoload: both loaded, the second declined and unregistered both.
+        ([("app_voicemail.so", OK), ("app_voicemail_odbc.so", NOT)], "noload => app_voicemail"),
+        ([("app_voicemail", OK), ("app_voicemail_imap", NOT)], "app_voicemail_imap.so failed"),
+        ([("res_pjsip_send_to_voicemail.so", OK)], "no voicemail module runs"),
+        ([("app_voicemail.so", NOT)], "no voicemail module runs"),
+    ],
+)
+def test_what_the_module_list_says_of_voicemail(
+    modules: list[tuple[str, str]], problem: str | None
+) -> None:
+    found = voicemail_modules({"name": n, "status": s} for n, s in modules)
+    if problem is None:
+        assert found.problem is None
+    else:
+        assert found.problem is not None and problem in found.problem
+
+
+async def test_each_connection_reads_the_modules_and_says_what_is_wrong(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "callflow.ari")
+    pbx = FakeAsterisk()
+    pbx.modules = [("app_voicemail.so", OK), ("app_voicemail_odbc.so", NOT)]
+    async with CallService(client_for(pbx), engine=None, flows=None) as service:  # type: ignore[arg-type]
+        assert service.voicemail is None  # not read before a connection
+        service.dispatch({"type": EVENT_CONNECTED})
+        await wait_until(lambda: service.voicemail is not None, 30)
+        assert service.voicemail is not None and service.voicemail.problem is not None
+        told = [r for r in caplog.records if "unregistered VoiceMail()" in r.getMessage()]
+        assert len(told) == 1 and told[0].levelname == "ERROR"
+        # Asterisk restarted with the fix: the next connection says so.
+        pbx.modules = [("app_voicemail.so", OK)]
+        service.dispatch({"type": EVENT_CONNECTED})
+        await wait_until(lambda: "voicemail works again" in caplog.text, 30)
+        assert service.voicemail is not None and service.voicemail.problem is None
