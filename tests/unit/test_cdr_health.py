@@ -57,5 +57,5 @@ def test_a_cdr_file_the_daemon_cannot_read_shows_in_its_health_and_metrics(
 def test_without_a_cdr_file_there_is_nothing_to_report(tmp_path: Path) -> None:
     daemon = _daemon(tmp_path, "")
     assert daemon.after_crash.cdr_file is None
-    assert set(daemon._checks()) == {"database", "ami"}
+    assert set(daemon._checks()) == {"database", "ami", "voicemail"}  # no "cdr"
     assert _readable_metric(daemon) == []
