@@ -296,7 +296,13 @@ class Daemon:
                 command_timeout=agi.command_timeout,
                 stop_grace=settings.daemon.stop_grace,
             )
-            self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
+            self.agi = AgiServer(
+                self.engine,
+                self.flows,
+                config,
+                admit=self._admit_agi,
+                voicemail_problem=self.service.voicemail_problem,
+            )
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         # Calls the daemon never saw (Asterisk's CDRs) and calls a crash left open.
         cdr = settings.cdr
@@ -360,8 +366,7 @@ class Daemon:
 
     def _voicemail_ready(self) -> bool:
         # Not read yet (no connection so far) is no known fault.
-        found = self.service.voicemail
-        return found is None or found.problem is None
+        return self.service.voicemail_problem() is None
 
     def _cdr_readable(self) -> bool:
         cdr = self.after_crash.cdr_file

@@ -7,7 +7,7 @@ it.  Every method raises ``CallerHangup`` when the caller hangs up in the middle
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -15,11 +15,27 @@ from typing import Protocol
 
 def mailbox_probe(box: str) -> str:
     """The dialplan function that says "1" when Asterisk's voicemail has mailbox ``box``
-    ("200" or "200@context", as the flow schema checks it).  It is app_voicemail's own:
-    where ``VoiceMail()`` is missing (Debian's app_voicemail_odbc.so, declining beside
-    app_voicemail.so, unregisters both: see modules_callflow.conf) it fails too, so one
-    read tells whether handing a caller over would hang up on them."""
+    ("200" or "200@context", as the flow schema checks it); it fails when no voicemail
+    module runs.  It does not see a ``VoiceMail()`` unregistered by a variant that
+    declined beside app_voicemail.so (functions are unregistered by pointer, applications
+    by name): that is ``VoicemailProblem``'s to tell."""
     return f"VM_INFO({box},exists)"
+
+
+#: Why Asterisk's voicemail cannot take a caller now, with the fix; None: it can, or it
+#: is not known yet.  Read from Asterisk's module list at each connection
+#: (``callflow.ari.pbxmodules``).
+VoicemailProblem = Callable[[], str | None]
+
+
+def no_problem() -> str | None:
+    return None
+
+
+def voicemail_refused(call_id: str, box: str, why: str) -> str:
+    """The log line of a voicemail step that keeps its caller rather than hand them to a
+    voicemail that would hang up on them."""
+    return f"call={call_id}: voicemail box {box}: {why}: the step's 'failed' branch is taken"
 
 
 class Driver(StrEnum):

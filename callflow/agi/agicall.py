@@ -20,7 +20,16 @@ import re
 from collections.abc import Sequence
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver, Handoff, mailbox_probe
+from ..telephony import (
+    DialResult,
+    DialStatus,
+    Driver,
+    Handoff,
+    VoicemailProblem,
+    mailbox_probe,
+    no_problem,
+    voicemail_refused,
+)
 from .protocol import AgiClosed, AgiDead, AgiError, AgiReply, AgiRequest, AgiSession, quote
 
 log = logging.getLogger("callflow.agi.call")
@@ -71,8 +80,10 @@ class AgiCall:
         fallback_context: str = "callflow-fallback",
         voicemail_context: str = "callflow-voicemail",
         confirm_context: str = "callflow-confirm",
+        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.session = session
+        self._voicemail_problem = voicemail_problem
         self.request = request
         self._id = call_id
         self._caller = request.caller
@@ -293,15 +304,14 @@ class AgiCall:
 
     async def voicemail(self, box: str) -> bool:
         # As over ARI, the dialplan's voicemail context takes the caller, once Asterisk
-        # says it has the mailbox (a function that fails reads as "": no VoiceMail()).
+        # says it has the mailbox (a function that fails reads as "").
+        problem = self._voicemail_problem()
+        if problem is not None:
+            log.error(voicemail_refused(self.id, box, problem))
+            return False
         if await self.get_variable(mailbox_probe(box)) != "1":
-            log.error(
-                "call=%s: voicemail box %s is not in Asterisk's voicemail, or Asterisk has "
-                "no VoiceMail() (see modules_callflow.conf): the step's 'failed' branch is "
-                "taken",
-                self.id,
-                box,
-            )
+            why = "not in Asterisk's voicemail.conf, or no voicemail module runs"
+            log.error(voicemail_refused(self.id, box, why))
             return False
         await self.set_variable(VOICEMAIL_BOX_VAR, box)
         await self.continue_to(self._voicemail)

@@ -28,6 +28,7 @@ from ..flow.engine import Engine
 from ..flow.live import LiveFlows
 from ..flow.registry import LoadedFlow
 from ..tasks import Tasks
+from ..telephony import VoicemailProblem, no_problem
 from .agicall import AgiCall
 from .protocol import MAX_LINE, AgiError, AgiRequest, AgiSession, read_request
 
@@ -69,11 +70,14 @@ class AgiServer:
         config: AgiConfig,
         *,
         admit: Admission | None = None,
+        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.engine = engine
         self.flows = flows
         self.config = config
         self.admit = admit  # None: never shed
+        # Asterisk's voicemail as the ARI side read it from its module list.
+        self.voicemail_problem = voicemail_problem
         self.calls: dict[str, AgiCall] = {}
         self.accepting = False
         self.refused = 0  # connections from an address not allowed
@@ -149,7 +153,13 @@ class AgiServer:
     async def _run(self, session: AgiSession, request: AgiRequest) -> None:
         dialed = request.get("arg_1") or request.extension
         call_id = request.uniqueid or f"agi-{next(self._numbers)}"
-        call = AgiCall(session, request, dialed=dialed, call_id=call_id)
+        call = AgiCall(
+            session,
+            request,
+            dialed=dialed,
+            call_id=call_id,
+            voicemail_problem=self.voicemail_problem,
+        )
         if not self.accepting:
             log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
             await call.last_resort()

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
-from ..telephony import DialResult, DialStatus, Driver, Handoff, mailbox_probe
+from ..telephony import (
+    DialResult,
+    DialStatus,
+    Driver,
+    Handoff,
+    VoicemailProblem,
+    mailbox_probe,
+    no_problem,
+    voicemail_refused,
+)
 from .channels import ChannelRegistry, Event, event_channel_id
 from .client import AriClient
 from .faults import (
@@ -221,8 +230,10 @@ class AriCall:
         fallback_context: str = "callflow-fallback",
         fallback_label: str | None = None,
         on_answered: Callable[[float], None] | None = None,
+        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.client = client
+        self._voicemail_problem = voicemail_problem
         # Seconds from the call's arrival (this object) to Asterisk's answer: overload.
         self._arrived = time.monotonic()
         self._on_answered = on_answered
@@ -770,6 +781,10 @@ class AriCall:
         # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail,
         # once Asterisk says it has the mailbox (else it would hang up on the caller).
         await self._quiet(self._chan)
+        problem = self._voicemail_problem()
+        if problem is not None:
+            log.error(voicemail_refused(self.id, box, problem))
+            return False
         if not await self._mailbox_ready(box):
             return False
         await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))
@@ -786,22 +801,14 @@ class AriCall:
     async def _mailbox_ready(self, box: str) -> bool:
         try:
             exists = await self._caller_op(self.client.get_variable(self.id, mailbox_probe(box)))
-        except AriServerError:  # 500 "Error With Function": VM_INFO() is not registered
-            log.error(
-                "call=%s: voicemail box %s: Asterisk has no VoiceMail() (is "
-                "app_voicemail_odbc.so loaded beside app_voicemail.so? see "
-                "modules_callflow.conf): the step's 'failed' branch is taken",
-                self.id,
-                box,
-            )
+        except AriServerError as exc:
+            if exc.status != 500 or "function" not in exc.message.lower():
+                raise  # Asterisk failing: a link fault, as for any request
+            # "Unable to read provided function": VM_INFO() is not registered.
+            log.error(voicemail_refused(self.id, box, "no voicemail module runs in Asterisk"))
             return False
         if exists != "1":
-            log.error(
-                "call=%s: voicemail box %s is not in Asterisk's voicemail.conf: the step's "
-                "'failed' branch is taken",
-                self.id,
-                box,
-            )
+            log.error(voicemail_refused(self.id, box, "not in Asterisk's voicemail.conf"))
             return False
         return True
 

@@ -123,6 +123,10 @@ class CallService:
         except AriError as exc:  # the events come unfiltered: a cost, not a fault
             log.warning("ARI events: the event filter could not be set: %s", exc)
 
+    def voicemail_problem(self) -> str | None:
+        """Why Asterisk's voicemail cannot take a caller (None: it can, or not read yet)."""
+        return None if self.voicemail is None else self.voicemail.problem
+
     async def _check_voicemail(self) -> None:
         """At each connection (Asterisk may have restarted with other modules)."""
         try:
@@ -239,6 +243,7 @@ class CallService:
             fallback_context=self.fallback_context,
             fallback_label=fallback_label,
             on_answered=self._answered,
+            voicemail_problem=self.voicemail_problem,
         )
 
     async def _to_dialplan(self, call: AriCall, why: str) -> None:

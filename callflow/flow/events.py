@@ -81,7 +81,7 @@ class StepResult(StrEnum):
     HOLIDAY = "holiday"
     QUEUED = "queued"
     NO_CALLER_NUMBER = "no caller number"
-    LEFT = "left"  # voicemail: a message was left
+    LEFT = "left"  # voicemail: handed over (whether a message was left, the CDR says)
     SET = "set"
     GOTO = "goto"
     DONE = "done"

@@ -107,7 +107,8 @@ class CallMetrics:
         )
         self.missed = Counter(
             "callflow_calls_missed",
-            "Calls that reached nobody (outcome abandoned or failed).",
+            "Calls that reached nobody (outcome abandoned or failed, and calls sent to "
+            "voicemail that left no message, counted once their CDR is read).",
             ["flow"],
             registry=r,
         )

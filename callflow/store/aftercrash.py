@@ -218,8 +218,8 @@ class AfterCrash(BackgroundPart):
             log.info("call log: what the fallback did with %d call(s), from CDRs", len(followed))
         mended = await follow_voicemails(self.engine, self._cdrs.values())
         self.no_message += len(mended)
-        for _, flow in mended:
-            self.on_no_message(flow)
+        for m in mended:
+            self.on_no_message(m.flow)
         if mended:
             log.info(
                 "call log: %d call(s) sent to voicemail left no message (from CDRs): "
@@ -254,6 +254,10 @@ class AfterCrash(BackgroundPart):
     def _held(self, c: CdrCall, now: datetime) -> bool:
         # Kept longer by as much as a loss may be noticed late (a silent Asterisk).
         since = now - CUT_HOLD - self.noticed_within
+        if c.message_left is False and c.end >= now - CUT_HOLD:
+            # The daemon may log the hand-over to voicemail after the CDR is read (a slow
+            # answer to its request while the caller hung up): mended at a later pass.
+            return True
         return c.over and not c.went_to_fallback and c.answer is None and c.end >= since
 
     async def _close_open(self, now: datetime) -> set[str]:

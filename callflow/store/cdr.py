@@ -56,7 +56,9 @@ _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUT
 #: ended before ``VoiceMail()`` set one (a caller who hung up before the greeting).
 #: Asterisk 22 sets ``SUCCESS`` only for a message kept: also one the caller ended by
 #: hanging up, the usual way; ``FAILED`` for a hangup during the greeting or a message
-#: shorter than the mailbox's ``minsecs``; ``USEREXIT`` for a key that left it.
+#: shorter than the mailbox's ``minsecs``; ``USEREXIT`` for a key that left it.  With
+#: ``minsecs = 0`` (voicemail.conf's default) a caller who hangs up at the beep leaves an
+#: empty message, in the mailbox with their number: ``SUCCESS``, a callback to make.
 MESSAGE_LEFT = "SUCCESS"
 
 

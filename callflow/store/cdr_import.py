@@ -34,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,6 +47,7 @@ from .privacy import CallerPrivacy
 from .reconcile import Closing, OpenCall
 
 CALLS = cast(Table, Call.__table__)
+STEPS = cast(Table, CallStep.__table__)
 IMPORTS = cast(Table, CdrImport.__table__)
 _CHUNK = 500  # ids per IN (...) query
 
@@ -204,19 +205,34 @@ async def follow_fallbacks(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list
 
 
 VOICEMAIL = str(OutcomeKind.VOICEMAIL)
+_HUNG_UP = {
+    "caller": "the caller hung up",
+    "pbx": "ended by the PBX",
+    "peer": "ended by the PBX",
+    "": "who hung up is not recorded",
+}
 
 
 def _no_message(c: CdrCall) -> tuple[str, str]:
-    """The outcome and the words of a call whose voicemail took no message."""
-    gave_up = c.hangup_by == "caller"
-    kind = OutcomeKind.ABANDONED if gave_up else OutcomeKind.FAILED
-    who = "the caller hung up" if gave_up else f"ended by the {c.hangup_by or 'PBX'}"
+    """The outcome and the words of a call whose voicemail took no message: a caller who
+    left (or, unrecorded, most likely did) abandoned it; the PBX ending it, failed."""
+    ended = c.hangup_by in ("pbx", "peer")
+    kind = OutcomeKind.FAILED if ended else OutcomeKind.ABANDONED
+    who = _HUNG_UP.get(c.hangup_by, _HUNG_UP[""])
     return str(kind), f"no message left in the voicemail ({c.voicemail}; {who}; from its CDR)"
 
 
-async def follow_voicemails(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list[tuple[str, str]]:
+class Mended(NamedTuple):
+    """A call ``follow_voicemails`` wrote to, and its flow (for the metrics)."""
+
+    call_id: str
+    flow: str
+
+
+async def follow_voicemails(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> list[Mended]:
     """Mend the calls of the log that ended ``voicemail`` but left no message, as their
-    CDRs say (``CdrCall.message_left``); returns the (id, flow) of each call written.
+    CDRs say (``CdrCall.message_left``); returns the calls written.  The step that ended
+    the call says the same outcome (``call_steps.outcome``).
 
     The daemon logs ``voicemail`` when it hands the caller over, before the caller either
     leaves a message or hangs up in the greeting: the second reached nobody and counts as
@@ -226,7 +242,7 @@ async def follow_voicemails(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> lis
     for c in cdrs:
         if c.message_left is False:
             by_end[_no_message(c)].append(c.uniqueid)
-    written: list[tuple[str, str]] = []
+    written: list[Mended] = []
     if not by_end:
         return written
     async with engine.begin() as conn:
@@ -239,7 +255,17 @@ async def follow_voicemails(engine: AsyncEngine, cdrs: Iterable[CdrCall]) -> lis
                     .values(outcome=outcome, detail=detail)
                     .returning(CALLS.c.id, CALLS.c.flow)
                 )
-                written += [(r.id, r.flow) for r in rows]
+                mine = [Mended(r.id, r.flow) for r in rows]
+                if mine:  # the rows this transaction changed, and their ending steps
+                    await conn.execute(
+                        update(STEPS)
+                        .where(
+                            STEPS.c.call_id.in_([m.call_id for m in mine]),
+                            STEPS.c.outcome == VOICEMAIL,
+                        )
+                        .values(outcome=outcome)
+                    )
+                written += mine
     return written
 
 

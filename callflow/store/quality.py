@@ -7,7 +7,8 @@ The definitions (they are printed in the report too, see ``DEFINITIONS``):
 * **missed-call rate** = calls whose outcome is a missed one (abandoned, failed, lost:
   ``flow.events.MISSED``, the metrics' definition) / calls started in the period.  A call
   put through to a person, the secretariat, the emergency line, voicemail or a callback
-  request is not missed.
+  request is not missed; one sent to voicemail that left no message is (its CDR says so:
+  the call log then says abandoned or failed).
 * **response time** counts only the calls *answered by the practice's staff* (outcome
   ``answered``: a person of the practice or an on-call doctor took the call); forwarded
   and emergency calls are left out.  It is the time the caller spent being rung for,
@@ -85,7 +86,9 @@ MONTHS = (
 
 DEFINITIONS = {
     "missed": "appel manqué : l'appelant n'a joint ni une personne, ni la messagerie, ni une "
-    "demande de rappel (issue abandoned, failed ou lost) ; taux = appels manqués / appels.",
+    "demande de rappel (issue abandoned, failed ou lost ; un appelant envoyé sur la "
+    "messagerie qui n'y a pas laissé de message compte comme manqué) ; taux = appels "
+    "manqués / appels.",
     "response_time": "temps de réponse : pour les seuls appels décrochés par l'équipe du "
     "cabinet (issue answered ; les appels transférés et d'urgence sont exclus), le temps "
     "passé à sonner dans les étapes dial, forward et escalate jusqu'au décroché ; le temps "

@@ -307,7 +307,8 @@ class Daemon:
                 data = seg.read_bytes()
             except FileNotFoundError:
                 # Replayed and deleted since the glob: the daemon deletes a segment only
-                # once it is in the database, which is read below, after the spool.
+                # once it is in the database, which is read below (SQLite; with
+                # PostgreSQL this reads the spool alone).
                 continue
             for line in data.splitlines(keepends=True):
                 try:

@@ -312,4 +312,4 @@ def test_a_voicemail_step_to_a_missing_mailbox_keeps_the_caller(
 
     wait_until(lambda: "bye" in results(), 20, "the call's steps in the call log")
     assert results()["no-box"] == "failed", results()
-    assert "voicemail box 299 is not in Asterisk's voicemail.conf" in daemon.log()
+    assert "voicemail box 299: not in Asterisk's voicemail.conf" in daemon.log()

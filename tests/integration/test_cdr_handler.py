@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .harness import (
+    AGI_PATIENT_IP,
     CDR_FILE,
     SANDBOX_ROOT,
     Bench,
@@ -178,7 +179,9 @@ def test_a_voicemail_without_a_message_is_logged_as_missed(
         assert (left["callflow_voicemail"], left["callflow_hangup"]) == ("SUCCESS", "pbx")
         assert len(_messages() - inbox) == 1  # a message in the box indeed
         offset = _size()
-        patient = bench.patient("100", digits="6", wait_ms="1500", hold_ms="2500")
+        # 4 s after the key: the greeting and its instructions last about 9 s before the
+        # beep (box 200 has no greeting of its own: "the person at 2 0 0 is unavailable").
+        patient = bench.patient("100", digits="6", wait_ms="1500", hold_ms="4000")
         assert patient.wait(30) == 0, patient.log()
         gone = _one_cdr(offset)
         # FAILED: hung up in the greeting; NONE: before VoiceMail() began (a slow host).
@@ -202,17 +205,48 @@ def test_a_voicemail_without_a_message_is_logged_as_missed(
         assert daemon.stop() == 0, daemon.log()[-3000:]
 
 
+def test_a_fastagi_caller_who_left_no_message_is_logged_abandoned(
+    tmp_path: Path, flows_dir: Path, bench: Bench, inbox: set[str]
+) -> None:
+    # The same over FastAGI, whose entry pushes no [callflow-hangup]: the voicemail's own
+    # handler says who hung up, so the caller's leaving is told from the PBX's.
+    daemon = Daemon(tmp_path / "d", flows_dir, cdr=True)
+    daemon.start()
+    try:
+        offset = _size()
+        patient = bench.patient(
+            "100", ip=AGI_PATIENT_IP, digits="6", wait_ms="1500", hold_ms="4000"
+        )
+        assert patient.wait(30) == 0, patient.log()
+        gone = _one_cdr(offset)
+        assert gone["callflow_voicemail"] in ("FAILED", "NONE"), gone
+        assert gone["callflow_hangup"] == "caller"
+
+        def outcome() -> tuple[str, str]:
+            rows = daemon.query("SELECT outcome, detail FROM calls WHERE id = ?", gone["uniqueid"])
+            return rows[0] if rows else ("", "")
+
+        wait_until(lambda: outcome()[0] == "abandoned", 20, "the call logged abandoned")
+        assert "the caller hung up" in outcome()[1]
+        assert daemon.query("SELECT driver FROM calls WHERE id = ?", gone["uniqueid"]) == [("agi",)]
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
+    assert _messages() == inbox
+
+
 def test_the_fallbacks_voicemail_says_when_the_caller_left_no_message(
     bench: Bench, inbox: set[str]
 ) -> None:
     # No daemon: the secretariat and the outside secretariat are busy, so the fallback
-    # answers and plays "nobody is available" before its voicemail; the caller hangs up
-    # during it, before VoiceMail() began.  The trace alone said "voicemail" until now.
+    # answers and plays "nobody is available" (about 7.5 s) before its voicemail; the
+    # caller hangs up 4.5 s after calling, during it (NONE: VoiceMail() had not begun) or,
+    # on a slow host, in the voicemail's greeting (FAILED): no message either way.  The
+    # trace alone said "voicemail" until now.
     accueil = bench.peer("accueil", "uas-busy.xml")
     trunk = bench.peer("trunk-a", "uas-busy.xml")
     wait_trunk("trunk-a", "online")  # else Dial() skips it and tries trunk-b
     offset = _size()
-    patient = bench.patient("100", scenario="patient-hangup-early.xml", hangup_ms="3000")
+    patient = bench.patient("100", scenario="patient-hangup-early.xml", hangup_ms="4500")
     assert patient.wait(40) == 0, patient.log()
     assert accueil.wait(40) == 0, accueil.log()
     assert trunk.wait(40) == 0, trunk.log()
@@ -220,9 +254,9 @@ def test_the_fallbacks_voicemail_says_when_the_caller_left_no_message(
     wait_until(lambda: any(r["callflow_hangup"] for r in _incoming_since(offset)), 30, "CDRs")
     [cdr] = [r for r in _incoming_since(offset) if r["callflow_hangup"]]
     assert cdr["dcontext"] == "callflow-fallback"
-    assert (cdr["callflow_fallback"], cdr["callflow_hangup"], cdr["callflow_voicemail"]) == (
+    assert (cdr["callflow_fallback"], cdr["callflow_hangup"]) == (
         "secretariat=BUSY outside=BUSY voicemail dial=BUSY",
         "caller",
-        "NONE",
     )
+    assert cdr["callflow_voicemail"] in ("NONE", "FAILED"), cdr
     assert _messages() == inbox

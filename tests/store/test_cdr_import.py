@@ -711,6 +711,17 @@ async def test_a_voicemail_that_took_no_message_is_logged_as_missed_once(
     # caller leaves a message or hangs up in the greeting.  The CDRs then tell which.
     for cid in ("left", "greeting", "short", "old"):
         await logged(engine, tmp_path, Outcome(OutcomeKind.VOICEMAIL, "vm"), cid)
+    async with Recorder(engine, tmp_path / "spool") as rec:  # the step that ended one
+        rec.step(
+            step(
+                "greeting",
+                1,
+                step="vm",
+                kind=StepKind.VOICEMAIL,
+                result=StepResult.LEFT,
+                outcome=OutcomeKind.VOICEMAIL,
+            )
+        )
     await logged(engine, tmp_path, Outcome(OutcomeKind.ANSWERED, None), "served")
     cdr_path = tmp_path / "callflow-cdr.json"
     cdr_path.write_text(
@@ -737,6 +748,9 @@ async def test_a_voicemail_that_took_no_message_is_logged_as_missed_once(
     assert log["greeting"][4] is not None and "no message left" in log["greeting"][4]
     assert "FAILED" in log["greeting"][4] and "caller hung up" in log["greeting"][4]
     assert part.no_message == 2 and told == [log["greeting"][1], log["short"][1]]
+    async with engine.connect() as conn:  # the step that ended it says the same
+        ended = await conn.execute(select(CallStep.outcome).where(CallStep.call_id == "greeting"))
+        assert ended.scalar_one() == "abandoned"
     # The CDRs read again, or by a second daemon: nothing written or counted twice.
     again = [fallback_cdr(c, fallback="", voicemail="FAILED") for c in ("greeting", "short")]
     assert await follow_voicemails(engine, again) == []
@@ -759,3 +773,29 @@ async def test_two_daemons_mending_the_same_voicemails_write_each_call_once(
     assert sorted(i for r in results for i, _ in r) == sorted(ids)  # none counted twice
     details = [row[4] for row in (await calls(engine)).values()]
     assert all(d is not None and d.count("no message left") == 1 for d in details), details
+
+
+async def test_a_voicemail_cdr_read_before_the_call_is_logged_mends_it_later(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    # The caller hung up in the greeting while the daemon's hand-over request was slow to
+    # answer: the CDR is read before the daemon logs "voicemail".  It is kept a while.
+    cdr_path = tmp_path / "callflow-cdr.json"
+    answered = (T0 + timedelta(seconds=2)).timestamp()  # the daemon answers what it takes
+    cdr_path.write_text(
+        cdr_line("late", callflow_voicemail="FAILED", answer=answered, disposition="ANSWERED")
+    )
+    now = [T0 + timedelta(seconds=25)]  # the CDR ended at T0 + 20 s
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: now[0])
+    async with part.recorder:
+        await part.run_once()
+        assert part.no_message == 0  # no such call in the log yet
+        # Logged by the daemon (its own recorder: the part's holds the spool).
+        await logged(engine, tmp_path / "daemon", Outcome(OutcomeKind.VOICEMAIL, "vm"), "late")
+        await part.run_once()
+        assert (await calls(engine))["late"][0] == "abandoned"
+        assert part.no_message == 1
+        # Past CUT_HOLD the CDR is let go: a pass then has nothing left to mend.
+        now[0] += CUT_HOLD + timedelta(seconds=30)
+        await part.run_once()
+    assert part._cdrs == {}

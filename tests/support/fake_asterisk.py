@@ -158,10 +158,10 @@ class FakeAsterisk:
         # of the shipped dialplan.  Asterisk refuses a label it lacks with 404.
         self.labels: set[tuple[str, str, str]] = {("callflow-fallback", "s", "shed")}
         self.connected = True  # the events websocket: while down, events never reach ``sink``
-        # Voicemail: the mailboxes voicemail.conf lacks, and whether VoiceMail() (and its
-        # VM_INFO()) is registered at all.
+        # Voicemail: the mailboxes voicemail.conf lacks, and whether a voicemail module runs
+        # (without one, VM_INFO() is not registered: reading it fails with 500).
         self.missing_mailboxes: set[str] = set()
-        self.voicemail_app = True
+        self.voicemail_module = True
         # GET /asterisk/modules: the voicemail modules (name, status), as Asterisk lists them.
         self.modules: list[tuple[str, str]] = [("app_voicemail.so", "Running")]
         self.missed: list[Event] = []  # the events that happened while it was down
@@ -328,7 +328,7 @@ class FakeAsterisk:
                 return None
             case "GET", ["channels", cid, "variable"] if q["variable"].startswith("VM_INFO("):
                 self._chan(cid)
-                if not self.voicemail_app:
+                if not self.voicemail_module:
                     raise _Reply(500, "Unable to read provided function")
                 box = q["variable"].removeprefix("VM_INFO(").removesuffix(",exists)")
                 return {"value": "0" if box in self.missing_mailboxes else "1"}

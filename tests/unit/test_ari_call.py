@@ -10,6 +10,7 @@ import pytest
 
 from callflow.ari.call import SHED_LABEL, AriCall, leg_status
 from callflow.ari.channels import ChannelRegistry
+from callflow.ari.faults import AriServerError
 from callflow.errors import CallerHangup, CallLost
 from callflow.telephony import DialStatus, Handoff
 from tests.support.fake_asterisk import (
@@ -246,23 +247,35 @@ async def test_voicemail_hands_the_call_to_the_dialplan() -> None:
     assert CALLER not in pbx.hung_up()  # no longer ours to hang up
 
 
-@pytest.mark.parametrize("fault", ["no such mailbox", "no VoiceMail() at all"])
+@pytest.mark.parametrize("fault", ["no such mailbox", "no voicemail module", "VoiceMail() gone"])
 async def test_voicemail_that_would_hang_up_on_the_caller_is_not_handed_over(
     fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A mailbox voicemail.conf lacks, or Debian's app_voicemail_odbc.so having unregistered
-    # VoiceMail(): the dialplan would hang up on the caller, who stays with the flow.
+    # A mailbox voicemail.conf lacks, no voicemail module (VM_INFO() fails), or Debian's
+    # app_voicemail_odbc.so having unregistered VoiceMail() (VM_INFO() still answers:
+    # the module list told): the dialplan would hang up on the caller, who stays.
     call, pbx = make()
     if fault == "no such mailbox":
         pbx.missing_mailboxes.add("201")
+    elif fault == "no voicemail module":
+        pbx.voicemail_module = False
     else:
-        pbx.voicemail_app = False
+        call._voicemail_problem = lambda: "app_voicemail_odbc.so failed to load beside it"
     assert not await call.voicemail("201")
     assert not pbx.sent("POST", f"/channels/{CALLER}/continue")
     assert not pbx.sent("POST", f"/channels/{CALLER}/variable")
     assert "'failed' branch" in caplog.text
     await call.hangup()
     assert CALLER in pbx.hung_up()  # still the daemon's call
+
+
+async def test_asterisk_failing_the_mailbox_question_is_a_link_fault() -> None:
+    # Any other 5xx is Asterisk failing, as for every request: not a missing voicemail.
+    call, pbx = make()
+    pbx.reply("GET", f"/channels/{CALLER}/variable", 503, {"message": "overloaded"})
+    with pytest.raises(AriServerError):
+        await call.voicemail("200")
+    assert not pbx.sent("POST", f"/channels/{CALLER}/continue")
 
 
 def test_leg_status_mapping() -> None:
