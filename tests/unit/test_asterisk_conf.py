@@ -333,6 +333,26 @@ def test_join_adds_one_include_line_per_host_and_keeps_the_rest(tmp_path: Path) 
     assert "203.0.113.7" in site.read_text()
 
 
+def test_join_warns_of_a_voicemail_the_modules_would_break(tmp_path: Path) -> None:
+    etc = _stock(tmp_path)
+    proc = _join(etc)
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr
+    # An upgrade keeps the site's modules_callflow.conf of before the ODBC noload line.
+    kept = etc / "callflow/modules_callflow.conf"
+    kept.write_text(kept.read_text().replace("noload => app_voicemail_odbc.so", ""))
+    proc = _join(etc)
+    assert proc.returncode == 0
+    assert "lacks 'noload => app_voicemail_odbc.so'" in proc.stderr
+    # A PBX whose voicemail lives in ODBC: callflow's noload would leave it none.
+    kept.write_text((CONF / "modules_callflow.conf").read_text())
+    modules = etc / "modules.conf"
+    modules.write_text(modules.read_text() + "noload => app_voicemail.so ; ODBC storage\n")
+    proc = _join(etc)
+    assert proc.returncode == 0
+    assert "modules.conf noloads app_voicemail.so" in proc.stderr
+    assert "lacks" not in proc.stderr
+
+
 def test_join_changes_nothing_when_a_host_file_is_missing(tmp_path: Path) -> None:
     etc = _stock(tmp_path)
     (etc / "cdr_custom.conf").unlink()
