@@ -104,6 +104,7 @@ class AfterCrash(BackgroundPart):
         # ("unknown": a trace that does not tell, see ``fallback_fate``), for the metrics.
         self.fates: Counter[str] = Counter()
         self._older_handler_told = False  # an older dialplan's CDR: told once a run
+        self._older_voicemail_told = False  # the same, for the voicemail's status
         # Calls logged voicemail that left none, mended from their CDR: counted, and told
         # (the flow's) to the metrics, whose counters counted them voicemail.
         self.no_message = 0
@@ -185,7 +186,9 @@ class AfterCrash(BackgroundPart):
     async def run_once(self) -> None:
         """One pass: read new CDRs, feed the journal, import, close what can be closed."""
         if self.cdr_file is not None:
-            merge_calls(await asyncio.to_thread(self.cdr_file.read_new), self._cdrs)
+            new = await asyncio.to_thread(self.cdr_file.read_new)
+            self._tell_older_voicemail(new)
+            merge_calls(new, self._cdrs)
         if not self.recorder.database_up:
             return  # the recorder retries the database at its own pace: no forced feed
         await self.recorder.flush()
@@ -250,6 +253,23 @@ class AfterCrash(BackgroundPart):
                     "'dialplan reload'",
                     i,
                 )
+
+    def _tell_older_voicemail(self, cdrs: list[CdrCall]) -> None:
+        if self._older_voicemail_told:
+            return
+        for c in cdrs:
+            if c.older_voicemail_handler:
+                self._older_voicemail_told = True
+                log.warning(
+                    "CDR of call %s: it reached a voicemail and no handler wrote whether a "
+                    "message was left, so a caller who left none stays logged 'voicemail'. "
+                    "Asterisk runs an older extensions_callflow.conf (join.sh keeps yours): "
+                    "merge this release's [callflow-voicemail-status] and its pushes, and "
+                    "add callflow_voicemail(uservar) to cdr_custom_callflow.conf, then "
+                    "restart Asterisk",
+                    c.uniqueid,
+                )
+                return
 
     def _held(self, c: CdrCall, now: datetime) -> bool:
         # Kept longer by as much as a loss may be noticed late (a silent Asterisk).

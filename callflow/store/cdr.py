@@ -60,6 +60,7 @@ _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUT
 #: ``minsecs = 0`` (voicemail.conf's default) a caller who hangs up at the beep leaves an
 #: empty message, in the mailbox with their number: ``SUCCESS``, a callback to make.
 MESSAGE_LEFT = "SUCCESS"
+VOICEMAIL_CONTEXT = "callflow-voicemail"  # where a flow's voicemail step sends the caller
 
 
 def _stages(trace: str) -> tuple[list[tuple[str, str, str]], str]:
@@ -132,6 +133,7 @@ class CdrCall:
     disposition: str = ""  # of the last CDR: ANSWERED, NO ANSWER, BUSY, FAILED...
     entered: bool = False  # came in by the shipped dialplan's entry (callflow_dialed set)
     voicemail: str = ""  # VoiceMail()'s status (see MESSAGE_LEFT); "": no voicemail reached
+    context: str = ""  # where in the dialplan it ended (dcontext, of its last CDR)
 
     def merge(self, later: CdrCall) -> CdrCall:
         """This call with the facts of a later CDR of the same call."""
@@ -148,6 +150,7 @@ class CdrCall:
             disposition=later.disposition or self.disposition,
             entered=self.entered or later.entered,
             voicemail=later.voicemail or self.voicemail,
+            context=later.context or self.context,
         )
 
     @property
@@ -158,6 +161,16 @@ class CdrCall:
     def fate(self) -> FallbackFate | None:
         """Where the dialplan fallback left this call (None: it did not go there)."""
         return fallback_fate(self.fallback, self.hangup_by, self.voicemail)
+
+    @property
+    def older_voicemail_handler(self) -> bool:
+        """Whether this call reached a voicemail (a flow's, or the fallback's stage) and no
+        handler wrote its status: Asterisk runs an extensions_callflow.conf of before
+        ``[callflow-voicemail-status]`` (join.sh keeps a site's files on an upgrade)."""
+        if self.voicemail:
+            return False
+        stages = [name for name, _, _ in _stages(self.fallback)[0]]
+        return self.context == VOICEMAIL_CONTEXT or "voicemail" in stages
 
     @property
     def message_left(self) -> bool | None:
@@ -213,6 +226,7 @@ def parse_line(line: str) -> CdrCall | None:
         disposition=str(data.get("disposition") or ""),
         entered=bool(dialed),
         voicemail=str(data.get("callflow_voicemail") or ""),
+        context=str(data.get("dcontext") or ""),
     )
 
 

@@ -799,3 +799,23 @@ async def test_a_voicemail_cdr_read_before_the_call_is_logged_mends_it_later(
         now[0] += CUT_HOLD + timedelta(seconds=30)
         await part.run_once()
     assert part._cdrs == {}
+
+
+async def test_an_older_dialplans_voicemail_cdr_is_told_once(
+    engine: AsyncEngine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await logged(engine, tmp_path, Outcome(OutcomeKind.VOICEMAIL, "vm"), "vm.1", "vm.2")
+    cdr_path = tmp_path / "callflow-cdr.json"
+    cdr_path.write_text(  # reached the voicemail; no [callflow-voicemail-status] ran
+        cdr_line("vm.1", dcontext="callflow-voicemail")
+        + cdr_line("vm.2", dcontext="callflow-voicemail")
+    )
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW)
+    async with part.recorder:
+        await part.run_once()
+    assert {c: row[0] for c, row in (await calls(engine)).items()} == {
+        "vm.1": "voicemail",  # nothing is guessed
+        "vm.2": "voicemail",
+    }
+    told = [r for r in caplog.records if "[callflow-voicemail-status]" in r.getMessage()]
+    assert len(told) == 1 and "vm.1" in told[0].getMessage()

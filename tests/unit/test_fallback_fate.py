@@ -127,3 +127,24 @@ def test_a_cdr_line_says_whether_a_message_was_left(status: str, left: bool | No
     cdr = parse_line(json.dumps(line))
     assert cdr is not None and not cdr.went_to_fallback
     assert cdr.message_left is left
+
+
+@pytest.mark.parametrize(
+    ("fields", "older"),
+    [
+        # A flow's voicemail, or the fallback's stage, with no status: an older dialplan.
+        ({"dcontext": "callflow-voicemail"}, True),
+        ({"dcontext": "callflow-fallback", "callflow_fallback": f"{VM} dial=BUSY"}, True),
+        # This release's: the status is there (NONE when VoiceMail() never began).
+        ({"dcontext": "callflow-voicemail", "callflow_voicemail": "NONE"}, False),
+        # No voicemail reached: nothing to say.
+        ({"dcontext": "callflow-from-trunk"}, False),
+        ({"dcontext": "callflow-fallback", "callflow_fallback": "secretariat dial=ANSWER"}, False),
+    ],
+)
+def test_a_voicemail_cdr_without_its_status_is_an_older_dialplans(
+    fields: dict[str, str], older: bool
+) -> None:
+    line = {"uniqueid": "1.3", "start": 1_780_000_000.0, "end": 1_780_000_030.0, **fields}
+    cdr = parse_line(json.dumps(line))
+    assert cdr is not None and cdr.older_voicemail_handler is older
