@@ -60,17 +60,20 @@ for f in "$FROM"/*.conf; do
 done
 # Voicemail: the one module choice callflow makes (modules_callflow.conf noloads the ODBC
 # and IMAP variants: under autoload, a variant that declines unregisters VoiceMail()).
-uncommented() { sed 's/;.*//' "$1" | tr -d ' \t'; }
-if [ -f "$ETC/callflow/modules_callflow.conf" ] &&
-   ! uncommented "$ETC/callflow/modules_callflow.conf" | grep -qx 'noload=>app_voicemail_odbc.so'; then
-    echo "join.sh: WARNING: $ETC/callflow/modules_callflow.conf (kept) lacks" \
-         "'noload => app_voicemail_odbc.so': on Debian, VoiceMail() is then missing;" \
-         "see asterisk-conf/callflow/modules_callflow.conf" >&2
-fi
-if uncommented "$ETC/modules.conf" | grep -qx 'noload=>app_voicemail.so'; then
-    echo "join.sh: WARNING: modules.conf noloads app_voicemail.so (voicemail in ODBC or" \
-         "IMAP?): delete that variant's noload line in $ETC/callflow/modules_callflow.conf," \
-         "or the PBX has no voicemail at all" >&2
+noloads() {   # FILE MODULE-REGEX: whether FILE noloads the module ("noload => x" or "= x")
+    [ -f "$1" ] && sed 's/;.*//' "$1" | tr -d ' \t\r' | grep -qxE "noload=>?$2"
+}
+mods="$ETC/modules.conf" ours="$ETC/callflow/modules_callflow.conf"
+if noloads "$mods" 'app_voicemail\.so'; then
+    if noloads "$ours" 'app_voicemail_odbc\.so'; then
+        echo "join.sh: WARNING: modules.conf noloads app_voicemail.so (voicemail in ODBC" \
+             "or IMAP?) and $ours noloads app_voicemail_odbc.so: the PBX has no voicemail" \
+             "at all; delete the line of your variant in $ours" >&2
+    fi
+elif [ -f "$ours" ] && ! noloads "$ours" 'app_voicemail_odbc\.so' &&
+     ! noloads "$mods" 'app_voicemail_odbc\.so'; then
+    echo "join.sh: WARNING: $ours (kept) lacks 'noload => app_voicemail_odbc.so': on" \
+         "Debian, VoiceMail() is then missing; see asterisk-conf/callflow/modules_callflow.conf" >&2
 fi
 # Asterisk reads its files as the asterisk user (Debian): give it the new ones.
 if [ "$(id -u)" = 0 ] && getent group asterisk >/dev/null 2>&1; then

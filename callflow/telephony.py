@@ -22,6 +22,15 @@ def mailbox_probe(box: str) -> str:
     return f"VM_INFO({box},exists)"
 
 
+#: Where a voicemail step hands the caller over, and the hangup handler that writes into
+#: the call's CDR whether a message was left (asterisk-conf/callflow/extensions_callflow.conf).
+#: The driver pushes the handler before the hand-over: a caller who hangs up on the way
+#: is then recorded too (the context pushes it again: both runs write the same).
+VOICEMAIL_CONTEXT = "callflow-voicemail"
+VOICEMAIL_STATUS_HANDLER = "callflow-voicemail-status,s,1"
+PUSH_HANGUP_HANDLER = "CHANNEL(hangup_handler_push)"
+
+
 #: Why Asterisk's voicemail cannot take a caller now, with the fix; None: it can, or it
 #: is not known yet.  Read from Asterisk's module list at each connection
 #: (``callflow.ari.pbxmodules``).

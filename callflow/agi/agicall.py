@@ -21,6 +21,9 @@ from collections.abc import Sequence
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import (
+    PUSH_HANGUP_HANDLER,
+    VOICEMAIL_CONTEXT,
+    VOICEMAIL_STATUS_HANDLER,
     DialResult,
     DialStatus,
     Driver,
@@ -78,7 +81,7 @@ class AgiCall:
         play_timeout: float = 600.0,
         max_call: float = 4 * 3600.0,
         fallback_context: str = "callflow-fallback",
-        voicemail_context: str = "callflow-voicemail",
+        voicemail_context: str = VOICEMAIL_CONTEXT,
         confirm_context: str = "callflow-confirm",
         voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
@@ -314,6 +317,7 @@ class AgiCall:
             log.error(voicemail_refused(self.id, box, why))
             return False
         await self.set_variable(VOICEMAIL_BOX_VAR, box)
+        await self.set_variable(PUSH_HANGUP_HANDLER, VOICEMAIL_STATUS_HANDLER)
         await self.continue_to(self._voicemail)
         return True
 

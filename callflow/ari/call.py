@@ -20,6 +20,9 @@ from typing import Any, ClassVar, TypeVar
 
 from ..errors import CallerHangup, CallLost, TelephonyError
 from ..telephony import (
+    PUSH_HANGUP_HANDLER,
+    VOICEMAIL_CONTEXT,
+    VOICEMAIL_STATUS_HANDLER,
     DialResult,
     DialStatus,
     Driver,
@@ -226,7 +229,7 @@ class AriCall:
         *,
         dialed: str,
         sounds_prefix: str = "sound:",
-        voicemail_context: str = "callflow-voicemail",
+        voicemail_context: str = VOICEMAIL_CONTEXT,
         fallback_context: str = "callflow-fallback",
         fallback_label: str | None = None,
         on_answered: Callable[[float], None] | None = None,
@@ -788,6 +791,9 @@ class AriCall:
         if not await self._mailbox_ready(box):
             return False
         await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))
+        await self._caller_op(
+            self.client.set_variable(self.id, PUSH_HANGUP_HANDLER, VOICEMAIL_STATUS_HANDLER)
+        )
         self.left = True
         try:
             await self._caller_op(

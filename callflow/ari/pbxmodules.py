@@ -34,12 +34,18 @@ class VoicemailModules:
                 "the fallback's voicemail and the flows' voicemail steps take no message"
             )
         if self.declined:
+            # Under autoload, modules load in directory order: either may be the one that
+            # declined.  The fix is the same: one voicemail module only.
             names = ", ".join(f"{m}.so" for m in self.declined)
+            running = ", ".join(f"{m}.so" for m in self.running)
             return (
-                f"{names} failed to load beside {self.running[0]}.so and unregistered "
-                "VoiceMail() as it unloaded: every voicemail hangs up on the caller. Add "
-                f"'noload => {self.declined[0]}.so' to modules.conf (modules_callflow.conf "
-                "has it), then restart Asterisk"
+                f"{names} failed to load beside {running} and unregistered VoiceMail() as "
+                "it unloaded: every voicemail hangs up on the caller. Load one voicemail "
+                "module only, then restart Asterisk: for messages in files (callflow's "
+                "voicemail), 'noload => app_voicemail_odbc.so' and 'noload => "
+                "app_voicemail_imap.so' in modules.conf (modules_callflow.conf has them); "
+                "for messages in ODBC or IMAP, 'noload => app_voicemail.so' and the other "
+                "variant"
             )
         return None
 

@@ -72,8 +72,11 @@ class CallService:
         self._shed_label: str | None = SHED_LABEL
         self._shed_label_retry = 0.0  # time.monotonic() when the label is tried again
         self._on_answered = on_answered  # a call's answer latency, for the metrics
-        # Asterisk's voicemail modules, read at each connection (None: not read yet).
+        # Asterisk's voicemail modules, read at each connection (None: not known: not
+        # read yet, or not since this connection); the connections so far.
         self.voicemail: VoicemailModules | None = None
+        self._connections = 0
+        self._voicemail_told = False  # its fault was logged: say when it is gone
 
     async def __aenter__(self) -> Self:
         return self
@@ -100,7 +103,8 @@ class CallService:
         if kind == EVENT_CONNECTED:
             self._spawn(self._filter_events(), "event filter")
             self._spawn(self.recover(), "recovery")
-            self._spawn(self._check_voicemail(), "voicemail check")
+            self._connections += 1
+            self._spawn(self._check_voicemail(self._connections), "voicemail check")
             return
         if kind == EVENT_DISCONNECTED:
             log.warning(
@@ -127,18 +131,31 @@ class CallService:
         """Why Asterisk's voicemail cannot take a caller (None: it can, or not read yet)."""
         return None if self.voicemail is None else self.voicemail.problem
 
-    async def _check_voicemail(self) -> None:
-        """At each connection (Asterisk may have restarted with other modules)."""
-        try:
-            found = voicemail_modules(await self.client.list_modules())
-        except AriError as exc:
-            log.warning("Asterisk's modules could not be read: %s", exc)
+    async def _check_voicemail(self, connection: int) -> None:
+        """At each connection (Asterisk may have restarted with other modules), until the
+        list is read: Asterisk answers it only once its modules are loaded, which may take
+        longer than a request at its boot.  A later connection's read supersedes it."""
+        # A verdict of before this connection is stale (the admin may have fixed it).
+        self.voicemail = None
+        delay = 2.0
+        while True:
+            try:
+                found = voicemail_modules(await self.client.list_modules())
+                break
+            except AriError as exc:
+                log.warning("Asterisk's modules not read (%s): again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                if connection != self._connections:
+                    return
+        if connection != self._connections:
             return
-        told = self.voicemail is not None and self.voicemail.problem is not None
         self.voicemail = found
         if found.problem is not None:
+            self._voicemail_told = True
             log.error("Asterisk's voicemail: %s", found.problem)
-        elif told:
+        elif self._voicemail_told:
+            self._voicemail_told = False
             log.info("Asterisk's voicemail works again (%s)", ", ".join(found.running))
         else:
             log.debug("Asterisk's voicemail: %s runs", ", ".join(found.running))

@@ -187,7 +187,9 @@ class AfterCrash(BackgroundPart):
         """One pass: read new CDRs, feed the journal, import, close what can be closed."""
         if self.cdr_file is not None:
             new = await asyncio.to_thread(self.cdr_file.read_new)
-            self._tell_older_voicemail(new)
+            # Only calls of this run: a file read again from its start holds CDRs of
+            # before an upgrade, whose dialplan said less.
+            self._tell_older_voicemail([c for c in new if c.end >= self.started])
             merge_calls(new, self._cdrs)
         if not self.recorder.database_up:
             return  # the recorder retries the database at its own pace: no forced feed

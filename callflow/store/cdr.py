@@ -29,6 +29,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..telephony import VOICEMAIL_CONTEXT
+
 log = logging.getLogger("callflow.store")
 
 HANGUP_BY = frozenset({"caller", "peer", "pbx"})
@@ -60,7 +62,6 @@ _RINGING = {"secretariat": FallbackFate.SECRETARIAT, "outside": FallbackFate.OUT
 #: ``minsecs = 0`` (voicemail.conf's default) a caller who hangs up at the beep leaves an
 #: empty message, in the mailbox with their number: ``SUCCESS``, a callback to make.
 MESSAGE_LEFT = "SUCCESS"
-VOICEMAIL_CONTEXT = "callflow-voicemail"  # where a flow's voicemail step sends the caller
 
 
 def _stages(trace: str) -> tuple[list[tuple[str, str, str]], str]:

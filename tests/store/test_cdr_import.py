@@ -806,11 +806,17 @@ async def test_an_older_dialplans_voicemail_cdr_is_told_once(
 ) -> None:
     await logged(engine, tmp_path, Outcome(OutcomeKind.VOICEMAIL, "vm"), "vm.1", "vm.2")
     cdr_path = tmp_path / "callflow-cdr.json"
+    before = {"start": (T0 - timedelta(minutes=11)).timestamp()}
+    before["end"] = (T0 - timedelta(minutes=10)).timestamp()
     cdr_path.write_text(  # reached the voicemail; no [callflow-voicemail-status] ran
-        cdr_line("vm.1", dcontext="callflow-voicemail")
+        # Of before this run (the file is read from its start): an older dialplan's, fine.
+        cdr_line("vm.0", dcontext="callflow-voicemail", **before)
+        + cdr_line("vm.1", dcontext="callflow-voicemail")
         + cdr_line("vm.2", dcontext="callflow-voicemail")
     )
-    part = reading(engine, tmp_path, cdr_path, clock=lambda: NOW)
+    now = [T0]  # the daemon started at T0
+    part = reading(engine, tmp_path, cdr_path, clock=lambda: now[0])
+    now[0] = NOW
     async with part.recorder:
         await part.run_once()
     assert {c: row[0] for c, row in (await calls(engine)).items()} == {

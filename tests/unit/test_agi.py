@@ -345,7 +345,7 @@ async def test_the_request_names_the_flow_or_the_number_chooses(
 
 
 async def test_voicemail_and_variables_go_through_the_dialplan() -> None:
-    s, sink = session_of(b"200 result=1 (1)\n" + b"200 result=1\n" * 5)
+    s, sink = session_of(b"200 result=1 (1)\n" + b"200 result=1\n" * 6)
     c = AgiCall(
         s, await read_request(reader_of(b"agi_uniqueid: 1.1\n\n"), 1), dialed="100", call_id="1.1"
     )
@@ -353,12 +353,13 @@ async def test_voicemail_and_variables_go_through_the_dialplan() -> None:
     assert sink.sent.decode().splitlines() == [
         'GET VARIABLE "VM_INFO(200@default,exists)"',  # the mailbox is there
         'SET VARIABLE "CALLFLOW_VOICEMAIL_BOX" "200@default"',
+        'SET VARIABLE "CHANNEL(hangup_handler_push)" "callflow-voicemail-status,s,1"',
         'SET CONTEXT "callflow-voicemail"',
         'SET EXTENSION "s"',
         "SET PRIORITY 1",
     ]
     await c.hangup()  # handed to the dialplan: not ours to hang up
-    assert len(sink.sent.decode().splitlines()) == 5
+    assert len(sink.sent.decode().splitlines()) == 6
 
 
 @pytest.mark.parametrize("answer", [b"200 result=1 (0)\n", b"200 result=0\n"])

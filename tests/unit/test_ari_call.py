@@ -239,8 +239,13 @@ async def test_voicemail_hands_the_call_to_the_dialplan() -> None:
     assert await call.voicemail("practice")
     (probe,) = pbx.sent("GET", f"/channels/{CALLER}/variable")
     assert probe.params == {"variable": "VM_INFO(practice,exists)"}  # asked first
-    (setvar,) = pbx.sent("POST", f"/channels/{CALLER}/variable")
-    assert setvar.params == {"variable": "CALLFLOW_VOICEMAIL_BOX", "value": "practice"}
+    setbox, push = pbx.sent("POST", f"/channels/{CALLER}/variable")
+    assert setbox.params == {"variable": "CALLFLOW_VOICEMAIL_BOX", "value": "practice"}
+    # The status handler, pushed before the hand-over: a hangup on the way is recorded.
+    assert push.params == {
+        "variable": "CHANNEL(hangup_handler_push)",
+        "value": "callflow-voicemail-status,s,1",
+    }
     (cont,) = pbx.sent("POST", f"/channels/{CALLER}/continue")
     assert cont.params == {"context": "callflow-voicemail", "extension": "s", "priority": "1"}
     await call.hangup()

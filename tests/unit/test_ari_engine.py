@@ -233,7 +233,9 @@ ROUND_TRIPS: dict[str, tuple[str, str, list[str]]] = {
         "  s: {voicemail: {box: '1'}, failed: h}\n",
         "",
         # The mailbox asked for first: a voicemail that is not there would hang up.
-        [f"POST {C}/answer", f"GET {C}/variable", f"POST {C}/variable", f"POST {C}/continue"],
+        [f"POST {C}/answer", f"GET {C}/variable"]
+        + [f"POST {C}/variable"] * 2  # the mailbox, the status handler
+        + [f"POST {C}/continue"],
     ),
     "dial, answered": (
         "  s: {dial: desk, next: h}\n",

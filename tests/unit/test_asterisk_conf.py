@@ -351,6 +351,12 @@ def test_join_warns_of_a_voicemail_the_modules_would_break(tmp_path: Path) -> No
     assert proc.returncode == 0
     assert "modules.conf noloads app_voicemail.so" in proc.stderr
     assert "lacks" not in proc.stderr
+    # Its advice taken (callflow's ODBC noload deleted, "=" and CRLF as a site may write
+    # them): nothing more to say.
+    kept.write_text(kept.read_text().replace("noload => app_voicemail_odbc.so", ""))
+    modules.write_text(STOCK["modules.conf"] + "noload = app_voicemail.so\r\n")
+    proc = _join(etc)
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr, proc.stderr
 
 
 def test_join_changes_nothing_when_a_host_file_is_missing(tmp_path: Path) -> None:

@@ -56,3 +56,36 @@ async def test_each_connection_reads_the_modules_and_says_what_is_wrong(
         service.dispatch({"type": EVENT_CONNECTED})
         await wait_until(lambda: "voicemail works again" in caplog.text, 30)
         assert service.voicemail is not None and service.voicemail.problem is None
+
+
+async def test_a_call_of_the_service_refuses_a_voicemail_the_modules_say_is_gone() -> None:
+    # The wiring: the service's module check reaches each call it makes (VM_INFO() would
+    # still answer 1: only the module list tells).
+    pbx = FakeAsterisk()
+    pbx.modules = [("app_voicemail_odbc.so", OK), ("app_voicemail.so", NOT)]
+    channel = pbx.add_caller("c-1")
+    async with CallService(client_for(pbx), engine=None, flows=None) as service:  # type: ignore[arg-type]
+        service.dispatch({"type": EVENT_CONNECTED})
+        await wait_until(lambda: service.voicemail is not None, 30)
+        problem = service.voicemail_problem()
+        assert problem is not None and "noload => app_voicemail_odbc.so" in problem
+        assert not await service._call(channel, "100").voicemail("200")
+        assert not pbx.sent("POST", "/channels/c-1/continue")
+        asked = [r.params["variable"] for r in pbx.sent("GET", "/channels/c-1/variable")]
+        assert not [v for v in asked if v.startswith("VM_INFO")]  # refused before asking
+
+
+async def test_a_module_list_asterisk_cannot_give_yet_is_read_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # At its boot Asterisk answers the list only once its modules are loaded: a read that
+    # fails is retried, and meanwhile nothing stale is believed.
+    pbx = FakeAsterisk()
+    pbx.reply("GET", "/asterisk/modules", 503, {"message": "loading"})
+    async with CallService(client_for(pbx), engine=None, flows=None) as service:  # type: ignore[arg-type]
+        service.dispatch({"type": EVENT_CONNECTED})
+        await wait_until(lambda: "modules not read" in caplog.text, 30)
+        assert service.voicemail is None and service.voicemail_problem() is None
+        pbx.replies.clear()  # loaded: the list comes
+        await wait_until(lambda: service.voicemail is not None, 30)
+        assert service.voicemail is not None and service.voicemail.problem is None
