@@ -198,6 +198,7 @@ class Daemon:
             trunks=self.selector,
             callbacks=recorder,
             observer=FanOut(recorder, self.metrics),
+            voicemail_problem=self._voicemail_problem,
         )
         self.engine = Engine(self.services)
         self.admin: AdminServer | None = None
@@ -296,13 +297,7 @@ class Daemon:
                 command_timeout=agi.command_timeout,
                 stop_grace=settings.daemon.stop_grace,
             )
-            self.agi = AgiServer(
-                self.engine,
-                self.flows,
-                config,
-                admit=self._admit_agi,
-                voicemail_problem=self.service.voicemail_problem,
-            )
+            self.agi = AgiServer(self.engine, self.flows, config, admit=self._admit_agi)
         self._events = Tasks("ARI events", log)  # the event pump (and the stop it awaits)
         # Calls the daemon never saw (Asterisk's CDRs) and calls a crash left open.
         cdr = settings.cdr
@@ -364,9 +359,13 @@ class Daemon:
         checks["voicemail"] = self._voicemail_ready
         return checks
 
+    def _voicemail_problem(self) -> str | None:
+        # The call service reads Asterisk's module list (it is made after the engine).
+        return self.service.voicemail_problem()
+
     def _voicemail_ready(self) -> bool:
         # Not read yet (no connection so far) is no known fault.
-        return self.service.voicemail_problem() is None
+        return self._voicemail_problem() is None
 
     def _cdr_readable(self) -> bool:
         cdr = self.after_crash.cdr_file

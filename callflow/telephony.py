@@ -33,7 +33,8 @@ PUSH_HANGUP_HANDLER = "CHANNEL(hangup_handler_push)"
 
 #: Why Asterisk's voicemail cannot take a caller now, with the fix; None: it can, or it
 #: is not known yet.  Read from Asterisk's module list at each connection
-#: (``callflow.ari.pbxmodules``).
+#: (``callflow.ari.pbxmodules``); the engine asks it before any driver's ``voicemail``
+#: (``Services.voicemail_problem``), whichever driver carries the call.
 VoicemailProblem = Callable[[], str | None]
 
 

@@ -28,9 +28,7 @@ from ..telephony import (
     DialStatus,
     Driver,
     Handoff,
-    VoicemailProblem,
     mailbox_probe,
-    no_problem,
     voicemail_refused,
 )
 from .protocol import AgiClosed, AgiDead, AgiError, AgiReply, AgiRequest, AgiSession, quote
@@ -83,10 +81,8 @@ class AgiCall:
         fallback_context: str = "callflow-fallback",
         voicemail_context: str = VOICEMAIL_CONTEXT,
         confirm_context: str = "callflow-confirm",
-        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.session = session
-        self._voicemail_problem = voicemail_problem
         self.request = request
         self._id = call_id
         self._caller = request.caller
@@ -308,10 +304,6 @@ class AgiCall:
     async def voicemail(self, box: str) -> bool:
         # As over ARI, the dialplan's voicemail context takes the caller, once Asterisk
         # says it has the mailbox (a function that fails reads as "").
-        problem = self._voicemail_problem()
-        if problem is not None:
-            log.error(voicemail_refused(self.id, box, problem))
-            return False
         if await self.get_variable(mailbox_probe(box)) != "1":
             why = "not in Asterisk's voicemail.conf, or no voicemail module runs"
             log.error(voicemail_refused(self.id, box, why))

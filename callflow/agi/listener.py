@@ -28,7 +28,6 @@ from ..flow.engine import Engine
 from ..flow.live import LiveFlows
 from ..flow.registry import LoadedFlow
 from ..tasks import Tasks
-from ..telephony import VoicemailProblem, no_problem
 from .agicall import AgiCall
 from .protocol import MAX_LINE, AgiError, AgiRequest, AgiSession, read_request
 
@@ -70,14 +69,11 @@ class AgiServer:
         config: AgiConfig,
         *,
         admit: Admission | None = None,
-        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.engine = engine
         self.flows = flows
         self.config = config
         self.admit = admit  # None: never shed
-        # Asterisk's voicemail as the ARI side read it from its module list.
-        self.voicemail_problem = voicemail_problem
         self.calls: dict[str, AgiCall] = {}
         self.accepting = False
         self.refused = 0  # connections from an address not allowed
@@ -153,13 +149,7 @@ class AgiServer:
     async def _run(self, session: AgiSession, request: AgiRequest) -> None:
         dialed = request.get("arg_1") or request.extension
         call_id = request.uniqueid or f"agi-{next(self._numbers)}"
-        call = AgiCall(
-            session,
-            request,
-            dialed=dialed,
-            call_id=call_id,
-            voicemail_problem=self.voicemail_problem,
-        )
+        call = AgiCall(session, request, dialed=dialed, call_id=call_id)
         if not self.accepting:
             log.warning("call=%s arrived while stopping: sent to the dialplan fallback", call.id)
             await call.last_resort()

@@ -27,9 +27,7 @@ from ..telephony import (
     DialStatus,
     Driver,
     Handoff,
-    VoicemailProblem,
     mailbox_probe,
-    no_problem,
     voicemail_refused,
 )
 from .channels import ChannelRegistry, Event, event_channel_id
@@ -233,10 +231,8 @@ class AriCall:
         fallback_context: str = "callflow-fallback",
         fallback_label: str | None = None,
         on_answered: Callable[[float], None] | None = None,
-        voicemail_problem: VoicemailProblem = no_problem,
     ) -> None:
         self.client = client
-        self._voicemail_problem = voicemail_problem
         # Seconds from the call's arrival (this object) to Asterisk's answer: overload.
         self._arrived = time.monotonic()
         self._on_answered = on_answered
@@ -784,10 +780,6 @@ class AriCall:
         # ARI has no voicemail of its own: hand the caller to the dialplan's voicemail,
         # once Asterisk says it has the mailbox (else it would hang up on the caller).
         await self._quiet(self._chan)
-        problem = self._voicemail_problem()
-        if problem is not None:
-            log.error(voicemail_refused(self.id, box, problem))
-            return False
         if not await self._mailbox_ready(box):
             return False
         await self._caller_op(self.client.set_variable(self.id, VOICEMAIL_BOX_VAR, box))

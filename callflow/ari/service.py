@@ -260,7 +260,6 @@ class CallService:
             fallback_context=self.fallback_context,
             fallback_label=fallback_label,
             on_answered=self._answered,
-            voicemail_problem=self.voicemail_problem,
         )
 
     async def _to_dialplan(self, call: AriCall, why: str) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from ..errors import CallerHangup, CallLost, PbxLinkError, TelephonyError
 from ..schedule import Source
-from ..telephony import Call, DialResult, DialStatus, Handoff
+from ..telephony import Call, DialResult, DialStatus, Handoff, voicemail_refused
 from . import schema
 from .events import CallAnswered, CallInfo, Outcome, OutcomeKind, StepKind, StepRecord, StepResult
 from .oncall import on_call
@@ -287,7 +287,10 @@ class _Run:
             case schema.VoicemailStep():
                 await self._answer()
                 box = f"box {step.voicemail.box}"
-                if await self.call.voicemail(step.voicemail.box):
+                problem = self.s.voicemail_problem()
+                if problem is not None:
+                    log.error(voicemail_refused(self.call.id, step.voicemail.box, problem))
+                elif await self.call.voicemail(step.voicemail.box):
                     outcome = Outcome(OutcomeKind.VOICEMAIL, name, tier=self.tier)
                     return _Result(StepResult.LEFT, outcome=outcome, detail=box)
                 return _Result(StepResult.FAILED, step.failed, detail=box)

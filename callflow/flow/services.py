@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from ..schedule import OverrideStore
-from ..telephony import DialStatus
+from ..telephony import DialStatus, VoicemailProblem, no_problem
 from .events import NullObserver, Observer
 
 
@@ -74,6 +74,9 @@ class Services:
     max_steps: int = 200  # a guard against flows that loop through the caller's keys
     # Seconds a trunk has to show signs of life (ringing, progress) before the next is tried.
     trunk_setup_timeout: float = 5.0
+    # Why the PBX's voicemail cannot take a caller now (its module list): a voicemail step
+    # then keeps the caller (its failed branch) rather than have the dialplan hang up.
+    voicemail_problem: VoicemailProblem = no_problem
 
 
 _CALLABLE = re.compile(r"^\+?[0-9]{3,20}$")

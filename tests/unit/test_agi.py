@@ -375,20 +375,6 @@ async def test_voicemail_without_the_mailbox_or_voicemail_keeps_the_caller(
     assert sink.sent.decode().splitlines() == ['GET VARIABLE "VM_INFO(201,exists)"']
 
 
-async def test_voicemail_unregistered_by_a_declined_variant_keeps_the_caller() -> None:
-    # Asterisk's module list said VoiceMail() is gone; VM_INFO() would still answer 1.
-    s, sink = session_of(b"200 result=1 (1)\n")
-    c = AgiCall(
-        s,
-        await read_request(reader_of(b"agi_uniqueid: 1.1\n\n"), 1),
-        dialed="100",
-        call_id="1.1",
-        voicemail_problem=lambda: "app_voicemail_odbc.so failed to load beside it",
-    )
-    assert not await c.voicemail("200")
-    assert sink.sent.decode() == ""  # nothing asked, nothing handed over
-
-
 # -- the listener ------------------------------------------------------------------------
 
 

@@ -780,6 +780,21 @@ async def test_voicemail_failure_goes_to_failed() -> None:
     assert call.did("voicemail") == [("voicemail", "practice")]
 
 
+async def test_a_voicemail_the_pbx_lacks_is_not_asked_of_the_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Asterisk's module list said VoiceMail() is gone (Debian's app_voicemail_odbc.so
+    # declined beside app_voicemail.so; VM_INFO() would still answer 1): whichever driver
+    # carries the call, the caller stays, and the step takes its failed branch.
+    call = FakeCall(caller="anonymous")
+    gone = "app_voicemail_odbc.so failed to load beside it"
+    outcome, rec, _ = await run(make_flow(CALLBACK), call, voicemail_problem=lambda: gone)
+    assert outcome == Outcome(OutcomeKind.HANGUP, "bye")
+    assert rec.results()[1] == ("vm", "voicemail", "failed")
+    assert call.did("voicemail") == []  # nothing handed over
+    assert "'failed' branch" in caplog.text and gone in caplog.text
+
+
 # -- hangups and errors ---------------------------------------------------------------------
 
 

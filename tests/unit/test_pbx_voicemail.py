@@ -4,16 +4,26 @@ app_voicemail_odbc.so, declining beside app_voicemail.so, unregisters VoiceMail(
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
+from callflow.app import Daemon
 from callflow.ari.client import EVENT_CONNECTED
 from callflow.ari.pbxmodules import voicemail_modules
 from callflow.ari.service import CallService
+from callflow.settings import (
+    AriSettings,
+    DaemonSettings,
+    FlowsSettings,
+    HttpSettings,
+    Settings,
+)
 from tests.support.fake_asterisk import FakeAsterisk, client_for
 from tests.support.polling import wait_until
 
 OK, NOT = "Running", "Not Running"
+DIALPLANS = Path(__file__).resolve().parents[2] / "dialplans"
 
 
 @pytest.mark.parametrize(
@@ -58,21 +68,33 @@ async def test_each_connection_reads_the_modules_and_says_what_is_wrong(
         assert service.voicemail is not None and service.voicemail.problem is None
 
 
-async def test_a_call_of_the_service_refuses_a_voicemail_the_modules_say_is_gone() -> None:
-    # The wiring: the service's module check reaches each call it makes (VM_INFO() would
-    # still answer 1: only the module list tells).
+async def test_the_module_check_reaches_the_engine_and_the_health_check(
+    tmp_path: Path,
+) -> None:
+    # The wiring: what the call service read of Asterisk's modules is what the engine asks
+    # before every voicemail step (ARI or FastAGI; VM_INFO() would still answer 1: only
+    # the module list tells), and what /healthz says.
     pbx = FakeAsterisk()
     pbx.modules = [("app_voicemail_odbc.so", OK), ("app_voicemail.so", NOT)]
-    channel = pbx.add_caller("c-1")
-    async with CallService(client_for(pbx), engine=None, flows=None) as service:  # type: ignore[arg-type]
+    daemon = Daemon(
+        Settings(
+            ari=AriSettings(password_env="TEST_ARI"),
+            flows=FlowsSettings(dir=str(DIALPLANS)),
+            daemon=DaemonSettings(state_dir=str(tmp_path)),
+            http=HttpSettings(enabled=False),
+            base_dir=tmp_path,
+        ),
+        {"TEST_ARI": "x", "CALLFLOW_AMI_SECRET": "y"},
+    )
+    assert daemon.services.voicemail_problem() is None  # not read yet: no known fault
+    assert daemon._checks()["voicemail"]() is True
+    daemon.service.client = client_for(pbx)
+    async with daemon.service as service:
         service.dispatch({"type": EVENT_CONNECTED})
         await wait_until(lambda: service.voicemail is not None, 30)
-        problem = service.voicemail_problem()
-        assert problem is not None and "noload => app_voicemail_odbc.so" in problem
-        assert not await service._call(channel, "100").voicemail("200")
-        assert not pbx.sent("POST", "/channels/c-1/continue")
-        asked = [r.params["variable"] for r in pbx.sent("GET", "/channels/c-1/variable")]
-        assert not [v for v in asked if v.startswith("VM_INFO")]  # refused before asking
+    problem = daemon.services.voicemail_problem()
+    assert problem is not None and "noload => app_voicemail_odbc.so" in problem
+    assert daemon._checks()["voicemail"]() is False
 
 
 async def test_a_module_list_asterisk_cannot_give_yet_is_read_again(
